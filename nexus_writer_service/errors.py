@@ -1,0 +1,49 @@
+"""The exception hierarchy of ``nexus_writer_service``.
+
+Every error raised on purpose by this package derives from
+:class:`NexusWriterError` and from the builtin that describes it best, so callers
+can catch either ``except NexusWriterError`` or ``except ValueError``.
+Messages say what happened, to what, and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class NexusWriterError(Exception):
+    """Root of all errors raised by ``nexus_writer_service``."""
+
+
+class ConfigurationError(NexusWriterError, ValueError):
+    """A setting (URL, option, argument) is missing or invalid."""
+
+
+class MalformedEventError(NexusWriterError, ValueError):
+    """Content read from Redis does not follow the scan data model."""
+
+
+class ForeignKeyError(NexusWriterError, TypeError):
+    """A Redis key exists but does not hold what the data model expects."""
+
+
+class NodeNotFoundError(NexusWriterError, LookupError):
+    """A session, scan or node does not exist (or has expired) in Redis."""
+
+
+class DataLostError(NexusWriterError, LookupError):
+    """Data a reader still needed is no longer in Redis (trimmed or expired)."""
+
+
+class ScanStateError(NexusWriterError, RuntimeError):
+    """An operation is not allowed in the current state of a scan."""
+
+
+class EventTimeout(NexusWriterError, TimeoutError):
+    """No event arrived within the time the caller allowed."""
+
+
+class RedisUnavailableError(NexusWriterError, ConnectionError):
+    """The Redis server cannot be reached."""
+
+
+class EmbeddedServerError(NexusWriterError, RuntimeError):
+    """An embedded server (Redis or Tango database) failed to start or stop."""
