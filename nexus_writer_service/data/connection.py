@@ -1,0 +1,102 @@
+"""Redis connections of the data layer and the one server-side script it needs.
+
+The URL comes from the caller, else from ``REDIS_URL`` read at call time (never at
+import). Clients are plain blocking ``redis.Redis`` objects with socket timeouts;
+they are safe to share between threads (one connection pool per client).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator
+
+import redis
+
+from ..errors import ConfigurationError, ForeignKeyError, RedisUnavailableError
+from .events import EndReason
+from .keys import ScanKeys, SessionKeys
+
+__all__ = ["resolve_redis_url", "connect", "redis_errors", "end_scan"]
+
+SESSION_STREAM_MAXLEN = 100_000
+
+
+def resolve_redis_url(redis_url: str | None = None) -> str:
+    """The explicit ``redis_url``, else the ``REDIS_URL`` environment variable."""
+    url = redis_url or os.environ.get("REDIS_URL")
+    if not url:
+        raise ConfigurationError(
+            "no Redis URL: pass redis_url=... (e.g. redis://127.0.0.1:6379/0) "
+            "or set the REDIS_URL environment variable"
+        )
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigurationError(
+            f"invalid Redis URL {url!r}: expected redis://, rediss:// or unix://"
+        )
+    return url
+
+
+def connect(redis_url: str | None = None, socket_timeout: float = 30.0) -> redis.Redis:
+    """A client for ``redis_url`` (see :func:`resolve_redis_url`)."""
+    url = resolve_redis_url(redis_url)
+    try:
+        return redis.Redis.from_url(
+            url, socket_timeout=socket_timeout, socket_connect_timeout=5.0,
+            health_check_interval=30,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid Redis URL {url!r}: {exc}") from None
+
+
+@contextlib.contextmanager
+def redis_errors(what: str) -> Iterator[None]:
+    """Translate redis-py errors into ours; ``what`` names the key or operation."""
+    try:
+        yield
+    except redis.ResponseError as exc:
+        if "WRONGTYPE" in str(exc):
+            raise ForeignKeyError(
+                f"{what}: the key holds another type of value ({exc}); it was not written "
+                "by nexus_writer_service, use another session name or delete the key"
+            ) from None
+        raise
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise RedisUnavailableError(
+            f"{what}: Redis is unreachable ({exc}); check that the server runs and the URL"
+        ) from exc
+
+
+# Ends a scan once: records the reason, appends END to the scan stream and to the
+# session stream, drops the lease and sets the retention time on every scan key.
+# With ARGV[4] == "1" it only acts when the publisher's lease has expired.
+_END_SCAN_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('HEXISTS', KEYS[1], 'end_reason') == 1 then return 0 end
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
+local now = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'end_reason', ARGV[1], 'end_message', ARGV[2],
+           'end_time', now[1] .. '.' .. string.format('%06d', tonumber(now[2])))
+redis.call('XADD', KEYS[2], '*', 't', 'end', 'r', ARGV[1], 'm', ARGV[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 't', 'end', 'k', ARGV[5], 'r', ARGV[1])
+redis.call('DEL', KEYS[4])
+local retention = tonumber(ARGV[3])
+for _, i in ipairs({1, 2, 5, 6}) do
+  if retention > 0 then redis.call('EXPIRE', KEYS[i], retention) end
+end
+return 1
+"""
+
+
+def end_scan(
+    client: redis.Redis, scan: ScanKeys, reason: EndReason, message: str = "",
+    retention: float = 0, only_if_lease_expired: bool = False,
+) -> bool:
+    """End the scan with ``reason`` unless it has already ended; True if this call ended it."""
+    session = SessionKeys(scan.session)
+    keys = [scan.info, scan.events, session.stream, scan.lease, scan.nodes, scan.acks]
+    args = [EndReason(reason).value, message, int(retention),
+            "1" if only_if_lease_expired else "0", scan.base, SESSION_STREAM_MAXLEN]
+    with redis_errors(f"ending scan {scan.base}"):
+        result = client.eval(_END_SCAN_LUA, len(keys), *keys, *args)
+    return result == 1

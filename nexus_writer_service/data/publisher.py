@@ -1,0 +1,368 @@
+"""What an acquisition program calls to publish scans into Redis.
+
+``Publisher`` (one per session and process) creates scans; each ``ScanPublisher``
+declares nodes, sends blocks of points (one round trip per block, raw bytes) and
+ends the scan. A publisher holds a lease on every scan it runs, refreshed by ONE
+background thread owned by the ``Publisher`` and stopped by :meth:`Publisher.close`;
+when the process dies the lease expires and readers end the scan with
+``PUBLISHER_LOST``. The same ``ScanPublisher`` must not be used from two threads
+at once; different scans may be published from different threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from types import TracebackType
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import redis
+
+from ..errors import ConfigurationError, ScanStateError
+from . import codec
+from .connection import SESSION_STREAM_MAXLEN, connect, end_scan, redis_errors
+from .events import (
+    EndReason,
+    LimaProgress,
+    NodeType,
+    encode_lima,
+    encode_node,
+    encode_prepared,
+    encode_session_new,
+)
+from .keys import ScanKeys, SessionKeys, check_name
+
+__all__ = ["Publisher", "ScanPublisher"]
+
+logger = logging.getLogger(__name__)
+
+LIMA_FORMATS = ("hdf5", "edf")
+
+
+class _Channel:
+    __slots__ = ("name", "index", "dtype", "shape", "npoints")
+
+    def __init__(self, name: str, index: int, dtype: np.dtype[Any], shape: tuple[int, ...]):
+        self.name = name
+        self.index = index
+        self.dtype = dtype
+        self.shape = shape
+        self.npoints = 0
+
+
+class ScanPublisher:
+    """One scan being published. Create it with :meth:`Publisher.create_scan`.
+
+    As a context manager the scan ends with SUCCESS, or FAILED (ABORTED for
+    ``KeyboardInterrupt``) when the block raises.
+    """
+
+    def __init__(self, publisher: "Publisher", keys: ScanKeys, name: str, number: int,
+                 subscans: list[str]):
+        self._publisher = publisher
+        self._client = publisher._client
+        self.keys = keys
+        self.name = name
+        self.number = number
+        self.subscans = subscans
+        self._channels: dict[str, _Channel] = {}
+        self._nodes: set[str] = set(subscans)
+        self._lima: dict[str, LimaProgress] = {}
+        self._nindex = len(subscans)
+        self.ended = False
+
+    @property
+    def key(self) -> str:
+        return self.keys.base
+
+    def _check_running(self) -> None:
+        if self.ended:
+            raise ScanStateError(f"scan {self.name!r} ({self.key}) has already ended")
+
+    def _subscan(self, subscan: str | None, what: str) -> str:
+        if subscan is None:
+            return self.subscans[0]
+        if subscan not in self.subscans:
+            raise ValueError(f"{what}: unknown subscan {subscan!r}; scan has {self.subscans}")
+        return subscan
+
+    def _declare(self, name: str, node_type: NodeType, info: dict[str, Any]) -> int:
+        self._check_running()
+        if not isinstance(name, str) or not name or any(c in name for c in "\n\r\t\0"):
+            raise ValueError(f"invalid node name {name!r}: a non-empty single-line string")
+        if name in self._nodes:
+            raise ValueError(f"node {name!r} is already declared in scan {self.name!r}")
+        index = self._nindex
+        fields = encode_node(name, node_type, index, info)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hset(self.keys.nodes, name, fields[b"y"] + b"|" + fields[b"x"] + b"|" + fields[b"i"])
+        pipe.xadd(self.keys.events, fields)
+        with redis_errors(f"declaring {name!r} in {self.key}"):
+            pipe.execute()
+        self._nodes.add(name)
+        self._nindex += 1
+        return index
+
+    def add_channel(
+        self, name: str, dtype: Any, shape: Sequence[int] = (), *, subscan: str | None = None,
+        unit: str | None = None, info: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Declare a channel whose points have ``dtype`` and ``shape``.
+
+        ``shape`` ``()`` for scalars, ``(n,)`` for spectra, any fixed nD shape, or
+        ``(-1,)`` for variable-length 1D points.
+        """
+        what = f"channel {name!r} of scan {self.name!r}"
+        dt = np.dtype(dtype)
+        descr = codec.dtype_to_text(dt)
+        dims = codec.check_point_shape(shape, what)
+        node_info = dict(info or {})
+        node_info.update(dtype=descr, shape=list(dims), subscan=self._subscan(subscan, what))
+        if unit is not None:
+            node_info["unit"] = str(unit)
+        index = self._declare(name, NodeType.CHANNEL, codec.jsonable(node_info))
+        self._channels[name] = _Channel(name, index, dt, dims)
+
+    def add_lima(
+        self, name: str, *, directory: str, prefix: str, suffix: str = ".h5",
+        file_format: str = "hdf5", frames_per_file: int = 100, first_file_number: int = 0,
+        path_in_file: str = "/entry_0000/measurement/data", dtype: Any = "uint16",
+        shape: Sequence[int] = (), subscan: str | None = None,
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Declare a 2D detector whose frames are saved in files by the detector itself."""
+        what = f"lima node {name!r} of scan {self.name!r}"
+        if file_format not in LIMA_FORMATS:
+            raise ValueError(f"{what}: file_format {file_format!r} is not one of {LIMA_FORMATS}")
+        if int(frames_per_file) < 1 or int(first_file_number) < 0:
+            raise ValueError(f"{what}: frames_per_file >= 1 and first_file_number >= 0 needed")
+        node_info = dict(info or {})
+        node_info.update(
+            directory=str(directory), prefix=str(prefix), suffix=str(suffix),
+            file_format=file_format, frames_per_file=int(frames_per_file),
+            first_file_number=int(first_file_number), path_in_file=str(path_in_file),
+            dtype=codec.dtype_to_text(dtype), shape=list(codec.check_point_shape(shape, what)),
+            subscan=self._subscan(subscan, what),
+        )
+        self._declare(name, NodeType.LIMA, codec.jsonable(node_info))
+        self._lima[name] = LimaProgress(-1, -1)
+
+    def prepare(self) -> None:
+        """Announce that every node is declared and acquisition starts."""
+        self._check_running()
+        with redis_errors(f"preparing {self.key}"):
+            self._client.xadd(self.keys.events, encode_prepared())
+
+    def send(self, blocks: Mapping[str, Any]) -> None:
+        """Send one block of new points for each named channel, in one round trip.
+
+        Point indices are assigned here, consecutively per channel: the reader can
+        therefore tell a gap or a duplicate from a block.
+        """
+        self._check_running()
+        fields: dict[bytes, bytes] = {b"t": b"data"}
+        counts = []
+        for name, data in blocks.items():
+            try:
+                channel = self._channels[name]
+            except KeyError:
+                raise ValueError(
+                    f"channel {name!r} is not declared in scan {self.name!r}: "
+                    "call add_channel() first"
+                ) from None
+            suffix = str(channel.index).encode()
+            what = f"channel {name!r} of scan {self.name!r}"
+            if channel.shape == (-1,):
+                raw, lengths, n = codec.ragged_to_bytes(data, channel.dtype, what)
+                fields[b"l" + suffix] = lengths
+            else:
+                raw, n = codec.array_to_bytes(data, channel.dtype, channel.shape, what)
+            fields[b"d" + suffix] = raw
+            fields[b"f" + suffix] = str(channel.npoints).encode()
+            counts.append((channel, n))
+        if not counts:
+            return
+        with redis_errors(f"sending data to {self.key}"):
+            self._client.xadd(self.keys.events, fields)
+        for channel, n in counts:
+            channel.npoints += n
+
+    def npoints(self, name: str) -> int:
+        """Number of points sent so far on channel ``name``."""
+        return self._channels[name].npoints
+
+    def update_lima(self, name: str, last_image_acquired: int, last_image_saved: int) -> None:
+        """Publish the progress of a lima detector (frame indices, -1 for none)."""
+        self._check_running()
+        if name not in self._lima:
+            raise ValueError(f"lima node {name!r} is not declared in scan {self.name!r}")
+        progress = LimaProgress(int(last_image_acquired), int(last_image_saved))
+        with redis_errors(f"updating lima {name!r} of {self.key}"):
+            self._client.xadd(self.keys.events, encode_lima(name, progress))
+        self._lima[name] = progress
+
+    def end(self, reason: EndReason | str = EndReason.SUCCESS, message: str = "") -> bool:
+        """End the scan; False if it had already ended (e.g. lease lost)."""
+        reason = EndReason(reason)
+        if reason is EndReason.PUBLISHER_LOST:
+            raise ValueError("PUBLISHER_LOST is reserved for scans whose publisher died")
+        if self.ended:
+            return False
+        self.ended = True
+        self._publisher._forget(self)
+        return end_scan(self._client, self.keys, reason, message,
+                        retention=self._publisher.retention)
+
+    def __enter__(self) -> "ScanPublisher":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.end(EndReason.SUCCESS)
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.end(EndReason.ABORTED, "interrupted by the user")
+        else:
+            self.end(EndReason.FAILED, f"{exc_type.__name__}: {exc}")
+
+
+class Publisher:
+    """Publishes the scans of one session.
+
+    ``lease`` (seconds): how long readers wait for a silent, dead publisher before
+    ending its scans with PUBLISHER_LOST. ``retention`` (seconds): how long the keys
+    of an ended scan stay in Redis (0: forever).
+    """
+
+    def __init__(self, session: str, redis_url: str | None = None, *, lease: float = 10.0,
+                 retention: float = 24 * 3600.0, client: redis.Redis | None = None):
+        self.session = check_name(session)
+        if not lease > 0.2:
+            raise ConfigurationError(f"lease must be more than 0.2 s, got {lease!r}")
+        if retention < 0:
+            raise ConfigurationError(f"retention must be >= 0 s, got {retention!r}")
+        self.lease = float(lease)
+        self.retention = float(retention)
+        self._keys = SessionKeys(self.session)
+        self._client = client if client is not None else connect(redis_url)
+        self._own_client = client is None
+        self._scans: dict[str, ScanPublisher] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def create_scan(self, scan_info: Mapping[str, Any], name: str | None = None,
+                    number: int | None = None) -> ScanPublisher:
+        """Create a scan and announce it on the session stream.
+
+        One subscan is declared per top master of ``scan_info["acquisition_chain"]``
+        (in its order), or one named ``"main"`` when there is no chain.
+        """
+        if self._closed:
+            raise ScanStateError(f"publisher of session {self.session!r} is closed")
+        if not isinstance(scan_info, Mapping):
+            raise TypeError(f"scan_info must be a dict, got {type(scan_info).__name__}")
+        info = codec.jsonable(scan_info)
+        chain = info.get("acquisition_chain") or {}
+        if not isinstance(chain, dict):
+            raise ValueError("scan_info['acquisition_chain'] must be a dict of top masters")
+        subscans = list(chain) or ["main"]
+        with redis_errors(f"creating a scan in session {self.session!r}"):
+            scan_id = int(self._client.incr(self._keys.counter))
+        if number is None:
+            number = int(info.get("scan_nb", scan_id))
+        name = str(name or info.get("name") or f"scan{number}")
+        info.setdefault("scan_nb", number)
+        keys = self._keys.scan(scan_id)
+        pipe = self._client.pipeline(transaction=True)
+        pipe.set(keys.lease, b"1", px=int(self.lease * 1000))
+        pipe.hset(keys.info, mapping={
+            "name": name, "number": number, "session": self.session,
+            "scan_info": codec.to_json(info), "retention": int(self.retention),
+            "lease": self.lease,
+        })
+        for index, subscan in enumerate(subscans):
+            fields = encode_node(subscan, NodeType.SUBSCAN, index, {"index": index + 1})
+            pipe.hset(keys.nodes, subscan, fields[b"y"] + b"|" + fields[b"x"] + b"|" + fields[b"i"])
+            pipe.xadd(keys.events, fields)
+        readers = self._client.smembers(self._keys.readers)
+        if readers:
+            pipe.hset(keys.acks, mapping={reader: b"0-0" for reader in readers})
+        pipe.xadd(self._keys.stream, encode_session_new(keys.base, name, number),
+                  maxlen=SESSION_STREAM_MAXLEN, approximate=True)
+        with redis_errors(f"creating scan {keys.base}"):
+            pipe.execute()
+        scan = ScanPublisher(self, keys, name, number, subscans)
+        with self._lock:
+            self._scans[keys.base] = scan
+            self._ensure_lease_thread()
+        return scan
+
+    def _forget(self, scan: ScanPublisher) -> None:
+        with self._lock:
+            self._scans.pop(scan.key, None)
+
+    def _ensure_lease_thread(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._refresh_leases, name=f"lease-{self.session}", daemon=True
+            )
+            self._thread.start()
+
+    def _refresh_leases(self) -> None:
+        """Runs in the lease thread until :meth:`close`; also trims acknowledged data."""
+        period = self.lease / 3.0
+        while not self._stop.wait(period):
+            with self._lock:
+                scans = list(self._scans.values())
+            if not scans:
+                continue
+            try:
+                pipe = self._client.pipeline(transaction=False)
+                for scan in scans:
+                    pipe.pexpire(scan.keys.lease, int(self.lease * 1000))
+                pipe.execute()
+                self.trim(scans)
+            except redis.RedisError as exc:
+                logger.warning("session %s: cannot refresh scan leases (%s)", self.session, exc)
+
+    def trim(self, scans: Iterable[ScanPublisher] | None = None) -> None:
+        """Drop entries that every registered reader has acknowledged."""
+        if scans is None:
+            with self._lock:
+                scans = list(self._scans.values())
+        for scan in scans:
+            acks = self._client.hvals(scan.keys.acks)
+            if not acks:
+                continue
+            oldest = min(acks, key=lambda p: tuple(int(x) for x in p.split(b"-")))
+            if oldest != b"0-0":
+                self._client.xtrim(scan.keys.events, minid=oldest, approximate=False)
+
+    def running_scans(self) -> list[ScanPublisher]:
+        with self._lock:
+            return list(self._scans.values())
+
+    def close(self, end_running: EndReason | None = EndReason.ABORTED) -> None:
+        """Stop the lease thread; end scans still running with ``end_running``."""
+        if self._closed:
+            return
+        self._closed = True
+        if end_running is not None:
+            for scan in self.running_scans():
+                scan.end(end_running, "publisher closed while the scan was running")
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        if self._own_client:
+            self._client.close()
+
+    def __enter__(self) -> "Publisher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
