@@ -141,6 +141,24 @@ def check_point_shape(shape: Sequence[Any] | None, what: str) -> tuple[int, ...]
     return dims
 
 
+def _cast_exactly(arr: np.ndarray[Any, Any], dtype: np.dtype[Any], what: str
+                  ) -> np.ndarray[Any, Any]:
+    """``arr`` as ``dtype`` when no value changes on the way, else ``ValueError``."""
+    if not arr.dtype.hasobject and np.can_cast(arr.dtype, dtype, casting="safe"):
+        return arr.astype(dtype)
+    refused = ValueError(
+        f"{what}: data of dtype {arr.dtype} cannot be stored as the declared {dtype} "
+        "without changing values; send data of the declared dtype"
+    )
+    if arr.dtype.hasobject or arr.dtype.kind not in "biuf" or dtype.kind not in "biuf":
+        raise refused
+    with np.errstate(all="ignore"):
+        cast = arr.astype(dtype)
+        if not np.array_equal(cast.astype(arr.dtype), arr, equal_nan=arr.dtype.kind == "f"):
+            raise refused
+    return cast
+
+
 def array_to_bytes(data: Any, dtype: np.dtype[Any], shape: tuple[int, ...], what: str
                    ) -> tuple[bytes, int]:
     """Raw bytes and number of points of a block of fixed-shape points.
@@ -150,11 +168,7 @@ def array_to_bytes(data: Any, dtype: np.dtype[Any], shape: tuple[int, ...], what
     """
     arr = np.asarray(data)
     if arr.dtype != dtype:
-        if arr.dtype.hasobject or not np.can_cast(arr.dtype, dtype, casting="same_kind"):
-            raise ValueError(
-                f"{what}: data of dtype {arr.dtype} cannot be stored as the declared {dtype}"
-            )
-        arr = arr.astype(dtype)
+        arr = _cast_exactly(arr, dtype, what)
     if arr.shape == shape:
         arr = arr.reshape((1,) + shape)
     if arr.shape[1:] != shape:

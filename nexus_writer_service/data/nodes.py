@@ -1,0 +1,141 @@
+"""Node objects a reader hands out: scan, subscan, channel and lima nodes (no I/O here).
+
+Nodes are immutable descriptions built from what the publisher declared; they are
+safe to share between threads and greenlets. The I/O lives in :mod:`.reader`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..errors import MalformedEventError
+from . import codec
+from .events import NodeDeclaration, NodeType
+
+__all__ = ["Node", "SubscanNode", "ChannelNode", "LimaNode", "ImageReference", "make_node"]
+
+
+class Node:
+    """A declared node of a scan: ``name``, ``type``, ``info`` and its ``scan``."""
+
+    type: NodeType = NodeType.SUBSCAN
+
+    def __init__(self, scan: Any, declaration: NodeDeclaration):
+        self.scan = scan
+        self.name = declaration.name
+        self.index = declaration.index
+        self.info: dict[str, Any] = declaration.info
+
+    @property
+    def subscan(self) -> str:
+        """Name of the subscan (top master) this node belongs to."""
+        return str(self.info.get("subscan", self.name))
+
+    @property
+    def db_name(self) -> str:
+        return f"{self.scan.key}:{self.name}"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} of {self.scan!r}>"
+
+
+class SubscanNode(Node):
+    """One top master of the acquisition chain (one NXentry in a file)."""
+
+    type = NodeType.SUBSCAN
+
+
+class ChannelNode(Node):
+    """Numeric data stored in Redis: ``dtype`` and per-point ``shape``.
+
+    ``shape`` is ``()`` for scalars, ``(n,)`` for spectra, any fixed nD shape, or
+    ``(-1,)`` for variable-length 1D points.
+    """
+
+    type = NodeType.CHANNEL
+
+    def __init__(self, scan: Any, declaration: NodeDeclaration):
+        super().__init__(scan, declaration)
+        what = f"channel {self.name!r} of {scan.key}"
+        self.dtype: np.dtype[Any] = codec.dtype_from_text(self.info.get("dtype"), what)
+        try:
+            self.shape: tuple[int, ...] = codec.check_point_shape(self.info.get("shape"), what)
+        except ValueError as exc:
+            raise MalformedEventError(str(exc)) from None
+        self.unit: str | None = self.info.get("unit")
+
+    @property
+    def variable_length(self) -> bool:
+        return self.shape == (-1,)
+
+
+class ImageReference(NamedTuple):
+    """Where one frame of a lima detector is saved."""
+
+    filename: str
+    file_format: str
+    path_in_file: str | None
+    index_in_file: int
+
+
+class LimaNode(Node):
+    """A 2D detector that saves its own files; Redis only holds the saving parameters.
+
+    ``image_reference(i)`` computes where frame ``i`` is, from ``directory``,
+    ``prefix``, ``suffix``, ``frames_per_file`` and ``first_file_number``.
+    """
+
+    type = NodeType.LIMA
+
+    def __init__(self, scan: Any, declaration: NodeDeclaration):
+        super().__init__(scan, declaration)
+        what = f"lima node {self.name!r} of {scan.key}"
+        try:
+            self.directory = str(self.info["directory"])
+            self.prefix = str(self.info["prefix"])
+            self.suffix = str(self.info["suffix"])
+            self.file_format = str(self.info["file_format"])
+            self.frames_per_file = int(self.info["frames_per_file"])
+            self.first_file_number = int(self.info["first_file_number"])
+            self.path_in_file = str(self.info.get("path_in_file") or "")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedEventError(f"{what}: invalid saving parameters ({exc!r})") from None
+        if self.frames_per_file < 1:
+            raise MalformedEventError(f"{what}: frames_per_file must be >= 1")
+        self.dtype = codec.dtype_from_text(self.info.get("dtype", "<u2"), what)
+        self.shape = tuple(int(d) for d in self.info.get("shape") or ())
+
+    def filename(self, file_number: int) -> str:
+        return os.path.join(self.directory, f"{self.prefix}{file_number:04d}{self.suffix}")
+
+    def image_reference(self, frame: int) -> ImageReference:
+        if frame < 0:
+            raise IndexError(f"frame index must be >= 0, got {frame}")
+        file_number = self.first_file_number + frame // self.frames_per_file
+        path = self.path_in_file if self.file_format == "hdf5" else None
+        return ImageReference(self.filename(file_number), self.file_format, path,
+                              frame % self.frames_per_file)
+
+    def image_references(self, start: int, stop: int) -> list[ImageReference]:
+        return [self.image_reference(i) for i in range(start, stop)]
+
+
+_NODE_CLASSES: dict[NodeType, type[Node]] = {
+    NodeType.SUBSCAN: SubscanNode,
+    NodeType.CHANNEL: ChannelNode,
+    NodeType.LIMA: LimaNode,
+}
+
+
+def make_node(scan: Any, declaration: NodeDeclaration) -> Node:
+    try:
+        cls = _NODE_CLASSES[declaration.type]
+    except KeyError:
+        raise MalformedEventError(
+            f"{scan.key}: node {declaration.name!r} has type {declaration.type.value!r}, "
+            "which cannot appear inside a scan"
+        ) from None
+    return cls(scan, declaration)

@@ -1,0 +1,399 @@
+"""Reading scans back from Redis: ``get_session_node`` and the walks.
+
+Walks are plain blocking generators (use them from a native thread, or from the
+gevent hub's threadpool in a green program). They read streams in batches with
+``XREAD BLOCK`` in short slices so that a ``stop`` handle (anything with
+``is_set()``) is honoured within ``poll_interval``; ``timeout`` bounds the time
+without any new entry and raises :class:`~nexus_writer_service.errors.EventTimeout`.
+Every event carries its stream position: pass it as ``from_position`` to resume
+right after it, without loss or duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Iterable, Iterator, Protocol
+
+import redis
+
+from ..errors import DataLostError, EventTimeout, MalformedEventError, NodeNotFoundError
+from . import codec
+from .connection import connect, end_scan, redis_errors
+from .events import (
+    EndReason,
+    EventData,
+    EventType,
+    NodeDeclaration,
+    NodeType,
+    decode_block,
+    decode_entry,
+    decode_session_entry,
+)
+from .keys import ScanKeys, SessionKeys, check_name
+from .nodes import ChannelNode, LimaNode, Node, make_node
+
+__all__ = ["get_session_node", "get_scan_node", "SessionNode", "ScanNode", "Event"]
+
+logger = logging.getLogger(__name__)
+
+Event = tuple[EventType, Any, EventData]
+BATCH = 1000
+
+
+class StopHandle(Protocol):
+    def is_set(self) -> bool: ...
+
+
+def _parse_id(position: str | bytes) -> tuple[int, int]:
+    text = position.decode() if isinstance(position, bytes) else str(position)
+    try:
+        ms, _, seq = text.partition("-")
+        return int(ms), int(seq or 0)
+    except ValueError:
+        raise ValueError(f"invalid stream position {position!r}: expected '<ms>-<seq>'") from None
+
+
+def _check_timeout(timeout: float | None, name: str = "timeout") -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+        raise ValueError(f"{name} must be a number of seconds >= 0 or None, got {timeout!r}")
+    return float(timeout)
+
+
+def _filter(value: str | Iterable[str] | None) -> set[str] | None:
+    if value is None:
+        return None
+    names = {value} if isinstance(value, str) else set(value)
+    valid = {t.value for t in NodeType}
+    unknown = names - valid
+    if unknown:
+        raise ValueError(f"unknown node types {sorted(unknown)} in filter; use {sorted(valid)}")
+    return names
+
+
+def _stream_info(client: redis.Redis, key: str) -> dict[str, Any] | None:
+    try:
+        return client.xinfo_stream(key)
+    except redis.ResponseError as exc:
+        if "no such key" in str(exc).lower():
+            return None
+        raise
+
+
+def read_stream(
+    client: redis.Redis, key: str, position: str, *, stop: StopHandle | None,
+    timeout: float | None, poll_interval: float, on_idle: Callable[[], None] | None = None,
+    on_batch: Callable[[str], None] | None = None,
+) -> Iterator[tuple[str, dict[bytes, bytes]]]:
+    """Entries of stream ``key`` after ``position``, forever (until stop/timeout)."""
+    timeout = _check_timeout(timeout)
+    block_ms = max(1, int(poll_interval * 1000))
+    last_activity = time.monotonic()
+    while stop is None or not stop.is_set():
+        with redis_errors(f"reading stream {key}"):
+            reply = client.xread({key: position}, count=BATCH, block=block_ms)
+        if not reply:
+            if on_idle is not None:
+                on_idle()
+            if timeout is not None and time.monotonic() - last_activity > timeout:
+                raise EventTimeout(f"no new event on {key} within {timeout} s")
+            continue
+        last_activity = time.monotonic()
+        for entry_id, fields in reply[0][1]:
+            position = entry_id.decode()
+            yield position, fields
+        if on_batch is not None:
+            on_batch(position)
+
+
+class ScanNode:
+    """A scan: ``name``, ``number``, ``info`` (the scan_info dict), its nodes and events."""
+
+    type = NodeType.SCAN
+
+    def __init__(self, client: redis.Redis, key: str, session: "SessionNode | None" = None):
+        self._client = client
+        self.keys = ScanKeys(key)
+        self.session_name = self.keys.session
+        self._session = session
+        self._meta: dict[bytes, bytes] | None = None
+        self._info: dict[str, Any] | None = None
+
+    @property
+    def key(self) -> str:
+        return self.keys.base
+
+    def _load(self) -> dict[bytes, bytes]:
+        if self._meta is None:
+            with redis_errors(f"reading scan {self.key}"):
+                meta = self._client.hgetall(self.key)
+            if not meta:
+                raise NodeNotFoundError(
+                    f"scan {self.key} is not in Redis (never created, or expired after "
+                    "its retention time)"
+                )
+            self._meta = meta
+        return self._meta
+
+    @property
+    def name(self) -> str:
+        return self._load().get(b"name", b"").decode()
+
+    @property
+    def number(self) -> int:
+        return int(self._load().get(b"number", b"0"))
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The ``scan_info`` dict the publisher gave."""
+        if self._info is None:
+            raw = self._load().get(b"scan_info", b"{}")
+            info = codec.from_json(raw, f"scan_info of {self.key}")
+            if not isinstance(info, dict):
+                raise MalformedEventError(f"scan_info of {self.key} is not a JSON object")
+            self._info = info
+        return self._info
+
+    @property
+    def end_reason(self) -> EndReason | None:
+        """Why the scan ended (read fresh from Redis), ``None`` while it runs."""
+        with redis_errors(f"reading scan {self.key}"):
+            raw = self._client.hget(self.key, "end_reason")
+        return EndReason(raw.decode()) if raw else None
+
+    def publisher_alive(self) -> bool:
+        with redis_errors(f"reading lease of {self.key}"):
+            return bool(self._client.exists(self.keys.lease))
+
+    def check_publisher(self) -> bool:
+        """End the scan with PUBLISHER_LOST if its publisher's lease expired; True if so."""
+        if self.publisher_alive():
+            return False
+        retention = float(self._load().get(b"retention", b"0"))
+        return end_scan(self._client, self.keys, EndReason.PUBLISHER_LOST,
+                        "the publisher stopped renewing its lease (process died or hung)",
+                        retention=retention, only_if_lease_expired=True)
+
+    def nodes(self) -> dict[str, Node]:
+        """Every node declared so far, by name (subscans first, then in declaration order)."""
+        with redis_errors(f"reading nodes of {self.key}"):
+            raw = self._client.hgetall(self.keys.nodes)
+        nodes = [make_node(self, self._parse_declaration(k, v)) for k, v in raw.items()]
+        return {node.name: node for node in sorted(nodes, key=lambda n: n.index)}
+
+    def _parse_declaration(self, name: bytes, value: bytes) -> NodeDeclaration:
+        what = f"node {name!r} in {self.keys.nodes}"
+        try:
+            node_type, index, info = value.split(b"|", 2)
+            decl = NodeDeclaration(name.decode(), NodeType(node_type.decode()), int(index),
+                                   codec.from_json(info, what))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise MalformedEventError(f"{what}: cannot decode declaration ({exc})") from None
+        return decl
+
+    def acknowledge(self, reader: str, position: str) -> None:
+        """Tell the publisher that ``reader`` has processed everything up to ``position``."""
+        _parse_id(position)
+        with redis_errors(f"acknowledging {self.key}"):
+            self._client.hset(self.keys.acks, reader, position)
+
+    def _check_not_trimmed(self, position: str) -> None:
+        info = _stream_info(self._client, self.keys.events)
+        if info is None:
+            raise NodeNotFoundError(f"scan {self.key} has no event stream (expired?)")
+        deleted = info.get("max-deleted-entry-id", b"0-0")
+        if _parse_id(deleted) > _parse_id(position):
+            raise DataLostError(
+                f"scan {self.key}: entries after position {position} were trimmed from Redis "
+                f"(up to {deleted.decode()}); register the reader (ack_as=...) so the "
+                "publisher keeps what it has not acknowledged"
+            )
+
+    def current_position(self) -> str:
+        """The server's position at the end of this scan's stream."""
+        info = _stream_info(self._client, self.keys.events)
+        return "0-0" if info is None else info["last-generated-id"].decode()
+
+    def walk_events(
+        self, include_filter: str | Iterable[str] | None = None,
+        exclude_filter: str | Iterable[str] | None = None, *, stop: StopHandle | None = None,
+        timeout: float | None = None, from_position: str | None = None,
+        ack_as: str | None = None, poll_interval: float = 0.25,
+    ) -> Iterator[Event]:
+        """Replay the scan's events from its beginning (or after ``from_position``).
+
+        Yields NEW_NODE for each node before any of its NEW_DATA, PREPARED_SCAN,
+        NEW_DATA blocks (``first_index`` and numpy ``data``), and END_SCAN last,
+        after which the walk ends. With ``ack_as``, the reader's progress is
+        acknowledged as it goes, so the publisher may trim what it has read.
+        """
+        include = _filter(include_filter)
+        exclude = _filter(exclude_filter) or set()
+        position = from_position or "0-0"
+        self._load()
+        self._check_not_trimmed(position)
+        by_index = {node.index: node for node in self.nodes().values()}
+        expected: dict[int, int] = {}
+
+        def wanted(node_type: NodeType) -> bool:
+            return (include is None or node_type.value in include) and (
+                node_type.value not in exclude)
+
+        def on_idle() -> None:
+            if self.end_reason is None:
+                self.check_publisher()
+
+        on_batch = (lambda pos: self.acknowledge(ack_as, pos)) if ack_as else None
+        entries = read_stream(self._client, self.keys.events, position, stop=stop,
+                              timeout=timeout, poll_interval=poll_interval, on_idle=on_idle,
+                              on_batch=on_batch)
+        for position, fields in entries:
+            what = f"{self.keys.events} entry {position}"
+            entry = decode_entry(fields, what)
+            if entry.data is not None:
+                for index, (first, raw, lengths) in entry.data.blocks.items():
+                    node = by_index.get(index)
+                    if not isinstance(node, ChannelNode):
+                        raise MalformedEventError(f"{what}: data for undeclared channel #{index}")
+                    start = expected.setdefault(index, first)
+                    if first != start:
+                        raise MalformedEventError(
+                            f"{what}: channel {node.name!r} block starts at point {first}, "
+                            f"expected {start} ({'gap' if first > start else 'duplicate'})"
+                        )
+                    data = decode_block(node.dtype, node.shape, raw, lengths,
+                                        f"{what} channel {node.name!r}")
+                    expected[index] = first + len(data)
+                    if wanted(NodeType.CHANNEL):
+                        yield EventType.NEW_DATA, node, EventData(position, first, data)
+            elif entry.node is not None:
+                node = by_index.get(entry.node.index) or make_node(self, entry.node)
+                by_index[node.index] = node
+                if wanted(node.type):
+                    yield EventType.NEW_NODE, node, EventData(position)
+            elif entry.lima is not None:
+                name, progress = entry.lima
+                node = next((n for n in by_index.values() if n.name == name), None)
+                if not isinstance(node, LimaNode):
+                    raise MalformedEventError(f"{what}: progress for undeclared lima {name!r}")
+                if wanted(NodeType.LIMA):
+                    yield EventType.NEW_DATA, node, EventData(position, 0, progress)
+            elif entry.kind == "prep":
+                yield EventType.PREPARED_SCAN, self, EventData(position)
+            elif entry.end is not None:
+                if ack_as:
+                    self.acknowledge(ack_as, position)
+                reason, message = entry.end
+                yield EventType.END_SCAN, self, EventData(position, reason=reason,
+                                                          message=message)
+                return
+
+    def walk_on_new_events(self, **kwargs: Any) -> Iterator[Event]:
+        """Like :meth:`walk_events`, starting at the server's current end of the scan."""
+        kwargs.setdefault("from_position", self.current_position())
+        return self.walk_events(**kwargs)
+
+    def __repr__(self) -> str:
+        return f"<ScanNode {self.key}>"
+
+
+class SessionNode:
+    """A session: the stream of its scans starting and ending."""
+
+    type = NodeType.SESSION
+
+    def __init__(self, client: redis.Redis, name: str):
+        self._client = client
+        self.name = check_name(name)
+        self.keys = SessionKeys(name)
+
+    @property
+    def connection(self) -> redis.Redis:
+        return self._client
+
+    def current_position(self) -> str:
+        with redis_errors(f"reading {self.keys.stream}"):
+            info = _stream_info(self._client, self.keys.stream)
+        return "0-0" if info is None else info["last-generated-id"].decode()
+
+    def scan(self, key: str) -> ScanNode:
+        scan = ScanNode(self._client, key, self)
+        if scan.session_name != self.name:
+            raise ValueError(f"scan {key} does not belong to session {self.name!r}")
+        return scan
+
+    def register_reader(self, reader: str) -> None:
+        """Scans created from now on keep their data until ``reader`` acknowledges it."""
+        with redis_errors(f"registering reader {reader!r}"):
+            self._client.sadd(self.keys.readers, reader)
+
+    def unregister_reader(self, reader: str) -> None:
+        with redis_errors(f"unregistering reader {reader!r}"):
+            self._client.srem(self.keys.readers, reader)
+
+    def walk_on_new_events(
+        self, include_filter: str | Iterable[str] | None = "scan", *, from_next: bool = True,
+        stop: StopHandle | None = None, timeout: float | None = None,
+        from_position: str | None = None, poll_interval: float = 0.25,
+    ) -> Iterator[Event]:
+        """NEW_NODE when a scan starts, END_SCAN (with the reason) when it ends.
+
+        ``from_next`` starts at the server's current end of the session stream (old
+        scans are skipped); otherwise the walk replays every scan still in Redis.
+        """
+        included = _filter(include_filter)
+        if included is not None and included != {"scan"}:
+            raise ValueError(
+                "a session walk yields scan nodes only (include_filter='scan'); walk each "
+                "scan's own events with scan_node.walk_events()"
+            )
+        if from_position is None:
+            from_position = self.current_position() if from_next else "0-0"
+        running: dict[str, ScanNode] = {}
+
+        def on_idle() -> None:
+            for key, scan in list(running.items()):
+                try:
+                    if scan.end_reason is not None or scan.check_publisher():
+                        running.pop(key, None)
+                except (NodeNotFoundError, MalformedEventError):
+                    running.pop(key, None)
+
+        entries = read_stream(self._client, self.keys.stream, from_position, stop=stop,
+                              timeout=timeout, poll_interval=poll_interval, on_idle=on_idle)
+        for position, fields in entries:
+            kind, key, reason = decode_session_entry(fields, f"{self.keys.stream} {position}")
+            scan = self.scan(key)
+            try:
+                scan.info
+            except NodeNotFoundError:
+                logger.info("scan %s has expired from Redis; skipped", key)
+                continue
+            if kind == "new":
+                running[key] = scan
+                yield EventType.NEW_NODE, scan, EventData(position)
+            else:
+                running.pop(key, None)
+                yield EventType.END_SCAN, scan, EventData(position, reason=reason)
+
+    def walk_events(self, **kwargs: Any) -> Iterator[Event]:
+        """Every scan still in Redis from the beginning, then new ones."""
+        kwargs["from_next"] = False
+        return self.walk_on_new_events(**kwargs)
+
+    def __repr__(self) -> str:
+        return f"<SessionNode {self.name!r}>"
+
+
+def get_session_node(session: str, redis_url: str | None = None, *,
+                     client: redis.Redis | None = None) -> SessionNode:
+    """The session node of ``session`` (it need not exist yet)."""
+    return SessionNode(client if client is not None else connect(redis_url), session)
+
+
+def get_scan_node(key: str, redis_url: str | None = None, *,
+                  client: redis.Redis | None = None) -> ScanNode:
+    """A scan node from its key (as given by ``ScanNode.key`` or ``ScanPublisher.key``)."""
+    return ScanNode(client if client is not None else connect(redis_url), key)
