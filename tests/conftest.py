@@ -97,7 +97,9 @@ def leak_guard(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     deadline = time.monotonic() + 5.0
     while True:
-        extra_threads = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+        extra_threads = [
+            t for t in threading.enumerate() if t not in threads_before and t.is_alive()
+        ]
         extra_greenlets = _live_greenlets() - greenlets_before
         if not extra_threads and not extra_greenlets:
             return

@@ -203,11 +203,16 @@ class ScanNode:
         info = _stream_info(self._client, self.keys.events)
         if info is None:
             raise NodeNotFoundError(f"scan {self.key} has no event stream (expired?)")
-        deleted = info.get("max-deleted-entry-id", b"0-0")
-        if _parse_id(deleted) > _parse_id(position):
+        if int(info.get("entries-added", 0)) <= int(info.get("length", 0)):
+            return  # nothing was ever removed
+        first = info.get("first-entry")
+        oldest = first[0] if first else info["last-generated-id"] + b"+"
+        if first is None and _parse_id(info["last-generated-id"]) <= _parse_id(position):
+            return
+        if first is None or _parse_id(oldest) > _parse_id(position):
             raise DataLostError(
                 f"scan {self.key}: entries after position {position} were trimmed from Redis "
-                f"(up to {deleted.decode()}); register the reader (ack_as=...) so the "
+                f"(oldest kept: {oldest.decode()}); register the reader (ack_as=...) so the "
                 "publisher keeps what it has not acknowledged"
             )
 
@@ -340,8 +345,9 @@ class SessionNode:
     ) -> Iterator[Event]:
         """NEW_NODE when a scan starts, END_SCAN (with the reason) when it ends.
 
-        ``from_next`` starts at the server's current end of the session stream (old
-        scans are skipped); otherwise the walk replays every scan still in Redis.
+        ``from_next`` starts at the server's current end of the session stream when
+        this method is called (old scans are skipped); otherwise the walk replays
+        every scan still in Redis.
         """
         included = _filter(include_filter)
         if included is not None and included != {"scan"}:
@@ -351,6 +357,11 @@ class SessionNode:
             )
         if from_position is None:
             from_position = self.current_position() if from_next else "0-0"
+        _check_timeout(timeout)
+        return self._walk(from_position, stop, timeout, poll_interval)
+
+    def _walk(self, from_position: str, stop: StopHandle | None, timeout: float | None,
+              poll_interval: float) -> Iterator[Event]:
         running: dict[str, ScanNode] = {}
 
         def on_idle() -> None:

@@ -65,7 +65,8 @@ def test_tango_database_registers_device_with_properties(tango_database):
     info.server = "NexusWriterService/testing"
     db.add_device(info)
     db.put_device_property(
-        info.name, {"session": ["session1"], "keepshape": ["true"], "allowed_roots": ["/data", "/tmp"]}
+        info.name,
+        {"session": ["session1"], "keepshape": ["true"], "allowed_roots": ["/data", "/tmp"]},
     )
     props = db.get_device_property(info.name, ["session", "keepshape", "allowed_roots"])
     assert list(props["session"]) == ["session1"]
