@@ -6,6 +6,7 @@ safe to share between threads and greenlets. The I/O lives in :mod:`.reader`.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, NamedTuple
 
@@ -66,6 +67,24 @@ class ChannelNode(Node):
         except ValueError as exc:
             raise MalformedEventError(str(exc)) from None
         self.unit: str | None = self.info.get("unit")
+        self._point_size = self.dtype.itemsize * math.prod(self.shape)
+        if self._point_size == 0 and not self.variable_length:
+            raise MalformedEventError(f"{what}: points of zero size cannot be stored")
+
+    def decode(self, raw: bytes, raw_lengths: bytes | None = None) -> Any:
+        """The points of one block: an array (first axis: points) or, for a
+        variable-length channel, a list of 1D arrays."""
+        if self.variable_length:
+            if raw_lengths is None:
+                raise MalformedEventError(
+                    f"channel {self.name!r}: variable-length block without point lengths")
+            return codec.ragged_from_bytes(raw, raw_lengths, self.dtype, f"channel {self.name!r}")
+        if len(raw) % self._point_size:
+            raise MalformedEventError(
+                f"channel {self.name!r}: {len(raw)} bytes is not a whole number of "
+                f"{self._point_size}-byte points")
+        data = np.frombuffer(raw, dtype=self.dtype)
+        return data.reshape((-1,) + self.shape) if self.shape else data
 
     @property
     def variable_length(self) -> bool:

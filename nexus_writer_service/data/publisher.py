@@ -40,6 +40,67 @@ logger = logging.getLogger(__name__)
 LIMA_FORMATS = ("hdf5", "edf")
 
 
+class _StreamWriter:
+    """Writes commands on one dedicated connection without waiting for each reply.
+
+    Every command is on the wire (so visible to readers) when ``send`` returns;
+    replies are read once more than ``window`` are outstanding, and all of them
+    by :meth:`flush`. An error reply is raised by the ``send``/``flush`` that
+    reads it. Thread-safe; commands keep their order.
+    """
+
+    def __init__(self, client: redis.Redis, window: int = 64):
+        self._pool = client.connection_pool
+        self._connection: Any = None
+        self._pending = 0
+        self._window = window
+        self._lock = threading.Lock()
+
+    def send(self, what: str, *args: Any) -> None:
+        with self._lock, redis_errors(what):
+            if self._connection is None:
+                self._connection = self._pool.get_connection()
+            try:
+                self._connection.send_command(*args)
+                self._pending += 1
+                while self._pending > self._window:
+                    self._read_one()
+            except BaseException:
+                self._discard()
+                raise
+
+    def _read_one(self) -> None:
+        self._pending -= 1
+        self._connection.read_response()
+
+    def flush(self, what: str) -> None:
+        with self._lock, redis_errors(what):
+            try:
+                while self._pending:
+                    self._read_one()
+            except BaseException:
+                self._discard()
+                raise
+
+    def _discard(self) -> None:
+        if self._connection is not None:
+            self._connection.disconnect()
+            self._pool.release(self._connection)
+        self._connection = None
+        self._pending = 0
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                try:
+                    while self._pending:
+                        self._read_one()
+                finally:
+                    self._pool.release(self._connection)
+                    self._connection = None
+                    self._pending = 0
+
+
 class _Channel:
     __slots__ = ("name", "index", "dtype", "shape", "npoints")
 
@@ -62,6 +123,7 @@ class ScanPublisher:
                  subscans: list[str]):
         self._publisher = publisher
         self._client = publisher._client
+        self._writer = publisher._writer
         self.keys = keys
         self.name = name
         self.number = number
@@ -94,6 +156,7 @@ class ScanPublisher:
         if name in self._nodes:
             raise ValueError(f"node {name!r} is already declared in scan {self.name!r}")
         index = self._nindex
+        self._writer.flush(f"sending data to {self.key}")
         fields = encode_node(name, node_type, index, info)
         pipe = self._client.pipeline(transaction=False)
         pipe.hset(self.keys.nodes, name, fields[b"y"] + b"|" + fields[b"x"] + b"|" + fields[b"i"])
@@ -151,14 +214,18 @@ class ScanPublisher:
     def prepare(self) -> None:
         """Announce that every node is declared and acquisition starts."""
         self._check_running()
+        self._writer.flush(f"sending data to {self.key}")
         with redis_errors(f"preparing {self.key}"):
             self._client.xadd(self.keys.events, encode_prepared())
 
     def send(self, blocks: Mapping[str, Any]) -> None:
-        """Send one block of new points for each named channel, in one round trip.
+        """Send one block of new points for each named channel as one stream entry.
 
-        Point indices are assigned here, consecutively per channel: the reader can
-        therefore tell a gap or a duplicate from a block.
+        The entry is on its way to Redis when this returns; its reply is checked
+        later (a failure is raised by a later call, at the latest by :meth:`end`),
+        so publishing does not wait one round trip per block. Point indices are
+        assigned here, consecutively per channel: a reader can therefore tell a
+        gap or a duplicate from a block.
         """
         self._check_running()
         fields: dict[bytes, bytes] = {b"t": b"data"}
@@ -183,8 +250,10 @@ class ScanPublisher:
             counts.append((channel, n))
         if not counts:
             return
-        with redis_errors(f"sending data to {self.key}"):
-            self._client.xadd(self.keys.events, fields)
+        args: list[Any] = ["XADD", self.keys.events, "*"]
+        for item in fields.items():
+            args.extend(item)
+        self._writer.send(f"sending data to {self.key}", *args)
         for channel, n in counts:
             channel.npoints += n
 
@@ -198,6 +267,7 @@ class ScanPublisher:
         if name not in self._lima:
             raise ValueError(f"lima node {name!r} is not declared in scan {self.name!r}")
         progress = LimaProgress(int(last_image_acquired), int(last_image_saved))
+        self._writer.flush(f"sending data to {self.key}")
         with redis_errors(f"updating lima {name!r} of {self.key}"):
             self._client.xadd(self.keys.events, encode_lima(name, progress))
         self._lima[name] = progress
@@ -211,6 +281,7 @@ class ScanPublisher:
             return False
         self.ended = True
         self._publisher._forget(self)
+        self._writer.flush(f"sending data to {self.key}")
         return end_scan(self._client, self.keys, reason, message,
                         retention=self._publisher.retention)
 
@@ -247,6 +318,7 @@ class Publisher:
         self._keys = SessionKeys(self.session)
         self._client = client if client is not None else connect(redis_url)
         self._own_client = client is None
+        self._writer = _StreamWriter(self._client)
         self._scans: dict[str, ScanPublisher] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -358,6 +430,7 @@ class Publisher:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        self._writer.close()
         if self._own_client:
             self._client.close()
 

@@ -26,7 +26,6 @@ from .events import (
     EventType,
     NodeDeclaration,
     NodeType,
-    decode_block,
     decode_entry,
     decode_session_entry,
 )
@@ -255,25 +254,18 @@ class ScanNode:
                               timeout=timeout, poll_interval=poll_interval, on_idle=on_idle,
                               on_batch=on_batch)
         for position, fields in entries:
-            what = f"{self.keys.events} entry {position}"
-            entry = decode_entry(fields, what)
-            if entry.data is not None:
-                for index, (first, raw, lengths) in entry.data.blocks.items():
-                    node = by_index.get(index)
-                    if not isinstance(node, ChannelNode):
-                        raise MalformedEventError(f"{what}: data for undeclared channel #{index}")
-                    start = expected.setdefault(index, first)
-                    if first != start:
-                        raise MalformedEventError(
-                            f"{what}: channel {node.name!r} block starts at point {first}, "
-                            f"expected {start} ({'gap' if first > start else 'duplicate'})"
-                        )
-                    data = decode_block(node.dtype, node.shape, raw, lengths,
-                                        f"{what} channel {node.name!r}")
-                    expected[index] = first + len(data)
-                    if wanted(NodeType.CHANNEL):
+            if fields.get(b"t") == b"data":
+                try:
+                    blocks = self._data_events(fields, by_index, expected)
+                except MalformedEventError as exc:
+                    raise MalformedEventError(f"{self.keys.events} entry {position}: {exc}") \
+                        from None
+                if wanted(NodeType.CHANNEL):
+                    for node, first, data in blocks:
                         yield EventType.NEW_DATA, node, EventData(position, first, data)
-            elif entry.node is not None:
+                continue
+            entry = decode_entry(fields, f"{self.keys.events} entry {position}")
+            if entry.node is not None:
                 node = by_index.get(entry.node.index) or make_node(self, entry.node)
                 by_index[node.index] = node
                 if wanted(node.type):
@@ -282,7 +274,9 @@ class ScanNode:
                 name, progress = entry.lima
                 node = next((n for n in by_index.values() if n.name == name), None)
                 if not isinstance(node, LimaNode):
-                    raise MalformedEventError(f"{what}: progress for undeclared lima {name!r}")
+                    raise MalformedEventError(
+                        f"{self.keys.events} entry {position}: progress for undeclared "
+                        f"lima {name!r}")
                 if wanted(NodeType.LIMA):
                     yield EventType.NEW_DATA, node, EventData(position, 0, progress)
             elif entry.kind == "prep":
@@ -294,6 +288,34 @@ class ScanNode:
                 yield EventType.END_SCAN, self, EventData(position, reason=reason,
                                                           message=message)
                 return
+
+    @staticmethod
+    def _data_events(fields: dict[bytes, bytes], by_index: dict[int, Node],
+                     expected: dict[int, int]) -> list[tuple[ChannelNode, int, Any]]:
+        """Decode the channel blocks of one data entry, checking point continuity."""
+        out = []
+        for key, raw in fields.items():
+            if key[:1] != b"d":
+                continue
+            suffix = key[1:]
+            try:
+                index = int(suffix)
+                first = int(fields[b"f" + suffix])
+            except (ValueError, KeyError):
+                raise MalformedEventError(
+                    f"data field {key!r} has no valid first index") from None
+            node = by_index.get(index)
+            if not isinstance(node, ChannelNode):
+                raise MalformedEventError(f"data for undeclared channel #{index}")
+            start = expected.get(index, first)
+            if first != start:
+                raise MalformedEventError(
+                    f"channel {node.name!r} block starts at point {first}, expected {start} "
+                    f"({'gap' if first > start else 'duplicate'})")
+            data = node.decode(raw, fields.get(b"l" + suffix))
+            expected[index] = first + len(data)
+            out.append((node, first, data))
+        return out
 
     def walk_on_new_events(self, **kwargs: Any) -> Iterator[Event]:
         """Like :meth:`walk_events`, starting at the server's current end of the scan."""
