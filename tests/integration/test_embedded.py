@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import redis
@@ -84,3 +85,12 @@ def test_tango_database_stops_its_own_process(tmp_path):
     assert pid is not None and _pid_alive(pid)
     database.cleanup()
     assert not _pid_alive(pid)
+
+
+def test_shipped_redis_conf_starts_with_append_only_file(tmp_path):
+    conf = Path(__file__).parents[2] / "conf" / "redis.conf"
+    with EmbeddedRedis(workdir=tmp_path, config_file=str(conf)) as server:
+        client = redis.Redis.from_url(server.url)
+        assert client.config_get("appendonly")["appendonly"] == "yes"
+        assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+        client.close()
