@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+from typing import Any, Iterator
 
 import redis
 
@@ -17,7 +17,11 @@ from ..errors import ConfigurationError, ForeignKeyError, RedisUnavailableError
 from .events import EndReason
 from .keys import ScanKeys, SessionKeys
 
-__all__ = ["resolve_redis_url", "connect", "redis_errors", "end_scan"]
+__all__ = ["Client", "resolve_redis_url", "connect", "redis_errors", "end_scan"]
+
+#: A ``redis.Redis`` returning bytes. redis-py's annotations cannot express that its
+#: replies are bytes when ``decode_responses`` is off, so the data layer types it loosely.
+Client = Any
 
 SESSION_STREAM_MAXLEN = 100_000
 
@@ -89,7 +93,7 @@ return 1
 
 
 def end_scan(
-    client: redis.Redis, scan: ScanKeys, reason: EndReason, message: str = "",
+    client: Client, scan: ScanKeys, reason: EndReason, message: str = "",
     retention: float = 0, only_if_lease_expired: bool = False,
 ) -> bool:
     """End the scan with ``reason`` unless it has already ended; True if this call ended it."""

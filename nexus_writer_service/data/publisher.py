@@ -21,7 +21,7 @@ import redis
 
 from ..errors import ConfigurationError, ScanStateError
 from . import codec
-from .connection import SESSION_STREAM_MAXLEN, connect, end_scan, redis_errors
+from .connection import SESSION_STREAM_MAXLEN, Client, connect, end_scan, redis_errors
 from .events import (
     EndReason,
     LimaProgress,
@@ -49,7 +49,7 @@ class _StreamWriter:
     reads it. Thread-safe; commands keep their order.
     """
 
-    def __init__(self, client: redis.Redis, window: int = 64):
+    def __init__(self, client: Client, window: int = 64):
         self._pool = client.connection_pool
         self._connection: Any = None
         self._pending = 0
@@ -307,7 +307,7 @@ class Publisher:
     """
 
     def __init__(self, session: str, redis_url: str | None = None, *, lease: float = 10.0,
-                 retention: float = 24 * 3600.0, client: redis.Redis | None = None):
+                 retention: float = 24 * 3600.0, client: Client | None = None):
         self.session = check_name(session)
         if not lease > 0.2:
             raise ConfigurationError(f"lease must be more than 0.2 s, got {lease!r}")

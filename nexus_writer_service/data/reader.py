@@ -19,7 +19,7 @@ import redis
 
 from ..errors import DataLostError, EventTimeout, MalformedEventError, NodeNotFoundError
 from . import codec
-from .connection import connect, end_scan, redis_errors
+from .connection import Client, connect, end_scan, redis_errors
 from .events import (
     EndReason,
     EventData,
@@ -72,7 +72,7 @@ def _filter(value: str | Iterable[str] | None) -> set[str] | None:
     return names
 
 
-def _stream_info(client: redis.Redis, key: str) -> dict[str, Any] | None:
+def _stream_info(client: Client, key: str) -> dict[str, Any] | None:
     try:
         return client.xinfo_stream(key)
     except redis.ResponseError as exc:
@@ -82,7 +82,7 @@ def _stream_info(client: redis.Redis, key: str) -> dict[str, Any] | None:
 
 
 def read_stream(
-    client: redis.Redis, key: str, position: str, *, stop: StopHandle | None,
+    client: Client, key: str, position: str, *, stop: StopHandle | None,
     timeout: float | None, poll_interval: float, on_idle: Callable[[], None] | None = None,
     on_batch: Callable[[str], None] | None = None,
 ) -> Iterator[tuple[str, dict[bytes, bytes]]]:
@@ -112,7 +112,7 @@ class ScanNode:
 
     type = NodeType.SCAN
 
-    def __init__(self, client: redis.Redis, key: str, session: "SessionNode | None" = None):
+    def __init__(self, client: Client, key: str, session: "SessionNode | None" = None):
         self._client = client
         self.keys = ScanKeys(key)
         self.session_name = self.keys.session
@@ -261,24 +261,24 @@ class ScanNode:
                     raise MalformedEventError(f"{self.keys.events} entry {position}: {exc}") \
                         from None
                 if wanted(NodeType.CHANNEL):
-                    for node, first, data in blocks:
-                        yield EventType.NEW_DATA, node, EventData(position, first, data)
+                    for channel, first, data in blocks:
+                        yield EventType.NEW_DATA, channel, EventData(position, first, data)
                 continue
             entry = decode_entry(fields, f"{self.keys.events} entry {position}")
             if entry.node is not None:
-                node = by_index.get(entry.node.index) or make_node(self, entry.node)
-                by_index[node.index] = node
-                if wanted(node.type):
-                    yield EventType.NEW_NODE, node, EventData(position)
+                declared = by_index.get(entry.node.index) or make_node(self, entry.node)
+                by_index[declared.index] = declared
+                if wanted(declared.type):
+                    yield EventType.NEW_NODE, declared, EventData(position)
             elif entry.lima is not None:
                 name, progress = entry.lima
-                node = next((n for n in by_index.values() if n.name == name), None)
-                if not isinstance(node, LimaNode):
+                lima = next((n for n in by_index.values() if n.name == name), None)
+                if not isinstance(lima, LimaNode):
                     raise MalformedEventError(
                         f"{self.keys.events} entry {position}: progress for undeclared "
                         f"lima {name!r}")
                 if wanted(NodeType.LIMA):
-                    yield EventType.NEW_DATA, node, EventData(position, 0, progress)
+                    yield EventType.NEW_DATA, lima, EventData(position, 0, progress)
             elif entry.kind == "prep":
                 yield EventType.PREPARED_SCAN, self, EventData(position)
             elif entry.end is not None:
@@ -331,13 +331,13 @@ class SessionNode:
 
     type = NodeType.SESSION
 
-    def __init__(self, client: redis.Redis, name: str):
+    def __init__(self, client: Client, name: str):
         self._client = client
         self.name = check_name(name)
         self.keys = SessionKeys(name)
 
     @property
-    def connection(self) -> redis.Redis:
+    def connection(self) -> Client:
         return self._client
 
     def current_position(self) -> str:
@@ -421,12 +421,12 @@ class SessionNode:
 
 
 def get_session_node(session: str, redis_url: str | None = None, *,
-                     client: redis.Redis | None = None) -> SessionNode:
+                     client: Client | None = None) -> SessionNode:
     """The session node of ``session`` (it need not exist yet)."""
     return SessionNode(client if client is not None else connect(redis_url), session)
 
 
 def get_scan_node(key: str, redis_url: str | None = None, *,
-                  client: redis.Redis | None = None) -> ScanNode:
+                  client: Client | None = None) -> ScanNode:
     """A scan node from its key (as given by ``ScanNode.key`` or ``ScanPublisher.key``)."""
     return ScanNode(client if client is not None else connect(redis_url), key)
