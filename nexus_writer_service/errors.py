@@ -8,6 +8,8 @@ Messages say what happened, to what, and what to do about it.
 
 from __future__ import annotations
 
+import queue
+
 
 class NexusWriterError(Exception):
     """Root of all errors raised by ``nexus_writer_service``."""
@@ -47,3 +49,31 @@ class RedisUnavailableError(NexusWriterError, ConnectionError):
 
 class EmbeddedServerError(NexusWriterError, RuntimeError):
     """An embedded server (Redis or Tango database) failed to start or stop."""
+
+
+class ArgumentTypeError(NexusWriterError, TypeError):
+    """An argument has the wrong type (for example a timeout that is not a number)."""
+
+
+class WaitTimeout(NexusWriterError, TimeoutError):
+    """A blocking call did not complete within the time the caller allowed."""
+
+
+class QueueEmpty(WaitTimeout, queue.Empty):
+    """A queue had no item to give within the time the caller allowed.
+
+    Also derives from :class:`queue.Empty`, so code written for the standard
+    library queue keeps working.
+    """
+
+
+class ConcurrencyUsageError(NexusWriterError, RuntimeError):
+    """A concurrency primitive was used in a way its contract forbids."""
+
+
+class LockNotOwnedError(ConcurrencyUsageError):
+    """A lock was released by a greenlet that does not hold it."""
+
+
+class ThreadStoppedError(NexusWriterError, RuntimeError):
+    """Work was sent to a thread (or launcher) that stopped before running it."""
