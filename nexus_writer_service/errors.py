@@ -47,6 +47,10 @@ class RedisUnavailableError(NexusWriterError, ConnectionError):
     """The Redis server cannot be reached."""
 
 
+class RedisCommandError(NexusWriterError, RuntimeError):
+    """Redis refused a command (out of memory, read-only replica, ...)."""
+
+
 class EmbeddedServerError(NexusWriterError, RuntimeError):
     """An embedded server (Redis or Tango database) failed to start or stop."""
 
@@ -77,3 +81,7 @@ class LockNotOwnedError(ConcurrencyUsageError):
 
 class ThreadStoppedError(NexusWriterError, RuntimeError):
     """Work was sent to a thread (or launcher) that stopped before running it."""
+
+
+class SubscriberStateError(NexusWriterError, RuntimeError):
+    """A subscriber was asked for a state change its transition table forbids."""

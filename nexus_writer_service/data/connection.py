@@ -13,7 +13,12 @@ from typing import Any, Iterator
 
 import redis
 
-from ..errors import ConfigurationError, ForeignKeyError, RedisUnavailableError
+from ..errors import (
+    ConfigurationError,
+    ForeignKeyError,
+    RedisCommandError,
+    RedisUnavailableError,
+)
 from .events import EndReason
 from .keys import ScanKeys, SessionKeys
 
@@ -59,12 +64,13 @@ def redis_errors(what: str) -> Iterator[None]:
     try:
         yield
     except redis.ResponseError as exc:
-        if "WRONGTYPE" in str(exc):
+        text = str(exc)
+        if "WRONGTYPE" in text or "not an integer" in text:
             raise ForeignKeyError(
-                f"{what}: the key holds another type of value ({exc}); it was not written "
+                f"{what}: a key holds another type of value ({exc}); it was not written "
                 "by nexus_writer_service, use another session name or delete the key"
             ) from None
-        raise
+        raise RedisCommandError(f"{what}: Redis refused the command ({exc})") from None
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise RedisUnavailableError(
             f"{what}: Redis is unreachable ({exc}); check that the server runs and the URL"

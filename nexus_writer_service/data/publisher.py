@@ -341,7 +341,9 @@ class Publisher:
         if not isinstance(chain, dict):
             raise ValueError("scan_info['acquisition_chain'] must be a dict of top masters")
         subscans = list(chain) or ["main"]
-        with redis_errors(f"creating a scan in session {self.session!r}"):
+        with redis_errors(f"creating a scan in session {self.session!r} "
+                          f"(keys {self._keys.counter}, {self._keys.readers})"):
+            readers = self._client.smembers(self._keys.readers)
             scan_id = int(self._client.incr(self._keys.counter))
         if number is None:
             number = int(info.get("scan_nb", scan_id))
@@ -359,7 +361,6 @@ class Publisher:
             fields = encode_node(subscan, NodeType.SUBSCAN, index, {"index": index + 1})
             pipe.hset(keys.nodes, subscan, fields[b"y"] + b"|" + fields[b"x"] + b"|" + fields[b"i"])
             pipe.xadd(keys.events, fields)
-        readers = self._client.smembers(self._keys.readers)
         if readers:
             pipe.hset(keys.acks, mapping={reader: b"0-0" for reader in readers})
         pipe.xadd(self._keys.stream, encode_session_new(keys.base, name, number),

@@ -1,0 +1,17 @@
+"""Subscribers: listen to the events of a Redis node and process them.
+
+:class:`Subscriber` is the base class of the writers; its states and modes live in
+:mod:`.states`.
+"""
+
+from .states import TRANSITIONS, SubscriberMode, SubscriberState, check_transition
+from .subscriber import Subscriber, SubscriberEvent
+
+__all__ = [
+    "TRANSITIONS",
+    "Subscriber",
+    "SubscriberEvent",
+    "SubscriberMode",
+    "SubscriberState",
+    "check_transition",
+]

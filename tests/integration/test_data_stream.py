@@ -429,3 +429,12 @@ def test_gap_in_a_channel_is_reported(redis_url, redis_client):
                                              f"f{index}": "5"})
         with pytest.raises(MalformedEventError, match="starts at point 5, expected 1 .gap"):
             list(get_scan_node(scan.key, redis_url).walk_events(timeout=1))
+
+
+@pytest.mark.parametrize("key, value", [("nws:sess:readers", "not a set"),
+                                        ("nws:sess:scan_counter", "abc")])
+def test_foreign_session_keys_are_named_when_creating_a_scan(redis_url, redis_client, key, value):
+    redis_client.set(key, value)
+    with Publisher("sess", redis_url) as pub:
+        with pytest.raises(ForeignKeyError, match=key):
+            pub.create_scan({})

@@ -1,0 +1,145 @@
+"""``nexus-writer-simulate``: publish realistic simulated scans into a session in Redis.
+
+Prints one line per scan published (type, number, Redis key, points, end reason,
+duration). Exit status: 0 when every scan was published, 2 for invalid arguments
+(unknown scan, no Redis URL, bad numbers), 1 when Redis cannot be reached or
+publishing fails, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+from typing import NoReturn, Sequence
+
+import redis
+
+from ..errors import ConfigurationError, NexusWriterError
+from ..simulation import SCAN_TYPES, PublishedScan, SimulationOptions, default_root, simulate
+
+__all__ = ["main", "build_parser"]
+
+PROG = "nexus-writer-simulate"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _scan_name(text: str) -> str:
+    if text != "all" and text not in SCAN_TYPES:
+        raise argparse.ArgumentTypeError(
+            f"unknown scan {text!r}; choose from {', '.join(SCAN_TYPES)} or 'all'")
+    return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a usage error as one line on stderr and exits with status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    scans = "\n".join(f"  {name:<16} {t.description}" for name, t in SCAN_TYPES.items())
+    parser = _Parser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Publish realistic, deterministic simulated scans into a session in Redis.",
+        epilog=f"scan types:\n{scans}",
+    )
+    parser.add_argument("--redis-url", help="Redis URL (default: the REDIS_URL environment "
+                        "variable), e.g. redis://127.0.0.1:6379/0")
+    parser.add_argument("--session", default="demo", help="session name (default: demo)")
+    parser.add_argument("--scan", action="append", type=_scan_name, metavar="NAME",
+                        help="scan type to publish, repeatable, or 'all' (the default)")
+    parser.add_argument("--npoints", type=_positive_int,
+                        help="points per scan (default: each scan type's own size)")
+    parser.add_argument("--count-time", type=_non_negative_float, default=0.0,
+                        help="seconds per point; 0 publishes as fast as possible (default)")
+    parser.add_argument("--nchannels", type=_positive_int, default=128,
+                        help="counters of the many_channels scan (default: 128)")
+    parser.add_argument("--repeat", type=_positive_int, default=1,
+                        help="publish the selection this many times (default: 1)")
+    parser.add_argument("--root", help="directory of lima files and of the NeXus files "
+                        f"scan_info asks for (default: {default_root()})")
+    parser.add_argument("--seed", type=_non_negative_int, default=0,
+                        help="random seed; the same seed publishes the same data (default: 0)")
+    parser.add_argument("--truth", metavar="FILE",
+                        help="write everything published to this HDF5 file")
+    parser.add_argument("--lease", type=float, default=10.0,
+                        help="publisher lease in seconds (default: 10)")
+    parser.add_argument("--block-size", type=_positive_int, default=1000,
+                        help="most points per Redis round trip (default: 1000)")
+    parser.add_argument("--log", default="WARNING", type=str.upper, choices=LOG_LEVELS,
+                        metavar="LEVEL", help="log level (default: WARNING)")
+    return parser
+
+
+def _print_line(scan: PublishedScan) -> None:
+    print(scan.summary(), flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    if not (args.redis_url or os.environ.get("REDIS_URL")):
+        print(f"{PROG}: error: no Redis URL: pass --redis-url redis://HOST:PORT/DB or set "
+              "the REDIS_URL environment variable", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options = SimulationOptions(
+        session=args.session, scans=tuple(args.scan or ()), redis_url=args.redis_url,
+        root=args.root, npoints=args.npoints, count_time=args.count_time,
+        nchannels=args.nchannels, repeat=args.repeat, seed=args.seed, truth=args.truth,
+        lease=args.lease, block_size=args.block_size,
+    )
+    try:
+        simulate(options, on_published=_print_line)
+    except ConfigurationError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except (NexusWriterError, OSError, redis.RedisError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

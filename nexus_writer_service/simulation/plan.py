@@ -1,0 +1,167 @@
+"""What a simulated scan will publish: its nodes, its scan_info and a source of points.
+
+A :class:`ScanPlan` is pure data plus a :data:`PointSource`; it does no I/O. The
+publishing loop (:mod:`.runner`) asks the source for consecutive blocks of points
+and sends them. Sources draw random numbers as they go, so blocks must be asked
+for in order, each exactly once: the same seed and the same block boundaries then
+give bit-identical data.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from ..data.events import EndReason
+
+__all__ = [
+    "ChannelSpec",
+    "LimaSpec",
+    "Block",
+    "PointSource",
+    "ScanParameters",
+    "ScanPlan",
+]
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """A channel the scan declares: full BLISS-like name, dtype, per-point shape, unit.
+
+    ``subscan`` is the top master (key of ``scan_info["acquisition_chain"]``) the
+    channel belongs to. ``points_per_point`` says how many points of this channel
+    each point of the scan produces (2 for a master twice as fast as the first).
+    """
+
+    name: str
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...] = ()
+    unit: str | None = None
+    subscan: str | None = None
+    points_per_point: int = 1
+
+    @property
+    def dim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def short_name(self) -> str:
+        return self.name.rsplit(":", 1)[-1]
+
+
+@dataclass(frozen=True)
+class LimaSpec:
+    """A 2D detector that saves its frames in HDF5 files, Lima style.
+
+    File ``n`` is ``<directory>/<prefix><n:04d><suffix>`` and holds frames
+    ``[(n - first_file_number) * frames_per_file, ...)`` at ``path_in_file``;
+    this is the rule the reader's ``LimaNode.image_reference`` applies.
+    """
+
+    name: str
+    directory: str
+    prefix: str
+    shape: tuple[int, int]
+    dtype: np.dtype[Any] = field(default_factory=lambda: np.dtype("uint16"))
+    suffix: str = ".h5"
+    frames_per_file: int = 10
+    first_file_number: int = 0
+    path_in_file: str = "/entry_0000/measurement/data"
+    detector_path: str = "/entry_0000/instrument/detector/data"
+    subscan: str | None = None
+
+    def filename(self, file_number: int) -> str:
+        return os.path.join(self.directory, f"{self.prefix}{file_number:04d}{self.suffix}")
+
+    def file_number(self, frame: int) -> int:
+        return self.first_file_number + frame // self.frames_per_file
+
+    def index_in_file(self, frame: int) -> int:
+        return frame % self.frames_per_file
+
+    def image_reference(self, frame: int) -> tuple[str, str, int]:
+        """``(filename, path_in_file, index_in_file)`` of frame ``frame``."""
+        return (self.filename(self.file_number(frame)), self.path_in_file,
+                self.index_in_file(frame))
+
+
+@dataclass
+class Block:
+    """Points ``[start, stop)`` of a scan: channel data and lima frames by name.
+
+    Each channel array's first axis is its points; a channel with
+    ``points_per_point=k`` has ``k * (stop - start)`` of them.
+    """
+
+    start: int
+    stop: int
+    channels: dict[str, np.ndarray[Any, Any]]
+    frames: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
+
+
+PointSource = Callable[[int, int], Block]
+"""``source(start, stop)`` returns the :class:`Block` of points ``[start, stop)``."""
+
+
+@dataclass(frozen=True)
+class ScanParameters:
+    """Everything a scan builder needs besides the random generator.
+
+    ``npoints`` ``None`` means the scan type's default size. ``repeat`` numbers the
+    repetitions of the same scan type in one run, so that each gets its own data.
+    ``count_time`` is the pacing in seconds per point (0: as fast as possible); the
+    integration time written in ``scan_info`` is ``exposure``.
+    """
+
+    session: str
+    number: int
+    root: str
+    seed: int = 0
+    repeat: int = 0
+    npoints: int | None = None
+    count_time: float = 0.0
+    nchannels: int = 128
+    start_time: str = "2000-01-01T00:00:00+00:00"
+
+    @property
+    def exposure(self) -> float:
+        return self.count_time if self.count_time > 0 else 0.1
+
+
+@dataclass
+class ScanPlan:
+    """One scan ready to publish.
+
+    ``npoints`` points of the scan are published (then the scan ends with
+    ``end_reason`` and ``end_message``); ``scan_info["npoints"]`` may say more, as
+    for a scan stopped early or one that fails.
+    """
+
+    kind: str
+    name: str
+    number: int
+    scan_info: dict[str, Any]
+    channels: list[ChannelSpec]
+    limas: list[LimaSpec]
+    npoints: int
+    source: PointSource
+    end_reason: EndReason = EndReason.SUCCESS
+    end_message: str = ""
+
+    @property
+    def filename(self) -> str:
+        return str(self.scan_info.get("filename", ""))
+
+    @property
+    def subscans(self) -> list[str]:
+        return list(self.scan_info.get("acquisition_chain") or {}) or ["main"]
+
+    def blocks(self, points_per_block: int) -> Iterator[Block]:
+        """The scan's points in consecutive blocks of at most ``points_per_block``."""
+        if points_per_block < 1:
+            raise ValueError(f"points_per_block must be >= 1, got {points_per_block}")
+        for start in range(0, self.npoints, points_per_block):
+            yield self.source(start, min(start + points_per_block, self.npoints))

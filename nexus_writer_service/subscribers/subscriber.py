@@ -1,0 +1,423 @@
+"""Process the events of one Redis node: the base class of the writers.
+
+Ownership: the thread that calls :meth:`Subscriber.start` (the *start thread*)
+owns the subscriber's greenlets; the subscriber owns one native *reader* thread
+per run, which iterates the blocking walk of the node and hands every event to
+the start thread's hub through a cross-thread :class:`~..concurrency.Queue`. In
+parallel mode the consumer runs as a greenlet in a worker
+:class:`~..concurrency.Thread` that the caller owns (several subscribers may share
+it) or, when none is given, that the subscriber creates and stops itself.
+
+Everything ends through end markers travelling down the pipeline (reader ->
+listener -> consumer), so no greenlet is ever killed from another thread: ``stop``
+asks the reader to end (what was received is still processed), ``kill`` also marks
+the run as killed, so pending events are skipped. The listener greenlet, last to
+finish, joins the reader thread, stops an owned worker, sets the final state and
+wakes :meth:`Subscriber.join`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
+
+import gevent
+import gevent.queue
+from gevent import GreenletExit
+
+from ..concurrency import AsyncResult, Event, Queue, Thread
+from ..concurrency._timeouts import check_timeout
+from ..data import EventData, EventType
+from ..errors import ConfigurationError, SubscriberStateError, ThreadStoppedError, WaitTimeout
+from .states import SubscriberMode, SubscriberState, check_transition
+
+__all__ = ["Subscriber", "SubscriberEvent"]
+
+logger = logging.getLogger(__name__)
+
+#: One event as the walks yield it: ``(event_type, node, event_data)``.
+SubscriberEvent = Tuple[EventType, Any, EventData]
+
+#: Seconds the finishing listener waits for the reader thread and an owned worker.
+_JOIN_TIMEOUT = 10.0
+
+
+class _End:
+    """End marker: the reader has nothing more to give (``error`` when it failed)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Optional[BaseException] = None) -> None:
+        self.error = error
+
+
+_Item = Union[SubscriberEvent, _End]
+
+
+class _Run:
+    """What one start of a subscriber owns; a restart gets a fresh one."""
+
+    def __init__(self) -> None:
+        self.stop_reading = Event()
+        self.listening = Event()
+        self.consumer_done = Event()
+        self.finished = Event()
+        self.inbox: Queue[_Item] = Queue()
+        self.killed = False
+        self.stop_requested = False
+        self.reader: Optional[threading.Thread] = None
+        self.listener: Optional[gevent.Greenlet] = None
+        self.owned_worker: Optional[Thread] = None
+        self.consumer_result: Optional[AsyncResult[Any]] = None
+
+
+class Subscriber:
+    """Listen to the events of ``node`` and process them, in one of three modes.
+
+    ``Subscriber(node, mode="sequential", worker=None, name=None, poll_interval=0.25)``
+
+    * ``node``: a Redis node with a ``walk_events(stop=..., poll_interval=...)``
+      blocking generator (a scan or session node of :mod:`nexus_writer_service.data`).
+    * ``mode``: a :class:`SubscriberMode` or its value (see there).
+    * ``worker``: parallel mode only; a started :class:`~..concurrency.Thread` the
+      consumer runs in. It stays the caller's: the subscriber never stops it.
+    * ``poll_interval``: how fast the reader notices a stop (seconds).
+
+    Public methods are thread-safe and greenlet-safe. ``start`` must be called from a
+    thread whose hub keeps running (any greenlet that waits lets it run). Every wait
+    takes a ``timeout`` and raises :class:`~nexus_writer_service.errors.WaitTimeout`
+    naming the subscriber when it expires.
+
+    Subclasses override the hooks: :meth:`_walk_events` (reader thread, may block),
+    :meth:`_on_start` (start thread, in ``start``), :meth:`_process_event` and
+    :meth:`_on_stop` (consumer greenlet). An exception in any hook puts the
+    subscriber in FAULT with ``"<ExceptionType>: <message>"`` as ``state_reason``,
+    logs the traceback once and ends the run; nothing else is affected.
+    """
+
+    def __init__(
+        self,
+        node: Any,
+        mode: Union[SubscriberMode, str] = SubscriberMode.SEQUENTIAL,
+        worker: Optional[Thread] = None,
+        name: Optional[str] = None,
+        poll_interval: float = 0.25,
+    ) -> None:
+        self._node = node
+        self._mode = SubscriberMode(mode)
+        if worker is not None and self._mode is not SubscriberMode.PARALLEL:
+            raise ConfigurationError(
+                f"a worker thread is only used in parallel mode, not in {self._mode.value} mode"
+            )
+        self._worker = worker
+        self._poll_interval = float(check_timeout(poll_interval, "poll_interval") or 0.25)
+        self.name = name or f"{type(self).__name__}({getattr(node, 'name', node)!s})"
+        self._mutex = threading.Lock()
+        self._state = SubscriberState.INIT
+        self._state_reason = "created, not started"
+        self._fault_reason: Optional[str] = None
+        self._started_at: Optional[float] = None
+        self._ended_at: Optional[float] = None
+        self._run: Optional[_Run] = None
+
+    # -- public API ----------------------------------------------------------
+
+    @property
+    def node(self) -> Any:
+        """The Redis node listened to (immutable; safe from any thread or greenlet)."""
+        return self._node
+
+    @property
+    def info(self) -> Dict[str, Any]:
+        """A copy of the node's ``info`` dict (empty when the node has none)."""
+        return dict(getattr(self._node, "info", None) or {})
+
+    @property
+    def mode(self) -> SubscriberMode:
+        return self._mode
+
+    @property
+    def state(self) -> SubscriberState:
+        """Current state (a snapshot). Never blocks."""
+        return self._state
+
+    @property
+    def state_reason(self) -> str:
+        """Why the subscriber is in its state, in words a person can act on."""
+        return self._state_reason
+
+    def start(self, wait: bool = False, timeout: Optional[float] = None) -> None:
+        """INIT (or a finished OFF/FAULT) -> ON: start listening and processing.
+
+        The greenlets run in the calling thread. With ``wait``, block the calling
+        greenlet until the reader is listening, at most ``timeout`` seconds.
+
+        :raises SubscriberStateError: already ON (or still finishing a previous run)
+        :raises WaitTimeout: ``wait`` and not listening within ``timeout``
+        """
+        seconds = check_timeout(timeout)
+        with self._mutex:
+            check_transition(self._state, SubscriberState.ON, self.name)
+            if self._run is not None and not self._run.finished.is_set():
+                raise SubscriberStateError(f"{self.name}: the previous run is still finishing")
+            run = self._run = _Run()
+            self._set_state(SubscriberState.ON, "listening to the node's events")
+            self._fault_reason = None
+            self._started_at = time.monotonic()
+            self._ended_at = None
+        try:
+            self._on_start()
+            self._launch(run)
+        except Exception as exc:
+            self._record_fault(exc, "starting")
+            self._abort(run)
+            if run.listener is None:
+                self._finish(run)
+        if wait and not run.listening.wait(seconds):
+            raise WaitTimeout(f"{self.name} was not listening within {seconds} s")
+
+    def stop(self, wait: bool = False, timeout: Optional[float] = None) -> None:
+        """ON -> OFF, gracefully: stop listening, process what was received, finish.
+
+        Does nothing on a subscriber that already finished. With ``wait``, block
+        like :meth:`join`.
+
+        :raises SubscriberStateError: never started (INIT -> OFF)
+        """
+        self._request(SubscriberState.OFF, kill=False)
+        if wait:
+            self.join(timeout)
+
+    def kill(self, wait: bool = False, timeout: Optional[float] = None) -> None:
+        """ON -> FAULT at once: stop listening and skip the events not yet processed.
+
+        An event being processed is completed (greenlets are never killed from
+        another thread); the ``_on_stop`` hook still runs. Does nothing on a
+        subscriber that already finished. With ``wait``, block like :meth:`join`.
+
+        :raises SubscriberStateError: never started (INIT -> FAULT)
+        """
+        self._request(SubscriberState.FAULT, kill=True)
+        if wait:
+            self.join(timeout)
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        """Block the calling greenlet until the subscriber is OFF or FAULT.
+
+        :raises SubscriberStateError: never started
+        :raises WaitTimeout: still running after ``timeout`` seconds
+        """
+        seconds = check_timeout(timeout)
+        run = self._run
+        if run is None:
+            raise SubscriberStateError(f"cannot join {self.name}: it was never started")
+        if not run.finished.wait(seconds):
+            raise WaitTimeout(
+                f"{self.name} is still {self._state.value} after {seconds} s "
+                f"({self._state_reason}); stop() or kill() it"
+            )
+
+    def done(self) -> bool:
+        """Whether the last run has finished (state OFF or FAULT). Never blocks."""
+        run = self._run
+        return run is not None and run.finished.is_set()
+
+    def duration(self) -> float:
+        """Seconds spent listening in the last run (up to now while it runs)."""
+        started = self._started_at
+        if started is None:
+            return 0.0
+        ended = self._ended_at
+        return (ended if ended is not None else time.monotonic()) - started
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {self._mode.value} {self._state.value}>"
+
+    # -- hooks for subclasses ------------------------------------------------
+
+    def _walk_events(self, stop: Event) -> Iterator[SubscriberEvent]:
+        """The events to process; runs in the reader thread, may block.
+
+        Must honour ``stop`` (anything with ``is_set()``) within a short time.
+        Default: ``self.node.walk_events(stop=stop, poll_interval=...)``.
+        """
+        events: Iterator[SubscriberEvent] = self._node.walk_events(
+            stop=stop, poll_interval=self._poll_interval
+        )
+        return events
+
+    def _on_start(self) -> None:
+        """Called in ``start`` (start thread) before listening begins. Default: nothing."""
+
+    def _process_event(self, event_type: EventType, node: Any, event_data: EventData) -> None:
+        """Process one event, in the consumer greenlet. Default: nothing."""
+
+    def _on_stop(self) -> None:
+        """Called once per run in the consumer greenlet after the last event, whatever
+        ended the run (end of stream, stop, kill, fault). Default: nothing."""
+
+    # -- internals -----------------------------------------------------------
+
+    def _set_state(self, state: SubscriberState, reason: str) -> None:
+        # Caller holds the mutex.
+        check_transition(self._state, state, self.name)
+        self._state = state
+        self._state_reason = reason
+
+    def _request(self, target: SubscriberState, kill: bool) -> None:
+        with self._mutex:
+            run = self._run
+            if self._state is not SubscriberState.ON or run is None:
+                if self._state is SubscriberState.INIT:
+                    check_transition(self._state, target, self.name)
+                return
+            if kill:
+                run.killed = True
+            else:
+                run.stop_requested = True
+        if kill:
+            self._abort(run)
+        else:
+            run.stop_reading.send()
+
+    def _record_fault(self, exc: BaseException, where: str) -> None:
+        """Keep the first fault of the run as its reason; log its traceback once."""
+        reason = f"{type(exc).__name__}: {exc}"
+        with self._mutex:
+            if self._fault_reason is not None:
+                return
+            self._fault_reason = f"{reason} (while {where})"
+        logger.error("%s failed while %s: %s", self.name, where, reason, exc_info=exc)
+
+    def _abort(self, run: _Run) -> None:
+        """End the run without processing what is pending. Any thread."""
+        run.killed = True
+        run.stop_reading.send()
+        run.inbox.put(_End())
+
+    def _launch(self, run: _Run) -> None:
+        run.reader = threading.Thread(
+            target=self._read, args=(run,), name=f"{self.name}-reader", daemon=True
+        )
+        run.reader.start()
+        if self._mode is SubscriberMode.SEQUENTIAL:
+            run.listener = gevent.spawn(self._listen_sequential, run)
+            return
+        if self._mode is SubscriberMode.CONCURRENT:
+            local: gevent.queue.Queue[_Item] = gevent.queue.Queue()
+            gevent.spawn(self._consume, run, local.get)
+            run.listener = gevent.spawn(self._forward, run, local.put)
+            return
+        worker = self._worker
+        if worker is None:
+            worker = run.owned_worker = Thread(name=f"{self.name}-consumer")
+            worker.start(timeout=_JOIN_TIMEOUT)
+        crossing: Queue[_Item] = Queue()
+        run.consumer_result = worker.spawn(self._consume, run, crossing.get)
+        if run.consumer_result.ready() and not run.consumer_result.successful():
+            raise ThreadStoppedError(f"{worker.name} does not accept work: it is stopped")
+        run.listener = gevent.spawn(self._forward, run, crossing.put)
+
+    def _read(self, run: _Run) -> None:
+        """Reader thread: iterate the blocking walk into the inbox, then an end marker."""
+        end = _End()
+        events: Optional[Iterator[SubscriberEvent]] = None
+        try:
+            events = self._walk_events(run.stop_reading)
+            run.listening.send()
+            for event in events:
+                run.inbox.put(event)
+                if run.killed:
+                    break
+        except Exception as exc:
+            end = _End(exc)
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+            run.listening.send()
+            run.inbox.put(end)
+
+    def _listen_sequential(self, run: _Run) -> None:
+        """Sequential mode: one greenlet listens and consumes."""
+        try:
+            self._consume(run, run.inbox.get)
+        finally:
+            self._finish(run)
+
+    def _forward(self, run: _Run, put: Any) -> None:
+        """Listener greenlet of the concurrent and parallel modes."""
+        try:
+            while True:
+                item = run.inbox.get()
+                put(item)
+                if isinstance(item, _End):
+                    break
+        finally:
+            self._finish(run)
+
+    def _consume(self, run: _Run, get: Any) -> None:
+        """Consumer greenlet: process events until an end marker, then ``_on_stop``."""
+        try:
+            self._consume_events(run, get)
+            try:
+                self._on_stop()
+            except Exception as exc:
+                self._record_fault(exc, "finishing")
+        except GreenletExit:
+            interrupted = ThreadStoppedError(
+                f"the consumer of {self.name} was interrupted: its thread stopped"
+            )
+            self._record_fault(interrupted, "processing events")
+            run.killed = True
+            raise
+        finally:
+            run.consumer_done.send()
+
+    def _consume_events(self, run: _Run, get: Any) -> None:
+        while True:
+            item = get()
+            if isinstance(item, _End):
+                if item.error is not None:
+                    self._record_fault(item.error, "reading events")
+                return
+            if run.killed:
+                continue
+            try:
+                self._process_event(*item)
+            except Exception as exc:
+                self._record_fault(exc, f"processing {item[0].value} of {item[1]!r}")
+                self._abort(run)
+                return
+
+    def _finish(self, run: _Run) -> None:
+        """In the start thread, once the listener is done: clean up, final state."""
+        while run.listener is not None and not run.consumer_done.wait(0.5):
+            result = run.consumer_result
+            if result is not None and result.ready() and not run.consumer_done.is_set():
+                self._record_fault(
+                    ThreadStoppedError(f"the worker thread of {self.name} stopped its consumer"),
+                    "processing events",
+                )
+                break
+        if run.reader is not None:
+            run.stop_reading.send()
+            run.reader.join(_JOIN_TIMEOUT)
+        if run.owned_worker is not None:
+            try:
+                run.owned_worker.stop(timeout=_JOIN_TIMEOUT)
+            except WaitTimeout:
+                logger.error("%s: its consumer thread did not stop", self.name)
+        with self._mutex:
+            if self._fault_reason is not None:
+                self._set_state(SubscriberState.FAULT, self._fault_reason)
+            elif run.killed:
+                self._set_state(SubscriberState.FAULT, "killed on request")
+            elif run.stop_requested:
+                self._set_state(SubscriberState.OFF, "stopped on request")
+            else:
+                self._set_state(SubscriberState.OFF, "finished: the node's event stream ended")
+            self._ended_at = time.monotonic()
+        run.finished.send()
