@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
@@ -42,6 +42,7 @@ __all__ = [
     "encode_end",
     "encode_lima",
     "decode_entry",
+    "iter_data_blocks",
     "decode_block",
     "encode_session_new",
     "encode_session_end",
@@ -170,8 +171,8 @@ def encode_lima(name: str, progress: LimaProgress) -> dict:
             b"s": str(int(progress.last_image_saved)).encode()}
 
 
-def _decode_data(fields: Fields, what: str) -> DataBlock:
-    blocks: dict[int, tuple[int, bytes, bytes | None]] = {}
+def iter_data_blocks(fields: Fields) -> Iterator[tuple[int, int, bytes, bytes | None]]:
+    """``(channel index, first point index, raw bytes, raw point lengths)`` of a data entry."""
     for key, raw in fields.items():
         if key[:1] != b"d":
             continue
@@ -181,12 +182,17 @@ def _decode_data(fields: Fields, what: str) -> DataBlock:
             first = int(fields[b"f" + suffix])
         except (ValueError, KeyError):
             raise MalformedEventError(
-                f"{what}: data field {key!r} has no valid first index {b'f' + suffix!r}"
-            ) from None
+                f"data field {key!r} has no valid first index {b'f' + suffix!r}") from None
         if first < 0:
-            raise MalformedEventError(f"{what}: negative first index {first} for {key!r}")
-        blocks[index] = (first, raw, fields.get(b"l" + suffix))
-    return DataBlock(blocks)
+            raise MalformedEventError(f"negative first index {first} for {key!r}")
+        yield index, first, raw, fields.get(b"l" + suffix)
+
+
+def _decode_data(fields: Fields, what: str) -> DataBlock:
+    try:
+        return DataBlock({i: (f, r, n) for i, f, r, n in iter_data_blocks(fields)})
+    except MalformedEventError as exc:
+        raise MalformedEventError(f"{what}: {exc}") from None
 
 
 def decode_entry(fields: Fields, what: str) -> Entry:

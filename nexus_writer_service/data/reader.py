@@ -28,6 +28,7 @@ from .events import (
     NodeType,
     decode_entry,
     decode_session_entry,
+    iter_data_blocks,
 )
 from .keys import ScanKeys, SessionKeys, check_name
 from .nodes import ChannelNode, LimaNode, Node, make_node
@@ -294,16 +295,7 @@ class ScanNode:
                      expected: dict[int, int]) -> list[tuple[ChannelNode, int, Any]]:
         """Decode the channel blocks of one data entry, checking point continuity."""
         out = []
-        for key, raw in fields.items():
-            if key[:1] != b"d":
-                continue
-            suffix = key[1:]
-            try:
-                index = int(suffix)
-                first = int(fields[b"f" + suffix])
-            except (ValueError, KeyError):
-                raise MalformedEventError(
-                    f"data field {key!r} has no valid first index") from None
+        for index, first, raw, lengths in iter_data_blocks(fields):
             node = by_index.get(index)
             if not isinstance(node, ChannelNode):
                 raise MalformedEventError(f"data for undeclared channel #{index}")
@@ -312,7 +304,7 @@ class ScanNode:
                 raise MalformedEventError(
                     f"channel {node.name!r} block starts at point {first}, expected {start} "
                     f"({'gap' if first > start else 'duplicate'})")
-            data = node.decode(raw, fields.get(b"l" + suffix))
+            data = node.decode(raw, lengths)
             expected[index] = first + len(data)
             out.append((node, first, data))
         return out
