@@ -1,0 +1,1 @@
+"""Synchronous, connection-per-call access to channels (see :mod:`channels.sync.client`)."""
