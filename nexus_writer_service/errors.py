@@ -85,3 +85,19 @@ class ThreadStoppedError(NexusWriterError, RuntimeError):
 
 class SubscriberStateError(NexusWriterError, RuntimeError):
     """A subscriber was asked for a state change its transition table forbids."""
+
+
+class PathNotAllowedError(NexusWriterError, PermissionError):
+    """A path is outside the allowed roots, or this process may not write there."""
+
+
+class DiskSpaceError(NexusWriterError, OSError):
+    """Free disk space is below the required threshold."""
+
+
+class FileLockedError(NexusWriterError, BlockingIOError):
+    """A file is locked by another process."""
+
+
+class EntryExistsError(NexusWriterError, FileExistsError):
+    """A file already holds an entry of the same name written for another scan."""

@@ -199,6 +199,12 @@ class ScanNode:
         with redis_errors(f"acknowledging {self.key}"):
             self._client.hset(self.keys.acks, reader, position)
 
+    def acknowledged(self, reader: str) -> str | None:
+        """The position ``reader`` acknowledged last, ``None`` if it never did."""
+        with redis_errors(f"reading acknowledgements of {self.key}"):
+            raw = self._client.hget(self.keys.acks, reader)
+        return raw.decode() if raw else None
+
     def _check_not_trimmed(self, position: str) -> None:
         info = _stream_info(self._client, self.keys.events)
         if info is None:
@@ -342,6 +348,16 @@ class SessionNode:
         if scan.session_name != self.name:
             raise ValueError(f"scan {key} does not belong to session {self.name!r}")
         return scan
+
+    def scan_keys(self) -> list[tuple[str, bool]]:
+        """Every scan the session stream still lists, oldest first: ``(key, ended)``."""
+        with redis_errors(f"reading {self.keys.stream}"):
+            entries = self._client.xrange(self.keys.stream)
+        ended: dict[str, bool] = {}
+        for position, fields in entries:
+            kind, key, _ = decode_session_entry(fields, f"{self.keys.stream} {position!r}")
+            ended[key] = ended.get(key, False) or kind != "new"
+        return list(ended.items())
 
     def register_reader(self, reader: str) -> None:
         """Scans created from now on keep their data until ``reader`` acknowledges it."""

@@ -1,0 +1,10 @@
+"""NeXus files: the layout planner (pure), save options, file-system checks, HDF5.
+
+:mod:`.layout` and :mod:`.options` import neither h5py nor redis; :mod:`.nexus`
+materialises a layout with h5py.
+"""
+
+from .layout import NodeSpec, ScanDescription, ScanLayout, plan_scan
+from .options import SaveOptions
+
+__all__ = ["NodeSpec", "ScanDescription", "ScanLayout", "SaveOptions", "plan_scan"]

@@ -5,10 +5,16 @@
 """
 
 from .states import TRANSITIONS, SubscriberMode, SubscriberState, check_transition
+from .scan_writer import NexusScanWriter, WriterStatus
+from .session_writer import NexusSessionWriter, ScanRecord
 from .subscriber import Subscriber, SubscriberEvent
 
 __all__ = [
     "TRANSITIONS",
+    "NexusScanWriter",
+    "NexusSessionWriter",
+    "ScanRecord",
+    "WriterStatus",
     "Subscriber",
     "SubscriberEvent",
     "SubscriberMode",

@@ -1,0 +1,1 @@
+"""Short programs to copy for your own consumers of scan data."""

@@ -1,0 +1,555 @@
+"""The NeXus layout of a scan file, planned without touching a file (pure).
+
+:func:`plan_scan` turns a :class:`ScanDescription` (the ``scan_info`` dict and the
+nodes declared so far) and the :class:`~.options.SaveOptions` into a
+:class:`ScanLayout`: per subscan one entry, as an ordered list of groups, fixed
+fields, growing datasets fed by channels (:class:`StreamPlan`), lima image stacks,
+grid views and soft links. :mod:`.nexus` materialises a layout with h5py.
+
+Planning again with more nodes gives a layout whose items are a superset of the
+previous one with the same paths, so a writer can re-plan whenever a node is
+declared and create only what is new. Naming, in the words of BLISS users:
+
+* entry ``"<scan number>.<subscan index>"`` (``entry_<number>_<index>`` with
+  ``strict_names``);
+* ``instrument/<device>/<field>``: a master channel is an NXpositioner with
+  ``value`` (``axis:samy`` -> ``samy/value``); an MCA channel
+  ``<ctrl>:<quantity>_det<n>`` goes to the NXdetector ``<ctrl>_det<n>``
+  (``data`` for the spectrum, ``icr``, ``ocr``, ``livetime``... beside it); a lima
+  detector is the NXdetector ``<ctrl>`` with ``data``; any other channel is the
+  NXdetector named after its last name part, with ``data``;
+* ``measurement/<short unique name>`` links to every dataset; ``plot0D``,
+  ``plot1D``, ``plot2D`` NXdata groups by data dimension, the entry's ``default``
+  one chosen from ``scan_info["plots"]``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence, Union
+
+import numpy as np
+
+from .options import SaveOptions
+
+__all__ = [
+    "NodeSpec",
+    "ScanDescription",
+    "GroupPlan",
+    "FieldPlan",
+    "StreamPlan",
+    "ImagesPlan",
+    "GridPlan",
+    "LinkPlan",
+    "EntryPlan",
+    "ScanLayout",
+    "PlanItem",
+    "entry_name",
+    "plan_scan",
+    "chunk_rows",
+    "jsonable",
+]
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.]")
+_MCA = re.compile(r"^(?P<ctrl>[^:]+):(?P<quantity>[A-Za-z]+(?:_[A-Za-z]+)*)_det(?P<n>\d+)$")
+_MAX_CHUNK_ROWS = 1 << 16
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """A declared channel or lima node, as the planner needs it."""
+
+    name: str
+    type: str  # "channel" or "lima"
+    subscan: str
+    dtype: str
+    shape: tuple[int, ...] = ()
+    unit: str | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def short_name(self) -> str:
+        return self.name.rsplit(":", 1)[-1]
+
+    @property
+    def variable_length(self) -> bool:
+        return self.type == "channel" and tuple(self.shape) == (-1,)
+
+
+@dataclass(frozen=True)
+class ScanDescription:
+    """What the planner knows of a scan: Redis key, name, number, scan_info, nodes."""
+
+    key: str
+    name: str
+    number: int
+    scan_info: Mapping[str, Any]
+    nodes: tuple[NodeSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    path: str
+    nx_class: str
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FieldPlan:
+    """A dataset written once with ``value`` (text, number, list)."""
+
+    path: str
+    value: Any
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """A dataset growing along its first axis with the points of ``channel``.
+
+    Variable-length points are padded with ``fill`` to the longest point so far;
+    their true lengths go to ``lengths_path``.
+    """
+
+    path: str
+    channel: str
+    dtype: str
+    point_shape: tuple[int, ...]
+    chunk_rows: int
+    fill: Any = 0
+    lengths_path: str | None = None
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImagesPlan:
+    """The frames of a lima detector: a virtual dataset over its own files
+    (``virtual``) or the list of where each frame is (``references``)."""
+
+    path: str
+    lima: str
+    dtype: str
+    frame_shape: tuple[int, ...]
+    virtual: bool
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    """A virtual dataset showing the 1D dataset at ``source`` as a ``shape`` grid."""
+
+    path: str
+    source: str
+    dtype: str
+    shape: tuple[int, int]
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LinkPlan:
+    """A soft link at ``path`` to ``target`` (absolute path in the same file)."""
+
+    path: str
+    target: str
+
+
+PlanItem = Union[GroupPlan, FieldPlan, StreamPlan, ImagesPlan, GridPlan, LinkPlan]
+
+
+@dataclass
+class EntryPlan:
+    """One NXentry: everything under ``/<name>`` in creation order."""
+
+    name: str
+    subscan: str
+    items: list[PlanItem] = field(default_factory=list)
+    default: str | None = None
+
+    def add(self, item: PlanItem) -> None:
+        self.items.append(item)
+
+
+@dataclass
+class ScanLayout:
+    """The whole plan of one scan: root attributes and its entries."""
+
+    root_attrs: dict[str, Any]
+    entries: list[EntryPlan]
+    streams: dict[str, StreamPlan]
+    images: dict[str, ImagesPlan]
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars/arrays and tuples made JSON-friendly."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def safe_name(name: str) -> str:
+    """A name HDF5 and NeXus accept: anything but letters, digits, ``_`` and ``.`` -> ``_``."""
+    return _SAFE.sub("_", name) or "_"
+
+
+def entry_name(number: int, index: int, strict: bool) -> str:
+    """``"12.1"`` (BLISS) or ``"entry_12_1"`` (valid NeXus) for subscan ``index`` (1-based)."""
+    return f"entry_{number}_{index}" if strict else f"{number}.{index}"
+
+
+def chunk_rows(point_bytes: int, chunk_bytes: int, expected_points: int) -> int:
+    """Points per chunk: about ``chunk_bytes``, no more than the points expected."""
+    rows = max(1, chunk_bytes // max(1, point_bytes))
+    if expected_points > 0:
+        rows = min(rows, expected_points)
+    else:
+        rows = min(rows, 4096)
+    return int(max(1, min(rows, _MAX_CHUNK_ROWS)))
+
+
+def _expected_points(scan_info: Mapping[str, Any]) -> int:
+    try:
+        n1, n2 = int(scan_info.get("npoints1", 0)), int(scan_info.get("npoints2", 0))
+        npoints = int(scan_info.get("npoints", 0) or 0)
+    except (TypeError, ValueError):
+        return 0
+    return max(npoints, n1 * n2, 0)
+
+
+def _subscans(description: ScanDescription) -> list[str]:
+    chain = description.scan_info.get("acquisition_chain")
+    names = [str(k) for k in chain] if isinstance(chain, Mapping) else []
+    for node in description.nodes:
+        if node.subscan not in names:
+            names.append(node.subscan)
+    return names or ["main"]
+
+
+def _masters(scan_info: Mapping[str, Any], subscan: str) -> set[str]:
+    chain = scan_info.get("acquisition_chain")
+    entry = chain.get(subscan) if isinstance(chain, Mapping) else None
+    master = entry.get("master") if isinstance(entry, Mapping) else None
+    names: set[str] = set()
+    if isinstance(master, Mapping):
+        for value in master.values():
+            if isinstance(value, (list, tuple)):
+                names.update(str(v) for v in value)
+    return names
+
+
+@dataclass(frozen=True)
+class _Placed:
+    node: NodeSpec
+    device: str
+    nx_class: str
+    leaf: str
+    positioner: bool
+
+
+def _place(node: NodeSpec, masters: set[str]) -> tuple[str, str, str, bool]:
+    parts = node.name.split(":")
+    if node.type == "lima":
+        return safe_name(parts[0]), "NXdetector", "data", False
+    if node.name in masters and not node.shape:
+        return safe_name(node.short_name), "NXpositioner", "value", True
+    mca = _MCA.match(node.name)
+    if mca:
+        leaf = "data" if node.shape else mca["quantity"]
+        return safe_name(f"{mca['ctrl']}_det{mca['n']}"), "NXdetector", safe_name(leaf), False
+    device = f"{parts[0]}_{parts[-1]}" if len(parts) > 2 else node.short_name
+    return safe_name(device), "NXdetector", "data", False
+
+
+def _place_all(nodes: Sequence[NodeSpec], masters: set[str]) -> list[_Placed]:
+    """Device group and field of every node, unique within the entry."""
+    taken: dict[tuple[str, str], str] = {}
+    device_class: dict[str, str] = {}
+    placed = []
+    for node in nodes:
+        device, nx_class, leaf, positioner = _place(node, masters)
+        if (device, leaf) in taken or device_class.get(device, nx_class) != nx_class:
+            device = safe_name(node.name)
+            while (device, leaf) in taken:
+                device += "_"
+        taken[(device, leaf)] = node.name
+        device_class[device] = nx_class
+        placed.append(_Placed(node, device, nx_class, leaf, positioner))
+    return placed
+
+
+def _link_names(placed: Sequence[_Placed], short: bool) -> dict[str, str]:
+    """A short unique name per node for ``measurement`` and the plots."""
+    names: dict[str, str] = {}
+    used: set[str] = set()
+    candidates = []
+    for p in placed:
+        parts = p.node.name.split(":")
+        options = [safe_name(p.node.name)]
+        if short:
+            first = p.device if p.node.type == "lima" else p.node.short_name
+            options = [safe_name(first), safe_name(f"{parts[0]}_{parts[-1]}")] + options
+        candidates.append((p, options))
+    counts: dict[str, int] = {}
+    for _, options in candidates:
+        counts[options[0]] = counts.get(options[0], 0) + 1
+    for p, options in candidates:
+        choice = next((o for o in options if o not in used
+                       and (o != options[0] or counts[o] == 1)), options[-1])
+        while choice in used:
+            choice += "_"
+        used.add(choice)
+        names[p.node.name] = choice
+    return names
+
+
+def _point_bytes(node: NodeSpec) -> int:
+    shape = [d for d in node.shape if d > 0] or [1]
+    return int(np.dtype(node.dtype).itemsize * math.prod(shape))
+
+
+def _stream(node: NodeSpec, path: str, options: SaveOptions, expected: int) -> StreamPlan:
+    dtype = np.dtype(node.dtype)
+    attrs: dict[str, Any] = {"channel": node.name}
+    if node.unit:
+        attrs["units"] = node.unit
+    if len(node.shape) == 1:
+        attrs["interpretation"] = "spectrum"
+    elif len(node.shape) >= 2:
+        attrs["interpretation"] = "image"
+    lengths = None
+    fill: Any = 0
+    if node.variable_length:
+        fill = math.nan if dtype.kind == "f" else 0
+        lengths = path + "_lengths"
+        attrs["lengths"] = lengths.rsplit("/", 1)[-1]
+        attrs["fill_value"] = "NaN" if dtype.kind == "f" else "0"
+    rows = chunk_rows(_point_bytes(node), options.chunk_bytes, expected)
+    shape = (0,) if node.variable_length else tuple(node.shape)
+    return StreamPlan(path, node.name, dtype.str, shape, rows, fill, lengths, attrs)
+
+
+def _text_fields(base: str, values: Mapping[str, Any], skip: Iterable[str] = ()
+                 ) -> list[FieldPlan]:
+    fields = []
+    for key, value in values.items():
+        if key in skip or value is None:
+            continue
+        if isinstance(value, (Mapping, list, tuple)):
+            value = json.dumps(jsonable(value))
+        fields.append(FieldPlan(f"{base}/{safe_name(str(key))}", value))
+    return fields
+
+
+def _positioners(entry: EntryPlan, scan_info: Mapping[str, Any], placed: Sequence[_Placed],
+                 options: SaveOptions) -> None:
+    info = scan_info.get("positioners")
+    if not isinstance(info, Mapping):
+        return
+    base = f"/{entry.name}/instrument"
+    units = info.get("positioners_units") or {}
+    moving = {p.node.short_name: f"{base}/{p.device}/{p.leaf}" for p in placed if p.positioner}
+    start = info.get("positioners_start") or {}
+    end = info.get("positioners_end") or {}
+    entry.add(GroupPlan(f"{base}/positioners", "NXcollection"))
+    for motor, value in start.items():
+        path = f"{base}/positioners/{safe_name(motor)}"
+        if motor in moving:
+            entry.add(LinkPlan(path, moving[motor]))
+            continue
+        if options.multivalue_positioners and motor in end:
+            value = [value, end[motor]]
+        entry.add(FieldPlan(path, value, _units(units, motor)))
+    for group in ("positioners_start", "positioners_end", "positioners_dial_start",
+                  "positioners_dial_end"):
+        values = info.get(group)
+        if not isinstance(values, Mapping):
+            continue
+        entry.add(GroupPlan(f"{base}/{group}", "NXcollection"))
+        for motor, value in values.items():
+            entry.add(FieldPlan(f"{base}/{group}/{safe_name(motor)}", value,
+                                _units(units, motor)))
+
+
+def _units(units: Any, motor: str) -> dict[str, Any]:
+    unit = units.get(motor) if isinstance(units, Mapping) else None
+    return {"units": unit} if unit else {}
+
+
+def _plot_preferences(scan_info: Mapping[str, Any]) -> tuple[list[str], list[str], str | None]:
+    """Preferred signals, axes and default plot kind from ``scan_info["plots"]``."""
+    signals: list[str] = []
+    axes: list[str] = []
+    kind = None
+    plots = scan_info.get("plots")
+    for plot in plots if isinstance(plots, list) else []:
+        if not isinstance(plot, Mapping):
+            continue
+        kind = kind or str(plot.get("kind", ""))
+        for item in plot.get("items") or []:
+            if not isinstance(item, Mapping):
+                continue
+            for key in ("y", "value", "image", "mca"):
+                if isinstance(item.get(key), str):
+                    signals.append(item[key])
+            for key in ("x", "y") if item.get("kind") == "scatter" else ("x",):
+                if isinstance(item.get(key), str):
+                    axes.append(item[key])
+    return signals, axes, kind
+
+
+def _grid_shape(scan_info: Mapping[str, Any]) -> tuple[int, int] | None:
+    try:
+        n1, n2 = int(scan_info.get("npoints1", 0)), int(scan_info.get("npoints2", 0))
+    except (TypeError, ValueError):
+        return None
+    return (n2, n1) if n1 > 0 and n2 > 0 and int(scan_info.get("data_dim", 1)) == 2 else None
+
+
+def _plots(entry: EntryPlan, scan_info: Mapping[str, Any], placed: Sequence[_Placed],
+           names: Mapping[str, str], paths: Mapping[str, str], options: SaveOptions) -> None:
+    preferred, preferred_axes, kind = _plot_preferences(scan_info)
+    rank = {name: i for i, name in enumerate(preferred)}
+    by_dim: dict[int, list[_Placed]] = {}
+    for p in placed:
+        if p.positioner or p.node.variable_length:
+            continue
+        dim = 2 if p.node.type == "lima" else min(len(p.node.shape), 2)
+        by_dim.setdefault(dim, []).append(p)
+    axes = [p for name in preferred_axes for p in placed
+            if p.node.name == name and not p.node.shape]
+    axes += [p for p in placed if p.positioner and p not in axes]
+    grid = _grid_shape(scan_info) if options.keepshape else None
+    created = {}
+    for dim, members in sorted(by_dim.items()):
+        if dim == 2 and all(p.node.type == "lima" and not options_virtual(options)
+                            for p in members):
+            continue
+        members = sorted(members, key=lambda p: rank.get(p.node.name, len(rank)))
+        plot = f"/{entry.name}/plot{dim}D"
+        signal = names[members[0].node.name]
+        attrs: dict[str, Any] = {"signal": signal}
+        if len(members) > 1:
+            attrs["auxiliary_signals"] = [names[p.node.name] for p in members[1:]]
+        if dim == 1:
+            attrs["interpretation"] = "spectrum"
+        elif dim == 2:
+            attrs["interpretation"] = "image"
+        plot_axes = axes[:2] if (dim == 0 and grid) else axes[:1] if dim == 0 else []
+        if grid and dim == 0:
+            attrs["axes"] = [names[p.node.name] for p in reversed(plot_axes)] or ["."]
+            for p in plot_axes:
+                attrs[f"{names[p.node.name]}_indices"] = [0, 1]
+        elif plot_axes:
+            attrs["axes"] = [names[p.node.name] for p in plot_axes]
+        elif dim:
+            attrs["axes"] = ["."] * (dim + 1)
+        entry.add(GroupPlan(plot, "NXdata", attrs))
+        for p in members + (plot_axes if dim == 0 else []):
+            target = paths[p.node.name]
+            if grid and dim == 0:
+                dtype = np.dtype(p.node.dtype).str
+                entry.add(GridPlan(f"{plot}/{names[p.node.name]}", target, dtype, grid,
+                                   {"channel": p.node.name}))
+            else:
+                entry.add(LinkPlan(f"{plot}/{names[p.node.name]}", target))
+        created[dim] = f"plot{dim}D"
+    wanted = {"image-plot": 2, "mca-plot": 1}.get(kind or "", 0)
+    entry.default = created.get(wanted) or next(iter(created.values()), None)
+
+
+def options_virtual(options: SaveOptions) -> bool:
+    """Whether lima frames are shown through a virtual dataset."""
+    return not options.disable_external_hdf5
+
+
+def _entry(description: ScanDescription, options: SaveOptions, subscan: str, index: int,
+           expected: int) -> tuple[EntryPlan, dict[str, StreamPlan], dict[str, ImagesPlan]]:
+    info = description.scan_info
+    name = entry_name(description.number, index, options.strict_names)
+    entry = EntryPlan(name, subscan)
+    root = f"/{name}"
+    entry.add(GroupPlan(root, "NXentry", {"scan_key": description.key, "subscan": subscan}))
+    entry.add(FieldPlan(f"{root}/title", str(info.get("title", description.name))))
+    entry.add(FieldPlan(f"{root}/start_time", str(info.get("start_time", ""))))
+    proposal = info.get("proposal")
+    if isinstance(proposal, Mapping) and proposal.get("name"):
+        entry.add(FieldPlan(f"{root}/experiment_identifier", str(proposal["name"])))
+    instrument = f"{root}/instrument"
+    entry.add(GroupPlan(instrument, "NXinstrument"))
+    inst_info = info.get("instrument")
+    if isinstance(inst_info, Mapping):
+        if inst_info.get("name"):
+            entry.add(FieldPlan(f"{instrument}/name", str(inst_info["name"])))
+        if inst_info.get("source"):
+            entry.add(GroupPlan(f"{instrument}/source", "NXsource"))
+            entry.add(FieldPlan(f"{instrument}/source/name", str(inst_info["source"])))
+    nodes = [n for n in description.nodes if n.subscan == subscan]
+    placed = _place_all(nodes, _masters(info, subscan))
+    names = _link_names(placed, options.short_names)
+    streams: dict[str, StreamPlan] = {}
+    images: dict[str, ImagesPlan] = {}
+    paths: dict[str, str] = {}
+    devices: set[str] = set()
+    for p in placed:
+        group = f"{instrument}/{p.device}"
+        if p.device not in devices:
+            devices.add(p.device)
+            entry.add(GroupPlan(group, p.nx_class))
+        path = paths[p.node.name] = f"{group}/{p.leaf}"
+        if p.node.type == "lima":
+            plan = ImagesPlan(path, p.node.name, np.dtype(p.node.dtype).str,
+                              tuple(p.node.shape), options_virtual(options),
+                              {"channel": p.node.name, "interpretation": "image"})
+            images[p.node.name] = plan
+            entry.add(plan)
+        else:
+            stream = streams[p.node.name] = _stream(p.node, path, options, expected)
+            entry.add(stream)
+    _positioners(entry, info, placed, options)
+    entry.add(GroupPlan(f"{root}/measurement", "NXcollection"))
+    for p in placed:
+        entry.add(LinkPlan(f"{root}/measurement/{names[p.node.name]}", paths[p.node.name]))
+    _plots(entry, info, placed, names, paths, options)
+    sample = info.get("sample")
+    if isinstance(sample, Mapping):
+        entry.add(GroupPlan(f"{root}/sample", "NXsample"))
+        for item in _text_fields(f"{root}/sample", sample):
+            entry.add(item)
+    entry.add(GroupPlan(f"{root}/notes", "NXnote"))
+    comments = info.get("comments")
+    if isinstance(comments, list):
+        for i, comment in enumerate(comments, 1):
+            entry.add(FieldPlan(f"{root}/notes/note_{i:02d}", str(comment)))
+    entry.add(GroupPlan(f"{root}/writer", "NXnote"))
+    entry.add(FieldPlan(f"{root}/writer/scan_key", description.key))
+    entry.add(FieldPlan(f"{root}/writer/scan_info", json.dumps(jsonable(info)),
+                        {"type": "application/json"}))
+    entry.add(FieldPlan(f"{root}/writer/options", json.dumps(options.as_dict()),
+                        {"type": "application/json"}))
+    return entry, streams, images
+
+
+def plan_scan(description: ScanDescription, options: SaveOptions,
+              creator: str = "nexus_writer_service") -> ScanLayout:
+    """The layout of ``description`` (see the module docstring). Pure and deterministic."""
+    expected = _expected_points(description.scan_info)
+    entries: list[EntryPlan] = []
+    streams: dict[str, StreamPlan] = {}
+    images: dict[str, ImagesPlan] = {}
+    for index, subscan in enumerate(_subscans(description), 1):
+        entry, entry_streams, entry_images = _entry(description, options, subscan, index,
+                                                    expected)
+        entries.append(entry)
+        streams.update(entry_streams)
+        images.update(entry_images)
+    root_attrs = {"NX_class": "NXroot", "creator": creator,
+                  "default": entries[0].name if entries else ""}
+    return ScanLayout(root_attrs, entries, streams, images)

@@ -1,0 +1,144 @@
+"""Save options of the NeXus writers (pure: no I/O, no h5py).
+
+One frozen :class:`SaveOptions` travels from the command line (or, later, the Tango
+device properties) to the layout planner and the HDF5 layer. :meth:`SaveOptions.from_mapping`
+accepts the option names as users type them (``keepshape``, ``allowed_roots``, ...)
+with string values, and says which option is wrong and why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..errors import ConfigurationError
+
+__all__ = ["SaveOptions", "COMPRESSIONS", "option_help"]
+
+#: Compression filters a writer can apply to the datasets it creates.
+COMPRESSIONS = ("none", "gzip", "bitshuffle-lz4")
+
+_HELP = {
+    "keepshape": "reshape grid scans (amesh) to their grid in the plots",
+    "multivalue_positioners": "static positioners get [start, end] instead of the start value",
+    "disable_external_hdf5": "lima HDF5 frames as file references instead of a virtual dataset",
+    "short_names": "measurement links use the shortest unique channel names",
+    "strict_names": "NeXus-valid entry names (entry_0001_1) instead of 1.1",
+    "allowed_roots": "directories files may be written in (comma separated; empty: anywhere)",
+    "required_disk_space": "MiB that must stay free, else the scan goes FAULT",
+    "recommended_disk_space": "MiB below which a warning is given",
+    "chunk_bytes": "target size in bytes of the HDF5 chunks of data written",
+    "compression": "compression of the data written: " + ", ".join(COMPRESSIONS),
+    "flush_period": "seconds between making received data visible in the file",
+    "lima_refresh_period": "seconds between refreshes of the lima virtual datasets",
+    "purge_delay": "seconds a finished scan stays listed by the session writer",
+    "disk_check_period": "seconds between free-space checks during a scan",
+    "file_mode": "permissions of new files (octal, applied before the umask)",
+    "lock_retry_time": "seconds to retry opening a file locked by another process",
+}
+
+
+def _parse_bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigurationError(f"save option {name} must be true or false, got {value!r}")
+
+
+def _parse_roots(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.replace("\n", ",").split(",")
+    return tuple(str(v).strip() for v in value if str(v).strip())
+
+
+@dataclass(frozen=True)
+class SaveOptions:
+    """How scan files are laid out and written; every field has a safe default."""
+
+    keepshape: bool = False
+    multivalue_positioners: bool = False
+    disable_external_hdf5: bool = False
+    short_names: bool = True
+    strict_names: bool = False
+    allowed_roots: tuple[str, ...] = field(default_factory=tuple)
+    required_disk_space: float = 200.0
+    recommended_disk_space: float = 1000.0
+    chunk_bytes: int = 1 << 20
+    compression: str = "none"
+    flush_period: float = 0.1
+    lima_refresh_period: float = 1.0
+    purge_delay: float = 300.0
+    disk_check_period: float = 5.0
+    file_mode: int = 0o664
+    lock_retry_time: float = 3.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed_roots", _parse_roots(self.allowed_roots))
+        if self.compression not in COMPRESSIONS:
+            raise ConfigurationError(
+                f"save option compression must be one of {', '.join(COMPRESSIONS)}, "
+                f"got {self.compression!r}")
+        if not 64 <= self.chunk_bytes <= 1 << 30:
+            raise ConfigurationError(
+                f"save option chunk_bytes must be between 64 and 2**30, got {self.chunk_bytes}")
+        for name in ("flush_period", "lima_refresh_period", "disk_check_period"):
+            if not 0 < getattr(self, name) < 3600:
+                raise ConfigurationError(
+                    f"save option {name} must be > 0 and < 3600 seconds, "
+                    f"got {getattr(self, name)!r}")
+        for name in ("purge_delay", "required_disk_space", "recommended_disk_space",
+                     "lock_retry_time"):
+            if not getattr(self, name) >= 0:
+                raise ConfigurationError(
+                    f"save option {name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 <= self.file_mode <= 0o777:
+            raise ConfigurationError(
+                f"save option file_mode must be between 0o000 and 0o777, got {self.file_mode:o}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "SaveOptions":
+        """Options from ``{name: value}``; values may be strings (command line, Tango).
+
+        :raises ConfigurationError: an unknown option name or a value of the wrong kind
+        """
+        kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+        parsed: dict[str, Any] = {}
+        for name, value in values.items():
+            key = name.strip().lower().replace("-", "_")
+            kind = kinds.get(key)
+            if kind is None:
+                raise ConfigurationError(
+                    f"unknown save option {name!r}; known: {', '.join(sorted(kinds))}")
+            try:
+                if kind == "bool":
+                    parsed[key] = _parse_bool(value, key)
+                elif kind == "int" and key == "file_mode" and isinstance(value, str):
+                    parsed[key] = int(value, 8)
+                elif kind == "int":
+                    parsed[key] = int(value)
+                elif kind == "float":
+                    parsed[key] = float(value)
+                elif key == "allowed_roots":
+                    parsed[key] = _parse_roots(value)
+                else:
+                    parsed[key] = str(value).strip().lower()
+            except (TypeError, ValueError):
+                raise ConfigurationError(
+                    f"save option {key} must be a {kind}, got {value!r}") from None
+        return cls(**parsed)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values (for logs, device attributes and the file's writer note)."""
+        values = dataclasses.asdict(self)
+        values["allowed_roots"] = list(self.allowed_roots)
+        return values
+
+
+def option_help() -> dict[str, str]:
+    """One line of help per option, for the command line."""
+    return dict(_HELP)

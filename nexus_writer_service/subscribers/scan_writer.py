@@ -1,0 +1,355 @@
+"""NexusScanWriter: write one scan's NeXus file while the scan runs.
+
+Ownership: parallel mode. The listener greenlet runs in the thread that calls
+``start`` (the session writer's); the consumer greenlet, which owns the
+:class:`~nexus_writer_service.io.nexus.NexusFile` and does ALL the HDF5 I/O, runs in
+the worker :class:`~nexus_writer_service.concurrency.Thread` given as ``worker``
+(shared by every scan of a session). A *ticker* greenlet in that same worker hub
+flushes buffered points every ``flush_period``, refreshes lima virtual datasets
+and checks the free disk space; it never runs while the consumer is inside an
+HDF5 call (same hub, no I/O yields), so the file has one owner at a time.
+
+Progress is acknowledged to Redis (``reader_name``) only after the points are
+flushed to the file, so the publisher never trims what the file does not hold,
+and a restarted writer that finds the stream trimmed resumes after its last
+acknowledgement. Properties read by other threads are plain snapshots.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import time
+from typing import Any, Iterator, Optional
+
+import gevent
+
+from ..concurrency import Event, Thread
+from ..data import EventData, EventType
+from ..data.nodes import ChannelNode, LimaNode
+from ..errors import DataLostError, NexusWriterError, ScanStateError
+from ..io import checks
+from ..io.layout import NodeSpec, ScanDescription, ScanLayout, plan_scan
+from ..io.nexus import NexusFile, now_iso
+from ..io.options import SaveOptions
+from .states import SubscriberMode
+from .subscriber import Subscriber, SubscriberEvent
+
+__all__ = ["NexusScanWriter", "WriterStatus"]
+
+logger = logging.getLogger(__name__)
+
+
+class WriterStatus(str, enum.Enum):
+    """What the file's ``writer/status`` says."""
+
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+class NexusScanWriter(Subscriber):
+    """Write the scan ``scan_node`` to ``scan_info["filename"]``.
+
+    ``NexusScanWriter(scan_node, options=SaveOptions(), worker=None,
+    reader_name=None, name=None, poll_interval=0.25)``
+
+    ``worker``: the started Thread that does the HDF5 I/O (one is created when
+    ``None``). ``reader_name``: the name under which progress is acknowledged
+    (register it with ``SessionNode.register_reader`` so the publisher keeps
+    unwritten data). A bad path, a locked file, a full disk or a foreign entry of
+    the same name put the writer in FAULT with the reason; the file keeps every
+    point received until then.
+    """
+
+    def __init__(self, scan_node: Any, options: Optional[SaveOptions] = None,
+                 worker: Optional[Thread] = None, reader_name: Optional[str] = None,
+                 name: Optional[str] = None, poll_interval: float = 0.25) -> None:
+        super().__init__(scan_node, SubscriberMode.PARALLEL, worker=worker,
+                         name=name or f"NexusScanWriter({scan_node.key})",
+                         poll_interval=poll_interval)
+        self.options = options or SaveOptions()
+        self._reader_name = reader_name
+        self.status = WriterStatus.STARTING
+        self.filename: str = ""
+        self.entries: list[str] = []
+        self.start_time: Optional[str] = None
+        self.end_time: Optional[str] = None
+        self.end_reason: Optional[str] = None
+        self.end_message = ""
+        self.resumed = False
+        self.warning: Optional[str] = None
+        self.npoints_expected = 0
+        self._points: dict[str, int] = {}
+        self._nodes: dict[str, NodeSpec] = {}
+        self._lima_nodes: dict[str, LimaNode] = {}
+        self._lima_saved: dict[str, int] = {}
+        self._file: Optional[NexusFile] = None
+        self._layout: Optional[ScanLayout] = None
+        self._dirty = False
+        self._position: Optional[str] = None
+        self._acked: Optional[str] = None
+        self._last_flush = 0.0
+        self._last_lima = 0.0
+        self._last_disk_check = 0.0
+        self._ticker: Optional[gevent.Greenlet] = None
+        self._ticker_stop: Optional[Event] = None
+        self._ended = False
+
+    # -- snapshots for other threads -------------------------------------------
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        """``(points written, points expected)``: the least advanced channel; 0 if unknown."""
+        points = self._points
+        done = min(points.values()) if points else 0
+        return done, self.npoints_expected
+
+    @property
+    def points(self) -> dict[str, int]:
+        """Points received per channel (written at the latest after ``flush_period``)."""
+        return dict(self._points)
+
+    @property
+    def urls(self) -> list[str]:
+        """``<file>::/<entry>`` of every entry of the scan."""
+        return [f"{self.filename}::/{entry}" for entry in self.entries]
+
+    # -- reading (reader thread) -----------------------------------------------
+
+    def _walk_events(self, stop: Event) -> Iterator[SubscriberEvent]:
+        return self._events(stop)
+
+    def _events(self, stop: Event) -> Iterator[SubscriberEvent]:
+        node = self.node
+        walk = node.walk_events(stop=stop, poll_interval=self._poll_interval)
+        try:
+            first = next(walk, None)
+        except DataLostError:
+            acked = node.acknowledged(self._reader_name) if self._reader_name else None
+            if acked is None:
+                raise
+            for declared in node.nodes().values():
+                yield EventType.NEW_NODE, declared, EventData(acked)
+            walk = node.walk_events(stop=stop, from_position=acked,
+                                    poll_interval=self._poll_interval)
+            first = next(walk, None)
+        if first is None:
+            return
+        yield first
+        yield from walk
+
+    # -- consuming (worker thread) ---------------------------------------------
+
+    def _process_event(self, event_type: EventType, node: Any, event_data: EventData) -> None:
+        if self._file is None:
+            self._open()
+        self._position = event_data.position
+        if event_type is EventType.NEW_NODE:
+            self._declare(node)
+            return
+        if self._dirty:
+            self._materialise()
+        if event_type is EventType.NEW_DATA:
+            if isinstance(node, LimaNode):
+                self._lima_progress(node, event_data)
+            else:
+                self._add_points(node, event_data)
+        elif event_type is EventType.PREPARED_SCAN:
+            self._set_status(WriterStatus.RUNNING)
+        elif event_type is EventType.END_SCAN:
+            self._end(event_data)
+
+    def _open(self) -> None:
+        info = self.node.info
+        self.start_time = now_iso()
+        filename = info.get("filename")
+        if not isinstance(filename, str) or not filename:
+            raise NexusWriterError(
+                f"scan {self.node.key} has no 'filename' in its scan_info: the acquisition "
+                "program must say where to save the scan")
+        options = self.options
+        path = checks.check_path_allowed(filename, options.allowed_roots, "scan file")
+        self.filename = path
+        checks.makedirs_allowed(os.path.dirname(path), options.allowed_roots)
+        checks.check_writable(path)
+        self.warning = checks.check_disk_space(path, options.required_disk_space,
+                                               options.recommended_disk_space)
+        self._last_disk_check = time.monotonic()
+        self.npoints_expected = _expected(info)
+        self._file = NexusFile(path, options)
+        layout = self._plan()
+        existing = self._file.check_entries(layout, self.node.key)
+        if existing:
+            self.resumed = True
+        self._materialise()
+        if self.resumed:
+            self._file.set_text(f"/{self.entries[0]}/writer/resumed",
+                                f"resumed at {now_iso()}: the file was completed from Redis")
+        self._set_status(WriterStatus.STARTING)
+        self._acknowledge("0-0")
+        self._start_ticker()
+
+    def _plan(self) -> ScanLayout:
+        node = self.node
+        description = ScanDescription(node.key, node.name, node.number, node.info,
+                                      tuple(self._nodes.values()))
+        layout = self._layout = plan_scan(description, self.options)
+        self.entries = [entry.name for entry in layout.entries]
+        return layout
+
+    def _materialise(self) -> None:
+        assert self._file is not None
+        self._file.materialise(self._plan())
+        self._dirty = False
+
+    def _declare(self, node: Any) -> None:
+        if isinstance(node, ChannelNode):
+            self._nodes[node.name] = NodeSpec(node.name, "channel", node.subscan,
+                                              node.dtype.str, node.shape, node.unit,
+                                              node.info)
+            self._points.setdefault(node.name, 0)
+        elif isinstance(node, LimaNode):
+            self._nodes[node.name] = NodeSpec(node.name, "lima", node.subscan,
+                                              node.dtype.str, node.shape, None, node.info)
+            self._lima_nodes[node.name] = node
+        else:
+            return
+        self._dirty = True
+
+    def _add_points(self, node: ChannelNode, event_data: EventData) -> None:
+        assert self._file is not None
+        self._file.add_points(node.name, event_data.first_index, event_data.data)
+        self._points[node.name] = max(self._points.get(node.name, 0), event_data.last_index)
+
+    def _lima_progress(self, node: LimaNode, event_data: EventData) -> None:
+        self._lima_saved[node.name] = int(event_data.data.last_image_saved) + 1
+        expected = self.npoints_expected
+        if expected and self._lima_saved[node.name] >= expected:
+            self._refresh_images()
+
+    def _refresh_images(self) -> None:
+        assert self._file is not None and self._layout is not None
+        self._last_lima = time.monotonic()
+        for name, saved in self._lima_saved.items():
+            plan = self._layout.images.get(name)
+            if plan is None or saved <= self._file.frames_shown(name):
+                continue
+            lima = self._lima_nodes[name]
+            self._file.update_images(plan, saved, _image_source(lima))
+
+    def _flush(self) -> None:
+        if self._file is None or self._file.closed:
+            return
+        self._file.flush()
+        self._last_flush = time.monotonic()
+        if self._position is not None and self._position != self._acked:
+            self._acknowledge(self._position)
+
+    def _acknowledge(self, position: str) -> None:
+        if self._reader_name:
+            self.node.acknowledge(self._reader_name, position)
+            self._acked = position
+
+    def _set_status(self, status: WriterStatus, message: Optional[str] = None) -> None:
+        self.status = status
+        if self._file is None or self._file.closed:
+            return
+        for entry in self.entries:
+            self._file.set_text(f"/{entry}/writer/status", status.value)
+            if message is not None:
+                self._file.set_text(f"/{entry}/writer/message", message)
+
+    def _end(self, event_data: EventData) -> None:
+        assert self._file is not None
+        self._refresh_images()
+        self.end_reason = event_data.reason.value if event_data.reason else "UNKNOWN"
+        self.end_message = event_data.message
+        self.end_time = now_iso()
+        for entry in self.entries:
+            self._file.set_text(f"/{entry}/end_time", self.end_time)
+            self._file.set_text(f"/{entry}/writer/end_reason", self.end_reason)
+        message = f"scan ended: {self.end_reason}" + (
+            f" ({self.end_message})" if self.end_message else "")
+        self._set_status(WriterStatus.SUCCEEDED, message)
+        self._file.flush()
+        self._file.close()
+        self._ended = True
+        self._acknowledge(event_data.position)
+
+    # -- ticker (worker thread) ------------------------------------------------
+
+    def _start_ticker(self) -> None:
+        self._ticker_stop = Event()
+        self._ticker = gevent.spawn(self._tick, self._ticker_stop)
+
+    def _tick(self, stop: Event) -> None:
+        options = self.options
+        period = min(options.flush_period, options.lima_refresh_period) / 2
+        try:
+            while not stop.wait(period):
+                now = time.monotonic()
+                if now - self._last_flush >= options.flush_period:
+                    self._flush()
+                if self._lima_saved and now - self._last_lima >= options.lima_refresh_period:
+                    self._refresh_images()
+                if now - self._last_disk_check >= options.disk_check_period:
+                    self._last_disk_check = now
+                    self.warning = checks.check_disk_space(
+                        self.filename, options.required_disk_space,
+                        options.recommended_disk_space)
+        except Exception as exc:
+            self._record_fault(exc, "writing in the background")
+            run = self._run
+            if run is not None:
+                self._abort(run)
+
+    def _stop_ticker(self) -> None:
+        if self._ticker_stop is not None:
+            self._ticker_stop.send()
+        if self._ticker is not None:
+            self._ticker.join(timeout=5)
+            self._ticker.kill()
+            self._ticker = None
+
+    def _on_stop(self) -> None:
+        self._stop_ticker()
+        file = self._file
+        if file is None or file.closed:
+            return
+        try:
+            if self._fault_reason is None and not self._ended:
+                self._flush()
+                self._set_status(WriterStatus.RUNNING,
+                                 "the writer stopped before the scan ended; start it again "
+                                 "to complete the file from Redis")
+                file.flush()
+            elif not self._ended:
+                reason = self._fault_reason or "the writer was killed"
+                try:
+                    file.flush()
+                finally:
+                    self._set_status(WriterStatus.FAILED, reason)
+        finally:
+            file.close()
+        if self._fault_reason is None and self._run is not None and self._run.killed:
+            self.status = WriterStatus.FAILED
+
+
+def _image_source(lima: LimaNode) -> Any:
+    def source(frame: int) -> tuple[str, str | None, int]:
+        ref = lima.image_reference(frame)
+        return ref.filename, ref.path_in_file, ref.index_in_file
+
+    return source
+
+
+def _expected(info: dict[str, Any]) -> int:
+    try:
+        npoints = int(info.get("npoints") or 0)
+        grid = int(info.get("npoints1") or 0) * int(info.get("npoints2") or 0)
+    except (TypeError, ValueError):
+        raise ScanStateError("scan_info npoints/npoints1/npoints2 must be integers") from None
+    return max(npoints, grid)

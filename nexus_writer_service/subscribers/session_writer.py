@@ -1,0 +1,214 @@
+"""NexusSessionWriter: one NeXus file writer per scan of a session.
+
+Ownership: sequential mode. Everything of the session writer (its listener, the
+per-scan listeners, the purge) runs as greenlets in the thread that calls
+``start`` (the *start thread*, the main thread of the Tango device). It owns ONE
+worker :class:`~nexus_writer_service.concurrency.Thread` in which the consumers of
+all its scan writers do their HDF5 I/O, started in ``start`` and stopped when the
+session writer has finished. Methods that read (``scans``, ``scan``, ``summary``)
+are safe from any thread; the ones that change scan writers must be called from
+the start thread (the Tango device's green mode does that).
+
+On start, scans that are still running in Redis, or whose file this writer
+(``reader_name``) started but never finished, are written (resumed) first; then
+every new scan of the session is written as it starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
+
+from ..concurrency import Event, Thread
+from ..data import EventData, EventType, SessionNode, get_session_node
+from ..errors import NodeNotFoundError, ScanStateError, WaitTimeout
+from ..io.options import SaveOptions
+from .scan_writer import NexusScanWriter
+from .states import SubscriberMode, SubscriberState
+from .subscriber import Subscriber, SubscriberEvent
+
+__all__ = ["NexusSessionWriter", "ScanRecord"]
+
+logger = logging.getLogger(__name__)
+
+_STOP_TIMEOUT = 30.0
+
+
+@dataclass
+class ScanRecord:
+    """One scan the session writer knows: its writer and when it started/ended."""
+
+    key: str
+    name: str
+    writer: NexusScanWriter
+    started: float = field(default_factory=time.time)
+    ended: Optional[float] = None
+
+    @property
+    def state(self) -> SubscriberState:
+        return self.writer.state
+
+    def as_dict(self) -> dict[str, Any]:
+        """A snapshot for clients (device attributes, logs, the command line)."""
+        writer = self.writer
+        done, expected = writer.progress
+        return {
+            "name": self.name, "key": self.key, "state": writer.state.value,
+            "state_reason": writer.state_reason, "status": writer.status.value,
+            "filename": writer.filename, "urls": writer.urls,
+            "start_time": writer.start_time, "end_time": writer.end_time,
+            "duration": writer.duration(), "points": done, "npoints": expected,
+            "end_reason": writer.end_reason, "resumed": writer.resumed,
+            "warning": writer.warning,
+        }
+
+
+class NexusSessionWriter(Subscriber):
+    """Write every scan of ``session`` to its NeXus file.
+
+    ``NexusSessionWriter(session, redis_url=None, options=None,
+    reader_name="nexus_writer", resume=True, poll_interval=0.25)``
+
+    ``session`` is a session name or a :class:`~nexus_writer_service.data.SessionNode`.
+    ``reader_name`` is registered with the session so the publisher keeps what the
+    writer has not written yet; ``resume`` completes unfinished scans on start.
+    """
+
+    def __init__(self, session: "str | SessionNode", redis_url: Optional[str] = None,
+                 options: Optional[SaveOptions] = None, reader_name: str = "nexus_writer",
+                 resume: bool = True, poll_interval: float = 0.25) -> None:
+        node = session if isinstance(session, SessionNode) else get_session_node(
+            session, redis_url)
+        super().__init__(node, SubscriberMode.SEQUENTIAL,
+                         name=f"NexusSessionWriter({node.name})", poll_interval=poll_interval)
+        self.options = options or SaveOptions()
+        self.reader_name = reader_name
+        self.resume = resume
+        self._records: dict[str, ScanRecord] = {}
+        self._records_lock = threading.Lock()
+        self._scan_worker: Optional[Thread] = None
+
+    # -- queries (any thread) ----------------------------------------------------
+
+    def scans(self) -> list[ScanRecord]:
+        """Every scan still listed, oldest first."""
+        with self._records_lock:
+            return list(self._records.values())
+
+    def scan(self, name: str) -> ScanRecord:
+        """The scan named ``name`` (``"<number>_<name>"``) or with Redis key ``name``.
+
+        :raises ScanStateError: no such scan (never seen, or purged)
+        """
+        with self._records_lock:
+            for record in self._records.values():
+                if name in (record.name, record.key):
+                    return record
+            known = ", ".join(self._records) or "none"
+        raise ScanStateError(f"{self.name} has no scan {name!r} (known: {known})")
+
+    def running_scans(self) -> list[ScanRecord]:
+        return [r for r in self.scans() if r.state is SubscriberState.ON]
+
+    # -- control (start thread) --------------------------------------------------
+
+    def stop_scan(self, name: str, timeout: Optional[float] = None) -> None:
+        """Stop writing scan ``name``: what was received is written, the file is
+        left resumable (status RUNNING)."""
+        self.scan(name).writer.stop(wait=timeout is not None, timeout=timeout)
+
+    def kill_scan(self, name: str, timeout: Optional[float] = None) -> None:
+        """Stop writing scan ``name`` at once: the file is closed with status FAILED."""
+        self.scan(name).writer.kill(wait=timeout is not None, timeout=timeout)
+
+    def purge(self, delay: Optional[float] = None) -> list[str]:
+        """Forget finished scans that ended more than ``delay`` seconds ago
+        (``options.purge_delay`` by default); returns their names."""
+        delay = self.options.purge_delay if delay is None else delay
+        now = time.time()
+        purged = []
+        with self._records_lock:
+            for key, record in list(self._records.items()):
+                if record.writer.done() and record.ended is None:
+                    record.ended = now
+                if record.ended is not None and now - record.ended >= delay:
+                    del self._records[key]
+                    purged.append(record.name)
+        return purged
+
+    # -- subscriber hooks --------------------------------------------------------
+
+    def _on_start(self) -> None:
+        self.node.register_reader(self.reader_name)
+        worker = Thread(name=f"{self.name}-worker")
+        worker.start(timeout=_STOP_TIMEOUT)
+        self._scan_worker = worker
+
+    def _walk_events(self, stop: Event) -> Iterator[SubscriberEvent]:
+        return self._events(stop)
+
+    def _events(self, stop: Event) -> Iterator[SubscriberEvent]:
+        node: SessionNode = self.node
+        position = node.current_position()
+        if self.resume:
+            for key in self._unfinished(node):
+                yield EventType.NEW_NODE, node.scan(key), EventData(position)
+        yield from node.walk_on_new_events(from_position=position, stop=stop,
+                                           poll_interval=self._poll_interval)
+
+    def _unfinished(self, node: SessionNode) -> list[str]:
+        """Scans running in Redis, and ended scans whose file this writer started
+        but did not finish (its acknowledgement is short of the scan's end)."""
+        keys = []
+        for key, ended in node.scan_keys():
+            scan = node.scan(key)
+            try:
+                acked = scan.acknowledged(self.reader_name)
+                if ended and (acked is None or acked == scan.current_position()):
+                    continue
+            except NodeNotFoundError:
+                continue
+            keys.append(key)
+        return keys
+
+    def _process_event(self, event_type: EventType, node: Any, event_data: EventData) -> None:
+        if event_type is EventType.NEW_NODE:
+            self.purge()
+            self._start_scan(node)
+        elif event_type is EventType.END_SCAN:
+            logger.info("%s: scan %s ended (%s)", self.name, node.key,
+                        event_data.reason.value if event_data.reason else "?")
+
+    def _start_scan(self, scan: Any) -> None:
+        if scan.key in self._records:
+            return
+        info = scan.info
+        name = f"{scan.number}_{scan.name}"
+        if not info.get("save", True):
+            logger.info("%s: scan %s is not saved (scan_info save=False)", self.name, name)
+            return
+        writer = NexusScanWriter(scan, self.options, worker=self._scan_worker,
+                                 reader_name=self.reader_name,
+                                 name=f"NexusScanWriter({name})",
+                                 poll_interval=self._poll_interval)
+        with self._records_lock:
+            self._records[scan.key] = ScanRecord(scan.key, name, writer)
+        logger.info("%s: writing scan %s to %s", self.name, name, info.get("filename"))
+        writer.start()
+
+    def _on_stop(self) -> None:
+        for record in self.scans():
+            if record.writer.done():
+                continue
+            try:
+                record.writer.stop(wait=True, timeout=_STOP_TIMEOUT)
+            except WaitTimeout:
+                logger.error("%s: %s did not stop; killing it", self.name, record.writer.name)
+                record.writer.kill()
+        worker, self._scan_worker = self._scan_worker, None
+        if worker is not None:
+            worker.stop(timeout=_STOP_TIMEOUT)
+        self.purge()
