@@ -1,0 +1,155 @@
+"""``NexusSessionWriter``: write every scan of a session to NeXus files, without Tango.
+
+Runs the same :class:`~nexus_writer_service.subscribers.NexusSessionWriter` the Tango
+device runs, in the main thread, until SIGINT/SIGTERM (or ``--duration``), then stops
+it cleanly: scans in progress get every point received so far and stay resumable.
+Exit status: 0 after a clean stop, 2 for invalid arguments, 1 when Redis cannot be
+reached or the session writer fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import signal
+import sys
+from typing import Any, NoReturn, Sequence
+
+import gevent
+import gevent.event
+
+from ..data import get_session_node
+from ..errors import ConfigurationError, NexusWriterError
+from ..io.options import COMPRESSIONS, SaveOptions, option_help
+from ..subscribers import NexusSessionWriter, SubscriberState
+
+__all__ = ["main", "build_parser", "configure_logging", "add_save_options",
+           "save_options_from_args"]
+
+PROG = "NexusSessionWriter"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_FLAGS = ("keepshape", "multivalue_positioners", "disable_external_hdf5", "strict_names")
+_VALUES: dict[str, Any] = {
+    "allowed_roots": str, "required_disk_space": float, "recommended_disk_space": float,
+    "chunk_bytes": int, "flush_period": float, "lima_refresh_period": float,
+    "purge_delay": float, "disk_check_period": float, "lock_retry_time": float,
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a usage error as one line on stderr and exits with status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def add_save_options(parser: argparse.ArgumentParser) -> None:
+    """The writer's save options as ``--option`` arguments (shared with the device tools)."""
+    helps = option_help()
+    group = parser.add_argument_group("save options")
+    for name in _FLAGS:
+        group.add_argument(f"--{name.replace('_', '-')}", action="store_true",
+                           default=None, help=helps[name])
+    group.add_argument("--long-names", dest="short_names", action="store_false", default=None,
+                       help="measurement links use full channel names")
+    group.add_argument("--compression", choices=COMPRESSIONS, help=helps["compression"])
+    group.add_argument("--file-mode", help=helps["file_mode"])
+    for name, kind in _VALUES.items():
+        group.add_argument(f"--{name.replace('_', '-')}", type=kind, metavar=name.upper(),
+                           help=helps[name])
+
+
+def save_options_from_args(args: argparse.Namespace) -> SaveOptions:
+    """The :class:`SaveOptions` given on the command line (defaults for the others)."""
+    names = list(_FLAGS) + ["short_names", "compression", "file_mode"] + list(_VALUES)
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return SaveOptions.from_mapping(given)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description=(
+        "Write every scan of a session to NeXus HDF5 files while the scans run."))
+    parser.add_argument("session", help="name of the session to listen to")
+    parser.add_argument("--redis-url", help="Redis URL (default: the REDIS_URL environment "
+                        "variable)")
+    parser.add_argument("--no-resume", dest="resume", action="store_false",
+                        help="do not complete scans left unfinished by a previous run")
+    parser.add_argument("--reader-name", default="nexus_writer",
+                        help="name under which progress is acknowledged in Redis")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="stop after this many seconds (default: run until SIGINT/SIGTERM)")
+    parser.add_argument("--log", default="info", type=str.lower, choices=LOG_LEVELS,
+                        help="log level (default: info)")
+    parser.add_argument("--logfile", help="also log to this file (rotated)")
+    parser.add_argument("--filesize", type=float, default=10.0,
+                        help="size in MB at which the log file is rotated (default: 10)")
+    parser.add_argument("--filebackups", type=int, default=5,
+                        help="number of rotated log files kept (default: 5)")
+    parser.add_argument("--nologstdout", action="store_true",
+                        help="do not log to the standard error stream")
+    add_save_options(parser)
+    return parser
+
+
+def configure_logging(level: str, logfile: str | None = None, filesize: float = 10.0,
+                      filebackups: int = 5, stdout: bool = True) -> None:
+    """Log ``nexus_writer_service`` at ``level`` to stderr and/or a rotating file."""
+    logger = logging.getLogger("nexus_writer_service")
+    logger.setLevel(level.upper())
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers: list[logging.Handler] = []
+    if stdout:
+        handlers.append(logging.StreamHandler())
+    if logfile:
+        handlers.append(logging.handlers.RotatingFileHandler(
+            logfile, maxBytes=int(filesize * 1e6), backupCount=filebackups))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        options = save_options_from_args(args)
+        node = get_session_node(args.session, args.redis_url)
+    except (ConfigurationError, TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    try:
+        configure_logging(args.log, args.logfile, args.filesize, args.filebackups,
+                          not args.nologstdout)
+    except OSError as exc:
+        parser.error(f"cannot open the log file: {exc}")
+    log = logging.getLogger("nexus_writer_service.cli")
+    try:
+        node.current_position()
+    except NexusWriterError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    writer = NexusSessionWriter(node, options=options, reader_name=args.reader_name,
+                                resume=args.resume)
+    stop = gevent.event.Event()
+    handlers = [gevent.signal_handler(sig, stop.set) for sig in (signal.SIGINT, signal.SIGTERM)]
+    try:
+        writer.start(wait=True, timeout=30)
+        log.info("%s: writing session %r (%s)", PROG, node.name, options.as_dict())
+        while not stop.wait(0.5):
+            if writer.done():
+                break
+            if args.duration is not None and writer.duration() >= args.duration:
+                break
+        writer.stop(wait=True, timeout=120)
+    finally:
+        for handler in handlers:
+            handler.cancel()
+    if writer.state is SubscriberState.FAULT:
+        print(f"{PROG}: error: {writer.state_reason}", file=sys.stderr)
+        return 1
+    log.info("%s: stopped (%s)", PROG, writer.state_reason)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
