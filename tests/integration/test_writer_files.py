@@ -1,0 +1,253 @@
+"""The NeXus writers against the simulator's ground truth: bit-exact, valid, readable
+while the scan runs, resumable after the writer is killed."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+import pytest
+
+from nexus_writer_service.data import Publisher
+from nexus_writer_service.io import SaveOptions
+from nexus_writer_service.simulation import SimulationOptions, read_truth, simulate
+from nexus_writer_service.simulation.scans import SCAN_TYPES
+from nexus_writer_service.subscribers import SubscriberState
+from tests.nxcheck import nxcheck_errors
+from tests.writer_support import session_writer, wait_scans_done, wait_until
+
+ALL_SCANS = tuple(name for name in SCAN_TYPES if name != "long")
+
+
+def _datasets_by_channel(entry: h5py.Group) -> dict[str, h5py.Dataset]:
+    found: dict[str, h5py.Dataset] = {}
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset) and "channel" in obj.attrs:
+            channel = obj.attrs["channel"]
+            found.setdefault(channel.decode() if isinstance(channel, bytes) else channel, obj)
+
+    entry["instrument"].visititems(visit)
+    return found
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entries_of(h5: h5py.File, key: str) -> list[h5py.Group]:
+    return [g for g in h5.values() if isinstance(g, h5py.Group)
+            and _text(g.attrs.get("scan_key", "")) == key]
+
+
+def check_against_truth(truth_path: str, npoints_min: int = 1) -> int:
+    """Every value of every truth scan equals the file's; returns the number of scans."""
+    truth = read_truth(truth_path)
+    for key, scan in truth.items():
+        filename = scan.scan_info["filename"]
+        with h5py.File(filename, "r", locking=False) as h5:
+            entries = _entries_of(h5, key)
+            assert entries, f"{filename} has no entry of {key}"
+            datasets: dict[str, h5py.Dataset] = {}
+            for entry in entries:
+                datasets.update(_datasets_by_channel(entry))
+                assert _text(entry["writer/status"][()]) == "SUCCEEDED", key
+                assert scan.end_reason is not None
+                assert _text(entry["writer/end_reason"][()]) == scan.end_reason.value
+                assert _text(entry["end_time"][()])
+            for name, values in scan.channels.items():
+                dataset = datasets[name]
+                assert dataset.dtype == values.dtype, (key, name)
+                np.testing.assert_array_equal(dataset[()], values, err_msg=f"{key} {name}")
+            for name, lima in scan.limas.items():
+                frames = datasets[name][()]
+                assert len(frames) == lima.last_image_saved + 1
+                checksums = [zlib.crc32(np.ascontiguousarray(f).tobytes()) for f in frames]
+                np.testing.assert_array_equal(np.array(checksums, dtype=np.uint32),
+                                              lima.checksums)
+    return len(truth)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options", [
+    SaveOptions(),
+    SaveOptions(strict_names=True, keepshape=True, compression="gzip", chunk_bytes=4096,
+                multivalue_positioners=True),
+], ids=["default", "strict-keepshape-gzip"])
+def test_every_simulated_scan_is_written_bit_exact_and_valid(
+        redis_url: str, tmp_path: Any, options: SaveOptions) -> None:
+    root = str(tmp_path / "data")
+    options = SaveOptions.from_mapping(dict(options.as_dict(), allowed_roots=[root]))
+    truth = str(tmp_path / "truth.h5")
+    with session_writer(redis_url, "bitexact", options) as writer:
+        published = simulate(SimulationOptions(
+            session="bitexact", redis_url=redis_url, root=root, truth=truth,
+            scans=ALL_SCANS, block_size=7, npoints=23))
+        records = wait_scans_done(writer, len(published))
+        assert [r.state for r in records] == [SubscriberState.OFF] * len(published), [
+            r.as_dict() for r in records]
+    assert check_against_truth(truth) == len(published)
+    for scan in published:
+        errors = nxcheck_errors(scan.filename, ignore_entry_names=not options.strict_names)
+        assert errors == [], (scan.kind, errors)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        yield started
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+            process.wait(10)
+
+
+def _publish_slowly(redis_url: str, session: str, filename: str, npoints: int,
+                    period: float, started: threading.Event) -> None:
+    info = {"title": "loopscan", "filename": filename, "npoints": npoints,
+            "acquisition_chain": {"timer": {"master": {"scalars": ["timer:elapsed_time"]},
+                                            "scalars": ["diode:diode1"]}}}
+    with Publisher(session, redis_url) as publisher:
+        scan = publisher.create_scan(info, name="loopscan", number=1)
+        scan.add_channel("timer:elapsed_time", "float64", subscan="timer", unit="s")
+        scan.add_channel("diode:diode1", "float64", subscan="timer")
+        scan.prepare()
+        started.set()
+        for i in range(npoints):
+            scan.send({"timer:elapsed_time": np.array([i * period]),
+                       "diode:diode1": np.array([float(i)])})
+            time.sleep(period)
+        scan.end()
+
+
+def _length(path: str, dataset: str) -> int:
+    try:
+        with h5py.File(path, "r", locking=False) as h5:
+            return int(h5[dataset].shape[0])
+    except (OSError, KeyError):
+        return -1
+
+
+_POLL = """
+import sys, time, h5py
+path, name, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+deadline = time.monotonic() + 60
+n = -1
+while n < total and time.monotonic() < deadline:
+    try:
+        with h5py.File(path, "r", locking=False) as h5:
+            n = int(h5[name].shape[0])
+    except (OSError, KeyError):
+        n = -1
+    print(n, flush=True)
+    time.sleep(0.02)
+"""
+
+
+@pytest.mark.slow
+def test_reader_without_locking_sees_points_while_the_scan_runs(
+        redis_url: str, tmp_path: Any, processes: list[Any]) -> None:
+    """HDF5 refuses a second open of a file in the writing process, so the reader is
+    another process, as it is on a beamline."""
+    filename = str(tmp_path / "live" / "live.h5")
+    dataset = "/1.1/instrument/diode1/data"
+    started = threading.Event()
+    publisher = threading.Thread(target=_publish_slowly,
+                                 args=(redis_url, "live", filename, 150, 0.01, started))
+    with session_writer(redis_url, "live", SaveOptions(flush_period=0.05)) as writer:
+        reader = subprocess.Popen([sys.executable, "-c", _POLL, filename, dataset, "150"],
+                                  stdout=subprocess.PIPE, text=True)
+        processes.append(reader)
+        publisher.start()
+        try:
+            wait_until(lambda: not publisher.is_alive(), 30, "publisher done")
+        finally:
+            publisher.join(30)
+        record = wait_scans_done(writer, 1)[0]
+        output, _ = reader.communicate(timeout=60)
+    assert record.state is SubscriberState.OFF, record.as_dict()
+    lengths = [int(line) for line in output.split()]
+    growing = [n for n in lengths if 0 < n < 150]
+    assert len(set(growing)) >= 3, f"the reader saw no growing data: {lengths}"
+    seen = [n for n in lengths if n >= 0]
+    assert seen == sorted(seen), lengths
+    assert lengths[-1] == 150
+    with h5py.File(filename, "r") as h5:
+        np.testing.assert_array_equal(h5[dataset][()], np.arange(150.0))
+
+
+def _writer_command(session: str, redis_url: str, root: str, log: str) -> list[str]:
+    return [sys.executable, "-m", "nexus_writer_service.cli.session_writer", session,
+            "--redis-url", redis_url, "--allowed-roots", root, "--flush-period", "0.05",
+            "--logfile", log, "--nologstdout"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trim", [False, True], ids=["kept", "trimmed"])
+def test_writer_killed_mid_scan_completes_the_file_when_started_again(
+        redis_url: str, tmp_path: Any, processes: list[Any], trim: bool) -> None:
+    root = str(tmp_path)
+    filename = str(tmp_path / "resume" / "scan.h5")
+    dataset = "/1.1/instrument/diode1/data"
+    info = {"title": "loopscan", "filename": filename, "npoints": 400,
+            "acquisition_chain": {"timer": {"master": {"scalars": ["timer:elapsed_time"]},
+                                            "scalars": ["diode:diode1"]}}}
+    command = _writer_command("resume", redis_url, root, str(tmp_path / "writer.log"))
+    first = subprocess.Popen(command)
+    processes.append(first)
+    with Publisher("resume", redis_url) as publisher:
+        deadline = time.monotonic() + 20
+        while b"nexus_writer" not in publisher._client.smembers("nws:resume:readers"):
+            assert time.monotonic() < deadline, "the writer did not register"
+            time.sleep(0.05)
+        scan = publisher.create_scan(info, name="loopscan", number=1)
+        scan.add_channel("timer:elapsed_time", "float64", subscan="timer", unit="s")
+        scan.add_channel("diode:diode1", "float64", subscan="timer")
+        scan.prepare()
+        for i in range(0, 200, 10):
+            scan.send({"timer:elapsed_time": np.arange(i, i + 10) * 0.1,
+                       "diode:diode1": np.arange(i, i + 10, dtype=np.float64)})
+        deadline = time.monotonic() + 20
+        while _length(filename, dataset) < 200:
+            assert time.monotonic() < deadline, "the first writer wrote nothing"
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        for i in range(200, 400, 10):
+            scan.send({"timer:elapsed_time": np.arange(i, i + 10) * 0.1,
+                       "diode:diode1": np.arange(i, i + 10, dtype=np.float64)})
+        if trim:
+            publisher.trim([scan])
+            assert publisher._client.xlen(scan.keys.events) < 43
+        scan.end()
+    second = subprocess.Popen(command)
+    processes.append(second)
+
+    def status() -> str:
+        try:
+            with h5py.File(filename, "r", locking=False) as h5:
+                return _text(h5["/1.1/writer/status"][()])
+        except (OSError, KeyError):
+            return ""
+
+    deadline = time.monotonic() + 30
+    while status() != "SUCCEEDED":
+        assert time.monotonic() < deadline, f"not completed: {status()}"
+        time.sleep(0.1)
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(30) == 0
+    with h5py.File(filename, "r") as h5:
+        np.testing.assert_array_equal(h5[dataset][()], np.arange(400, dtype=np.float64))
+        np.testing.assert_array_equal(h5["/1.1/instrument/elapsed_time/value"][()],
+                                      np.arange(400) * 0.1)
+        assert "resumed" in _text(h5["/1.1/writer/resumed"][()])
+    assert nxcheck_errors(filename, ignore_entry_names=True) == []

@@ -1,0 +1,148 @@
+"""Save options as the command line and Tango give them: parsing, checks, round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from nexus_writer_service.errors import ConfigurationError
+from nexus_writer_service.io.options import COMPRESSIONS, SaveOptions, option_help
+
+
+def test_defaults_are_valid_and_safe():
+    options = SaveOptions()
+    assert options.compression in COMPRESSIONS
+    assert options.short_names and not options.strict_names
+    assert not options.keepshape and not options.disable_external_hdf5
+    assert options.allowed_roots == ()
+    assert 64 <= options.chunk_bytes <= 1 << 30
+    assert options.file_mode == 0o664
+    assert SaveOptions.from_mapping({}) == options
+
+
+def test_every_option_has_help():
+    names = {f.name for f in dataclasses.fields(SaveOptions)}
+    assert set(option_help()) == names
+    assert all(text for text in option_help().values())
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("true", True), ("True", True), ("yes", True), ("1", True), ("on", True),
+    ("false", False), ("0", False), ("no", False), ("off", False), ("", False),
+    (True, True), (False, False),
+])
+def test_bool_options_parse_command_line_words(text, expected):
+    assert SaveOptions.from_mapping({"keepshape": text}).keepshape is expected
+    assert SaveOptions.from_mapping({"short_names": text}).short_names is expected
+
+
+def test_numbers_parse_from_strings():
+    options = SaveOptions.from_mapping({
+        "flush_period": "1.5", "chunk_bytes": "4096", "required_disk_space": "0",
+        "recommended_disk_space": " 20.5 ", "purge_delay": "10"})
+    assert options.flush_period == 1.5
+    assert options.chunk_bytes == 4096
+    assert options.required_disk_space == 0.0
+    assert options.recommended_disk_space == 20.5
+    assert options.purge_delay == 10.0
+
+
+@pytest.mark.parametrize("text", ["0o640", "640"])
+def test_file_mode_string_is_octal(text):
+    assert SaveOptions.from_mapping({"file_mode": text}).file_mode == 0o640
+
+
+def test_file_mode_int_is_taken_as_is():
+    assert SaveOptions.from_mapping({"file_mode": 0o600}).file_mode == 0o600
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("/data/a,/data/b", ("/data/a", "/data/b")),
+    (" /data/a , ,/data/b\n/tmp ", ("/data/a", "/data/b", "/tmp")),
+    ("", ()),
+    (["/data/a", " "], ("/data/a",)),
+])
+def test_allowed_roots_become_a_tuple(value, expected):
+    assert SaveOptions.from_mapping({"allowed_roots": value}).allowed_roots == expected
+
+
+def test_allowed_roots_given_directly_are_normalised():
+    assert SaveOptions(allowed_roots="a,b").allowed_roots == ("a", "b")  # type: ignore[arg-type]
+
+
+def test_option_names_accept_dashes_and_case():
+    options = SaveOptions.from_mapping({"Multivalue-Positioners": "yes", "COMPRESSION": "GZIP"})
+    assert options.multivalue_positioners is True
+    assert options.compression == "gzip"
+
+
+def test_unknown_option_is_named_with_the_known_ones():
+    with pytest.raises(ConfigurationError) as info:
+        SaveOptions.from_mapping({"keep_shape": "1"})
+    message = str(info.value)
+    assert "'keep_shape'" in message
+    for name in ("keepshape", "chunk_bytes", "file_mode", "allowed_roots"):
+        assert name in message
+
+
+@pytest.mark.parametrize("name, value", [
+    ("compression", "zip"),
+    ("chunk_bytes", "1"),
+    ("chunk_bytes", "1.5"),
+    ("chunk_bytes", str(1 << 31)),
+    ("flush_period", "0"),
+    ("flush_period", "nan"),
+    ("lima_refresh_period", "-1"),
+    ("disk_check_period", "3600"),
+    ("required_disk_space", "-1"),
+    ("recommended_disk_space", "nan"),
+    ("purge_delay", "-0.5"),
+    ("lock_retry_time", "soon"),
+    ("keepshape", "maybe"),
+    ("strict_names", "2"),
+    ("file_mode", "999"),
+    ("file_mode", "0o1000"),
+])
+def test_bad_value_is_refused_naming_the_option(name, value):
+    with pytest.raises(ConfigurationError, match=name):
+        SaveOptions.from_mapping({name: value})
+
+
+def test_bad_value_is_a_value_error_too():
+    with pytest.raises(ValueError):
+        SaveOptions.from_mapping({"compression": "zip"})
+
+
+def test_bad_value_given_directly_is_refused():
+    with pytest.raises(ConfigurationError, match="chunk_bytes"):
+        SaveOptions(chunk_bytes=1)
+
+
+def test_options_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SaveOptions().keepshape = True  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("options", [
+    SaveOptions(),
+    SaveOptions(keepshape=True, multivalue_positioners=True, disable_external_hdf5=True,
+                short_names=False, strict_names=True, allowed_roots=("/data", "/tmp"),
+                required_disk_space=0.0, recommended_disk_space=5.5, chunk_bytes=64,
+                compression="bitshuffle-lz4", flush_period=2.5, lima_refresh_period=0.5,
+                purge_delay=0.0, disk_check_period=60.0, file_mode=0o640,
+                lock_retry_time=0.0),
+])
+def test_as_dict_round_trips_through_from_mapping(options):
+    values = options.as_dict()
+    assert values["allowed_roots"] == list(options.allowed_roots)
+    assert SaveOptions.from_mapping(values) == options
+
+
+def test_as_dict_as_strings_round_trips_through_from_mapping():
+    options = SaveOptions(keepshape=True, allowed_roots=("/data", "/tmp"), flush_period=0.25,
+                          file_mode=0o600)
+    values = {name: ",".join(value) if isinstance(value, list)
+              else format(value, "o") if name == "file_mode" else str(value)
+              for name, value in options.as_dict().items()}
+    assert SaveOptions.from_mapping(values) == options
