@@ -1,10 +1,11 @@
 """``nexus-writer-demo``: the whole chain on embedded defaults.
 
-Starts an embedded Redis server, publishes the simulated scans into a session,
-reads every scan back from Redis through the public reader API and prints what
-arrived: nodes, points per channel, lima frames and how each scan ended. Files
-(lima detector images) go to ``--root`` (a temporary directory by default, removed
-at the end unless ``--keep``).
+Starts an embedded Redis server and a :class:`NexusSessionWriter` (in the main
+thread), publishes the simulated scans into the session from another thread, then
+prints what a reader gets back from Redis (nodes, points per channel, lima frames,
+how each scan ended) and what the writer wrote (state, points, NeXus file). Files
+go to ``--root`` (a temporary directory by default, removed at the end unless
+``--keep``).
 """
 
 from __future__ import annotations
@@ -13,14 +14,22 @@ import argparse
 import shutil
 import sys
 import tempfile
+import threading
+import time
 from collections import Counter
 from contextlib import ExitStack
 from typing import Any
 
+import gevent
+
 from ..data import EventType, get_session_node
 from ..embedded import EmbeddedRedis
 from ..errors import EventTimeout, NexusWriterError
+from ..io.options import SaveOptions
+from ..subscribers import NexusSessionWriter
 from . import simulate
+
+_WRITE_TIMEOUT = 300.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,7 +85,13 @@ def main(argv: list[str] | None = None) -> int:
                     "--seed", str(args.seed)]
         for name in args.scan or ["all"]:
             sim_args += ["--scan", name]
-        code = simulate.main(sim_args)
+        writer = NexusSessionWriter(session, options=SaveOptions(allowed_roots=(root,)),
+                                    resume=False)
+        writer.start(wait=True, timeout=30)
+        try:
+            code = _simulate_beside(writer, sim_args)
+        finally:
+            writer.stop(wait=True, timeout=_WRITE_TIMEOUT)
         if code:
             return code
         print(f"\nread back from Redis (session {args.session!r}):")
@@ -92,7 +107,39 @@ def main(argv: list[str] | None = None) -> int:
         except NexusWriterError as exc:
             print(f"nexus-writer-demo: {exc}", file=sys.stderr)
             return 1
+        print(f"\nwritten by the NeXus writer (files under {root}"
+              f"{'' if args.keep or args.root else ', removed at exit: --keep keeps them'}):")
+        print(f"{'scan':<24} {'state':<6} {'status':<10} {'points':>8} file")
+        failed = False
+        for record in writer.scans():
+            done, _ = record.writer.progress
+            failed = failed or record.state.value != "OFF"
+            print(f"{record.name:<24.24} {record.state.value:<6} "
+                  f"{record.writer.status.value:<10} {done:>8} "
+                  f"{','.join(record.writer.urls) or record.writer.state_reason}")
+        if failed:
+            return 1
     return 0
+
+
+def _simulate_beside(writer: NexusSessionWriter, sim_args: list[str]) -> int:
+    """Publish in a thread while the writer's greenlets run in this one; wait for both."""
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(simulate.main(sim_args)),
+                              name="demo-publisher")
+    thread.start()
+    try:
+        while thread.is_alive():
+            gevent.sleep(0.1)
+    finally:
+        thread.join()
+    deadline = time.monotonic() + _WRITE_TIMEOUT
+    while any(not record.writer.done() for record in writer.scans()):
+        if time.monotonic() > deadline:
+            print("nexus-writer-demo: the writer did not finish in time", file=sys.stderr)
+            return 1
+        gevent.sleep(0.1)
+    return result[0] if result else 1
 
 
 if __name__ == "__main__":
