@@ -251,3 +251,39 @@ def test_writer_killed_mid_scan_completes_the_file_when_started_again(
                                       np.arange(400) * 0.1)
         assert "resumed" in _text(h5["/1.1/writer/resumed"][()])
     assert nxcheck_errors(filename, ignore_entry_names=True) == []
+
+
+_LOCKED_OPEN = """
+import sys, h5py
+try:
+    h5py.File(sys.argv[1], "r")
+except OSError as exc:
+    print("refused:", exc)
+else:
+    print("opened")
+"""
+
+
+@pytest.mark.slow
+def test_reader_with_locking_is_refused_and_the_writer_carries_on(
+        redis_url: str, tmp_path: Any) -> None:
+    filename = str(tmp_path / "locked" / "scan.h5")
+    started = threading.Event()
+    publisher = threading.Thread(target=_publish_slowly,
+                                 args=(redis_url, "locked", filename, 100, 0.01, started))
+    with session_writer(redis_url, "locked") as writer:
+        publisher.start()
+        try:
+            wait_until(lambda: bool(writer.scans()) and writer.scans()[0].writer.filename
+                       and writer.scans()[0].writer.status.value == "RUNNING",
+                       10, "scan running")
+            result = subprocess.run([sys.executable, "-c", _LOCKED_OPEN, filename],
+                                    capture_output=True, text=True, timeout=60)
+            wait_until(lambda: not publisher.is_alive(), 30, "publisher done")
+        finally:
+            publisher.join(30)
+        record = wait_scans_done(writer, 1)[0]
+    assert result.stdout.startswith("refused:"), result.stdout + result.stderr
+    assert record.state is SubscriberState.OFF, record.as_dict()
+    with h5py.File(filename, "r") as h5:
+        np.testing.assert_array_equal(h5["/1.1/instrument/diode1/data"][()], np.arange(100.0))
