@@ -1,0 +1,85 @@
+"""Master files: HDF5 files that gather the entries of many scan files by external links.
+
+A beamline often wants one file per dataset collection (or per proposal) that
+shows every scan of it. ``scan_info["masterfiles"]`` maps a level name to such a
+file (``{"dataset_collection": "/data/.../sample1.h5", "proposal": ".../ih0000.h5"}``);
+for every entry of a scan file the writer adds, in each master file, an external
+link of the same name pointing to the entry through a path *relative to the master
+file*, so a whole directory tree can be moved or copied without breaking links.
+
+Ownership: called from the writers' worker thread only; each call opens, updates
+and closes the master file, so readers are blocked for milliseconds at most.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Mapping, Sequence
+
+import h5py
+
+from ..errors import ConfigurationError, FileLockedError
+from .checks import check_path_allowed, describe_holders, makedirs_allowed
+
+__all__ = ["master_file_paths", "link_entries"]
+
+
+def master_file_paths(scan_info: Mapping[str, Any], roots: Sequence[str]) -> dict[str, str]:
+    """``{level: resolved path}`` of the master files a scan asks for (may be empty).
+
+    :raises ConfigurationError: ``masterfiles`` is not a mapping of names to paths
+    :raises PathNotAllowedError: a path is relative or outside the allowed roots
+    """
+    wanted = scan_info.get("masterfiles")
+    if wanted is None:
+        return {}
+    if not isinstance(wanted, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in wanted.items()):
+        raise ConfigurationError(
+            "scan_info 'masterfiles' must map level names to file paths, "
+            f"got {wanted!r}")
+    return {level: check_path_allowed(path, roots, f"{level} master file")
+            for level, path in wanted.items()}
+
+
+def _open(path: str, retry_time: float) -> h5py.File:
+    deadline = time.monotonic() + retry_time
+    while True:
+        try:
+            return h5py.File(path, "a", locking=True)
+        except OSError as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                if "lock" in str(exc).lower():
+                    raise FileLockedError(
+                        f"master file {path} is locked by another process "
+                        f"({describe_holders(path)}); open it with locking=False") from None
+                raise
+        time.sleep(0.1)
+
+
+def link_entries(master: str, scan_file: str, entries: Sequence[str], roots: Sequence[str],
+                 retry_time: float = 3.0) -> list[str]:
+    """Link each of ``entries`` of ``scan_file`` into ``master``; returns the names linked.
+
+    An entry name already linked to the same target is kept; one that points
+    elsewhere is left alone and reported in the returned list as ``"<name> (taken)"``.
+    """
+    makedirs_allowed(os.path.dirname(master), roots)
+    relative = os.path.relpath(scan_file, os.path.dirname(master))
+    done = []
+    with _open(master, retry_time) as h5:
+        h5.attrs.setdefault("NX_class", "NXroot")
+        h5.attrs.setdefault("creator", "nexus_writer_service")
+        for entry in entries:
+            link = h5.get(entry, getlink=True)
+            if link is None:
+                h5[entry] = h5py.ExternalLink(relative, f"/{entry}")
+                done.append(entry)
+            elif isinstance(link, h5py.ExternalLink) and link.filename == relative:
+                done.append(entry)
+            else:
+                done.append(f"{entry} (taken)")
+        if entries and "default" not in h5.attrs:
+            h5.attrs["default"] = entries[0]
+    return done
