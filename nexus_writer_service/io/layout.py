@@ -56,6 +56,9 @@ __all__ = [
 _SAFE = re.compile(r"[^A-Za-z0-9_.]")
 _MCA = re.compile(r"^(?P<ctrl>[^:]+):(?P<quantity>[A-Za-z]+(?:_[A-Za-z]+)*)_det(?P<n>\d+)$")
 _MAX_CHUNK_ROWS = 1 << 16
+#: Names the planner itself uses inside ``instrument``.
+_RESERVED = frozenset({"positioners", "positioners_start", "positioners_end",
+                       "positioners_dial_start", "positioners_dial_end", "source", "name"})
 
 
 @dataclass(frozen=True)
@@ -275,7 +278,8 @@ def _place_all(nodes: Sequence[NodeSpec], masters: set[str]) -> list[_Placed]:
     placed = []
     for node in nodes:
         device, nx_class, leaf, positioner = _place(node, masters)
-        if (device, leaf) in taken or device_class.get(device, nx_class) != nx_class:
+        if ((device, leaf) in taken or device in _RESERVED
+                or device_class.get(device, nx_class) != nx_class):
             device = safe_name(node.name)
             while (device, leaf) in taken:
                 device += "_"
@@ -286,23 +290,20 @@ def _place_all(nodes: Sequence[NodeSpec], masters: set[str]) -> list[_Placed]:
 
 
 def _link_names(placed: Sequence[_Placed], short: bool) -> dict[str, str]:
-    """A short unique name per node for ``measurement`` and the plots."""
+    """A short unique name per node for ``measurement`` and the plots.
+
+    A node's name depends only on the nodes before it, so that declaring more
+    nodes never renames a link already written (first come, first served).
+    """
     names: dict[str, str] = {}
     used: set[str] = set()
-    candidates = []
     for p in placed:
         parts = p.node.name.split(":")
         options = [safe_name(p.node.name)]
         if short:
             first = p.device if p.node.type == "lima" else p.node.short_name
             options = [safe_name(first), safe_name(f"{parts[0]}_{parts[-1]}")] + options
-        candidates.append((p, options))
-    counts: dict[str, int] = {}
-    for _, options in candidates:
-        counts[options[0]] = counts.get(options[0], 0) + 1
-    for p, options in candidates:
-        choice = next((o for o in options if o not in used
-                       and (o != options[0] or counts[o] == 1)), options[-1])
+        choice = next((o for o in options if o not in used), options[-1])
         while choice in used:
             choice += "_"
         used.add(choice)
@@ -355,7 +356,13 @@ def _positioners(entry: EntryPlan, scan_info: Mapping[str, Any], placed: Sequenc
         return
     base = f"/{entry.name}/instrument"
     units = info.get("positioners_units") or {}
-    moving = {p.node.short_name: f"{base}/{p.device}/{p.leaf}" for p in placed if p.positioner}
+    moving: dict[str, str] = {}
+    for p in placed:
+        if p.positioner:
+            moving.setdefault(p.node.short_name, f"{base}/{p.device}/{p.leaf}")
+    declared = {p.node.name for p in placed}
+    pending = {name.rsplit(":", 1)[-1] for name in _masters(scan_info, entry.subscan)
+               if name not in declared}
     start = info.get("positioners_start") or {}
     end = info.get("positioners_end") or {}
     entry.add(GroupPlan(f"{base}/positioners", "NXcollection"))
@@ -363,6 +370,8 @@ def _positioners(entry: EntryPlan, scan_info: Mapping[str, Any], placed: Sequenc
         path = f"{base}/positioners/{safe_name(motor)}"
         if motor in moving:
             entry.add(LinkPlan(path, moving[motor]))
+            continue
+        if motor in pending:
             continue
         if options.multivalue_positioners and motor in end:
             value = [value, end[motor]]
@@ -429,7 +438,7 @@ def _plots(entry: EntryPlan, scan_info: Mapping[str, Any], placed: Sequence[_Pla
     grid = _grid_shape(scan_info) if options.keepshape else None
     created = {}
     for dim, members in sorted(by_dim.items()):
-        if dim == 2 and all(p.node.type == "lima" and not options_virtual(options)
+        if dim == 2 and all(p.node.type == "lima" and not lima_virtual(p.node, options)
                             for p in members):
             continue
         members = sorted(members, key=lambda p: rank.get(p.node.name, len(rank)))
@@ -452,7 +461,8 @@ def _plots(entry: EntryPlan, scan_info: Mapping[str, Any], placed: Sequence[_Pla
         elif dim:
             attrs["axes"] = ["."] * (dim + 1)
         entry.add(GroupPlan(plot, "NXdata", attrs))
-        for p in members + (plot_axes if dim == 0 else []):
+        extra_axes = [p for p in plot_axes if p not in members] if dim == 0 else []
+        for p in members + extra_axes:
             target = paths[p.node.name]
             if grid and dim == 0:
                 dtype = np.dtype(p.node.dtype).str
@@ -465,9 +475,12 @@ def _plots(entry: EntryPlan, scan_info: Mapping[str, Any], placed: Sequence[_Pla
     entry.default = created.get(wanted) or next(iter(created.values()), None)
 
 
-def options_virtual(options: SaveOptions) -> bool:
-    """Whether lima frames are shown through a virtual dataset."""
-    return not options.disable_external_hdf5
+def lima_virtual(node: NodeSpec, options: SaveOptions) -> bool:
+    """Whether a lima detector's frames are shown through a virtual dataset: only
+    frames saved in HDF5 files, unless ``disable_external_hdf5``; the frames of
+    other formats (EDF, ...) are listed as references."""
+    file_format = str(node.info.get("file_format", "hdf5")).lower()
+    return file_format in ("hdf5", "h5") and not options.disable_external_hdf5
 
 
 def _entry(description: ScanDescription, options: SaveOptions, subscan: str, index: int,
@@ -506,7 +519,7 @@ def _entry(description: ScanDescription, options: SaveOptions, subscan: str, ind
         path = paths[p.node.name] = f"{group}/{p.leaf}"
         if p.node.type == "lima":
             plan = ImagesPlan(path, p.node.name, np.dtype(p.node.dtype).str,
-                              tuple(p.node.shape), options_virtual(options),
+                              tuple(p.node.shape), lima_virtual(p.node, options),
                               {"channel": p.node.name, "interpretation": "image"})
             images[p.node.name] = plan
             entry.add(plan)

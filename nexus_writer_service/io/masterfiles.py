@@ -25,11 +25,10 @@ from .checks import check_path_allowed, describe_holders, makedirs_allowed
 __all__ = ["master_file_paths", "link_entries"]
 
 
-def master_file_paths(scan_info: Mapping[str, Any], roots: Sequence[str]) -> dict[str, str]:
-    """``{level: resolved path}`` of the master files a scan asks for (may be empty).
+def master_file_paths(scan_info: Mapping[str, Any]) -> dict[str, str]:
+    """``{level: path}`` of the master files a scan asks for (may be empty).
 
     :raises ConfigurationError: ``masterfiles`` is not a mapping of names to paths
-    :raises PathNotAllowedError: a path is relative or outside the allowed roots
     """
     wanted = scan_info.get("masterfiles")
     if wanted is None:
@@ -39,8 +38,7 @@ def master_file_paths(scan_info: Mapping[str, Any], roots: Sequence[str]) -> dic
         raise ConfigurationError(
             "scan_info 'masterfiles' must map level names to file paths, "
             f"got {wanted!r}")
-    return {level: check_path_allowed(path, roots, f"{level} master file")
-            for level, path in wanted.items()}
+    return dict(wanted)
 
 
 def _open(path: str, retry_time: float) -> h5py.File:
@@ -64,7 +62,10 @@ def link_entries(master: str, scan_file: str, entries: Sequence[str], roots: Seq
 
     An entry name already linked to the same target is kept; one that points
     elsewhere is left alone and reported in the returned list as ``"<name> (taken)"``.
+
+    :raises PathNotAllowedError: ``master`` is relative or outside the allowed roots
     """
+    master = check_path_allowed(master, roots, "master file")
     makedirs_allowed(os.path.dirname(master), roots)
     relative = os.path.relpath(scan_file, os.path.dirname(master))
     done = []

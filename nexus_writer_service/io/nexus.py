@@ -159,7 +159,9 @@ class NexusFile:
 
     ``NexusFile(path, options)`` opens (or creates) the file in append mode with
     HDF5 file locking, retrying ``options.lock_retry_time`` seconds while another
-    process holds a lock. An existing file is never truncated.
+    process holds a lock. An existing file is never truncated, and nothing is
+    written to it before the first :meth:`materialise` (so a file refused by
+    :meth:`check_entries` is left as it was).
 
     :raises FileLockedError: still locked after the retries (names the holders)
     :raises NexusWriterError: the file exists and is not an HDF5 file, or cannot be opened
@@ -179,7 +181,7 @@ class NexusFile:
                 pass
         self._streams: dict[str, _Stream] = {}
         self._images: dict[str, int] = {}
-        self._init_root()
+        self._root_ready = False
 
     @staticmethod
     def _open(path: str, retry_time: float) -> h5py.File:
@@ -235,6 +237,9 @@ class NexusFile:
 
     def materialise(self, layout: ScanLayout) -> None:
         """Create every planned item that is not in the file yet (idempotent)."""
+        if not self._root_ready:
+            self._init_root()
+            self._root_ready = True
         for entry in layout.entries:
             for item in entry.items:
                 if item.path in self.file or (isinstance(item, LinkPlan)

@@ -29,7 +29,7 @@ from ..concurrency import Event, Thread
 from ..data import EventData, EventType
 from ..data.nodes import ChannelNode, LimaNode
 from ..errors import DataLostError, NexusWriterError, ScanStateError
-from ..io import checks
+from ..io import checks, masterfiles
 from ..io.layout import NodeSpec, ScanDescription, ScanLayout, plan_scan
 from ..io.nexus import NexusFile, now_iso
 from ..io.options import SaveOptions
@@ -181,7 +181,13 @@ class NexusScanWriter(Subscriber):
         self.npoints_expected = _expected(info)
         self._file = NexusFile(path, options)
         layout = self._plan()
-        existing = self._file.check_entries(layout, self.node.key)
+        try:
+            existing = self._file.check_entries(layout, self.node.key)
+        except Exception:
+            # the entries belong to someone else: close without writing a status there
+            self.entries = []
+            self._file.close()
+            raise
         if existing:
             self.resumed = True
         self._materialise()
@@ -189,8 +195,28 @@ class NexusScanWriter(Subscriber):
             self._file.set_text(f"/{self.entries[0]}/writer/resumed",
                                 f"resumed at {now_iso()}: the file was completed from Redis")
         self._set_status(WriterStatus.STARTING)
+        self._link_master_files(info, path)
         self._acknowledge("0-0")
         self._start_ticker()
+
+    def _link_master_files(self, info: dict[str, Any], path: str) -> None:
+        """Link the entries into the master files the scan asks for. A master file
+        that cannot be updated gives a warning: the scan file itself is complete."""
+        options = self.options
+        problems = []
+        try:
+            masters = masterfiles.master_file_paths(info)
+        except ValueError as exc:
+            masters, problems = {}, [str(exc)]
+        for level, master in masters.items():
+            try:
+                masterfiles.link_entries(master, path, self.entries, options.allowed_roots,
+                                         options.lock_retry_time)
+            except (OSError, ValueError, NexusWriterError) as exc:
+                problems.append(f"{level}: {exc}")
+        if problems:
+            self.warning = "master file not updated: " + "; ".join(problems)
+            logger.warning("%s: %s", self.name, self.warning)
 
     def _plan(self) -> ScanLayout:
         node = self.node
@@ -319,8 +345,9 @@ class NexusScanWriter(Subscriber):
         file = self._file
         if file is None or file.closed:
             return
+        killed = self._run is not None and self._run.killed
         try:
-            if self._fault_reason is None and not self._ended:
+            if self._fault_reason is None and not self._ended and not killed:
                 self._flush()
                 self._set_status(WriterStatus.RUNNING,
                                  "the writer stopped before the scan ended; start it again "

@@ -3,6 +3,7 @@ while the scan runs, resumable after the writer is killed."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -287,3 +288,46 @@ def test_reader_with_locking_is_refused_and_the_writer_carries_on(
     assert record.state is SubscriberState.OFF, record.as_dict()
     with h5py.File(filename, "r") as h5:
         np.testing.assert_array_equal(h5["/1.1/instrument/diode1/data"][()], np.arange(100.0))
+
+
+def _publish_quick(redis_url: str, session: str, number: int, info: dict[str, Any]) -> None:
+    with Publisher(session, redis_url) as publisher:
+        scan = publisher.create_scan(dict(info, npoints=5), name="loopscan", number=number)
+        scan.add_channel("diode:diode1", "float64", subscan="timer")
+        scan.prepare()
+        scan.send({"diode:diode1": np.arange(5.0) + number})
+        scan.end()
+
+
+def test_master_files_link_every_entry_with_relative_paths(
+        redis_url: str, tmp_path: Any) -> None:
+    root = tmp_path / "data"
+    collection = str(root / "sample1" / "sample1.h5")
+    proposal = str(root / "ih0000.h5")
+    outside = str(tmp_path / "elsewhere.h5")
+    chain = {"timer": {"scalars": ["diode:diode1"]}}
+    options = SaveOptions(allowed_roots=(str(root),))
+    with session_writer(redis_url, "masters", options) as writer:
+        for number in (1, 2):
+            masters = {"dataset_collection": collection, "proposal": proposal}
+            if number == 2:
+                masters["beamline"] = outside
+            _publish_quick(redis_url, "masters", number, {
+                "title": f"scan {number}", "acquisition_chain": chain,
+                "filename": str(root / "sample1" / f"scan{number}" / "scan.h5"),
+                "masterfiles": masters})
+        records = wait_scans_done(writer, 2)
+    assert [r.state for r in records] == [SubscriberState.OFF] * 2
+    assert records[0].writer.warning is None
+    assert "outside the allowed roots" in (records[1].writer.warning or "")
+    assert not os.path.exists(outside)
+    moved = tmp_path / "moved"
+    root.rename(moved)
+    for master in (collection, proposal):
+        path = master.replace(str(root), str(moved))
+        with h5py.File(path, "r") as h5:
+            assert list(h5) == ["1.1", "2.1"]
+            link = h5.get("2.1", getlink=True)
+            assert isinstance(link, h5py.ExternalLink) and not os.path.isabs(link.filename)
+            np.testing.assert_array_equal(h5["2.1/instrument/diode1/data"][()],
+                                          np.arange(5.0) + 2)
