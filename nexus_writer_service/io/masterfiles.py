@@ -14,13 +14,13 @@ and closes the master file, so readers are blocked for milliseconds at most.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Mapping, Sequence
 
 import h5py
 
-from ..errors import ConfigurationError, FileLockedError
-from .checks import check_path_allowed, describe_holders, makedirs_allowed
+from ..errors import ConfigurationError
+from .checks import check_path_allowed, makedirs_allowed
+from .nexus import open_for_writing
 
 __all__ = ["master_file_paths", "link_entries"]
 
@@ -41,21 +41,6 @@ def master_file_paths(scan_info: Mapping[str, Any]) -> dict[str, str]:
     return dict(wanted)
 
 
-def _open(path: str, retry_time: float) -> h5py.File:
-    deadline = time.monotonic() + retry_time
-    while True:
-        try:
-            return h5py.File(path, "a", locking=True)
-        except OSError as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
-                if "lock" in str(exc).lower():
-                    raise FileLockedError(
-                        f"master file {path} is locked by another process "
-                        f"({describe_holders(path)}); open it with locking=False") from None
-                raise
-        time.sleep(0.1)
-
-
 def link_entries(master: str, scan_file: str, entries: Sequence[str], roots: Sequence[str],
                  retry_time: float = 3.0) -> list[str]:
     """Link each of ``entries`` of ``scan_file`` into ``master``; returns the names linked.
@@ -69,7 +54,7 @@ def link_entries(master: str, scan_file: str, entries: Sequence[str], roots: Seq
     makedirs_allowed(os.path.dirname(master), roots)
     relative = os.path.relpath(scan_file, os.path.dirname(master))
     done = []
-    with _open(master, retry_time) as h5:
+    with open_for_writing(master, retry_time, "master file") as h5:
         h5.attrs.setdefault("NX_class", "NXroot")
         h5.attrs.setdefault("creator", "nexus_writer_service")
         for entry in entries:

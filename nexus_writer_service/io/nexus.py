@@ -36,7 +36,7 @@ from .layout import (
 )
 from .options import SaveOptions
 
-__all__ = ["NexusFile", "ImageSource", "now_iso"]
+__all__ = ["NexusFile", "ImageSource", "now_iso", "open_for_writing"]
 
 Array = np.ndarray[Any, Any]
 _STR = h5py.string_dtype()
@@ -88,6 +88,31 @@ def _compression(options: SaveOptions) -> dict[str, Any]:
 
         return dict(hdf5plugin.Bitshuffle(cname="lz4"))
     return {}
+
+
+def open_for_writing(path: str, retry_time: float, what: str = "scan file") -> h5py.File:
+    """``h5py.File(path, "a")`` with HDF5 file locking, retrying ``retry_time`` seconds
+    while another process holds a lock. Never truncates.
+
+    :raises FileLockedError: still locked after the retries (names the holders)
+    :raises NexusWriterError: not an HDF5 file, or not writable (it was not modified)
+    """
+    deadline = time.monotonic() + retry_time
+    while True:
+        try:
+            return h5py.File(path, "a", locking=True)
+        except OSError as exc:
+            if "lock" not in str(exc).lower():
+                raise NexusWriterError(
+                    f"cannot open {what} {path} for writing: {exc} (if the file exists, it is "
+                    "not a valid HDF5 file or cannot be written; it was not modified)"
+                ) from None
+        if time.monotonic() >= deadline:
+            raise FileLockedError(
+                f"{what} {path} is locked by another process ({describe_holders(path)}); "
+                "readers must open scan files with locking=False while scans are written "
+                "(h5py.File(path, 'r', locking=False))")
+        time.sleep(0.1)
 
 
 class _Stream:
@@ -172,7 +197,7 @@ class NexusFile:
         self.options = options
         self._compression = _compression(options)
         existed = os.path.exists(path)
-        self.file = self._open(path, options.lock_retry_time)
+        self.file = open_for_writing(path, options.lock_retry_time)
         self.created = not existed
         if self.created:
             try:
@@ -182,25 +207,6 @@ class NexusFile:
         self._streams: dict[str, _Stream] = {}
         self._images: dict[str, int] = {}
         self._root_ready = False
-
-    @staticmethod
-    def _open(path: str, retry_time: float) -> h5py.File:
-        deadline = time.monotonic() + retry_time
-        while True:
-            try:
-                return h5py.File(path, "a", locking=True)
-            except OSError as exc:
-                if "lock" not in str(exc).lower():
-                    raise NexusWriterError(
-                        f"cannot open {path} for writing: {exc} (if the file exists, it is "
-                        "not a valid HDF5 file or cannot be written; it was not modified)"
-                    ) from None
-            if time.monotonic() >= deadline:
-                raise FileLockedError(
-                    f"{path} is locked by another process ({describe_holders(path)}); readers "
-                    "must open scan files with locking=False while scans are written "
-                    "(h5py.File(path, 'r', locking=False))")
-            time.sleep(0.1)
 
     def _init_root(self) -> None:
         attrs = self.file.attrs
