@@ -55,6 +55,7 @@ class ScanRecord:
         """A snapshot for clients (device attributes, logs, the command line)."""
         writer = self.writer
         done, expected = writer.progress
+        backlog_events, backlog_bytes = writer.backlog
         return {
             "name": self.name, "key": self.key, "state": writer.state.value,
             "state_reason": writer.state_reason, "status": writer.status.value,
@@ -62,7 +63,8 @@ class ScanRecord:
             "start_time": writer.start_time, "end_time": writer.end_time,
             "duration": writer.duration(), "points": done, "npoints": expected,
             "end_reason": writer.end_reason, "resumed": writer.resumed,
-            "warning": writer.warning,
+            "warning": writer.warning, "backlog_events": backlog_events,
+            "backlog_bytes": backlog_bytes,
         }
 
 

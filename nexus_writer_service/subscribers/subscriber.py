@@ -42,6 +42,16 @@ SubscriberEvent = Tuple[EventType, Any, EventData]
 
 #: Seconds the finishing listener waits for the reader thread and an owned worker.
 _JOIN_TIMEOUT = 10.0
+#: Bytes of events read but not processed yet above which the reader waits (the rest
+#: stays in Redis), so a consumer slower than its publisher holds bounded memory.
+MAX_BACKLOG_BYTES = 64 << 20
+_EVENT_OVERHEAD = 256
+
+
+def _cost(item: Any) -> int:
+    """Approximate memory held by one event while it waits to be processed."""
+    data = getattr(item[2], "data", None)
+    return _EVENT_OVERHEAD + int(getattr(data, "nbytes", 0) or 0)
 
 
 class _End:
@@ -67,6 +77,11 @@ class _Run:
         self.inbox: Queue[_Item] = Queue()
         self.killed = False
         self.stop_requested = False
+        # Each counter has one writer: the reader thread, the consumer greenlet.
+        self.read_bytes = 0
+        self.done_bytes = 0
+        self.read_events = 0
+        self.done_events = 0
         self.reader: Optional[threading.Thread] = None
         self.listener: Optional[gevent.Greenlet] = None
         self.owned_worker: Optional[Thread] = None
@@ -219,6 +234,14 @@ class Subscriber:
                 f"({self._state_reason}); stop() or kill() it"
             )
 
+    @property
+    def backlog(self) -> tuple[int, int]:
+        """``(events, bytes)`` read from Redis and not processed yet (a snapshot)."""
+        run = self._run
+        if run is None:
+            return 0, 0
+        return run.read_events - run.done_events, max(0, run.read_bytes - run.done_bytes)
+
     def done(self) -> bool:
         """Whether the last run has finished (state OFF or FAULT). Never blocks."""
         run = self._run
@@ -328,9 +351,12 @@ class Subscriber:
             events = self._walk_events(run.stop_reading)
             run.listening.send()
             for event in events:
+                run.read_bytes += _cost(event)
+                run.read_events += 1
                 run.inbox.put(event)
                 if run.killed:
                     break
+                self._hold_back(run)
         except Exception as exc:
             end = _End(exc)
         finally:
@@ -339,6 +365,12 @@ class Subscriber:
                 close()
             run.listening.send()
             run.inbox.put(end)
+
+    def _hold_back(self, run: _Run) -> None:
+        """Reader thread: wait while the backlog exceeds :data:`MAX_BACKLOG_BYTES`."""
+        while (run.read_bytes - run.done_bytes > MAX_BACKLOG_BYTES and not run.killed
+               and not run.stop_reading.is_set() and not run.consumer_done.is_set()):
+            time.sleep(0.002)
 
     def _listen_sequential(self, run: _Run) -> None:
         """Sequential mode: one greenlet listens and consumes."""
@@ -383,6 +415,8 @@ class Subscriber:
                 if item.error is not None:
                     self._record_fault(item.error, "reading events")
                 return
+            run.done_bytes += _cost(item)
+            run.done_events += 1
             if run.killed:
                 continue
             try:

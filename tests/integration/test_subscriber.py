@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -242,3 +243,35 @@ def test_worker_only_in_parallel_mode(redis_url, worker):
     node = get_scan_node("nws:sess:scan:1", redis_url)
     with pytest.raises(ConfigurationError, match="parallel"):
         Recorder(node, SubscriberMode.SEQUENTIAL, worker=worker)
+
+
+class SlowRecorder(Recorder):
+    """Processes slowly and records the largest backlog it saw."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.largest = (0, 0)
+
+    def _process_event(self, event_type, node, event_data):
+        self.largest = max(self.largest, self.backlog, key=lambda b: b[1])
+        time.sleep(0.001)
+        super()._process_event(event_type, node, event_data)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=[m.value for m in MODES])
+def test_a_slow_consumer_holds_a_bounded_backlog_and_loses_nothing(
+        publisher, redis_url, mode, monkeypatch):
+    from nexus_writer_service.subscribers import subscriber as module
+
+    limit = 4096
+    monkeypatch.setattr(module, "MAX_BACKLOG_BYTES", limit)
+    scan, sent = publish_scan(publisher, npoints=400)
+    recorder = SlowRecorder(get_scan_node(scan.key, redis_url), mode=mode)
+    recorder.start()
+    recorder.join(timeout=60)
+    assert recorder.state is SubscriberState.OFF, recorder.state_reason
+    np.testing.assert_array_equal(recorder.channel_data("diode"), sent["diode"])
+    np.testing.assert_array_equal(recorder.channel_data("mca"), sent["mca"])
+    largest_event = 10 * 16 + module._EVENT_OVERHEAD
+    assert 0 < recorder.largest[1] <= limit + 2 * largest_event, recorder.largest
+    assert recorder.backlog == (0, 0)
