@@ -432,9 +432,11 @@ def _plots(entry: EntryPlan, scan_info: Mapping[str, Any], placed: Sequence[_Pla
             continue
         dim = 2 if p.node.type == "lima" else min(len(p.node.shape), 2)
         by_dim.setdefault(dim, []).append(p)
-    axes = [p for name in preferred_axes for p in placed
-            if p.node.name == name and not p.node.shape]
-    axes += [p for p in placed if p.positioner and p not in axes]
+    axes: list[_Placed] = []
+    for p in [p for name in preferred_axes for p in placed
+              if p.node.name == name and not p.node.shape] + [p for p in placed if p.positioner]:
+        if p not in axes:
+            axes.append(p)
     grid = _grid_shape(scan_info) if options.keepshape else None
     created = {}
     for dim, members in sorted(by_dim.items()):
@@ -461,7 +463,8 @@ def _plots(entry: EntryPlan, scan_info: Mapping[str, Any], placed: Sequence[_Pla
         elif dim:
             attrs["axes"] = ["."] * (dim + 1)
         entry.add(GroupPlan(plot, "NXdata", attrs))
-        extra_axes = [p for p in plot_axes if p not in members] if dim == 0 else []
+        # every candidate axis is linked, so a later declaration only changes @axes
+        extra_axes = [p for p in axes if p not in members] if dim == 0 else []
         for p in members + extra_axes:
             target = paths[p.node.name]
             if grid and dim == 0:

@@ -242,7 +242,8 @@ class NexusFile:
         return existing
 
     def materialise(self, layout: ScanLayout) -> None:
-        """Create every planned item that is not in the file yet (idempotent)."""
+        """Create every planned item that is not in the file yet, and bring the
+        attributes of existing groups (plot signals and axes) up to date (idempotent)."""
         if not self._root_ready:
             self._init_root()
             self._root_ready = True
@@ -252,6 +253,8 @@ class NexusFile:
                                               and self._has_link(item.path)):
                     if isinstance(item, StreamPlan) and item.channel not in self._streams:
                         self._open_stream(item)
+                    elif isinstance(item, GroupPlan) and item.attrs:
+                        _set_attrs(self.file[item.path], item.attrs)
                     continue
                 self._create(item)
             if entry.default:
