@@ -109,7 +109,7 @@ class NexusSessionWriter(Subscriber):
             for record in self._records.values():
                 if name in (record.name, record.key):
                     return record
-            known = ", ".join(self._records) or "none"
+            known = ", ".join(r.name for r in self._records.values()) or "none"
         raise ScanStateError(f"{self.name} has no scan {name!r} (known: {known})")
 
     def running_scans(self) -> list[ScanRecord]:

@@ -1,0 +1,562 @@
+"""The ``NexusWriter`` Tango device: one session's NeXus writer, watched by Tango clients.
+
+Green mode (gevent): every request, ``init_device`` and ``delete_device`` run as
+greenlets in the server's main thread, which is where the device's
+:class:`~nexus_writer_service.subscribers.NexusSessionWriter` runs too. HDF5 I/O
+happens in the session writer's worker thread and Redis reads in reader threads,
+so attribute reads are answered while the writer works flat out.
+
+A *monitor* greenlet looks at the session writer every ``_MONITOR_PERIOD``: it sets
+the device state (INIT, ON, RUNNING, OFF, FAULT) and status, pushes change events
+for ``State`` and ``scan_states``, purges finished scans after ``purge_delay`` and
+announces state and scan starts/ends through ``channels`` (see :mod:`.announce`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import time
+from collections import deque
+from typing import Any, Callable, Optional, TypeVar
+
+import gevent
+import tango
+from tango import AttrWriteType, DevState, GreenMode
+from tango.server import Device, attribute, command, device_property
+
+from nexus_writer_service.errors import NexusWriterError, ScanStateError
+from nexus_writer_service.io import checks
+from nexus_writer_service.io.options import SaveOptions, option_help
+from nexus_writer_service.subscribers import NexusSessionWriter, ScanRecord, SubscriberState
+
+from .announce import Announcer
+
+__all__ = ["NexusWriter", "SAVE_OPTION_PROPERTIES", "UNSUPPORTED_PROPERTIES"]
+
+logger = logging.getLogger(__name__)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+_MONITOR_PERIOD = 0.1
+_START_TIMEOUT = 30.0
+_STOP_TIMEOUT = 60.0
+_RATE_WINDOW = 5.0
+_MAX_SCANS = 100000
+_HELP = option_help()
+_DEFAULTS = SaveOptions()
+
+#: Device properties that are save options (their names are SaveOptions fields).
+SAVE_OPTION_PROPERTIES = (
+    "keepshape", "multivalue_positioners", "disable_external_hdf5", "short_names",
+    "strict_names", "allowed_roots", "required_disk_space", "recommended_disk_space",
+    "chunk_bytes", "compression", "flush_period", "lima_refresh_period", "purge_delay",
+    "disk_check_period", "file_mode", "lock_retry_time",
+)
+
+#: Save options of the BLISS writer this writer does not implement: accepted as
+#: properties so existing configurations load, reported in Status when enabled.
+UNSUPPORTED_PROPERTIES = ("enable_external_nonhdf5", "copy_non_external", "stack_mcas")
+
+#: Tango (log4tango) logging levels by name.
+_TANGO_LEVELS = {"OFF": 100, "FATAL": 200, "ERROR": 300, "WARN": 400, "INFO": 500,
+                 "DEBUG": 600}
+_PY_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _option_property(name: str, dtype: Any) -> Any:
+    default = getattr(_DEFAULTS, name)
+    if name == "allowed_roots":
+        default = list(default) or [""]
+    elif name == "file_mode":
+        default = f"{default:o}"
+    return device_property(dtype=dtype, default_value=default, doc=_HELP[name])
+
+
+def _throw(reason: str, message: str, origin: str) -> None:
+    tango.Except.throw_exception(reason, message, origin)
+
+
+def _translate(func: _F) -> _F:
+    """Commands raise ``DevFailed`` whose reason is the error class and whose
+    description is the message (not a Python traceback)."""
+    @functools.wraps(func)
+    def wrapper(self: "NexusWriter", *args: Any) -> Any:
+        try:
+            return func(self, *args)
+        except (NexusWriterError, OSError, ValueError) as exc:
+            _throw(f"NexusWriter_{type(exc).__name__}", str(exc),
+                   f"{self.get_name()}.{func.__name__}")
+    return wrapper  # type: ignore[return-value]
+
+
+def _iso(value: Optional[str]) -> str:
+    return value or ""
+
+
+class NexusWriter(Device):
+    """Writes every scan of the session ``session`` to NeXus HDF5 files.
+
+    Properties: ``session`` (required), ``redis_url`` (default: ``REDIS_URL`` of the
+    server's environment) and the save options. ``Init`` re-reads them (scans being
+    written are stopped and resumed by the new writer).
+    """
+
+    green_mode = GreenMode.Gevent
+
+    session = device_property(dtype=str, default_value="",
+                              doc="name of the session whose scans are written (required)")
+    redis_url = device_property(dtype=str, default_value="",
+                                doc="URL of the data Redis (default: REDIS_URL of the server)")
+    keepshape = _option_property("keepshape", bool)
+    multivalue_positioners = _option_property("multivalue_positioners", bool)
+    disable_external_hdf5 = _option_property("disable_external_hdf5", bool)
+    short_names = _option_property("short_names", bool)
+    strict_names = _option_property("strict_names", bool)
+    allowed_roots = _option_property("allowed_roots", (str,))
+    required_disk_space = _option_property("required_disk_space", float)
+    recommended_disk_space = _option_property("recommended_disk_space", float)
+    chunk_bytes = _option_property("chunk_bytes", int)
+    compression = _option_property("compression", str)
+    flush_period = _option_property("flush_period", float)
+    lima_refresh_period = _option_property("lima_refresh_period", float)
+    purge_delay = _option_property("purge_delay", float)
+    disk_check_period = _option_property("disk_check_period", float)
+    file_mode = _option_property("file_mode", str)
+    lock_retry_time = _option_property("lock_retry_time", float)
+    enable_external_nonhdf5 = device_property(
+        dtype=bool, default_value=False, doc="not supported: EDF/TIFF frames are linked as "
+        "file references")
+    copy_non_external = device_property(
+        dtype=bool, default_value=False, doc="not supported: data is never copied")
+    stack_mcas = device_property(
+        dtype=bool, default_value=False, doc="not supported: one dataset per MCA detector")
+
+    # -- life cycle -----------------------------------------------------------
+
+    def init_device(self) -> None:
+        self._writer: Optional[NexusSessionWriter] = None
+        self._options: Optional[SaveOptions] = None
+        self._url: Optional[str] = None
+        self._fault: Optional[str] = None
+        self._notes: list[str] = []
+        self._monitor: Optional[gevent.Greenlet] = None
+        self._announcer: Optional[Announcer] = None
+        self._last_states: Optional[tuple[tuple[str, str], ...]] = None
+        self._announced: dict[str, str] = {}
+        self._rate_samples: deque[tuple[float, int]] = deque()
+        self._rate = 0.0
+        self._finished_points = 0
+        self._counted: set[str] = set()
+        self.set_state(DevState.INIT)
+        self.set_status("reading the device properties")
+        super().init_device()
+        for name in ("State", "Status", "scan_states"):
+            self.set_change_event(name, True, False)
+        try:
+            self._configure()
+        except (NexusWriterError, ValueError, TypeError) as exc:
+            self._fault = f"invalid configuration: {exc}"
+            logger.error("%s: %s", self.get_name(), self._fault)
+        else:
+            self._announcer = Announcer(self.get_name(), self._url)
+            self._start_writer()
+        self._update()
+        self._monitor = gevent.spawn(self._monitor_loop)
+
+    def delete_device(self) -> None:
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            monitor.kill()
+        self._stop_writer()
+        self._update()
+        announcer, self._announcer = self._announcer, None
+        if announcer is not None:
+            announcer.close()
+
+    def _configure(self) -> None:
+        session = (self.session or "").strip()
+        if not session:
+            raise NexusWriterError(
+                "the device property 'session' is empty: set it to the session name "
+                "(jive, or RegisterNexusWriter) and run Init")
+        values = {name: getattr(self, name) for name in SAVE_OPTION_PROPERTIES}
+        self._options = SaveOptions.from_mapping(values)
+        self._url = (self.redis_url or "").strip() or os.environ.get("REDIS_URL") or None
+        if self._url is None:
+            raise NexusWriterError(
+                "no Redis URL: set the device property 'redis_url' or REDIS_URL in the "
+                "server's environment")
+        self._notes = [f"property {name}=True is not supported and is ignored"
+                       for name in UNSUPPORTED_PROPERTIES if getattr(self, name)]
+        for note in self._notes:
+            logger.warning("%s: %s", self.get_name(), note)
+
+    def _start_writer(self) -> None:
+        assert self._options is not None
+        self._fault = None
+        try:
+            writer = NexusSessionWriter(self.session.strip(), self._url, options=self._options)
+            self._writer = writer
+            writer.start(wait=True, timeout=_START_TIMEOUT)
+        except NexusWriterError as exc:
+            self._fault = f"cannot start the writer: {exc}"
+            logger.error("%s: %s", self.get_name(), self._fault)
+        else:
+            logger.info("%s: writing session %r from %s", self.get_name(),
+                        self.session, self._url)
+
+    def _stop_writer(self) -> None:
+        writer = self._writer
+        if writer is None or writer.state is not SubscriberState.ON:
+            return
+        try:
+            writer.stop(wait=True, timeout=_STOP_TIMEOUT)
+        except NexusWriterError as exc:
+            logger.error("%s: stopping the writer: %s", self.get_name(), exc)
+        self._account()
+
+    # -- state, events and announcements -----------------------------------------
+
+    def _records(self) -> list[ScanRecord]:
+        writer = self._writer
+        return writer.scans() if writer is not None else []
+
+    def _compute_state(self) -> tuple[DevState, str]:
+        writer = self._writer
+        notes = "".join(f"\nWarning: {note}" for note in self._notes)
+        if self._fault is not None:
+            return DevState.FAULT, self._fault + notes
+        if writer is None or writer.state is SubscriberState.INIT:
+            return DevState.INIT, "starting the writer" + notes
+        if writer.state is SubscriberState.FAULT:
+            return DevState.FAULT, f"the session writer failed: {writer.state_reason}" + notes
+        if writer.state is SubscriberState.OFF:
+            return DevState.OFF, (f"not listening to session {self.session!r} "
+                                  f"({writer.state_reason}); run start") + notes
+        records = self._records()
+        running = [r.name for r in records if r.state is SubscriberState.ON]
+        faulty = [r.name for r in records if r.state is SubscriberState.FAULT]
+        text = f"listening to session {self.session!r}"
+        if faulty:
+            text += f"; {len(faulty)} scan(s) in FAULT: {', '.join(faulty[-5:])}"
+        if running:
+            return DevState.RUNNING, (f"writing {len(running)} scan(s): "
+                                      f"{', '.join(running[-5:])}; " + text + notes)
+        return DevState.ON, text + notes
+
+    def _update(self) -> None:
+        state, status = self._compute_state()
+        if state != self.get_state() or status != self.get_status():
+            changed = state != self.get_state()
+            self.set_state(state)
+            self.set_status(status)
+            if changed:
+                self.push_change_event("State")
+                logger.info("%s: %s (%s)", self.get_name(), state, status)
+            self.push_change_event("Status", status)
+            if self._announcer is not None:
+                self._announcer.state({"state": str(state), "status": status,
+                                       "running": state == DevState.RUNNING})
+        records = self._records()
+        states = tuple((r.name, r.state.value) for r in records)
+        if states != self._last_states:
+            self._last_states = states
+            self.push_change_event("scan_states", [s for _, s in states])
+            self._announce_scans(records)
+
+    def _announce_scans(self, records: list[ScanRecord]) -> None:
+        if self._announcer is None:
+            return
+        for record in records:
+            previous = self._announced.get(record.key)
+            state = record.state.value
+            if previous is None:
+                self._announcer.post({"event": "scan_started", "scan": record.name,
+                                      "session": self.session, "urls": record.writer.urls})
+            if state in ("OFF", "FAULT") and previous not in ("OFF", "FAULT"):
+                info = record.as_dict()
+                self._announcer.post({
+                    "event": "scan_finished", "scan": record.name, "session": self.session,
+                    "urls": info["urls"], "state": state, "reason": info["state_reason"],
+                    "end_reason": info["end_reason"], "points": info["points"]})
+            self._announced[record.key] = state
+        keys = {record.key for record in records}
+        for key in set(self._announced) - keys:
+            del self._announced[key]
+
+    def _account(self) -> None:
+        """Points written per second, summed over scans (purged ones included)."""
+        now = time.monotonic()
+        records = self._records()
+        live = 0
+        for record in records:
+            done = record.writer.progress[0]
+            if not record.writer.done():
+                live += done
+            elif record.key not in self._counted:
+                self._counted.add(record.key)
+                self._finished_points += done
+        self._counted &= {record.key for record in records}
+        total = self._finished_points + live
+        samples = self._rate_samples
+        samples.append((now, total))
+        while now - samples[0][0] > _RATE_WINDOW:
+            samples.popleft()
+        first_time, first_total = samples[0]
+        self._rate = (total - first_total) / (now - first_time) if now > first_time else 0.0
+
+    def _monitor_loop(self) -> None:
+        last_purge = time.monotonic()
+        while True:
+            gevent.sleep(_MONITOR_PERIOD)
+            try:
+                self._account()
+                self._update()
+                if self._writer is not None and time.monotonic() - last_purge > 1.0:
+                    last_purge = time.monotonic()
+                    self._writer.purge()
+            except Exception:  # the monitor must survive anything; the error is logged
+                logger.exception("%s: monitor", self.get_name())
+
+    def dev_state(self) -> DevState:
+        self._update()
+        return self.get_state()
+
+    def dev_status(self) -> str:
+        self._update()
+        return self.get_status()
+
+    # -- attributes ---------------------------------------------------------------
+
+    def _column(self, func: Callable[[ScanRecord], Any]) -> list[Any]:
+        return [func(record) for record in self._records()]
+
+    @attribute(dtype=(str,), max_dim_x=_MAX_SCANS, doc="scan names, oldest first")
+    def scan_names(self) -> list[str]:
+        return self._column(lambda r: r.name)
+
+    @attribute(dtype=(str,), max_dim_x=_MAX_SCANS,
+               doc="writer state of each scan: ON (writing), OFF (done), FAULT")
+    def scan_states(self) -> list[str]:
+        return self._column(lambda r: r.state.value)
+
+    @attribute(dtype=(str,), max_dim_x=_MAX_SCANS, doc="why each scan is in its state")
+    def scan_states_info(self) -> list[str]:
+        return self._column(lambda r: r.writer.state_reason)
+
+    @attribute(dtype=(str,), max_dim_x=_MAX_SCANS,
+               doc="file::/entry of each scan (comma separated when several entries)")
+    def scan_urls(self) -> list[str]:
+        return self._column(lambda r: ",".join(r.writer.urls))
+
+    @attribute(dtype=(str,), max_dim_x=_MAX_SCANS, doc="start time of each scan (ISO 8601)")
+    def scan_start(self) -> list[str]:
+        return self._column(lambda r: _iso(r.writer.start_time))
+
+    @attribute(dtype=(str,), max_dim_x=_MAX_SCANS,
+               doc="end time of each scan (ISO 8601; empty while it runs)")
+    def scan_end(self) -> list[str]:
+        return self._column(lambda r: _iso(r.writer.end_time))
+
+    @attribute(dtype=(float,), max_dim_x=_MAX_SCANS, unit="s",
+               doc="seconds each scan has been (or was) written")
+    def scan_duration(self) -> list[float]:
+        return self._column(lambda r: r.writer.duration())
+
+    @attribute(dtype=(str,), max_dim_x=_MAX_SCANS,
+               doc="points written / points expected of each scan ('?' when unknown)")
+    def scan_progress(self) -> list[str]:
+        def text(record: ScanRecord) -> str:
+            done, expected = record.writer.progress
+            return f"{done}/{expected if expected else '?'}"
+        return self._column(text)
+
+    @attribute(dtype=(str,), max_dim_x=_MAX_SCANS,
+               doc="everything known about each scan, as JSON")
+    def scan_info(self) -> list[str]:
+        return self._column(lambda r: json.dumps(r.as_dict(), default=str))
+
+    @attribute(dtype=float, unit="points/s",
+               doc="points written per second, all scans, over the last 5 s")
+    def throughput(self) -> float:
+        return self._rate
+
+    @attribute(dtype=int, doc="events read from Redis and not yet written, all scans")
+    def backlog_events(self) -> int:
+        return sum(r.writer.backlog[0] for r in self._records())
+
+    @attribute(dtype=float, unit="MiB",
+               doc="MiB read from Redis and not yet written, all scans")
+    def backlog_size(self) -> float:
+        return sum(r.writer.backlog[1] for r in self._records()) / 2**20
+
+    @attribute(dtype=str, doc="save options in use, as JSON")
+    def save_options(self) -> str:
+        return json.dumps(self._options.as_dict() if self._options else {})
+
+    @attribute(dtype=str, access=AttrWriteType.READ_WRITE,
+               doc="level of the writer's Python log: " + ", ".join(_PY_LEVELS))
+    def writer_log_level(self) -> str:
+        return logging.getLevelName(logging.getLogger("nexus_writer_service").getEffectiveLevel())
+
+    @writer_log_level.write  # type: ignore[no-redef]
+    def writer_log_level(self, value: str) -> None:
+        level = value.strip().upper()
+        if level not in _PY_LEVELS:
+            _throw("NexusWriter_InvalidLevel",
+                   f"unknown log level {value!r}: use one of {', '.join(_PY_LEVELS)}",
+                   f"{self.get_name()}.writer_log_level")
+        logging.getLogger("nexus_writer_service").setLevel(level)
+        logging.getLogger("tango_devices").setLevel(level)
+
+    @attribute(dtype=str, access=AttrWriteType.READ_WRITE,
+               doc="level of the device's Tango log: " + ", ".join(_TANGO_LEVELS))
+    def tango_log_level(self) -> str:
+        level = int(self.get_logger().get_level())
+        for name, value in _TANGO_LEVELS.items():
+            if value == level:
+                return name
+        return str(level)
+
+    @tango_log_level.write  # type: ignore[no-redef]
+    def tango_log_level(self, value: str) -> None:
+        level = _TANGO_LEVELS.get(value.strip().upper())
+        if level is None:
+            _throw("NexusWriter_InvalidLevel",
+                   f"unknown log level {value!r}: use one of {', '.join(_TANGO_LEVELS)}",
+                   f"{self.get_name()}.tango_log_level")
+        self.get_logger().set_level(level)
+
+    # -- commands -----------------------------------------------------------------
+
+    def _scan(self, name: str) -> ScanRecord:
+        writer = self._writer
+        if writer is None:
+            raise ScanStateError(f"{self.get_name()} has no writer ({self._fault}); "
+                                 f"no scan {name!r}")
+        return writer.scan(name)
+
+    def _scan_file(self, name: str) -> str:
+        record = self._scan(name)
+        filename = record.writer.filename or record.writer.info.get("filename", "")
+        if not filename:
+            raise ScanStateError(f"scan {name!r} has no filename in its scan_info")
+        return str(filename)
+
+    @command(dtype_in=str, dtype_out=str, doc_in="scan name", doc_out="ON, OFF or FAULT")
+    @_translate
+    def scan_state(self, name: str) -> str:
+        return self._scan(name).state.value
+
+    @command(dtype_in=str, dtype_out=str, doc_in="scan name", doc_out="why it is in its state")
+    @_translate
+    def scan_state_reason(self, name: str) -> str:
+        return self._scan(name).writer.state_reason
+
+    @command(dtype_in=str, dtype_out=(str,), doc_in="scan name", doc_out="file::/entry URLs")
+    @_translate
+    def scan_url(self, name: str) -> list[str]:
+        return self._scan(name).writer.urls
+
+    @command(dtype_in=str, dtype_out=bool, doc_in="scan name",
+             doc_out="whether this writer knows the scan (written, or being written)")
+    def scan_exists(self, name: str) -> bool:
+        try:
+            self._scan(name)
+        except ScanStateError:
+            return False
+        return True
+
+    @command(dtype_in=str, dtype_out=bool, doc_in="scan name",
+             doc_out="whether the writer may create or write the scan's file")
+    @_translate
+    def scan_has_write_permissions(self, name: str) -> bool:
+        try:
+            checks.check_writable(self._scan_file(name))
+        except PermissionError:
+            return False
+        return True
+
+    def _disk_space(self, name: str) -> tuple[str, str]:
+        options = self._options or SaveOptions()
+        try:
+            warning = checks.check_disk_space(self._scan_file(name), options.required_disk_space,
+                                              options.recommended_disk_space)
+        except OSError as exc:
+            return str(exc), str(exc)
+        return "", warning or ""
+
+    @command(dtype_in=str, dtype_out=str, doc_in="scan name",
+             doc_out="why the free space is too low to write (empty: enough)")
+    @_translate
+    def scan_disk_space_error(self, name: str) -> str:
+        return self._disk_space(name)[0]
+
+    @command(dtype_in=str, dtype_out=str, doc_in="scan name",
+             doc_out="why the free space is below the recommended (empty: enough)")
+    @_translate
+    def scan_disk_space_warning(self, name: str) -> str:
+        return self._disk_space(name)[1]
+
+    @command(dtype_in=str, doc_in="scan name: write what was received, leave it resumable")
+    @_translate
+    def stop_scan(self, name: str) -> None:
+        self._scan(name)
+        assert self._writer is not None
+        self._writer.stop_scan(name, timeout=_STOP_TIMEOUT)
+        self._update()
+
+    @command(dtype_in=str, doc_in="scan name: stop writing it at once (FAULT)")
+    @_translate
+    def kill_scan(self, name: str) -> None:
+        self._scan(name)
+        assert self._writer is not None
+        self._writer.kill_scan(name, timeout=_STOP_TIMEOUT)
+        self._update()
+
+    @command(doc_in="start listening to the session (after stop, or a fault)")
+    @_translate
+    def start(self) -> None:
+        writer = self._writer
+        if writer is not None and writer.state is SubscriberState.ON:
+            return
+        if self._options is None:
+            _throw("NexusWriter_Configuration", f"{self._fault}", f"{self.get_name()}.start")
+        self._start_writer()
+        self._update()
+        if self._fault is not None:
+            _throw("NexusWriter_StartFailed", self._fault, f"{self.get_name()}.start")
+
+    @command(doc_in="stop listening to the session; refused while scans are written")
+    @_translate
+    def stop(self) -> None:
+        writer = self._writer
+        if writer is None or writer.state is not SubscriberState.ON:
+            return
+        running = [r.name for r in writer.running_scans()]
+        if running:
+            _throw("NexusWriter_ScansRunning",
+                   f"{len(running)} scan(s) are being written ({', '.join(running)}): wait "
+                   "for them, or stop_scan/kill_scan them first", f"{self.get_name()}.stop")
+        self._stop_writer()
+        self._update()
+
+    @command(dtype_out=(str,), doc_out="names of the finished scans forgotten")
+    @_translate
+    def purge_scans(self) -> list[str]:
+        writer = self._writer
+        names = writer.purge(delay=0) if writer is not None else []
+        self._update()
+        return names
+
+    @command(dtype_in=str, dtype_out=str, doc_in="absolute directory under the allowed roots",
+             doc_out="the directory created (symbolic links resolved)")
+    @_translate
+    def makedirs(self, path: str) -> str:
+        if not os.path.isabs(path):
+            raise ValueError(f"makedirs needs an absolute path, got {path!r}")
+        options = self._options or SaveOptions()
+        return checks.makedirs_allowed(path, options.allowed_roots)
