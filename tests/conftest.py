@@ -97,8 +97,10 @@ def leak_guard(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     deadline = time.monotonic() + 5.0
     while True:
+        # foreign threads (omniORB's, seen once they call into Python) are not ours
         extra_threads = [
             t for t in threading.enumerate() if t not in threads_before and t.is_alive()
+            and not isinstance(t, threading._DummyThread)
         ]
         extra_greenlets = _live_greenlets() - greenlets_before
         if not extra_threads and not extra_greenlets:
