@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import pytest
+
 from nexus_writer_service.cli import demo
+from tango_devices import demo as tango_demo
 
 
 def test_demo_reads_back_what_it_published(capsys, tmp_path):
@@ -31,4 +42,88 @@ def test_demo_against_a_given_redis(capsys, redis_url, tmp_path):
 
 def test_demo_reports_an_unknown_scan(capsys, tmp_path):
     assert demo.main(["--scan", "nonsense", "--root", str(tmp_path)]) != 0
+    assert "nonsense" in capsys.readouterr().err
+
+
+# -- the Tango demo: embedded Redis + sqlite Tango DB + the real NexusWriterService --
+
+def _rows(out: str) -> list[list[str]]:
+    table = out.split("\nscan ", 1)[1].split("\n\n", 1)[0]
+    return [line.split() for line in table.strip().splitlines()[1:]]
+
+
+@pytest.mark.slow
+def test_tango_demo_writes_valid_files_through_the_device(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("TANGO_HOST", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    code = tango_demo.main(["--scan", "ascan", "--scan", "lima", "--scan", "failed",
+                            "--root", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "(embedded, pid" in out and "(embedded sqlite, pid" in out
+    assert "registered id00/bliss_nxwriter/demo in NexusWriterService/demo" in out
+    assert "written " in out  # progress as the device reports it
+    rows = _rows(out)
+    assert [r[:6] for r in rows] == [
+        ["1_ascan", "ascan", "SUCCESS", "OFF", "11/11", "valid"],
+        ["2_loopscan", "lima", "SUCCESS", "OFF", "25/25", "valid"],
+        ["3_ascan", "failed", "FAILED", "OFF", "5/11", "valid"],
+    ]
+    (run,) = tmp_path.iterdir()
+    files = sorted(p.name for p in run.rglob("demo_*.h5"))
+    assert files == ["demo_1.h5", "demo_2.h5", "demo_3.h5"]
+    with h5py.File(run / "demo" / "demo_1.h5", "r") as f:
+        assert f["1.1/measurement"]
+    assert (run / "nexus-writer.log").read_text().count("writing scan") == 3
+
+
+@pytest.mark.slow
+def test_tango_demo_keep_running_stops_everything_on_ctrl_c(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("TANGO_HOST", "REDIS_URL")}
+    demo_process = subprocess.Popen(
+        [sys.executable, "-m", "tango_devices.demo", "--scan", "ct", "--keep-running",
+         "--root", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    lines: list[str] = []
+    try:
+        assert demo_process.stdout is not None
+        for line in demo_process.stdout:
+            lines.append(line)
+            if "keeps running" in line:
+                break
+        out = "".join(lines)
+        assert "keeps running" in out, out
+        pids = [int(p) for p in re.findall(r"pid (\d+)", out)]
+        assert len(pids) == 3, out
+        assert all(_alive(pid) for pid in pids)
+        demo_process.send_signal(signal.SIGINT)
+        assert demo_process.wait(60) == 0
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in pids)
+    finally:
+        if demo_process.poll() is None:
+            demo_process.kill()
+            demo_process.wait(10)
+        assert demo_process.stdout is not None
+        demo_process.stdout.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_tango_demo_rejects_an_unknown_scan_type(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        tango_demo.main(["--scan", "nonsense", "--root", str(tmp_path)])
+    assert exit_info.value.code == 2
     assert "nonsense" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.nxcheck import nxcheck_errors, nxcheck_report
+from tests.nxcheck import NxcheckError, nxcheck_errors, nxcheck_report
 
 
 def _write_minimal_nexus(path, entry_name):
@@ -39,5 +39,5 @@ def test_bliss_entry_name_is_one_error_unless_ignored(tmp_path):
 def test_unreadable_file_fails_with_the_output(tmp_path):
     path = tmp_path / "not_hdf5.h5"
     path.write_text("not an HDF5 file\n")
-    with pytest.raises(AssertionError, match="Total number of errors"):
+    with pytest.raises(NxcheckError, match="Total number of errors"):
         nxcheck_errors(str(path))

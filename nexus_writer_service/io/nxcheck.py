@@ -1,0 +1,135 @@
+"""Run the ``nxcheck`` validator of nexusformat on a file and return its errors.
+
+Used by the demo and the tests. ``nxcheck -e`` prints a header, the
+path of each group or field it checks, each error in red below its path, and
+finally ``Total number of errors: N``. The exit status is 0 whether or not
+errors are found, so the helpers here parse the output and cross-check the
+number of red lines against ``N``; output that cannot be understood (or a missing or hanging
+``nxcheck``) raises :class:`NxcheckError` with the whole output.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+from ..errors import NexusWriterError
+
+__all__ = ["nxcheck_errors", "nxcheck_report", "nxcheck_executable", "NxcheckError"]
+
+TIMEOUT = 120.0
+
+
+class NxcheckError(NexusWriterError, RuntimeError):
+    """``nxcheck`` is missing, failed, or printed something that cannot be understood."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_LEADING_ANSI = re.compile(r"^(?:\x1b\[[0-9;]*m)+")
+_ERROR_COLOUR = "\x1b[38;5;1m"
+_TOTAL = re.compile(r"^Total number of errors: (\d+)\s*$")
+_ENTRY = re.compile(r"^NXentry: /([^/]+)$")
+_INVALID_NAME = re.compile(r'^"(.*)" is an invalid name$')
+
+
+def nxcheck_executable() -> str:
+    """The ``nxcheck`` script next to this Python, else the one on ``PATH``."""
+    candidate = os.path.join(os.path.dirname(sys.executable), "nxcheck")
+    if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+        return candidate
+    found = shutil.which("nxcheck")
+    if found is None:
+        raise NxcheckError(
+            f"nxcheck not found next to {sys.executable} nor on PATH: install nexusformat"
+        )
+    return found
+
+
+def _run(path: str) -> str:
+    command = [nxcheck_executable(), "-e", os.fspath(path)]
+    try:
+        result = subprocess.run(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        output = (exc.stdout or b"").decode(errors="replace")
+        raise NxcheckError(
+            f"{' '.join(command)} did not finish within {TIMEOUT:g} s; output:\n{output}"
+        ) from None
+    output = result.stdout.decode(errors="replace")
+    if result.returncode != 0:
+        raise NxcheckError(
+            f"{' '.join(command)} exited with status {result.returncode}; output:\n"
+            f"{_ANSI.sub('', output)}"
+        )
+    return output
+
+
+def _clean(line: str) -> str:
+    return _ANSI.sub("", line).rstrip()
+
+
+def _parse(raw: str) -> list[tuple[str, str]]:
+    """``(error, path line above it)`` for each error; checks the reported total."""
+    errors: list[tuple[str, str]] = []
+    context = ""
+    in_error = False
+    total = None
+    for line in raw.splitlines():
+        text = _clean(line)
+        match = _TOTAL.match(text)
+        if match:
+            total = int(match.group(1))
+            break
+        colours = _LEADING_ANSI.match(line)
+        if colours is None:
+            if in_error and text:
+                errors[-1] = (errors[-1][0] + "\n" + text.strip(), errors[-1][1])
+            continue
+        in_error = _ERROR_COLOUR in colours.group(0)
+        if in_error:
+            errors.append((text.strip(), context))
+        elif text.strip():
+            context = text.strip()
+    cleaned = _ANSI.sub("", raw)
+    if total is None:
+        raise NxcheckError(f"nxcheck reported no 'Total number of errors'; output:\n{cleaned}")
+    if total != len(errors):
+        raise NxcheckError(
+            f"nxcheck reported {total} error(s) but printed {len(errors)}; output:\n{cleaned}"
+        )
+    return errors
+
+
+def _is_entry_name_error(error: str, context: str) -> bool:
+    name = _INVALID_NAME.match(error)
+    entry = _ENTRY.match(context)
+    return bool(name and entry and name.group(1) == entry.group(1))
+
+
+def nxcheck_errors(path: str, ignore_entry_names: bool = False) -> list[str]:
+    """The errors ``nxcheck -e`` finds in the file ``path``, without colour codes.
+
+    With ``ignore_entry_names``, errors saying a top-level NXentry has an
+    invalid name (``"1.1" is an invalid name``) are dropped: entry names like
+    ``1.1`` are kept for BLISS compatibility.
+    """
+    errors = _parse(_run(path))
+    return [
+        error
+        for error, context in errors
+        if not (ignore_entry_names and _is_entry_name_error(error, context))
+    ]
+
+
+def nxcheck_report(path: str) -> str:
+    """The whole output of ``nxcheck -e`` on the file ``path``, without colour codes."""
+    return "\n".join(_clean(line) for line in _run(path).splitlines()).strip("\n") + "\n"
