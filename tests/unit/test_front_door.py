@@ -22,3 +22,23 @@ def test_ci_runs_the_readme_test_command():
     _, tests = _readme_commands()
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert tests in ci_lines
+
+
+def test_every_console_script_resolves_to_a_callable():
+    """The commands the README names exist and point at importable functions."""
+    import configparser
+    import importlib
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    scripts = dict(
+        line.split(" = ", 1)
+        for line in config["options.entry_points"]["console_scripts"].strip().splitlines()
+    )
+    for name in ("nexus-writer-demo", "NexusWriterService", "RegisterNexusWriter",
+                 "NexusSessionWriter"):
+        assert name in scripts, name
+        assert name in (ROOT / "README.rst").read_text(), name
+    for target in scripts.values():
+        module, func = target.strip().split(":")
+        assert callable(getattr(importlib.import_module(module), func)), target
