@@ -159,10 +159,10 @@ def _wait_written(proxy: tango.DeviceProxy, progress: _Progress, thread: threadi
 
 
 def _wait_for_ctrl_c(lines: Sequence[str]) -> None:
-    _say("\nEverything keeps running for exploration (Ctrl-C stops it all):")
-    for line in lines:
-        _say(f"  {line}")
     try:
+        _say("\nEverything keeps running for exploration (Ctrl-C stops it all):")
+        for line in lines:
+            _say(f"  {line}")
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
