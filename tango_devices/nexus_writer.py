@@ -27,6 +27,7 @@ import tango
 from tango import AttrWriteType, DevState, GreenMode
 from tango.server import Device, attribute, command, device_property
 
+from channels.connection import redact
 from nexus_writer_service.errors import NexusWriterError, ScanStateError
 from nexus_writer_service.io import checks
 from nexus_writer_service.io.options import SaveOptions, option_help
@@ -198,15 +199,29 @@ class NexusWriter(Device):
         assert self._options is not None
         self._fault = None
         try:
-            writer = NexusSessionWriter(self.session.strip(), self._url, options=self._options)
-            self._writer = writer
-            writer.start(wait=True, timeout=_START_TIMEOUT)
+            self._writer = NexusSessionWriter(self.session.strip(), self._url,
+                                              options=self._options)
         except NexusWriterError as exc:
             self._fault = f"cannot start the writer: {exc}"
             logger.error("%s: %s", self.get_name(), self._fault)
+            return
+        self._restart_writer(self._writer)
+
+    def _restart_writer(self, writer: NexusSessionWriter) -> None:
+        """Start ``writer`` (again: the scans it listed stay listed)."""
+        self._fault = None
+        try:
+            writer.start(wait=True, timeout=_START_TIMEOUT)
+        except NexusWriterError as exc:
+            self._fault = f"cannot start the writer: {exc}"
+        else:
+            if writer.state is SubscriberState.FAULT:
+                self._fault = f"cannot start the writer: {writer.state_reason}"
+        if self._fault is not None:
+            logger.error("%s: %s", self.get_name(), self._fault)
         else:
             logger.info("%s: writing session %r from %s", self.get_name(),
-                        self.session, self._url)
+                        self.session, redact(self._url or ""))
 
     def _stop_writer(self) -> None:
         writer = self._writer
@@ -525,7 +540,10 @@ class NexusWriter(Device):
             return
         if self._options is None:
             _throw("NexusWriter_Configuration", f"{self._fault}", f"{self.get_name()}.start")
-        self._start_writer()
+        if writer is not None and writer.done():
+            self._restart_writer(writer)
+        else:
+            self._start_writer()
         self._update()
         if self._fault is not None:
             _throw("NexusWriter_StartFailed", self._fault, f"{self.get_name()}.start")

@@ -19,6 +19,7 @@ from typing import Any, Mapping, NoReturn, Optional, Sequence
 import tango
 
 from nexus_writer_service.cli.session_writer import add_save_options, save_options_from_args
+from nexus_writer_service.data.keys import check_name
 from nexus_writer_service.errors import ConfigurationError, NexusWriterError
 
 from .server import SERVER
@@ -67,8 +68,7 @@ def register_nexus_writer(session: str, *, domain: str = "id00",
     :raises RegistrationError: database unreachable, or the device writes another
         session and ``force`` is false
     """
-    if not session or "/" in session:
-        raise ConfigurationError(f"invalid session name {session!r}")
+    check_name(session)
     name = device_name(session, domain, family, member)
     server_name = f"{server}/{instance or session}"
     try:
@@ -135,12 +135,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        defaults = save_options_from_args(argparse.Namespace(
-            **{k: None for k in vars(args)}))
         options = save_options_from_args(args)
     except ConfigurationError as exc:
         parser.error(str(exc))
-    given = {k: v for k, v in options.as_dict().items() if v != defaults.as_dict()[k]}
+    # every option given on the command line, even with its default value, so that
+    # `--compression none` resets a property that was gzip
+    given = {k: v for k, v in options.as_dict().items() if getattr(args, k, None) is not None}
     if "file_mode" in given:
         given["file_mode"] = f"{options.file_mode:o}"
     try:
@@ -148,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.session, domain=args.domain, family=args.family, member=args.member,
             instance=args.instance, server=args.server, redis_url=args.redis_url,
             options=given, force=args.force)
+    except ConfigurationError as exc:
+        parser.error(str(exc))
     except NexusWriterError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1

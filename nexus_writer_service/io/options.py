@@ -24,7 +24,7 @@ _HELP = {
     "multivalue_positioners": "static positioners get [start, end] instead of the start value",
     "disable_external_hdf5": "lima HDF5 frames as file references instead of a virtual dataset",
     "short_names": "measurement links use the shortest unique channel names",
-    "strict_names": "NeXus-valid entry names (entry_0001_1) instead of 1.1",
+    "strict_names": "NeXus-valid entry names (entry_1_1) instead of 1.1",
     "allowed_roots": "directories files may be written in (comma separated; empty: anywhere)",
     "required_disk_space": "MiB that must stay free, else the scan goes FAULT",
     "recommended_disk_space": "MiB below which a warning is given",

@@ -185,8 +185,11 @@ class NexusSessionWriter(Subscriber):
                         event_data.reason.value if event_data.reason else "?")
 
     def _start_scan(self, scan: Any) -> None:
-        if scan.key in self._records:
-            return
+        known = self._records.get(scan.key)
+        if known is not None and not known.writer.done():
+            return  # already being written
+        # a finished writer of this scan is replaced only when the scan is resumed
+        # (restart after stop): the new writer continues from the acknowledgement
         info = scan.info
         name = f"{scan.number}_{scan.name}"
         if not info.get("save", True):

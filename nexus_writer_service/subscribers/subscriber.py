@@ -190,6 +190,7 @@ class Subscriber:
             self._abort(run)
             if run.listener is None:
                 self._finish(run)
+            run.listening.send()  # nothing will listen: a waiting caller sees FAULT now
         if wait and not run.listening.wait(seconds):
             raise WaitTimeout(f"{self.name} was not listening within {seconds} s")
 

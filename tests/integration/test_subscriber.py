@@ -275,3 +275,19 @@ def test_a_slow_consumer_holds_a_bounded_backlog_and_loses_nothing(
     largest_event = 10 * 16 + module._EVENT_OVERHEAD
     assert 0 < recorder.largest[1] <= limit + 2 * largest_event, recorder.largest
     assert recorder.backlog == (0, 0)
+
+
+class FailsToStart(Recorder):
+    def _on_start(self):
+        raise ConnectionError("the start hook cannot reach its server")
+
+
+def test_start_and_wait_returns_at_once_when_the_start_hook_fails(publisher, redis_url):
+    scan, _ = publish_scan(publisher)
+    sub = FailsToStart(get_scan_node(scan.key, redis_url))
+    started = time.monotonic()
+    sub.start(wait=True, timeout=30)
+    assert time.monotonic() - started < 5
+    sub.join(timeout=10)
+    assert sub.state is SubscriberState.FAULT
+    assert "cannot reach its server" in sub.state_reason
