@@ -210,11 +210,13 @@ def test_two_devices_in_one_server_write_their_own_sessions(
 def test_tango_arguments_are_passed_through(writer, start_server, tango_db):
     port = free_port()
     server = start_server(writer.instance, writer.device, args=(
-        "-ORBendPoint", f"giop:tcp:127.0.0.1:{port}"))
+        "--log_tango=debug", "-ORBendPoint", f"giop:tcp:127.0.0.1:{port}"))
     # the exported IOR's IIOP profile: host string then the port (CDR, little endian here)
     ior = bytes.fromhex(tango_db.import_device(writer.device).ior[len("IOR:"):])
     assert b"127.0.0.1\x00" + port.to_bytes(2, "little") in ior
-    assert device_proxy(server.tango_host, writer.device).state() == tango.DevState.ON
+    proxy = device_proxy(server.tango_host, writer.device)
+    assert proxy.state() == tango.DevState.ON
+    assert proxy.tango_log_level == "DEBUG"  # --log_tango became Tango's -v5
     with socket.create_connection(("127.0.0.1", port), timeout=5):
         pass
     assert server.stop() == 0
