@@ -103,6 +103,42 @@ def test_init_rereads_save_options_and_session(writer, proxy, tango_db, scans, p
 
 
 @pytest.mark.slow
+def test_sigkill_mid_scan_then_restart_completes_the_file_from_redis(
+        writer, server, start_server, scans, poll):
+    """A crashed server (SIGKILL: no clean-up at all) restarted by its supervisor."""
+    proxy = device_proxy(server.tango_host, writer.device)
+    total = 600
+    scans.start(writer, npoints=total, count_time=0.01)
+
+    def progress() -> int:
+        done = [int(p.split("/")[0]) for p in proxy.scan_progress or ()]
+        return done[0] if done and done[0] >= 100 else 0
+    poll(progress, 30, "100 points written")
+    assert server.stop(sig=signal.SIGKILL) == -signal.SIGKILL
+    with pytest.raises(tango.DevFailed):
+        proxy.state()  # clients see the server gone
+
+    restarted = start_server(writer.instance, writer.device)
+    proxy = device_proxy(restarted.tango_host, writer.device)
+    (scan,) = scans.join()
+    filename = str(writer.root / writer.session / f"{writer.session}_1.h5")
+    assert scan.filename == filename
+    poll(_scans_done(proxy, 1), 30, "resumed scan written")
+    info = json.loads(_only(list(proxy.scan_info)))
+    assert info["resumed"] and info["points"] == total, info
+    assert _points(filename) == total
+    with h5py.File(filename, "r", locking=False) as h5:
+        entry = h5[_only(list(h5))]
+        assert entry["writer/status"][()].decode() == "SUCCEEDED"
+        index = entry["measurement"]
+        lengths = {name: index[name].shape[0] for name in index
+                   if isinstance(index[name], h5py.Dataset)}
+    assert set(lengths.values()) == {total}, lengths
+    assert _end_reason(filename) == "SUCCESS"
+    assert nxcheck_errors(filename, ignore_entry_names=True) == []
+
+
+@pytest.mark.slow
 def test_sigterm_mid_scan_keeps_a_valid_file_and_restart_completes_it(
         writer, server, start_server, scans, poll):
     proxy = device_proxy(server.tango_host, writer.device)
