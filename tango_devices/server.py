@@ -21,7 +21,8 @@ from typing import NoReturn, Sequence
 import tango
 import tango.server
 
-from nexus_writer_service.cli.session_writer import LOG_LEVELS, configure_logging
+from nexus_writer_service.cli.session_writer import (
+    LOG_LEVELS, add_logging_options, configure_logging)
 
 from .nexus_writer import NexusWriter
 
@@ -42,18 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Tango device server writing NeXus HDF5 files for the sessions of its "
         "NexusWriter devices. Unknown options are passed to Tango."))
     parser.add_argument("instance", help="server instance, as registered in the Tango database")
-    parser.add_argument("--log", default="info", type=str.lower, choices=LOG_LEVELS,
-                        help="level of the writer's log (default: info)")
+    add_logging_options(parser)
     parser.add_argument("--log_tango", "--log-tango", dest="log_tango", type=str.lower,
                         choices=LOG_LEVELS, default=None,
                         help="level of Tango's own log (default: Tango's)")
-    parser.add_argument("--logfile", help="also log to this file (rotated)")
-    parser.add_argument("--filesize", type=float, default=10.0,
-                        help="size in MB at which the log file is rotated (default: 10)")
-    parser.add_argument("--filebackups", type=int, default=5,
-                        help="number of rotated log files kept (default: 5)")
-    parser.add_argument("--nologstdout", action="store_true",
-                        help="do not log to the standard error stream")
     return parser
 
 

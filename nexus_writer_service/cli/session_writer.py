@@ -25,7 +25,7 @@ from ..io.options import COMPRESSIONS, SaveOptions, option_help
 from ..subscribers import NexusSessionWriter, SubscriberState
 
 __all__ = ["main", "build_parser", "configure_logging", "add_save_options",
-           "save_options_from_args"]
+           "add_logging_options", "save_options_from_args"]
 
 PROG = "NexusSessionWriter"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -79,8 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="name under which progress is acknowledged in Redis")
     parser.add_argument("--duration", type=float, default=None,
                         help="stop after this many seconds (default: run until SIGINT/SIGTERM)")
+    add_logging_options(parser)
+    add_save_options(parser)
+    return parser
+
+
+def add_logging_options(parser: argparse.ArgumentParser) -> None:
+    """``--log``, ``--logfile``, ``--filesize``, ``--filebackups``, ``--nologstdout``."""
     parser.add_argument("--log", default="info", type=str.lower, choices=LOG_LEVELS,
-                        help="log level (default: info)")
+                        help="level of the writer's log (default: info)")
     parser.add_argument("--logfile", help="also log to this file (rotated)")
     parser.add_argument("--filesize", type=float, default=10.0,
                         help="size in MB at which the log file is rotated (default: 10)")
@@ -88,8 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="number of rotated log files kept (default: 5)")
     parser.add_argument("--nologstdout", action="store_true",
                         help="do not log to the standard error stream")
-    add_save_options(parser)
-    return parser
 
 
 def configure_logging(level: str, logfile: str | None = None, filesize: float = 10.0,

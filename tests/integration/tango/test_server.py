@@ -102,18 +102,24 @@ def test_init_rereads_save_options_and_session(writer, proxy, tango_db, scans, p
     assert f"/{other}/" in moved.filename and _points(moved.filename) == 10
 
 
+def _start_and_wait_100_points(proxy: tango.DeviceProxy, writer: Any, scans: Any, poll: Any,
+                               total: int) -> int:
+    """Start a ``total``-point scan at 100 points/s; return the points seen written."""
+    scans.start(writer, npoints=total, count_time=0.01)
+
+    def progress() -> int:
+        done = [int(p.split("/")[0]) for p in proxy.scan_progress or ()]
+        return done[0] if done and done[0] >= 100 else 0
+    return int(poll(progress, 30, "100 points written"))
+
+
 @pytest.mark.slow
 def test_sigkill_mid_scan_then_restart_completes_the_file_from_redis(
         writer, server, start_server, scans, poll):
     """A crashed server (SIGKILL: no clean-up at all) restarted by its supervisor."""
     proxy = device_proxy(server.tango_host, writer.device)
     total = 600
-    scans.start(writer, npoints=total, count_time=0.01)
-
-    def progress() -> int:
-        done = [int(p.split("/")[0]) for p in proxy.scan_progress or ()]
-        return done[0] if done and done[0] >= 100 else 0
-    poll(progress, 30, "100 points written")
+    _start_and_wait_100_points(proxy, writer, scans, poll, total)
     assert server.stop(sig=signal.SIGKILL) == -signal.SIGKILL
     with pytest.raises(tango.DevFailed):
         proxy.state()  # clients see the server gone
@@ -143,12 +149,7 @@ def test_sigterm_mid_scan_keeps_a_valid_file_and_restart_completes_it(
         writer, server, start_server, scans, poll):
     proxy = device_proxy(server.tango_host, writer.device)
     total = 600
-    scans.start(writer, npoints=total, count_time=0.01)
-
-    def progress() -> int:
-        done = [int(p.split("/")[0]) for p in proxy.scan_progress or ()]
-        return done[0] if done and done[0] >= 100 else 0
-    seen = poll(progress, 30, "100 points written")
+    seen = _start_and_wait_100_points(proxy, writer, scans, poll, total)
     started = time.monotonic()
     status = server.stop(timeout=20)
     stopped_in = time.monotonic() - started
