@@ -45,6 +45,8 @@ _MONITOR_PERIOD = 0.1
 _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 60.0
 _RATE_WINDOW = 5.0
+#: Seconds between attempts to restart a session writer that failed (Redis down...).
+RETRY_PERIOD = 5.0
 _MAX_SCANS = 100000
 _HELP = option_help()
 _DEFAULTS = SaveOptions()
@@ -151,6 +153,7 @@ class NexusWriter(Device):
         self._rate = 0.0
         self._finished_points = 0
         self._counted: set[str] = set()
+        self._retry_at: Optional[float] = None
         self.set_state(DevState.INIT)
         self.set_status("reading the device properties")
         super().init_device()
@@ -243,11 +246,14 @@ class NexusWriter(Device):
         writer = self._writer
         notes = "".join(f"\nWarning: {note}" for note in self._notes)
         if self._fault is not None:
-            return DevState.FAULT, self._fault + notes
+            retry = (f"; retrying every {RETRY_PERIOD:g} s" if writer is not None
+                     and writer.state is SubscriberState.FAULT else "")
+            return DevState.FAULT, self._fault + retry + notes
         if writer is None or writer.state is SubscriberState.INIT:
             return DevState.INIT, "starting the writer" + notes
         if writer.state is SubscriberState.FAULT:
-            return DevState.FAULT, f"the session writer failed: {writer.state_reason}" + notes
+            return DevState.FAULT, (f"the session writer failed: {writer.state_reason}; "
+                                    f"restarting it every {RETRY_PERIOD:g} s") + notes
         if writer.state is SubscriberState.OFF:
             return DevState.OFF, (f"not listening to session {self.session!r} "
                                   f"({writer.state_reason}); run start") + notes
@@ -328,6 +334,7 @@ class NexusWriter(Device):
         while True:
             gevent.sleep(_MONITOR_PERIOD)
             try:
+                self._retry()
                 self._account()
                 self._update()
                 if self._writer is not None and time.monotonic() - last_purge > 1.0:
@@ -335,6 +342,22 @@ class NexusWriter(Device):
                     self._writer.purge()
             except Exception:  # the monitor must survive anything; the error is logged
                 logger.exception("%s: monitor", self.get_name())
+
+    def _retry(self) -> None:
+        """Restart a session writer that failed (not one stopped on request), at most
+        every RETRY_PERIOD: once Redis is back, it resumes the unfinished scans."""
+        writer = self._writer
+        if writer is None or writer.state is not SubscriberState.FAULT:
+            self._retry_at = None
+            return
+        now = time.monotonic()
+        if self._retry_at is None:
+            self._retry_at = now + RETRY_PERIOD
+        elif now >= self._retry_at:
+            self._retry_at = now + RETRY_PERIOD
+            logger.warning("%s: restarting the session writer (%s)", self.get_name(),
+                           writer.state_reason)
+            self._restart_writer(writer)
 
     def dev_state(self) -> DevState:
         self._update()

@@ -21,7 +21,7 @@ import tango
 from tango import DevState
 
 import channels
-from nexus_writer_service.embedded import free_port
+from nexus_writer_service.embedded import EmbeddedRedis, free_port
 from tests.integration.tango.device_support import (
     DEVICE,
     PublishedScans,
@@ -404,3 +404,40 @@ def test_unsupported_property_is_a_warning_not_a_fault(redis_url: str) -> None:
         status = proxy.Status()
         assert re.search(r"\nWarning: property stack_mcas=True is not supported", status), status
         assert "copy_non_external" in status and "enable_external_nonhdf5" not in status
+
+
+@pytest.mark.slow
+def test_device_restarts_its_writer_when_redis_comes_back(tmp_path: Path) -> None:
+    """Redis stopped and started again (append-only file kept): FAULT with the reason,
+    then ON again by itself within a few retry periods; the next scan is written."""
+    root = tmp_path / "data"
+    redis_server = EmbeddedRedis(port=free_port(), workdir=tmp_path / "redis", config={
+        "appendonly": "yes", "appendfsync": "always"})
+    redis_server.start()
+    try:
+        url = redis_server.url + "/0"
+        with writer_device(session="outage", redis_url=url,
+                           allowed_roots=[str(root)]) as proxy:
+            assert proxy.State() == DevState.ON, proxy.Status()
+            with PublishedScans(url, "outage", str(root), "ct") as publishing:
+                first = publishing.join()[0]
+            wait_for(lambda: proxy.scan_states == ("OFF",), 10, "first scan written")
+
+            redis_server.stop()
+            wait_for(lambda: proxy.State() == DevState.FAULT, 20, "FAULT once Redis is gone")
+            status = proxy.Status()
+            assert "unreachable" in status, status
+            assert re.search(r"(restarting it|retrying) every", status), status
+            assert proxy.scan_names == ("1_ct",), "scans stay listed during the outage"
+
+            redis_server.start()
+            wait_for(lambda: proxy.State() == DevState.ON, 30, "ON again after Redis is back")
+            with PublishedScans(url, "outage", str(root), "ascan") as publishing:
+                second = publishing.join()[0]
+            wait_for(lambda: proxy.scan_states == ("OFF", "OFF"), 20, "second scan written")
+            assert proxy.scan_names == ("1_ct", "2_ascan")
+            for scan in (first, second):
+                assert set(file_points(scan.filename).values()) == {scan.npoints}
+                _valid_file(scan.filename)
+    finally:
+        redis_server.cleanup()
