@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
+import numpy as np
 import redis
 
 from ..errors import DataLostError, EventTimeout, MalformedEventError, NodeNotFoundError
@@ -39,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 Event = tuple[EventType, Any, EventData]
 BATCH = 1000
+#: Bytes of merged blocks (``merge_blocks``) given out at once, so that a consumer
+#: starts on a large page before all of it is decoded.
+MERGE_BYTES = 2 << 20
 
 
 class StopHandle(Protocol):
@@ -82,12 +86,14 @@ def _stream_info(client: Client, key: str) -> dict[str, Any] | None:
         raise
 
 
-def read_stream(
+def read_pages(
     client: Client, key: str, position: str, *, stop: StopHandle | None,
     timeout: float | None, poll_interval: float, on_idle: Callable[[], None] | None = None,
     on_batch: Callable[[str], None] | None = None,
-) -> Iterator[tuple[str, dict[bytes, bytes]]]:
-    """Entries of stream ``key`` after ``position``, forever (until stop/timeout)."""
+) -> Iterator[list[tuple[str, dict[bytes, bytes]]]]:
+    """Entries of stream ``key`` after ``position``, one list per read, forever
+    (until stop/timeout). ``on_batch`` gets the last position of a page once the
+    caller asks for the next one."""
     timeout = _check_timeout(timeout)
     block_ms = max(1, int(poll_interval * 1000))
     last_activity = time.monotonic()
@@ -101,11 +107,67 @@ def read_stream(
                 raise EventTimeout(f"no new event on {key} within {timeout} s")
             continue
         last_activity = time.monotonic()
-        for entry_id, fields in reply[0][1]:
-            position = entry_id.decode()
-            yield position, fields
+        page = [(entry_id.decode(), fields) for entry_id, fields in reply[0][1]]
+        position = page[-1][0]
+        yield page
         if on_batch is not None:
             on_batch(position)
+
+
+def read_stream(
+    client: Client, key: str, position: str, *, stop: StopHandle | None,
+    timeout: float | None, poll_interval: float, on_idle: Callable[[], None] | None = None,
+    on_batch: Callable[[str], None] | None = None,
+) -> Iterator[tuple[str, dict[bytes, bytes]]]:
+    """Entries of stream ``key`` after ``position``, forever (until stop/timeout)."""
+    for page in read_pages(client, key, position, stop=stop, timeout=timeout,
+                           poll_interval=poll_interval, on_idle=on_idle, on_batch=on_batch):
+        yield from page
+
+
+class _BlockMerger:
+    """Merges the blocks of each channel read in one page into one NEW_DATA event.
+
+    Channels come out in the order they first appear. Every event but the last of
+    a flush carries the position before the flush's first entry, so resuming from
+    any event's position never skips a point (it may give some again, at the same
+    indices).
+    """
+
+    def __init__(self, position: str) -> None:
+        self.safe = position
+        self.last = position
+        self.pending: dict[int, tuple[ChannelNode, int, list[Any]]] = {}
+        self.nbytes = 0
+
+    def add(self, blocks: list[tuple[ChannelNode, int, Any]], position: str) -> None:
+        for node, first, data in blocks:
+            self.nbytes += getattr(data, "nbytes", 0)
+            held = self.pending.get(node.index)
+            if held is None:
+                self.pending[node.index] = (node, first, [data])
+            else:
+                held[2].append(data)
+        self.last = position
+
+    def passed(self, position: str) -> None:
+        """An entry that is not data was handled: resuming after it is safe."""
+        self.safe = self.last = position
+
+    def flush(self) -> Iterator[Event]:
+        pending, self.pending = self.pending, {}
+        self.nbytes = 0
+        count = len(pending)
+        for i, (node, first, parts) in enumerate(pending.values()):
+            if len(parts) == 1:
+                data = parts[0]
+            elif isinstance(parts[0], np.ndarray):
+                data = np.concatenate(parts)
+            else:  # variable-length points: lists of 1D arrays
+                data = [point for part in parts for point in part]
+            position = self.last if i == count - 1 else self.safe
+            yield EventType.NEW_DATA, node, EventData(position, first, data)
+        self.safe = self.last
 
 
 class ScanNode:
@@ -231,7 +293,7 @@ class ScanNode:
         self, include_filter: str | Iterable[str] | None = None,
         exclude_filter: str | Iterable[str] | None = None, *, stop: StopHandle | None = None,
         timeout: float | None = None, from_position: str | None = None,
-        ack_as: str | None = None, poll_interval: float = 0.25,
+        ack_as: str | None = None, poll_interval: float = 0.25, merge_blocks: bool = False,
     ) -> Iterator[Event]:
         """Replay the scan's events from its beginning (or after ``from_position``).
 
@@ -239,6 +301,13 @@ class ScanNode:
         NEW_DATA blocks (``first_index`` and numpy ``data``), and END_SCAN last,
         after which the walk ends. With ``ack_as``, the reader's progress is
         acknowledged as it goes, so the publisher may trim what it has read.
+
+        With ``merge_blocks``, the blocks of one channel read together (up to
+        1000 stream entries at a time) come as one NEW_DATA event, so a consumer
+        handles a few large blocks instead of many small ones. Channels may then
+        come out of their publishing order within that batch, and resuming from
+        an event's position may give again points already received (same
+        indices), never skip one.
         """
         include = _filter(include_filter)
         exclude = _filter(exclude_filter) or set()
@@ -246,7 +315,10 @@ class ScanNode:
         self._load()
         self._check_not_trimmed(position)
         by_index = {node.index: node for node in self.nodes().values()}
+        # from the stream's start (nothing trimmed: checked above) every channel starts
+        # at point 0; after a position, a channel's first block may start anywhere
         expected: dict[int, int] = {}
+        first_point = 0 if position == "0-0" else None
 
         def wanted(node_type: NodeType) -> bool:
             return (include is None or node_type.value in include) and (
@@ -257,55 +329,71 @@ class ScanNode:
                 self.check_publisher()
 
         on_batch = (lambda pos: self.acknowledge(ack_as, pos)) if ack_as else None
-        entries = read_stream(self._client, self.keys.events, position, stop=stop,
-                              timeout=timeout, poll_interval=poll_interval, on_idle=on_idle,
-                              on_batch=on_batch)
-        for position, fields in entries:
-            if fields.get(b"t") == b"data":
-                try:
-                    blocks = self._data_events(fields, by_index, expected)
-                except MalformedEventError as exc:
-                    raise MalformedEventError(f"{self.keys.events} entry {position}: {exc}") \
-                        from None
-                if wanted(NodeType.CHANNEL):
+        pages = read_pages(self._client, self.keys.events, position, stop=stop,
+                           timeout=timeout, poll_interval=poll_interval, on_idle=on_idle,
+                           on_batch=on_batch)
+        merger = _BlockMerger(position) if merge_blocks else None
+        for page in pages:
+            for position, fields in page:
+                if fields.get(b"t") == b"data":
+                    try:
+                        blocks = self._data_events(fields, by_index, expected, first_point)
+                    except MalformedEventError as exc:
+                        if merger is not None:
+                            yield from merger.flush()
+                        raise MalformedEventError(f"{self.keys.events} entry {position}: {exc}") \
+                            from None
+                    if not wanted(NodeType.CHANNEL):
+                        continue
+                    if merger is not None:
+                        merger.add(blocks, position)
+                        if merger.nbytes >= MERGE_BYTES:
+                            yield from merger.flush()
+                        continue
                     for channel, first, data in blocks:
                         yield EventType.NEW_DATA, channel, EventData(position, first, data)
-                continue
-            entry = decode_entry(fields, f"{self.keys.events} entry {position}")
-            if entry.node is not None:
-                declared = by_index.get(entry.node.index) or make_node(self, entry.node)
-                by_index[declared.index] = declared
-                if wanted(declared.type):
-                    yield EventType.NEW_NODE, declared, EventData(position)
-            elif entry.lima is not None:
-                name, progress = entry.lima
-                lima = next((n for n in by_index.values() if n.name == name), None)
-                if not isinstance(lima, LimaNode):
-                    raise MalformedEventError(
-                        f"{self.keys.events} entry {position}: progress for undeclared "
-                        f"lima {name!r}")
-                if wanted(NodeType.LIMA):
-                    yield EventType.NEW_DATA, lima, EventData(position, 0, progress)
-            elif entry.kind == "prep":
-                yield EventType.PREPARED_SCAN, self, EventData(position)
-            elif entry.end is not None:
-                if ack_as:
-                    self.acknowledge(ack_as, position)
-                reason, message = entry.end
-                yield EventType.END_SCAN, self, EventData(position, reason=reason,
-                                                          message=message)
-                return
+                    continue
+                if merger is not None:
+                    yield from merger.flush()
+                    merger.passed(position)
+                entry = decode_entry(fields, f"{self.keys.events} entry {position}")
+                if entry.node is not None:
+                    declared = by_index.get(entry.node.index) or make_node(self, entry.node)
+                    by_index[declared.index] = declared
+                    if wanted(declared.type):
+                        yield EventType.NEW_NODE, declared, EventData(position)
+                elif entry.lima is not None:
+                    name, progress = entry.lima
+                    lima = next((n for n in by_index.values() if n.name == name), None)
+                    if not isinstance(lima, LimaNode):
+                        raise MalformedEventError(
+                            f"{self.keys.events} entry {position}: progress for undeclared "
+                            f"lima {name!r}")
+                    if wanted(NodeType.LIMA):
+                        yield EventType.NEW_DATA, lima, EventData(position, 0, progress)
+                elif entry.kind == "prep":
+                    yield EventType.PREPARED_SCAN, self, EventData(position)
+                elif entry.end is not None:
+                    if ack_as:
+                        self.acknowledge(ack_as, position)
+                    reason, message = entry.end
+                    yield EventType.END_SCAN, self, EventData(position, reason=reason,
+                                                              message=message)
+                    return
+            if merger is not None:
+                yield from merger.flush()
 
     @staticmethod
     def _data_events(fields: dict[bytes, bytes], by_index: dict[int, Node],
-                     expected: dict[int, int]) -> list[tuple[ChannelNode, int, Any]]:
+                     expected: dict[int, int], first_point: int | None = None
+                     ) -> list[tuple[ChannelNode, int, Any]]:
         """Decode the channel blocks of one data entry, checking point continuity."""
         out = []
         for index, first, raw, lengths in iter_data_blocks(fields):
             node = by_index.get(index)
             if not isinstance(node, ChannelNode):
                 raise MalformedEventError(f"data for undeclared channel #{index}")
-            start = expected.get(index, first)
+            start = expected.get(index, first if first_point is None else first_point)
             if first != start:
                 raise MalformedEventError(
                     f"channel {node.name!r} block starts at point {first}, expected {start} "

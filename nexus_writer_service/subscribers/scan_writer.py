@@ -124,7 +124,8 @@ class NexusScanWriter(Subscriber):
 
     def _events(self, stop: Event) -> Iterator[SubscriberEvent]:
         node = self.node
-        walk = node.walk_events(stop=stop, poll_interval=self._poll_interval)
+        walk = node.walk_events(stop=stop, poll_interval=self._poll_interval,
+                                merge_blocks=True)
         try:
             first = next(walk, None)
         except DataLostError:
@@ -134,7 +135,7 @@ class NexusScanWriter(Subscriber):
             for declared in node.nodes().values():
                 yield EventType.NEW_NODE, declared, EventData(acked)
             walk = node.walk_events(stop=stop, from_position=acked,
-                                    poll_interval=self._poll_interval)
+                                    poll_interval=self._poll_interval, merge_blocks=True)
             first = next(walk, None)
         if first is None:
             return

@@ -269,6 +269,61 @@ def test_reader_killed_and_restarted_resumes_without_loss_or_duplicates(
     assert [r[2] for r in rows] == [[i] for i in range(300)]
 
 
+def test_merged_blocks_give_the_same_points_and_positions_safe_to_resume_from(
+        publisher, redis_url):
+    rng = np.random.default_rng(3)
+    sent = {"a": rng.random(3000), "b": rng.integers(0, 9, (3000, 2)).astype("u2")}
+    ragged = [np.arange(i % 5, dtype="i4") for i in range(3000)]
+    with publisher.create_scan({"title": "merge"}) as scan:
+        scan.add_channel("a", "f8")
+        scan.add_channel("b", "u2", (2,))
+        scan.add_channel("r", "i4", (-1,))
+        scan.prepare()
+        for first in range(0, 3000, 7):  # 429 entries of 7 points
+            scan.send({"a": sent["a"][first:first + 7], "b": sent["b"][first:first + 7],
+                       "r": ragged[first:first + 7]})
+        scan.add_channel("late", "f8")
+        scan.send({"late": [1.0]})
+    node = get_scan_node(scan.key, redis_url)
+    plain = list(node.walk_events(timeout=10))
+    merged = list(node.walk_events(timeout=10, merge_blocks=True))
+    data_events = [e for e in merged if e[0] is EventType.NEW_DATA]
+    # one page, one event per channel until the next non-data entry, then 'late'
+    assert [n.name for _, n, _ in data_events] == ["a", "b", "r", "late"]
+    assert len([e for e in plain if e[0] is EventType.NEW_DATA]) == 3 * 429 + 1
+    assert [(e, n.name) for e, n, _ in merged if e is not EventType.NEW_DATA] == \
+        [(e, n.name) for e, n, _ in plain if e is not EventType.NEW_DATA]
+    got = {n.name: d for _, n, d in data_events}
+    assert got["a"].first_index == 0 and got["a"].data.tobytes() == sent["a"].tobytes()
+    assert got["b"].data.dtype == np.dtype("u2") and np.array_equal(got["b"].data, sent["b"])
+    assert [p.tolist() for p in got["r"].data] == [p.tolist() for p in ragged]
+    # resuming from any event's position never skips a point of any channel
+    for _, resume_node, resume_data in data_events[:3]:
+        seen: dict[str, int] = {}
+        for event, n, d in node.walk_events(timeout=10, from_position=resume_data.position,
+                                            merge_blocks=True):
+            if event is EventType.NEW_DATA:
+                seen.setdefault(n.name, d.first_index)
+        done = {n.name: d.last_index for _, n, d in data_events[:data_events.index(
+            (EventType.NEW_DATA, resume_node, resume_data)) + 1]}
+        for name in ("a", "b", "r"):
+            assert seen.get(name, 3000) <= done.get(name, 0), (resume_node.name, name, seen)
+
+
+def test_merged_blocks_are_given_out_in_pieces_of_bounded_size(publisher, redis_url):
+    from nexus_writer_service.data.reader import MERGE_BYTES
+    with publisher.create_scan({"title": "big"}) as scan:
+        scan.add_channel("x", "f8", (1000,))
+        block = np.ones((100, 1000))
+        for _ in range(10):  # 8 MB in 10 entries: one page
+            scan.send({"x": block})
+    node = get_scan_node(scan.key, redis_url)
+    sizes = [d.data.nbytes for e, _, d in node.walk_events(timeout=10, merge_blocks=True)
+             if e is EventType.NEW_DATA]
+    assert sum(sizes) == 10 * block.nbytes
+    assert len(sizes) > 1 and max(sizes) <= MERGE_BYTES + block.nbytes
+
+
 PUBLISHER_SCRIPT = textwrap.dedent("""
     import sys, time
     from nexus_writer_service.data import Publisher
