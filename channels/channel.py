@@ -2,16 +2,22 @@
 
 Reading ``channel.value`` is local (no round trip): this process keeps the latest
 value, which the link's I/O thread updates from Redis messages within about a
-millisecond of a change anywhere. Setting it is one round trip, after which this
-process reads the new value at once. Versions come from Redis, never from a clock.
+millisecond of a change anywhere. Setting it encodes the value in the caller (bad
+values raise ``TypeError``/``ValueError`` there) and queues it: the link's writer
+thread sends the sets of a process in order, many per round trip. This process reads
+its new value at once; other processes see it when Redis has it, usually within a
+millisecond. :meth:`Channel.flush` waits until Redis has every set made so far (and
+raises the error of one that failed); a set that failed is otherwise reported by the
+next set of that channel. Versions come from Redis, never from a clock.
 
 The value is not persisted: when the last process holding the channel closes it, lets
 it be garbage collected or exits, the value is removed at once; when the last holder
 crashes or is stopped, it is removed when its lease runs out (``lease`` seconds,
 default :data:`DEFAULT_LEASE` or the ``CHANNELS_LEASE`` environment variable).
 
-Thread-safety: a Channel may be used from any thread. Constructing, setting and
-closing block for at most ``timeout`` seconds (one round trip each).
+Thread-safety: a Channel may be used from any thread. Constructing, flushing and
+closing block for at most ``timeout`` seconds (one round trip each, after the queued
+sets); setting blocks only when ``MAX_QUEUED`` sets are already waiting.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from .connection import (
 )
 from .errors import (
     CallbackError,
+    ChannelsTimeoutError,
     ClosedError,
     ConfigurationError,
     DecodeError,
@@ -103,13 +110,14 @@ class Channel:
         if callback is not None:
             self._callbacks.add(callback)
         self._executor = executor
-        self._cache: tuple[int, Any] | None = None
+        self._cache: tuple[bytes, Any] | None = None
         default_data = None if default_value is _MISSING else self._codec.encode(default_value)
         data = None if value is _MISSING else self._codec.encode(value)
         url = resolve_url(redis_url)
         self._closed = True
         # callbacks only for changes after what the constructor itself saw or set
         self._min_version = sys.maxsize
+        self._generation = 0
         self._link = _link.acquire_link(url, self._timeout)
         try:
             self._state = self._link.attach(self._name, self, self._lease)
@@ -127,10 +135,12 @@ class Channel:
         if data is not None:
             try:
                 self._set_data(data)
+                self.flush()
             except BaseException:
                 self.close()
                 raise
         self._min_version = self._state.version
+        self._generation = self._state.generation
 
     def _abandon(self) -> None:
         """Undo a construction that failed half-way (best effort, never raises)."""
@@ -158,15 +168,13 @@ class Channel:
     @property
     def version(self) -> int:
         """Redis version of the value this process knows (0 before any value exists)."""
-        return self._state.version
+        return max(0, self._state.version)
 
     @property
     def value(self) -> Any:
         """The shared value, or the default when nobody set one. Local: never blocks."""
         self._check_open()
-        with self._state.lock:
-            version, data = self._state.version, self._state.data
-        return self._decode(version, data)
+        return self._decode(*self._state.current())
 
     @value.setter
     def value(self, new_value: Any) -> None:
@@ -179,22 +187,40 @@ class Channel:
         self._set_data(self._codec.encode(new_value))
 
     def _set_data(self, data: bytes) -> None:
-        link = self._link
-        with translate_errors(link.url, f"setting channel {self._name!r}", self._timeout):
-            version, _, when = link.store.set(self._name, data, link.who, self._lease)
-        self._state.apply_local_set(version, data, link.who, when)
+        error = self._state.take_write_error()
+        if error is not None:
+            raise error
+        self._link.writer.submit_set(self._state, data, self._lease, self._timeout)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until Redis has every value set so far in this process.
+
+        Raises the error of a set of this channel that failed (e.g. Redis unreachable),
+        or ``ChannelsTimeoutError`` after ``timeout`` (default: the channel's).
+        """
+        self._check_open()
+        seconds = self._timeout if timeout is None else check_timeout(timeout)
+        done = self._link.flush(seconds)
+        error = self._state.take_write_error()
+        if error is not None:
+            raise error
+        if not done:
+            raise ChannelsTimeoutError(
+                f"flushing channel {self._name!r}: Redis at {self._link.label} did not confirm "
+                f"the sets within {seconds} s; check that the server is running and not "
+                "overloaded, or raise the timeout")
 
     def _decode(self, version: int, data: bytes | None) -> Any:
         if data is None:
             return self._default
         cache = self._cache
-        if cache is not None and cache[0] == version:
+        if cache is not None and cache[0] is data:
             return cache[1]
         try:
             value = self._codec.decode(data)
         except DecodeError as exc:
             raise DecodeError(f"channel {self._name!r}: {exc}") from None
-        self._cache = (version, value)
+        self._cache = (data, value)
         return value
 
     def register_callback(self, callback: Callable[[Any], Any]) -> None:
@@ -211,8 +237,10 @@ class Channel:
         self._callbacks.remove(callback)
 
     def _deliver(self, version: int, data: bytes | None) -> None:
-        if self._closed or version <= self._min_version or not len(self._callbacks):
+        if self._closed or not len(self._callbacks):
             return
+        if version <= self._min_version and self._generation == self._state.generation:
+            return  # seen or set by the constructor
         if self._executor is not None:
             self._executor.submit(self._run_callbacks, version, data)
         else:
@@ -229,12 +257,22 @@ class Channel:
         self._callbacks.call_all(self._state, value)
 
     def close(self) -> None:
-        """Stop holding the channel (idempotent); the last holder removes the value."""
+        """Stop holding the channel (idempotent); the last holder removes the value.
+
+        The sets made before are sent first, so the value is removed after them.
+        """
         if self._closed:
             return
         self._closed = True
         self._callbacks.clear()
         if self._finalizer.detach() is not None:
+            if not self._link.flush(self._timeout):
+                _link.logger.warning("channel %r: closing before Redis confirmed its sets",
+                                     self._name)
+            error = self._state.take_write_error()
+            if error is not None:
+                _link.logger.warning("channel %r: a set was lost before close: %s",
+                                     self._name, error)
             self._release_state()
 
     def _release_state(self) -> None:
@@ -298,6 +336,7 @@ def clear_cache(*devices: object, redis_url: str | None = None,
     prefixes = [_object_name(device) + ":" for device in devices]
     url = resolve_url(redis_url)
     seconds = check_timeout(timeout)
+    _link.flush_all(seconds)  # sets made before in this process go first
     client = make_client(url, seconds)
     try:
         with translate_errors(url, "clearing caches", seconds):

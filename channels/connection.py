@@ -3,7 +3,10 @@
 The URL comes from the caller's ``redis_url`` argument, else from the ``REDIS_URL``
 environment variable read *at call time*, else a :class:`ConfigurationError`.
 Supported forms are those of redis-py: ``redis://[[user]:password@]host[:port][/db]``,
-``rediss://...`` (TLS), ``unix:///path/to/socket[?db=N&password=...]``.
+``rediss://...`` (TLS), ``unix:///path/to/socket[?db=N&password=...]``. Query
+parameters go through to redis-py, e.g. for TLS
+``rediss://host:6380/0?ssl_ca_certs=/path/ca.pem&ssl_cert_reqs=required`` (also
+``ssl_certfile``, ``ssl_keyfile`` for a client certificate).
 
 Every client made here has socket and connect timeouts, and retries a failed
 command at most once (to get past a connection the server closed while it sat idle
@@ -17,6 +20,7 @@ import contextlib
 import os
 import re
 import socket
+import uuid
 from typing import Any, Iterator
 
 import redis
@@ -44,6 +48,7 @@ __all__ = [
     "check_name",
     "check_timeout",
     "default_who",
+    "read_epoch",
 ]
 
 DEFAULT_TIMEOUT = 3.0
@@ -84,10 +89,13 @@ def _retry() -> redis.retry.Retry:
 
 def make_client(url: str, timeout: float) -> redis.Redis:
     """A redis-py client (with its own pool) whose every socket wait is bounded."""
+    options: dict[str, Any] = {}
+    if not url.startswith("unix://"):  # unix socket connections take no keepalive option
+        options["socket_keepalive"] = True
     try:
         return redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=_retry(),
-            socket_keepalive=True, protocol=2,
+            protocol=2, **options,
         )
     except ValueError as exc:
         raise ConfigurationError(f"malformed Redis URL {redact(url)!r}: {exc}") from exc
@@ -112,6 +120,7 @@ class Namespace:
     def __init__(self, db: int) -> None:
         self.db = db
         self.clock = f"{self.prefix}:clock"
+        self.epoch = f"{self.prefix}:epoch"
         self.caches = f"{self.prefix}:caches"
         self.update_pattern = f"{self.prefix}:{db}:update:*"
         self._update_prefix = f"{self.prefix}:{db}:update:".encode()
@@ -128,6 +137,12 @@ class Namespace:
 
     def events_key(self, name: str) -> str:
         return f"{self.prefix}:events:{name}"
+
+    def event_readers_key(self, name: str) -> str:
+        return f"{self.prefix}:eventreaders:{name}"
+
+    def event_reader_prefix(self, name: str) -> str:
+        return f"{self.prefix}:eventreader:{name}"
 
     def update_channel(self, name: str) -> str:
         return f"{self.prefix}:{self.db}:update:{name}"
@@ -186,6 +201,20 @@ def check_timeout(timeout: object) -> float:
     if not timeout > 0:
         raise InvalidArgumentError(f"timeout must be > 0 seconds, not {timeout!r}")
     return float(timeout)
+
+
+def read_epoch(conn: Any, ns: Namespace) -> bytes:
+    """The data epoch of the database, on a raw connection (one round trip).
+
+    ``channels:epoch`` holds a random token, created by the first process that asks.
+    When the server loses its data (restart without persistence, flush), the key goes
+    and the next process creates a new one: a changed epoch tells a process that the
+    versions it knows no longer mean anything.
+    """
+    token = uuid.uuid4().hex.encode()
+    conn.send_command("SET", ns.epoch, token, "NX", "GET")
+    old = conn.read_response()
+    return bytes(old) if old else token
 
 
 def default_who() -> str:

@@ -2,16 +2,18 @@
 
 Threads and ownership:
 
-* the caller's thread runs the blocking calls it asks for (acquire, set, release),
-  each bounded by the link's socket timeout;
+* the caller's thread runs the blocking calls it asks for (acquire, release), each
+  bounded by the link's socket timeout, and *queues* its sets;
+* the link's *writer thread* (:mod:`channels.writer`) owns a write connection: it sends
+  the queued sets in order, many per round trip, and runs the releases of
+  garbage-collected channels after the sets queued before them;
 * the link's *I/O thread* owns the pub/sub connection: it reads update messages,
   refreshes the leases of every channel this process holds (one script call per
-  period), reconnects and resynchronises after a disconnect, and runs the releases
-  queued by garbage-collected channels;
+  period), reconnects and resynchronises after a disconnect;
 * the link's *dispatch thread* runs user callbacks, in order, so that a slow or
   failing callback never delays the I/O thread.
 
-Both threads are daemons owned by the link; they stop when the last user of the link
+The threads are daemons owned by the link; they stop when the last user of the link
 detaches (``release_user``) or at interpreter exit. Links are shared per Redis URL
 through :func:`acquire_link`.
 """
@@ -34,12 +36,15 @@ from .connection import (
     default_who,
     make_client,
     make_connection,
+    read_epoch,
     redact,
     translate_errors,
 )
+from .errors import ChannelsError
 from .store import Snapshot, Store, Update, parse_update
+from .writer import Writer
 
-__all__ = ["Link", "SharedState", "acquire_link", "shutdown", "DEFAULT_LEASE"]
+__all__ = ["Link", "SharedState", "acquire_link", "flush_all", "shutdown", "DEFAULT_LEASE"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +63,9 @@ class _Listener(Protocol):
 class SharedState:
     """What this process knows of one channel, shared by its Channel objects.
 
-    ``version``/``data`` only move forward (by version). Guarded by ``lock``.
+    ``version``/``data`` only move forward (by version). ``pending`` counts this
+    process's sets not yet confirmed by Redis; while there are some, this process reads
+    ``pending_data``, its latest set. Guarded by ``lock``.
     """
 
     _serials = itertools.count(1)
@@ -73,6 +80,10 @@ class SharedState:
         self.who = ""
         self.when_us = 0
         self.lease = DEFAULT_LEASE
+        self.pending = 0
+        self.generation = 0
+        self.pending_data: bytes | None = None
+        self.write_error: ChannelsError | None = None
         self.listeners: dict[int, weakref.ref[_Listener]] = {}
 
     def apply_snapshot(self, snap: Snapshot, skip: int | None = None) -> None:
@@ -98,10 +109,51 @@ class SharedState:
                          update.who, update.when_us)
             return True
 
-    def apply_local_set(self, version: int, data: bytes, who: str, when_us: int) -> None:
+    def forget_versions(self) -> None:
+        """Redis lost its data: accept the next snapshot or update whatever its version."""
         with self.lock:
+            self.version = -1
+            self.generation += 1
+
+    def current(self) -> tuple[int, bytes | None]:
+        """``(version, data)`` as this process reads it (its latest set first)."""
+        with self.lock:
+            if self.pending:
+                return -1, self.pending_data
+            return self.version, self.data
+
+    def begin_local_set(self, data: bytes) -> None:
+        with self.lock:
+            self.pending += 1
+            self.pending_data = data
+
+    def confirm_local_set(self, version: int, data: bytes, who: str, when_us: int) -> None:
+        with self.lock:
+            self._end_pending()
             if version > self.version:
                 self._change(version, data, who, when_us)
+
+    def fail_local_set(self, error: ChannelsError) -> None:
+        with self.lock:
+            self._end_pending()
+            self.write_error = error
+
+    def cancel_local_set(self) -> None:
+        """A set that was never queued."""
+        with self.lock:
+            self._end_pending()
+
+    def _end_pending(self) -> None:
+        self.pending -= 1
+        if self.pending <= 0:
+            self.pending = 0
+            self.pending_data = None
+
+    def take_write_error(self) -> ChannelsError | None:
+        """The error of a failed earlier set, once (then forgotten)."""
+        with self.lock:
+            error, self.write_error = self.write_error, None
+        return error
 
     def _change(self, version: int, data: bytes | None, who: str, when_us: int,
                 skip: int | None = None) -> None:
@@ -128,15 +180,19 @@ class Link:
         self.states: dict[str, SharedState] = {}
         self.users = 0
         self.closed = False
+        self.label = redact(url)
+        self.epoch: bytes | None = None
         self._lock = threading.Lock()
-        self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._callbacks: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None]
         self._callbacks = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._period = DEFAULT_LEASE / 3.0
         with translate_errors(url, "subscribing to channel updates", timeout):
             self._conn: Any = self._subscribe()
-        label = redact(url)
+        label = self.label
+        self._client_closed = False
+        self._client_closed_by_writer = False
+        self.writer = Writer(self, label)
         self._io = threading.Thread(target=self._run_io, name=f"channels-io {label}", daemon=True)
         self._dispatcher = threading.Thread(
             target=self._run_dispatch, name=f"channels-callbacks {label}", daemon=True)
@@ -170,9 +226,13 @@ class Link:
             self.store.release(state.name, state.member, self.who)
 
     def forget_later(self, state: SharedState, listener_id: int) -> None:
-        """Detach from a garbage-collected Channel: the I/O thread does the release."""
+        """Detach from a garbage-collected Channel: the writer thread does the release."""
         if not self.closed:
-            self._commands.put(lambda: self._forget_now(state, listener_id))
+            self.writer.submit_call(lambda: self._forget_now(state, listener_id))
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every set queued so far is done; False on timeout."""
+        return self.writer.flush(timeout)
 
     def _forget_now(self, state: SharedState, listener_id: int) -> None:
         released = self.detach(state, listener_id)
@@ -194,8 +254,10 @@ class Link:
     # --- life cycle -------------------------------------------------------------------
 
     def stop(self, release: bool) -> None:
-        """Stop both threads; with ``release``, unregister every channel still held."""
+        """Stop the threads; with ``release``, unregister every channel still held."""
         if release:
+            if not self.writer.flush(self.timeout):
+                logger.warning("sets to %s not confirmed at exit", self.label)
             with self._lock:
                 states = list(self.states.values())
                 self.states.clear()
@@ -205,14 +267,41 @@ class Link:
                 except _NETWORK_ERRORS as exc:
                     logger.warning("could not release channel %r at exit: %s", state.name, exc)
         self.closed = True
+        self._client_closed_by_writer = self.writer.on_writer_thread()
+        self.writer.stop(self.timeout + 1.0)
         self._stopping.set()
         self._callbacks.put(None)
         current = threading.current_thread()
         for thread in (self._io, self._dispatcher):
             if thread is not current:
                 thread.join(self.timeout + 1.0)
-        if current not in (self._io, self._dispatcher):
-            self.client.close()
+        if not self.writer.on_writer_thread():
+            self._close_client()
+
+    def note_epoch(self, epoch: bytes) -> None:
+        """Called on every (re)connection: a new epoch means Redis lost the data."""
+        with self._lock:
+            if self.epoch is None or self.epoch == epoch:
+                self.epoch = epoch
+                return
+            self.epoch = epoch
+            states = list(self.states.values())
+        logger.warning("Redis at %s lost the channels' data (restart without persistence "
+                       "or flush): resynchronising %d channel(s)", self.label, len(states))
+        for state in states:
+            state.forget_versions()
+
+    def writer_stopped(self) -> None:
+        """Called by the writer thread as it ends (after the link was stopped)."""
+        if self.closed and self._client_closed_by_writer:
+            self._close_client()
+
+    def _close_client(self) -> None:
+        with self._lock:
+            if self._client_closed:
+                return
+            self._client_closed = True
+        self.client.close()
 
     # --- I/O thread -------------------------------------------------------------------
 
@@ -220,6 +309,7 @@ class Link:
         conn = make_connection(self.client)
         try:
             conn.connect()
+            self.note_epoch(read_epoch(conn, self.ns))
             conn.send_command("PSUBSCRIBE", self.ns.update_pattern)
             reply = conn.read_response()
             if not reply or reply[0] != b"psubscribe":
@@ -234,7 +324,6 @@ class Link:
         failures = 0
         last_refresh = time.monotonic()
         while not self._stopping.is_set():
-            self._run_commands()
             try:
                 if conn is None:
                     conn = self._subscribe()
@@ -258,22 +347,8 @@ class Link:
                 delay = _RECONNECT_DELAYS[min(failures, len(_RECONNECT_DELAYS) - 1)]
                 failures += 1
                 self._stopping.wait(delay)
-        self._run_commands()
         if conn is not None:
             conn.disconnect()
-        if self.users == 0:
-            self.client.close()
-
-    def _run_commands(self) -> None:
-        while True:
-            try:
-                command = self._commands.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                command()
-            except Exception:
-                logger.exception("channels background command failed")
 
     def _refresh_period(self) -> float:
         with self._lock:
@@ -361,6 +436,14 @@ def release_user(link: Link) -> None:
         if _links.get(link.url) is link:
             del _links[link.url]
     link.stop(release=False)
+
+
+def flush_all(timeout: float) -> None:
+    """Wait (up to ``timeout`` each) until every link has sent the sets queued so far."""
+    with _links_lock:
+        links = list(_links.values())
+    for link in links:
+        link.flush(timeout)
 
 
 def shutdown() -> None:

@@ -8,6 +8,9 @@ Per channel ``name`` (keys are per database):
   Redis server time (ms) at which its lease ends.
 * ``channels:clock``: the version counter. Versions come from this one counter, so
   they increase across clears and never depend on any client's clock.
+* ``channels:epoch``: a random token naming the data of this database. A process
+  that reconnects and finds another token (Redis restarted without persistence, or
+  was flushed) forgets the versions it knew and resynchronises (see ``Link``).
 
 Both keys expire (``PEXPIREAT``) when the longest lease ends, so a value whose holders
 all died disappears by itself. A value written while nobody holds the channel lives
@@ -195,6 +198,20 @@ class Store:
         args: list[Any] = [member, int(lease * 1000), "1" if default is not None else "0",
                            default or b"", who, self.ns.update_channel(name)]
         return _snapshot(self._acquire(keys=self._keys(name), args=args))
+
+    @property
+    def set_script(self) -> str:
+        """The text of the set script (to load it on a connection of one's own)."""
+        return _SET
+
+    def set_command(self, name: str, data: bytes, who: str,
+                    orphan_lease_ms: int) -> tuple[Any, ...]:
+        """The ``EVALSHA`` command of :meth:`set`, for pipelining on one's own connection.
+
+        Its reply is ``[version, previous version, server time us]``.
+        """
+        return ("EVALSHA", self._set.sha, 3, self.ns.value_key(name), self.ns.holders_key(name),
+                self.ns.clock, data, who, orphan_lease_ms, self.ns.update_channel(name))
 
     def set(self, name: str, data: bytes, who: str, orphan_lease: float) -> tuple[int, int, int]:
         """Store a new value; returns ``(version, previous version, server time us)``."""

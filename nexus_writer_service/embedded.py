@@ -206,7 +206,8 @@ class EmbeddedRedis(_EmbeddedServer):
                 sock.settimeout(1.0)
                 sock.connect(address)
                 sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+                # a server with a password (requirepass) answers NOAUTH: it is up
+                return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 

@@ -29,6 +29,20 @@ __all__ = [
 ]
 
 MAX_JSON_DEPTH = 64
+#: Largest point rank: HDF5 datasets have at most 32 dimensions, one is the point index.
+MAX_POINT_DIMS = 31
+#: Most values in one point: far beyond what one Redis value (512 MB) can carry.
+MAX_POINT_VALUES = 2**32
+
+
+def _unicode(text: str, what: str) -> str:
+    """``text`` if it can be written as UTF-8 (no lone surrogates), else ``ValueError``."""
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what}: text {text!r} is not valid Unicode ({exc.reason} at "
+                         f"position {exc.start}); send UTF-8 text") from None
+    return text
 
 
 def jsonable(value: Any, _depth: int = 0) -> Any:
@@ -39,8 +53,10 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
     """
     if _depth > MAX_JSON_DEPTH:
         raise ValueError(f"metadata nested deeper than {MAX_JSON_DEPTH} levels")
-    if value is None or isinstance(value, (bool, int, str)):
+    if value is None or isinstance(value, (bool, int)):
         return value
+    if isinstance(value, str):
+        return _unicode(value, "scan metadata")
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
     if isinstance(value, np.generic):
@@ -56,7 +72,7 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
         for key, item in value.items():
             if not isinstance(key, str):
                 key = str(jsonable(key, _depth + 1))
-            out[key] = jsonable(item, _depth + 1)
+            out[_unicode(key, "scan metadata key")] = jsonable(item, _depth + 1)
         return out
     if isinstance(value, (list, tuple, set, frozenset)):
         return [jsonable(v, _depth + 1) for v in value]
@@ -74,9 +90,37 @@ def to_json(value: Any) -> bytes:
 def from_json(raw: bytes | str, what: str) -> Any:
     """Parse JSON read from Redis; ``what`` names the key/field in the error."""
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedEventError(f"{what} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise MalformedEventError(
+            f"{what} is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    _check_loaded(value, what)
+    return value
+
+
+def _check_loaded(value: Any, what: str) -> None:
+    """Refuse what :func:`jsonable` would not have sent: nesting deeper than
+    :data:`MAX_JSON_DEPTH` and text that is not valid Unicode (JSON escapes of lone
+    surrogates). Iterative, so hostile input cannot exhaust the stack."""
+    stack: list[tuple[Any, int, str]] = [(value, 0, "")]
+    while stack:
+        item, depth, path = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise MalformedEventError(
+                f"{what} is nested deeper than {MAX_JSON_DEPTH} levels (at {path[:200]})")
+        try:
+            if isinstance(item, str):
+                _unicode(item, f"{what} at {path or 'top level'}")
+            elif isinstance(item, dict):
+                for key, child in item.items():
+                    _unicode(key, f"{what}: key at {path or 'top level'}")
+                    stack.append((child, depth + 1, f"{path}[{key!r}]"))
+            elif isinstance(item, list):
+                stack.extend((child, depth + 1, f"{path}[{i}]") for i, child in enumerate(item))
+        except ValueError as exc:
+            raise MalformedEventError(str(exc)) from None
 
 
 def _listify(descr: Any) -> Any:
@@ -129,14 +173,21 @@ def check_point_shape(shape: Sequence[Any] | None, what: str) -> tuple[int, ...]
         return ()
     try:
         dims = tuple(int(d) for d in shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what}: shape must be a sequence of integers, got {shape!r}") \
-            from None
+        integral = all(d == given for d, given in zip(dims, shape))
+    except (TypeError, ValueError, OverflowError):
+        integral = False
+    if not integral:
+        raise ValueError(f"{what}: shape must be a sequence of integers, got {shape!r}")
     if dims == (-1,):
         return dims
     if any(d < 0 for d in dims):
         raise ValueError(
             f"{what}: negative dimension in shape {dims}; use (-1,) for variable-length 1D"
+        )
+    if len(dims) > MAX_POINT_DIMS or math.prod(dims) > MAX_POINT_VALUES:
+        raise ValueError(
+            f"{what}: points of shape {dims} cannot be stored (at most {MAX_POINT_DIMS} "
+            f"dimensions and {MAX_POINT_VALUES} values per point)"
         )
     return dims
 
@@ -201,7 +252,9 @@ def ragged_to_bytes(data: Any, dtype: np.dtype[Any], what: str) -> tuple[bytes, 
         raw, n = array_to_bytes(point, dtype, (len(np.atleast_1d(point)),), what)
         points.append(np.frombuffer(raw, dtype=dtype))
     lengths = np.array([len(p) for p in points], dtype="<i8")
-    joined = np.concatenate(points) if points else np.empty(0, dtype=dtype)
+    # concatenate gives native byte order: cast back, so the bytes are in the declared one
+    joined = np.concatenate(points).astype(dtype, copy=False) if points \
+        else np.empty(0, dtype=dtype)
     return joined.tobytes(), lengths.tobytes(), len(points)
 
 

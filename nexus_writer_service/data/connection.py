@@ -1,14 +1,18 @@
 """Redis connections of the data layer and the one server-side script it needs.
 
 The URL comes from the caller, else from ``REDIS_URL`` read at call time (never at
-import). Clients are plain blocking ``redis.Redis`` objects with socket timeouts;
-they are safe to share between threads (one connection pool per client).
+import). Accepted forms are redis-py's: ``redis://[[user]:password@]host[:port][/db]``,
+``rediss://...`` (TLS; options such as ``?ssl_ca_certs=/path/ca.pem`` in the query),
+``unix:///path/to/socket[?db=N&password=...]``. Passwords never appear in messages.
+Clients are plain blocking ``redis.Redis`` objects with socket timeouts; they are safe
+to share between threads (one connection pool per client).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 from typing import Any, Iterator
 
 import redis
@@ -31,6 +35,12 @@ Client = Any
 SESSION_STREAM_MAXLEN = 100_000
 
 
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe to show)."""
+    url = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    return re.sub(r"(password=)[^&]*", r"\1***", url)
+
+
 def resolve_redis_url(redis_url: str | None = None) -> str:
     """The explicit ``redis_url``, else the ``REDIS_URL`` environment variable."""
     url = redis_url or os.environ.get("REDIS_URL")
@@ -41,7 +51,7 @@ def resolve_redis_url(redis_url: str | None = None) -> str:
         )
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigurationError(
-            f"invalid Redis URL {url!r}: expected redis://, rediss:// or unix://"
+            f"invalid Redis URL {redact(url)!r}: expected redis://, rediss:// or unix://"
         )
     return url
 
@@ -55,7 +65,7 @@ def connect(redis_url: str | None = None, socket_timeout: float = 30.0) -> redis
             health_check_interval=30,
         )
     except ValueError as exc:
-        raise ConfigurationError(f"invalid Redis URL {url!r}: {exc}") from None
+        raise ConfigurationError(f"invalid Redis URL {redact(url)!r}: {exc}") from None
 
 
 @contextlib.contextmanager
@@ -71,6 +81,11 @@ def redis_errors(what: str) -> Iterator[None]:
                 "by nexus_writer_service, use another session name or delete the key"
             ) from None
         raise RedisCommandError(f"{what}: Redis refused the command ({exc})") from None
+    except redis.AuthenticationError as exc:
+        raise RedisUnavailableError(
+            f"{what}: Redis refused the credentials ({exc}); check the user and password "
+            "in the Redis URL"
+        ) from None
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise RedisUnavailableError(
             f"{what}: Redis is unreachable ({exc}); check that the server runs and the URL"

@@ -153,7 +153,12 @@ def _int(fields: Fields, key: bytes, what: str) -> int:
 
 
 def encode_node(name: str, node_type: NodeType, index: int, info: Mapping[str, Any]) -> dict:
-    return {b"t": b"node", b"n": name.encode(), b"y": node_type.value.encode(),
+    try:
+        raw_name = name.encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"node name {name!r} is not valid Unicode ({exc.reason}): "
+                         "use UTF-8 text") from None
+    return {b"t": b"node", b"n": raw_name, b"y": node_type.value.encode(),
             b"x": str(index).encode(), b"i": codec.to_json(info)}
 
 

@@ -79,12 +79,18 @@ class ChannelNode(Node):
                 raise MalformedEventError(
                     f"channel {self.name!r}: variable-length block without point lengths")
             return codec.ragged_from_bytes(raw, raw_lengths, self.dtype, f"channel {self.name!r}")
-        if len(raw) % self._point_size:
+        self.count_points(raw)
+        data = np.frombuffer(raw, dtype=self.dtype)
+        return data.reshape((-1,) + self.shape) if self.shape else data
+
+    def count_points(self, raw: bytes) -> int:
+        """The number of fixed-size points in ``raw``, checked without decoding."""
+        count, rest = divmod(len(raw), self._point_size)
+        if rest:
             raise MalformedEventError(
                 f"channel {self.name!r}: {len(raw)} bytes is not a whole number of "
                 f"{self._point_size}-byte points")
-        data = np.frombuffer(raw, dtype=self.dtype)
-        return data.reshape((-1,) + self.shape) if self.shape else data
+        return count
 
     @property
     def variable_length(self) -> bool:

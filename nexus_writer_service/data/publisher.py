@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from types import TracebackType
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -61,6 +62,7 @@ class _StreamWriter:
             if self._connection is None:
                 self._connection = self._pool.get_connection()
             try:
+                self._check_connection()
                 self._connection.send_command(*args)
                 self._pending += 1
                 while self._pending > self._window:
@@ -69,9 +71,31 @@ class _StreamWriter:
                 self._discard()
                 raise
 
+    def _check_connection(self) -> None:
+        """Before sending: read the replies that have arrived, without waiting. A
+        connection the server closed (Redis restarted) is replaced when no reply is
+        outstanding; otherwise its error is raised now. Either way the next command
+        never vanishes into a dead socket with only a later call failing."""
+        try:
+            while self._pending and self._connection.can_read(timeout=0):
+                self._read_one()
+            closed = not self._pending and self._connection.can_read(timeout=0)
+        except (redis.ConnectionError, OSError):
+            if self._pending:
+                raise
+            closed = True
+        if closed:
+            self._connection.disconnect()
+            self._connection.connect()
+
     def _read_one(self) -> None:
+        """Read one reply; a reply lost with the connection stays outstanding."""
+        try:
+            self._connection.read_response()
+        except redis.ResponseError:
+            self._pending -= 1
+            raise
         self._pending -= 1
-        self._connection.read_response()
 
     def flush(self, what: str) -> None:
         with self._lock, redis_errors(what):
@@ -355,7 +379,7 @@ class Publisher:
         pipe.hset(keys.info, mapping={
             "name": name, "number": number, "session": self.session,
             "scan_info": codec.to_json(info), "retention": int(self.retention),
-            "lease": self.lease,
+            "lease": self.lease, "uid": uuid.uuid4().hex,
         })
         for index, subscan in enumerate(subscans):
             fields = encode_node(subscan, NodeType.SUBSCAN, index, {"index": index + 1})

@@ -15,7 +15,6 @@ import logging
 import time
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
-import numpy as np
 import redis
 
 from ..errors import DataLostError, EventTimeout, MalformedEventError, NodeNotFoundError
@@ -40,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 Event = tuple[EventType, Any, EventData]
 BATCH = 1000
+#: Bytes a read asks for (entries per read adapt to the size of the last ones), so
+#: that large entries are handled while the next ones are read, in bounded memory.
+PAGE_BYTES = 8 << 20
 #: Bytes of merged blocks (``merge_blocks``) given out at once, so that a consumer
 #: starts on a large page before all of it is decoded.
 MERGE_BYTES = 2 << 20
@@ -97,9 +99,10 @@ def read_pages(
     timeout = _check_timeout(timeout)
     block_ms = max(1, int(poll_interval * 1000))
     last_activity = time.monotonic()
+    count = BATCH
     while stop is None or not stop.is_set():
         with redis_errors(f"reading stream {key}"):
-            reply = client.xread({key: position}, count=BATCH, block=block_ms)
+            reply = client.xread({key: position}, count=count, block=block_ms)
         if not reply:
             if on_idle is not None:
                 on_idle()
@@ -109,9 +112,16 @@ def read_pages(
         last_activity = time.monotonic()
         page = [(entry_id.decode(), fields) for entry_id, fields in reply[0][1]]
         position = page[-1][0]
+        count = _page_count(page)
         yield page
         if on_batch is not None:
             on_batch(position)
+
+
+def _page_count(page: list[tuple[str, dict[bytes, bytes]]]) -> int:
+    """Entries to ask for next so that a page holds about :data:`PAGE_BYTES`."""
+    size = sum(len(value) for _, fields in page for value in fields.values())
+    return max(1, min(BATCH, PAGE_BYTES * len(page) // max(size, 1)))
 
 
 def read_stream(
@@ -141,8 +151,10 @@ class _BlockMerger:
         self.nbytes = 0
 
     def add(self, blocks: list[tuple[ChannelNode, int, Any]], position: str) -> None:
+        """``blocks``: raw bytes of fixed-size points (decoded once, when merged) or
+        decoded variable-length points."""
         for node, first, data in blocks:
-            self.nbytes += getattr(data, "nbytes", 0)
+            self.nbytes += len(data) if isinstance(data, bytes) else 0
             held = self.pending.get(node.index)
             if held is None:
                 self.pending[node.index] = (node, first, [data])
@@ -159,10 +171,8 @@ class _BlockMerger:
         self.nbytes = 0
         count = len(pending)
         for i, (node, first, parts) in enumerate(pending.values()):
-            if len(parts) == 1:
-                data = parts[0]
-            elif isinstance(parts[0], np.ndarray):
-                data = np.concatenate(parts)
+            if isinstance(parts[0], bytes):
+                data = node.decode(parts[0] if len(parts) == 1 else b"".join(parts))
             else:  # variable-length points: lists of 1D arrays
                 data = [point for part in parts for point in part]
             position = self.last if i == count - 1 else self.safe
@@ -199,13 +209,37 @@ class ScanNode:
             self._meta = meta
         return self._meta
 
+    def exists(self) -> bool:
+        """Whether the scan's metadata is in Redis (its content is not checked here)."""
+        try:
+            self._load()
+        except NodeNotFoundError:
+            return False
+        return True
+
     @property
     def name(self) -> str:
-        return self._load().get(b"name", b"").decode()
+        raw = self._load().get(b"name", b"")
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            raise MalformedEventError(f"name of scan {self.key} is not UTF-8: {raw!r}") \
+                from None
 
     @property
     def number(self) -> int:
-        return int(self._load().get(b"number", b"0"))
+        raw = self._load().get(b"number", b"0")
+        try:
+            return int(raw)
+        except ValueError:
+            raise MalformedEventError(f"number of scan {self.key} is not an integer: {raw!r}") \
+                from None
+
+    @property
+    def uid(self) -> str:
+        """A unique id the publisher gave the scan ("" from older publishers). A key is
+        reused when Redis loses its data (the scan counter restarts); a uid is not."""
+        return self._load().get(b"uid", b"").decode(errors="replace")
 
     @property
     def info(self) -> dict[str, Any]:
@@ -223,7 +257,13 @@ class ScanNode:
         """Why the scan ended (read fresh from Redis), ``None`` while it runs."""
         with redis_errors(f"reading scan {self.key}"):
             raw = self._client.hget(self.key, "end_reason")
-        return EndReason(raw.decode()) if raw else None
+        if not raw:
+            return None
+        try:
+            return EndReason(raw.decode())
+        except ValueError:
+            raise MalformedEventError(f"scan {self.key} has an unknown end_reason {raw!r}") \
+                from None
 
     def publisher_alive(self) -> bool:
         with redis_errors(f"reading lease of {self.key}"):
@@ -233,7 +273,10 @@ class ScanNode:
         """End the scan with PUBLISHER_LOST if its publisher's lease expired; True if so."""
         if self.publisher_alive():
             return False
-        retention = float(self._load().get(b"retention", b"0"))
+        try:
+            retention = float(self._load().get(b"retention", b"0"))
+        except ValueError:
+            raise MalformedEventError(f"retention of scan {self.key} is not a number") from None
         return end_scan(self._client, self.keys, EndReason.PUBLISHER_LOST,
                         "the publisher stopped renewing its lease (process died or hung)",
                         retention=retention, only_if_lease_expired=True)
@@ -337,7 +380,8 @@ class ScanNode:
             for position, fields in page:
                 if fields.get(b"t") == b"data":
                     try:
-                        blocks = self._data_events(fields, by_index, expected, first_point)
+                        blocks = self._data_events(fields, by_index, expected, first_point,
+                                                   decode=merger is None)
                     except MalformedEventError as exc:
                         if merger is not None:
                             yield from merger.flush()
@@ -385,9 +429,11 @@ class ScanNode:
 
     @staticmethod
     def _data_events(fields: dict[bytes, bytes], by_index: dict[int, Node],
-                     expected: dict[int, int], first_point: int | None = None
-                     ) -> list[tuple[ChannelNode, int, Any]]:
-        """Decode the channel blocks of one data entry, checking point continuity."""
+                     expected: dict[int, int], first_point: int | None = None,
+                     decode: bool = True) -> list[tuple[ChannelNode, int, Any]]:
+        """Decode the channel blocks of one data entry, checking point continuity.
+
+        Without ``decode``, blocks of fixed-size points stay raw bytes (checked)."""
         out = []
         for index, first, raw, lengths in iter_data_blocks(fields):
             node = by_index.get(index)
@@ -398,8 +444,12 @@ class ScanNode:
                 raise MalformedEventError(
                     f"channel {node.name!r} block starts at point {first}, expected {start} "
                     f"({'gap' if first > start else 'duplicate'})")
-            data = node.decode(raw, lengths)
-            expected[index] = first + len(data)
+            if decode or node.variable_length:
+                data = node.decode(raw, lengths)
+                expected[index] = first + len(data)
+            else:
+                data = raw
+                expected[index] = first + node.count_points(raw)
             out.append((node, first, data))
         return out
 
@@ -443,9 +493,24 @@ class SessionNode:
             entries = self._client.xrange(self.keys.stream)
         ended: dict[str, bool] = {}
         for position, fields in entries:
-            kind, key, _ = decode_session_entry(fields, f"{self.keys.stream} {position!r}")
-            ended[key] = ended.get(key, False) or kind != "new"
+            announced = self._announced(position.decode(), fields)
+            if announced is not None:
+                kind, key, _ = announced
+                ended[key] = ended.get(key, False) or kind != "new"
         return list(ended.items())
+
+    def _announced(self, position: str, fields: dict[bytes, bytes]
+                   ) -> tuple[str, str, EndReason | None] | None:
+        """The decoded session entry, or None (logged) when it cannot name one of this
+        session's scans: one bad entry must not stop the walk over every other scan."""
+        what = f"{self.keys.stream} entry {position}"
+        try:
+            kind, key, reason = decode_session_entry(fields, what)
+            self.scan(key)
+        except ValueError as exc:
+            logger.error("%s ignored: %s", what, exc)
+            return None
+        return kind, key, reason
 
     def register_reader(self, reader: str) -> None:
         """Scans created from now on keep their data until ``reader`` acknowledges it."""
@@ -493,11 +558,12 @@ class SessionNode:
         entries = read_stream(self._client, self.keys.stream, from_position, stop=stop,
                               timeout=timeout, poll_interval=poll_interval, on_idle=on_idle)
         for position, fields in entries:
-            kind, key, reason = decode_session_entry(fields, f"{self.keys.stream} {position}")
+            announced = self._announced(position, fields)
+            if announced is None:
+                continue
+            kind, key, reason = announced
             scan = self.scan(key)
-            try:
-                scan.info
-            except NodeNotFoundError:
+            if not scan.exists():
                 logger.info("scan %s has expired from Redis; skipped", key)
                 continue
             if kind == "new":

@@ -12,6 +12,7 @@ They never block on a lock and never touch the network.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from typing import Iterable, Union
 
@@ -184,13 +185,20 @@ def check_disk_space(path: StrPath, required: float, recommended: float) -> str 
     )
 
 
+def _redact(command: str) -> str:
+    """``command`` with the passwords of URLs (``scheme://user:password@host``) hidden:
+    command lines end up in error messages, logs and device attributes."""
+    command = re.sub(r"(://[^:/@\s]*:)[^@/\s]*@", r"\1***@", command)
+    return re.sub(r"(password=)[^&\s]*", r"\1***", command)
+
+
 def _command_line(pid: str) -> str:
     try:
         with open(os.path.join(_PROC, pid, "cmdline"), "rb") as stream:
             raw = stream.read()
         command = " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
         if command:
-            return command
+            return _redact(command)
         with open(os.path.join(_PROC, pid, "comm"), "rb") as stream:
             return stream.read().decode(errors="replace").strip()
     except OSError:

@@ -84,13 +84,15 @@ class NodeSpec:
 
 @dataclass(frozen=True)
 class ScanDescription:
-    """What the planner knows of a scan: Redis key, name, number, scan_info, nodes."""
+    """What the planner knows of a scan: Redis key, name, number, scan_info, nodes,
+    and the publisher's unique id of the scan (keys are reused if Redis loses its data)."""
 
     key: str
     name: str
     number: int
     scan_info: Mapping[str, Any]
     nodes: tuple[NodeSpec, ...] = ()
+    uid: str = ""
 
 
 @dataclass(frozen=True)
@@ -492,7 +494,10 @@ def _entry(description: ScanDescription, options: SaveOptions, subscan: str, ind
     name = entry_name(description.number, index, options.strict_names)
     entry = EntryPlan(name, subscan)
     root = f"/{name}"
-    entry.add(GroupPlan(root, "NXentry", {"scan_key": description.key, "subscan": subscan}))
+    identity = {"scan_key": description.key, "subscan": subscan}
+    if description.uid:
+        identity["scan_uid"] = description.uid
+    entry.add(GroupPlan(root, "NXentry", identity))
     entry.add(FieldPlan(f"{root}/title", str(info.get("title", description.name))))
     entry.add(FieldPlan(f"{root}/start_time", str(info.get("start_time", ""))))
     proposal = info.get("proposal")

@@ -14,17 +14,19 @@ every ``flush_period`` seconds, so readers see data while the scan runs.
 from __future__ import annotations
 
 import datetime
+import errno
+import functools
 import json
 import os
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import h5py
 import numpy as np
 
 from .. import __version__
-from ..errors import EntryExistsError, FileLockedError, NexusWriterError
-from .checks import describe_holders
+from ..errors import DiskSpaceError, EntryExistsError, FileLockedError, NexusWriterError
+from .checks import MIB, describe_holders, free_disk_space
 from .layout import (
     FieldPlan,
     GridPlan,
@@ -42,6 +44,33 @@ Array = np.ndarray[Any, Any]
 _STR = h5py.string_dtype()
 #: (filename, path in file, index in file) of every saved frame, given its number.
 ImageSource = Callable[[int], tuple[str, str | None, int]]
+#: MiB kept free on the disk whatever ``required_disk_space`` says: what HDF5 needs to
+#: write the status and close the file once the scan stops for lack of space.
+MIN_FREE_DISK_SPACE = 1.0
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+#: Seconds and bytes that bound how long the free disk space is estimated, not asked.
+DISK_RECHECK_PERIOD = 0.5
+DISK_RECHECK_MARGIN = 64 * MIB
+
+
+def _disk_full_errors(method: _Method) -> _Method:
+    """Translate a full disk met by HDF5 (ENOSPC, EDQUOT) into a DiskSpaceError that
+    says what to do."""
+    @functools.wraps(method)
+    def guarded(self: "NexusFile", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except NexusWriterError:
+            raise
+        except OSError as exc:
+            if exc.errno not in _DISK_FULL:
+                raise
+            raise DiskSpaceError(
+                f"no space left on device (disk full or quota reached) while writing "
+                f"{self.path}: free disk space, then start the writer again to complete "
+                "the file from Redis") from None
+    return guarded  # type: ignore[return-value]
 
 
 def now_iso() -> str:
@@ -80,6 +109,11 @@ def _field_data(value: Any) -> Any:
     return value
 
 
+def _text_attr(obj: h5py.HLObject, name: str) -> str | None:
+    value = obj.attrs.get(name)
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _compression(options: SaveOptions) -> dict[str, Any]:
     if options.compression == "gzip":
         return {"compression": "gzip", "compression_opts": 4, "shuffle": True}
@@ -95,13 +129,21 @@ def open_for_writing(path: str, retry_time: float, what: str = "scan file") -> h
     while another process holds a lock. Never truncates.
 
     :raises FileLockedError: still locked after the retries (names the holders)
+    :raises DiskSpaceError: no space left to create the file (none is left behind)
     :raises NexusWriterError: not an HDF5 file, or not writable (it was not modified)
     """
     deadline = time.monotonic() + retry_time
+    existed = os.path.exists(path)
     while True:
         try:
             return h5py.File(path, "a", locking=True)
         except OSError as exc:
+            if exc.errno in _DISK_FULL:
+                if not existed and os.path.exists(path):
+                    os.remove(path)  # the empty start of a file it could not create
+                raise DiskSpaceError(
+                    f"no space left on device (disk full or quota reached) to open {what} "
+                    f"{path}: free disk space, then start the writer again") from None
             if "lock" not in str(exc).lower():
                 raise NexusWriterError(
                     f"cannot open {what} {path} for writing: {exc} (if the file exists, it is "
@@ -155,7 +197,7 @@ class _Stream:
 
     def _write(self, first: int, block: Array) -> None:
         stop = first + len(block)
-        if stop > self.dataset.shape[0]:
+        if stop > self.written:  # the dataset's length (h5py's shape is slow to ask)
             self.dataset.resize(stop, axis=0)
         self.dataset[first:stop] = block
         self.written = max(self.written, stop)
@@ -207,6 +249,12 @@ class NexusFile:
         self._streams: dict[str, _Stream] = {}
         self._images: dict[str, int] = {}
         self._root_ready = False
+        # entries this object created, and the paths it created in them: asking h5py
+        # whether each planned path exists costs more than creating it
+        self._fresh_entries: set[str] = set()
+        self._free: int | None = None
+        self._free_at = 0.0
+        self._created: set[str] = set()
 
     def _init_root(self) -> None:
         attrs = self.file.attrs
@@ -221,8 +269,12 @@ class NexusFile:
 
     # -- layout ------------------------------------------------------------------
 
-    def check_entries(self, layout: ScanLayout, scan_key: str) -> list[str]:
+    def check_entries(self, layout: ScanLayout, scan_key: str, scan_uid: str = "") -> list[str]:
         """The entries of ``layout`` already in the file (to resume); refuses foreign ones.
+
+        An entry belongs to the scan when its ``scan_key`` is the scan's and, when both
+        are known, so is its ``scan_uid``: after Redis lost its data, a new scan may get
+        the key of an old one.
 
         :raises EntryExistsError: an entry of the same name belongs to another scan
         """
@@ -231,16 +283,23 @@ class NexusFile:
             group = self.file.get(entry.name)
             if group is None:
                 continue
-            owner = group.attrs.get("scan_key")
-            owner = owner.decode() if isinstance(owner, bytes) else owner
+            owner = _text_attr(group, "scan_key")
             if owner != scan_key:
                 raise EntryExistsError(
                     f"{self.path} already has an entry {entry.name!r} written for "
                     f"{owner or 'another program'}, not for scan {scan_key}; the file was "
                     "left untouched: give the scan another file name or number")
+            uid = _text_attr(group, "scan_uid")
+            if uid and scan_uid and uid != scan_uid:
+                raise EntryExistsError(
+                    f"{self.path} already has an entry {entry.name!r} written for an "
+                    f"earlier scan with the same key {scan_key} (Redis lost its data and "
+                    "restarted its scan counter); the file was left untouched: give the "
+                    "scan another file name or number")
             existing.append(entry.name)
         return existing
 
+    @_disk_full_errors
     def materialise(self, layout: ScanLayout) -> None:
         """Create every planned item that is not in the file yet, and bring the
         attributes of existing groups (plot signals and axes) up to date (idempotent)."""
@@ -248,15 +307,21 @@ class NexusFile:
             self._init_root()
             self._root_ready = True
         for entry in layout.entries:
+            fresh = entry.name in self._fresh_entries
+            if not fresh and entry.name not in self.file:
+                self._fresh_entries.add(entry.name)
+                fresh = True
             for item in entry.items:
-                if item.path in self.file or (isinstance(item, LinkPlan)
-                                              and self._has_link(item.path)):
+                if item.path in self._created if fresh else (
+                        item.path in self.file or (isinstance(item, LinkPlan)
+                                                   and self._has_link(item.path))):
                     if isinstance(item, StreamPlan) and item.channel not in self._streams:
                         self._open_stream(item)
                     elif isinstance(item, GroupPlan) and item.attrs:
                         _set_attrs(self.file[item.path], item.attrs)
                     continue
                 self._create(item)
+                self._created.add(item.path)
             if entry.default:
                 self.file[entry.name].attrs["default"] = entry.default
         if not self.file.attrs.get("default") and layout.root_attrs.get("default"):
@@ -298,11 +363,12 @@ class NexusFile:
                 plan.path, shape=(0,) + shape, maxshape=(None,) + shape, dtype=dtype,
                 chunks=(plan.chunk_rows,) + shape, **self._compression)
         _set_attrs(dataset, plan.attrs)
-        self._open_stream(plan)
+        self._open_stream(plan, dataset)
 
-    def _open_stream(self, plan: StreamPlan) -> None:
+    def _open_stream(self, plan: StreamPlan, dataset: h5py.Dataset | None = None) -> None:
         lengths = self.file[plan.lengths_path] if plan.lengths_path else None
-        self._streams[plan.channel] = _Stream(self.file[plan.path], plan, lengths)
+        self._streams[plan.channel] = _Stream(
+            self.file[plan.path] if dataset is None else dataset, plan, lengths)
 
     def _create_placeholder(self, plan: ImagesPlan) -> None:
         shape = tuple(plan.frame_shape)
@@ -328,9 +394,48 @@ class NexusFile:
 
     # -- data --------------------------------------------------------------------
 
+    @_disk_full_errors
     def add_points(self, channel: str, first: int, data: Any) -> None:
-        """Points ``[first, first + len(data))`` of ``channel`` (buffered)."""
+        """Points ``[first, first + len(data))`` of ``channel`` (buffered).
+
+        :raises DiskSpaceError: writing them would leave less than ``required_disk_space``
+            (at least :data:`MIN_FREE_DISK_SPACE`) MiB free; nothing is written, so the
+            file can still be closed cleanly
+        """
+        self._check_disk_space(channel, first, data)
         self._streams[channel].add(first, data)
+
+    def _check_disk_space(self, channel: str, first: int, data: Any) -> None:
+        """Only points past the rows already in the file need space (a resumed scan
+        writes its first points again, in place)."""
+        count = len(data)
+        new = max(0, min(count, first + count - self._streams[channel].written))
+        if not new:
+            return
+        nbytes = getattr(data, "nbytes", None)
+        if nbytes is None:
+            nbytes = sum(np.asarray(point).nbytes for point in data)
+        nbytes = nbytes * new // count
+        keep = max(self.options.required_disk_space, MIN_FREE_DISK_SPACE)
+        free = self._free_space(nbytes, keep * MIB)
+        if free - nbytes < keep * MIB:
+            raise DiskSpaceError(
+                f"disk full: {free / MIB:.1f} MiB free for {self.path}, where "
+                f"{nbytes / MIB:.2f} MiB of points of {channel!r} are to be written and "
+                f"{keep:g} MiB must stay free (required_disk_space); free disk space, then "
+                "start the writer again to complete the file from Redis")
+        self._free = free - nbytes
+
+    def _free_space(self, nbytes: int, keep: float) -> int:
+        """Free bytes on the file's disk: asked again every DISK_RECHECK_PERIOD, or
+        when the estimate comes within DISK_RECHECK_MARGIN of ``keep``; in between,
+        estimated from what this file wrote."""
+        now = time.monotonic()
+        if (self._free is None or now - self._free_at >= DISK_RECHECK_PERIOD
+                or self._free - nbytes < keep + DISK_RECHECK_MARGIN):
+            self._free = free_disk_space(self.path)
+            self._free_at = now
+        return self._free
 
     def points_written(self, channel: str) -> int:
         stream = self._streams.get(channel)
@@ -342,6 +447,7 @@ class NexusFile:
     def frames_shown(self, lima: str) -> int:
         return self._images.get(lima, 0)
 
+    @_disk_full_errors
     def update_images(self, plan: ImagesPlan, nframes: int, source: ImageSource) -> None:
         """Show frames ``[0, nframes)`` of a lima detector (rebuilds the dataset)."""
         if nframes <= self._images.get(plan.lima, 0):
@@ -385,6 +491,7 @@ class NexusFile:
 
     # -- status and end ----------------------------------------------------------
 
+    @_disk_full_errors
     def set_text(self, path: str, value: str) -> None:
         """Create or overwrite the text field at ``path``."""
         if path in self.file:
@@ -392,12 +499,14 @@ class NexusFile:
         else:
             self.file.create_dataset(path, data=np.array(value, dtype=_STR))
 
+    @_disk_full_errors
     def flush(self) -> None:
         """Write every buffered point and make it visible to readers."""
         for stream in self._streams.values():
             stream.flush()
         self.file.flush()
 
+    @_disk_full_errors
     def close(self) -> None:
         """Flush and close; idempotent. The file stays consistent if flushing fails."""
         if not self.file.id.valid:

@@ -34,7 +34,7 @@ _HELP = {
     "lima_refresh_period": "seconds between refreshes of the lima virtual datasets",
     "purge_delay": "seconds a finished scan stays listed by the session writer",
     "disk_check_period": "seconds between free-space checks during a scan",
-    "file_mode": "permissions of new files (octal, applied before the umask)",
+    "file_mode": "permissions of new scan files (octal), set exactly: the umask does not apply",
     "lock_retry_time": "seconds to retry opening a file locked by another process",
 }
 

@@ -40,6 +40,10 @@ __all__ = ["NexusScanWriter", "WriterStatus"]
 
 logger = logging.getLogger(__name__)
 
+#: A flush that takes ``t`` seconds is followed by the next one ``FLUSH_DUTY * t``
+#: seconds later at the soonest (``flush_period`` when that is longer).
+FLUSH_DUTY = 10
+
 
 class WriterStatus(str, enum.Enum):
     """What the file's ``writer/status`` says."""
@@ -92,6 +96,7 @@ class NexusScanWriter(Subscriber):
         self._position: Optional[str] = None
         self._acked: Optional[str] = None
         self._last_flush = 0.0
+        self._flush_gap = self.options.flush_period
         self._last_lima = 0.0
         self._last_disk_check = 0.0
         self._ticker: Optional[gevent.Greenlet] = None
@@ -158,6 +163,9 @@ class NexusScanWriter(Subscriber):
                 self._lima_progress(node, event_data)
             else:
                 self._add_points(node, event_data)
+            # under a steady stream the consumer never waits, so the ticker would
+            # not run: do what is due here
+            self._housekeeping(time.monotonic())
         elif event_type is EventType.PREPARED_SCAN:
             self._set_status(WriterStatus.RUNNING)
         elif event_type is EventType.END_SCAN:
@@ -183,7 +191,7 @@ class NexusScanWriter(Subscriber):
         self._file = NexusFile(path, options)
         layout = self._plan()
         try:
-            existing = self._file.check_entries(layout, self.node.key)
+            existing = self._file.check_entries(layout, self.node.key, self.node.uid)
         except Exception:
             # the entries belong to someone else: close without writing a status there
             self.entries = []
@@ -222,7 +230,7 @@ class NexusScanWriter(Subscriber):
     def _plan(self) -> ScanLayout:
         node = self.node
         description = ScanDescription(node.key, node.name, node.number, node.info,
-                                      tuple(self._nodes.values()))
+                                      tuple(self._nodes.values()), node.uid)
         layout = self._layout = plan_scan(description, self.options)
         self.entries = [entry.name for entry in layout.entries]
         return layout
@@ -234,11 +242,13 @@ class NexusScanWriter(Subscriber):
 
     def _declare(self, node: Any) -> None:
         if isinstance(node, ChannelNode):
+            _check_storable(node)
             self._nodes[node.name] = NodeSpec(node.name, "channel", node.subscan,
                                               node.dtype.str, node.shape, node.unit,
                                               node.info)
             self._points.setdefault(node.name, 0)
         elif isinstance(node, LimaNode):
+            _check_lima_files(node, self.options.allowed_roots)
             self._nodes[node.name] = NodeSpec(node.name, "lima", node.subscan,
                                               node.dtype.str, node.shape, None, node.info)
             self._lima_nodes[node.name] = node
@@ -270,8 +280,13 @@ class NexusScanWriter(Subscriber):
     def _flush(self) -> None:
         if self._file is None or self._file.closed:
             return
+        started = time.monotonic()
         self._file.flush()
         self._last_flush = time.monotonic()
+        # a file with many channels takes long to flush: never spend more than about
+        # 1/FLUSH_DUTY of the time flushing
+        self._flush_gap = max(self.options.flush_period,
+                              FLUSH_DUTY * (self._last_flush - started))
         if self._position is not None and self._position != self._acked:
             self._acknowledge(self._position)
 
@@ -317,21 +332,26 @@ class NexusScanWriter(Subscriber):
         period = min(options.flush_period, options.lima_refresh_period) / 2
         try:
             while not stop.wait(period):
-                now = time.monotonic()
-                if now - self._last_flush >= options.flush_period:
-                    self._flush()
-                if self._lima_saved and now - self._last_lima >= options.lima_refresh_period:
-                    self._refresh_images()
-                if now - self._last_disk_check >= options.disk_check_period:
-                    self._last_disk_check = now
-                    self.warning = checks.check_disk_space(
-                        self.filename, options.required_disk_space,
-                        options.recommended_disk_space)
+                self._housekeeping(time.monotonic())
         except Exception as exc:
             self._record_fault(exc, "writing in the background")
             run = self._run
             if run is not None:
                 self._abort(run)
+
+    def _housekeeping(self, now: float) -> None:
+        """Flush, refresh lima datasets and check the disk when each is due."""
+        options = self.options
+        if self._file is None or self._file.closed:
+            return
+        if now - self._last_flush >= self._flush_gap:
+            self._flush()
+        if self._lima_saved and now - self._last_lima >= options.lima_refresh_period:
+            self._refresh_images()
+        if now - self._last_disk_check >= options.disk_check_period:
+            self._last_disk_check = now
+            self.warning = checks.check_disk_space(
+                self.filename, options.required_disk_space, options.recommended_disk_space)
 
     def _stop_ticker(self) -> None:
         if self._ticker_stop is not None:
@@ -364,6 +384,42 @@ class NexusScanWriter(Subscriber):
             file.close()
         if self._fault_reason is None and self._run is not None and self._run.killed:
             self.status = WriterStatus.FAILED
+
+
+#: numpy kinds a channel's dataset can hold: numbers, bool, bytes and opaque bytes.
+_STORABLE_KINDS = "biufcSV"
+#: An HDF5 chunk holds less than 4 GiB, and a chunk holds at least one point.
+_MAX_POINT_BYTES = 2**32 - 1
+
+
+def _check_storable(channel: ChannelNode) -> None:
+    """Refuse, naming the channel, a declaration no HDF5 dataset of this writer can hold."""
+    dtype = channel.dtype
+    what = f"channel {channel.name!r} of scan {channel.scan.key}"
+    if dtype.kind not in _STORABLE_KINDS or dtype.fields is not None or dtype.subdtype:
+        raise NexusWriterError(
+            f"{what}: dtype {dtype} cannot be written to HDF5 by this writer; publish "
+            "numbers, bool or bytes, one channel per field")
+    values = 1
+    for dim in channel.shape:
+        values *= max(dim, 1)
+    if dtype.itemsize * values > _MAX_POINT_BYTES:
+        raise NexusWriterError(
+            f"{what}: points of shape {channel.shape} and dtype {dtype} take "
+            f"{dtype.itemsize * values} bytes, more than one HDF5 chunk can hold (4 GiB)")
+
+
+def _check_lima_files(lima: LimaNode, roots: tuple[str, ...]) -> None:
+    """The files a lima detector saves must be inside the allowed roots, like the scan
+    file: the scan file refers to them, and readers of the scan file open them."""
+    what = f"lima {lima.name!r} of scan {lima.scan.key}"
+    for part, value in (("prefix", lima.prefix), ("suffix", lima.suffix)):
+        if os.sep in value or (os.altsep and os.altsep in value):
+            raise NexusWriterError(
+                f"{what}: file name {part} {value!r} holds a path separator; put "
+                "directories in 'directory'")
+    checks.check_path_allowed(lima.filename(lima.first_file_number), roots,
+                              f"{what}: saved file")
 
 
 def _image_source(lima: LimaNode) -> Any:

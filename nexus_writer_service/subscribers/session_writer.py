@@ -24,7 +24,7 @@ from typing import Any, Iterator, Optional
 
 from ..concurrency import Event, Thread
 from ..data import EventData, EventType, SessionNode, get_session_node
-from ..errors import NodeNotFoundError, ScanStateError, WaitTimeout
+from ..errors import MalformedEventError, NodeNotFoundError, ScanStateError, WaitTimeout
 from ..io.options import SaveOptions
 from .scan_writer import NexusScanWriter
 from .states import SubscriberMode, SubscriberState
@@ -101,12 +101,13 @@ class NexusSessionWriter(Subscriber):
             return list(self._records.values())
 
     def scan(self, name: str) -> ScanRecord:
-        """The scan named ``name`` (``"<number>_<name>"``) or with Redis key ``name``.
+        """The scan named ``name`` (``"<number>_<name>"``) or with Redis key ``name``
+        (the latest one, if Redis lost its data and a key or name came back).
 
         :raises ScanStateError: no such scan (never seen, or purged)
         """
         with self._records_lock:
-            for record in self._records.values():
+            for record in reversed(self._records.values()):
                 if name in (record.name, record.key):
                     return record
             known = ", ".join(r.name for r in self._records.values()) or "none"
@@ -190,8 +191,15 @@ class NexusSessionWriter(Subscriber):
             return  # already being written
         # a finished writer of this scan is replaced only when the scan is resumed
         # (restart after stop): the new writer continues from the acknowledgement
-        info = scan.info
-        name = f"{scan.number}_{scan.name}"
+        try:
+            info = scan.info
+            name = f"{scan.number}_{scan.name}"
+        except MalformedEventError as exc:
+            # its scan writer goes FAULT with this reason: the session carries on
+            logger.error("%s: scan %s has malformed metadata: %s", self.name, scan.key, exc)
+            info, name = {}, scan.key
+        if known is not None and known.writer.node.uid != scan.uid:
+            self._keep_listed(known)
         if not info.get("save", True):
             logger.info("%s: scan %s is not saved (scan_info save=False)", self.name, name)
             return
@@ -203,6 +211,14 @@ class NexusSessionWriter(Subscriber):
             self._records[scan.key] = ScanRecord(scan.key, name, writer)
         logger.info("%s: writing scan %s to %s", self.name, name, info.get("filename"))
         writer.start()
+
+    def _keep_listed(self, record: ScanRecord) -> None:
+        """Redis lost its data and gave ``record``'s key to a new scan: the old scan
+        stays listed, with its state and reason, under another internal key."""
+        alias = f"{record.key}#{record.writer.node.uid or id(record)}"
+        with self._records_lock:
+            self._records = {alias if value is record else key: value
+                             for key, value in self._records.items()}
 
     def _on_stop(self) -> None:
         for record in self.scans():

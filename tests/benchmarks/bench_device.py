@@ -24,9 +24,9 @@ import platform
 import tempfile
 import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import redis
@@ -43,7 +43,7 @@ PERIOD = 0.010
 
 def _sample(read: Callable[[], object], until: Callable[[], bool], limit: int) -> np.ndarray:
     """Call ``read`` every PERIOD seconds until ``until()`` or ``limit`` reads; ms each."""
-    times = []
+    times: list[float] = []
     next_time = time.perf_counter()
     while len(times) < limit and not until():
         start = time.perf_counter()
@@ -60,6 +60,22 @@ def _row(name: str, ms: np.ndarray) -> str:
             f"{ms.max():>8.2f}")
 
 
+@contextmanager
+def running_device(work: Path, url: str, session: str = "bench"
+                   ) -> Iterator[tuple[ServerProcess, tango.DeviceProxy]]:
+    """The sqlite Tango database and a ``NexusWriterService`` writing ``session``
+    (files allowed under ``work``), both stopped on exit."""
+    with ExitStack() as stack:
+        database = stack.enter_context(EmbeddedTangoDatabase(workdir=work / "tango"))
+        host, port = database.tango_host.split(":")
+        register_nexus_writer(session, redis_url=url, options={"allowed_roots": [str(work)]},
+                              database=tango.Database(host, int(port)))
+        server = stack.enter_context(ServerProcess(
+            session, database.tango_host, args=["--log=warning"],
+            output=work / "server.out"))
+        yield server, server.wait_ready(f"id00/bliss_nxwriter/{session}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1e5 points instead of 1e6")
@@ -72,13 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-device-")))
         redis_server = stack.enter_context(EmbeddedRedis(workdir=work / "redis"))
         url = redis_server.url + "/0"
-        database = stack.enter_context(EmbeddedTangoDatabase(workdir=work / "tango"))
-        host, port = database.tango_host.split(":")
-        register_nexus_writer("bench", redis_url=url, options={"allowed_roots": [str(work)]},
-                              database=tango.Database(host, int(port)))
-        server = stack.enter_context(ServerProcess(
-            "bench", database.tango_host, args=["--log=warning"], output=work / "server.out"))
-        proxy = server.wait_ready("id00/bliss_nxwriter/bench")
+        _, proxy = stack.enter_context(running_device(work, url))
 
         client = redis.Redis.from_url(url)
         stack.callback(client.close)

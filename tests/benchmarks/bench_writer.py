@@ -335,13 +335,15 @@ def end_to_end(url: str, client: redis.Redis, tmp: str, npoints: int, nchannels:
 class WriterProcess:
     """``NexusSessionWriter`` command line in a child process, stopped by its PID."""
 
-    def __init__(self, url: str, session: str, tmp: str) -> None:
+    def __init__(self, url: str, session: str, tmp: str,
+                 module: str = "nexus_writer_service.cli.session_writer",
+                 extra: tuple[str, ...] = ()) -> None:
         self.log = os.path.join(tmp, f"{session}.log")
         self.out = open(os.path.join(tmp, f"{session}.out"), "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "nexus_writer_service.cli.session_writer", session,
+            [sys.executable, "-m", module, session,
              "--redis-url", url, "--allowed-roots", tmp, "--logfile", self.log,
-             "--nologstdout"],
+             "--nologstdout", *extra],
             stdout=self.out, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -366,6 +368,12 @@ class WriterProcess:
                 if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
         raise KeyError(field)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of the process so far (/proc/<pid>/stat)."""
+        with open(f"/proc/{self.process.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -468,10 +476,12 @@ def memory(url: str, client: redis.Redis, tmp: str, lengths: list[int], block: i
 # -- 4. latency -----------------------------------------------------------------------
 
 
-def latency(url: str, client: redis.Redis, tmp: str, npoints: int, interval: float
-            ) -> list[list[str]]:
-    session = f"bench_latency_{os.getpid()}"
-    path = os.path.join(tmp, "latency.h5")
+def latency(url: str, client: redis.Redis, tmp: str, npoints: int, interval: float,
+            block: int = 1, stats: dict[str, Any] | None = None) -> list[list[str]]:
+    """Send ``block`` points every ``block * interval`` s; with ``stats``, fill it with
+    the latencies (ms), the writer's CPU seconds and its peak RSS (MiB)."""
+    session = f"bench_latency_{os.getpid()}_{block}_{int(1 / interval)}"
+    path = os.path.join(tmp, f"latency_{block}_{int(1 / interval)}.h5")
     dataset = channel_path(1, "ch0")
     sent = np.full(npoints, np.nan)
     visible = np.full(npoints, np.nan)
@@ -498,21 +508,25 @@ def latency(url: str, client: redis.Redis, tmp: str, npoints: int, interval: flo
     outcome = ""
     try:
         writer.wait_ready()
+        cpu = writer.cpu_seconds()
         reader.start()
         values = np.random.default_rng(3).random(npoints)
         with Publisher(session, url) as publisher:
             scan = create_scan(publisher, path, {"ch0": values}, 1, "latency")
             start = time.perf_counter()
-            for i in range(npoints):
+            for i in range(0, npoints, block):
                 delay = start + i * interval - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
-                sent[i] = time.perf_counter()
-                scan.send({"ch0": values[i:i + 1]})
+                sent[i:i + block] = time.perf_counter()
+                scan.send({"ch0": values[i:i + block]})
             scan.end()
         reader.join(timeout=30)
         if reader.is_alive():
             outcome = "not every point became visible within 30 s"
+        if stats is not None and writer.process.poll() is None:
+            stats["cpu"] = writer.cpu_seconds() - cpu
+            stats["peak"] = writer.status("VmHWM")
     except Exception as exc:
         outcome = f"{type(exc).__name__}: {exc}"
     finally:
@@ -527,6 +541,9 @@ def latency(url: str, client: redis.Redis, tmp: str, npoints: int, interval: flo
         problem(f"latency: {outcome}")
     delete_session(client, session)
     lat = (visible - sent)[~np.isnan(visible)] * 1000
+    if stats is not None:
+        stats["latency"] = lat
+        stats["outcome"] = outcome
     if not len(lat):
         return [[str(npoints), f"{interval * 1000:.0f}", "0", "-", "-", "-", "-", "-",
                  f"{polls['ok']}/{polls['failed']}", "FAILED"]]

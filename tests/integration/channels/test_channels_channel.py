@@ -33,6 +33,7 @@ from channels import Channel
 url, name, lease = sys.argv[1], sys.argv[2], float(sys.argv[3])
 c = Channel(name, redis_url=url, lease=lease)
 c.value = sys.argv[4]
+c.flush()
 print("ready", flush=True)
 sys.stdin.readline()
 """
@@ -168,6 +169,7 @@ def test_sets_from_two_processes_converge_with_monotonic_versions(redis_url, spa
         sys.stdin.readline()
         for i in range(1000):
             c.value = (sys.argv[2], i)
+        c.flush()
         print("done", flush=True)
         sys.stdin.readline()
     """
@@ -196,6 +198,107 @@ def test_sets_from_two_processes_converge_with_monotonic_versions(redis_url, spa
         assert values[-1] == c.value
 
 
+SKEWED_WRITER = """
+import sys, time
+real_time, real_time_ns = time.time, time.time_ns
+offset = float(sys.argv[3])
+time.time = lambda: real_time() + offset  # this process's clock is off by offset s
+time.time_ns = lambda: real_time_ns() + int(offset * 1e9)
+from channels import Channel
+c = Channel("skew", redis_url=sys.argv[1], lease=1.0)
+print(f"ready {time.time() - real_time():.0f}", flush=True)
+sys.stdin.readline()
+for i in range(1000):
+    c.value = (sys.argv[2], i)
+c.flush()
+print("done", flush=True)
+sys.stdin.readline()
+c.close()
+"""
+
+
+def test_sets_from_two_processes_with_skewed_clocks_converge_and_keep_their_leases(
+        redis_url, redis_client, spawn):
+    seen = []
+    lock = threading.Lock()
+
+    def changed(value):
+        with lock:
+            seen.append((c.version, value))
+
+    skews = {"a": "-3600", "b": "3600"}
+    with Channel("skew", redis_url=redis_url, callback=changed, lease=1.0) as c:
+        children = {tag: spawn(SKEWED_WRITER, redis_url, tag, skew) for tag, skew in skews.items()}
+        for tag, child in children.items():
+            assert read_line(child) == f"ready {skews[tag]}"
+        for child in children.values():
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        for child in children.values():
+            assert read_line(child, 60) == "done"
+        with Channel("skew", redis_url=redis_url) as probe:
+            final = (probe.version, probe.value)
+        wait_for(lambda: (c.version, c.value) == final)
+        assert final[1][1] == 999
+        wait_for(lambda: seen and seen[-1][1] == final[1], what="callback with the final value")
+        with lock:
+            versions = [version for version, _ in seen]
+            values = [value for _, value in seen]
+        assert versions == sorted(versions)
+        for tag in skews:
+            indices = [i for t, i in values if t == tag]
+            assert indices == sorted(indices)
+        assert values[-1] == c.value
+
+        # several lease periods later, the skewed holders still hold: nothing expired early
+        time.sleep(3.0)
+        assert _value_key_exists(redis_client, "skew")
+        now_s, now_us = redis_client.time()
+        now_ms = now_s * 1000 + now_us // 1000
+        holders = redis_client.zrange("channels:holders:skew", 0, -1, withscores=True)
+        assert len(holders) == 3
+        assert all(now_ms < score <= now_ms + 60_000 for _, score in holders)
+        # metadata carries the server's time, not a writer's clock
+        from channels.sync import client
+
+        response = client.read("skew", redis_url=redis_url)
+        assert response.version == c.version and response.value == final[1]
+        assert response.when <= now_s + now_us / 1e6
+        writer = children[final[1][0]]
+        assert response.who.endswith(f":{writer.pid}")
+        for child in children.values():
+            child.stdin.write("\n")
+            child.stdin.flush()
+            assert child.wait(20) == 0
+    assert not _value_key_exists(redis_client, "skew")
+
+
+def test_pipelined_sets_keep_their_order_and_are_read_back_at_once(redis_url, redis_client):
+    published = []
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(f"channels:{redis_client.get_connection_kwargs()['db']}:update:burst")
+    try:
+        with Channel("burst", redis_url=redis_url) as c:
+            for i in range(2000):
+                c.value = i
+                assert c.value == i
+            c.flush()
+            stored = redis_client.hgetall("channels:value:burst")
+            assert Codec().decode(stored[b"v"]) == 1999
+            assert c.version == int(stored[b"n"])
+            while len(published) < 2000:
+                message = pubsub.get_message(timeout=10)
+                assert message is not None, "missing update messages"
+                if message["type"] == "message":
+                    published.append(message["data"])
+    finally:
+        pubsub.close()
+    versions = [int(m.split(b" ")[1]) for m in published]
+    values = [Codec().decode(m.split(b" ", 5)[5][len(c._link.who):]) for m in published]
+    assert values == list(range(2000))
+    assert versions == sorted(versions) and len(set(versions)) == 2000
+
+
 def test_forced_disconnect_resynchronises_and_calls_back(redis_url, redis_client):
     got = []
 
@@ -219,8 +322,10 @@ def test_subscribe_then_snapshot_never_misses_the_latest_value(redis_url, spawn)
         import sys
         from channels import Channel
         c = Channel("snap", redis_url=sys.argv[1])
+        c.value = 0
+        c.flush()
         print("ready", flush=True)
-        i = 0
+        i = 1
         while True:
             c.value = i
             i += 1
@@ -371,6 +476,7 @@ def test_redis_restart_errors_within_timeout_then_recovers(tmp_path):
             start = time.monotonic()
             with pytest.raises(ChannelsError) as info:
                 c.value = 2
+                c.flush()
             assert isinstance(info.value, (TimeoutError, ConnectionError))
             assert time.monotonic() - start < 1.5
             server.start()
@@ -384,6 +490,39 @@ def test_redis_restart_errors_within_timeout_then_recovers(tmp_path):
 
             wait_for(recovered, 15, "recovery after restart")
             c.value = 4
+            assert c.value == 4
+    finally:
+        server.cleanup()
+
+
+def test_a_set_that_could_not_reach_redis_is_raised_by_a_later_set(tmp_path):
+    from nexus_writer_service.embedded import EmbeddedRedis, free_port
+
+    server = EmbeddedRedis(port=free_port(), workdir=tmp_path)
+    server.start()
+    try:
+        url = f"{server.url}/0"
+        with Channel("lost", redis_url=url, timeout=0.5) as c:
+            c.value = 1
+            c.flush()
+            server.stop()
+            c.value = 2  # queued: the failure is known later
+            errors = []
+
+            def a_later_set_raises():
+                try:
+                    c.value = 3
+                except ChannelsError as exc:
+                    errors.append(exc)
+                    return True
+                return False
+
+            wait_for(a_later_set_raises, 10, "the error of the lost set")
+            assert isinstance(errors[0], ConnectionError)
+            assert "setting channel 'lost'" in str(errors[0])
+            server.start()
+            c.value = 4
+            c.flush()
             assert c.value == 4
     finally:
         server.cleanup()

@@ -56,21 +56,49 @@ def test_slow_receiver_loses_nothing(redis_url):
         assert received == list(range(2000)) and receiver.lost_events == 0
 
 
-def test_trimming_before_a_receiver_reads_is_reported(redis_url, caplog):
-    reports = []
+def test_stuck_receiver_still_connected_loses_nothing_beyond_maxlen(redis_url, redis_client):
+    received = []
+    entered = threading.Event()
     gate = threading.Event()
 
     def stuck(events):
+        entered.set()
+        gate.wait(20)
+        received.extend(events)
+
+    with EventChannel("hold", redis_url=redis_url, maxlen=5, block_size=1) as receiver, \
+            EventChannel("hold", redis_url=redis_url, maxlen=5) as sender:
+        receiver.register_callback(stuck)
+        sender.post(-1)
+        assert entered.wait(10)
+        sender.post_many(range(1000))
+        for i in range(1000, 2000):
+            sender.post(i)
+        assert redis_client.xlen("channels:events:hold") >= 2000
+        gate.set()
+        wait_for(lambda: len(received) == 2001, 30)
+        assert received == list(range(-1, 2000)) and receiver.lost_events == 0
+
+
+def test_trimming_after_a_receiver_lease_expired_is_reported(redis_url, redis_client, caplog):
+    reports = []
+    entered = threading.Event()
+    gate = threading.Event()
+
+    def stuck(events):
+        entered.set()
         gate.wait(10)
 
     def lost(message):
         reports.append(message)
 
-    with EventChannel("trim", redis_url=redis_url, maxlen=5, block_size=1,
+    with EventChannel("trim", redis_url=redis_url, maxlen=5, block_size=1, lease=0.3,
                       on_lost=lost) as channel:
         channel.register_callback(stuck)
         channel.post("first")
-        time.sleep(0.2)  # let the receiver take the first event and block in the callback
+        assert entered.wait(10)
+        # stuck in its callback longer than its lease, the receiver is no longer connected
+        wait_for(lambda: not redis_client.keys("channels:eventreader:trim:*"), 10, "expiry")
         channel.post_many(range(500))
         gate.set()
         wait_for(lambda: reports, 10, "loss report")
@@ -109,14 +137,18 @@ def test_cache_is_a_channel_named_after_the_object(redis_url):
 
 def test_clear_cache_resets_the_devices_in_every_process(redis_url, spawn):
     child = spawn("""
-        import sys
+        import sys, time
         from channels import Cache
         class Device:
             name = "mca"
         c = Cache(Device(), "params", default_value="default", redis_url=sys.argv[1])
         c.value = "loaded"
+        c.flush()
         print("ready", flush=True)
         sys.stdin.readline()
+        deadline = time.monotonic() + 10  # the reset reaches this process asynchronously
+        while c.value == "loaded" and time.monotonic() < deadline:
+            time.sleep(0.01)
         print(c.value, flush=True)
     """, redis_url)
     assert read_line(child) == "ready"

@@ -1,0 +1,89 @@
+"""Whole-system benchmark of nexus-writer-service: every scenario of the issue, each
+next to the baselines that bound it, measured in the same run.
+
+    python -m tests.benchmarks [--quick] [--scenario N ...] [--redis-url URL]
+
+Redis: ``--redis-url``, else the ``REDIS_URL`` environment variable, else an embedded
+server started for the run. Scenario 7 also starts the embedded sqlite Tango database
+and the ``NexusWriterService`` device server. Files go to a temporary directory
+(removed at the end); the bare-disk baseline writes there too. Tables go to stdout,
+progress to stderr. ``--quick`` scales sizes down about 10x (under 2 minutes); the
+full run takes under 15 minutes. Exit status 1 if a writer problem was seen (a
+missed target alone is not an error: read the summary). ``BENCH_LAG_TRACE=1`` also
+prints the backlog series of scenarios 3, 5 and 7 to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+
+import redis
+
+from nexus_writer_service.embedded import EmbeddedRedis
+
+from .bench_writer import machine_facts, print_table
+from .system import SCENARIOS, Context, log
+
+
+def build_parser() -> argparse.ArgumentParser:
+    lines = "\n".join(f"  {n}. {text}" for n, (text, _) in SCENARIOS.items())
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.benchmarks", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"scenarios:\n{lines}")
+    parser.add_argument("--quick", action="store_true",
+                        help="sizes and durations scaled down about 10x")
+    parser.add_argument("--scenario", type=int, action="append", choices=sorted(SCENARIOS),
+                        metavar="N", help="run only scenario N (repeatable; default: all)")
+    parser.add_argument("--redis-url", default=None,
+                        help="Redis server to use (default: REDIS_URL, else an embedded one)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    chosen = sorted(set(args.scenario or SCENARIOS))
+    started = time.perf_counter()
+    with ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_system_"))
+        url = args.redis_url or os.environ.get("REDIS_URL")
+        if not url:
+            log("starting an embedded Redis")
+            url = stack.enter_context(EmbeddedRedis(workdir=os.path.join(tmp, "redis"))
+                                      ).url + "/0"
+        client = redis.Redis.from_url(url)
+        stack.callback(client.close)
+        ctx = Context(url, client, tmp, args.quick)
+        print(machine_facts(client))
+        print(f"mode: {'quick' if args.quick else 'full'}; scenarios "
+              f"{', '.join(map(str, chosen))}; files in {tmp}", flush=True)
+        for number in chosen:
+            text, run = SCENARIOS[number]
+            t0 = time.perf_counter()
+            try:
+                run(ctx)
+            except Exception as exc:
+                ctx.problem(f"scenario {number} could not run: {type(exc).__name__}: {exc}")
+                ctx.summary.append((f"{number} {text.split(':')[0]}", "not measured", "-",
+                                    "MISSED"))
+            log(f"scenario {number} took {time.perf_counter() - t0:.0f} s")
+    print_table("Summary", ["scenario", "key figure", "target", "result"],
+                [list(row) for row in ctx.summary])
+    print()
+    print(f"total wall time {time.perf_counter() - started:.0f} s")
+    if ctx.problems:
+        print(f"{len(ctx.problems)} problem(s) seen:")
+        for text in ctx.problems:
+            print(f"  - {text}")
+        return 1
+    print("no writer problem seen")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""What the hardware and the raw libraries do with the same bytes the writer moves.
+
+Each function returns a :class:`Timing` (wall and CPU seconds of this process;
+nothing else runs in it meanwhile):
+
+* :func:`disk`: ``dd``-like sequential write of ``nbytes`` to a directory, in 1 MiB
+  ``os.write`` calls, then ``os.fsync``;
+* :func:`h5_write`: raw h5py writing arrays chunk-aligned into resizable datasets
+  with the writer's chunking (``io.layout.chunk_rows`` and ``chunk_bytes``);
+* :func:`redis_xadd` / :func:`redis_xrange`: raw redis-py moving the same entries
+  (pipelined XADD; XRANGE in pages);
+* :func:`h5_virtual`: raw h5py building one virtual dataset over a detector's files;
+* :func:`redis_round_trip`: XADD in one thread seen by a blocking XREAD in another.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import h5py
+import numpy as np
+import redis
+
+from nexus_writer_service.io import SaveOptions
+from nexus_writer_service.io.layout import chunk_rows
+
+MiB = 1 << 20
+
+
+@dataclass
+class Timing:
+    wall: float
+    cpu: float
+
+
+def timed(func: Callable[[], Any]) -> Timing:
+    cpu = time.process_time()
+    start = time.perf_counter()
+    func()
+    return Timing(time.perf_counter() - start, time.process_time() - cpu)
+
+
+def disk(directory: str, nbytes: int) -> Timing:
+    """Write ``nbytes`` in 1 MiB blocks to a new file in ``directory``, fsync, remove."""
+    block = os.urandom(MiB)
+    path = os.path.join(directory, f"dd_{os.getpid()}.bin")
+
+    def write() -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            left = nbytes
+            while left > 0:
+                left -= os.write(fd, block if left >= MiB else block[:left])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    try:
+        return timed(write)
+    finally:
+        os.unlink(path)
+
+
+def h5_write(path: str, arrays: dict[str, Callable[[int, int], np.ndarray]], npoints: int,
+             dtypes: dict[str, np.dtype[Any]], shapes: dict[str, tuple[int, ...]],
+             chunk_bytes: int | None = None) -> Timing:
+    """One resizable chunked dataset per array, written chunk by chunk.
+
+    ``arrays[name](start, stop)`` returns points ``[start, stop)`` (so large data sets
+    need not be held in memory); the file is removed afterwards.
+    """
+    chunk_bytes = chunk_bytes or SaveOptions().chunk_bytes
+
+    def write() -> None:
+        with h5py.File(path, "w") as f:
+            for name, get in arrays.items():
+                dtype, shape = np.dtype(dtypes[name]), shapes[name]
+                rows = chunk_rows(dtype.itemsize * int(np.prod(shape)), chunk_bytes, npoints)
+                dset = f.create_dataset(name, shape=(0,) + shape, maxshape=(None,) + shape,
+                                        dtype=dtype, chunks=(rows,) + shape)
+                for s in range(0, npoints, rows):
+                    stop = min(s + rows, npoints)
+                    dset.resize(stop, axis=0)
+                    dset[s:stop] = get(s, stop)
+
+    try:
+        return timed(write)
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+def redis_xadd(client: redis.Redis, stream: str,
+               entries: Iterable[dict[bytes, bytes]], window: int = 64) -> Timing:
+    """XADD every entry, ``window`` commands per pipeline round trip."""
+
+    def write() -> None:
+        pipe = client.pipeline(transaction=False)
+        pending = 0
+        for fields in entries:
+            pipe.xadd(stream, fields)  # type: ignore[arg-type]
+            pending += 1
+            if pending >= window:
+                pipe.execute()
+                pending = 0
+        if pending:
+            pipe.execute()
+
+    return timed(write)
+
+
+def redis_xrange(client: redis.Redis, stream: str, page: int = 1000,
+                 dtype: str = "f8") -> tuple[Timing, int]:
+    """XRANGE the whole stream in pages, ``np.frombuffer`` every ``d...`` field;
+    also returns the number of bytes of data read."""
+    got = [0]
+
+    def read() -> None:
+        start = "-"
+        while True:
+            entries: list[Any] = client.xrange(stream, min=start, max="+",
+                                               count=page)  # type: ignore[assignment]
+            for _, fields in entries:
+                for field, value in fields.items():
+                    if field[:1] == b"d":
+                        got[0] += np.frombuffer(value, dtype=dtype).nbytes
+            if len(entries) < page:
+                return
+            start = "(" + entries[-1][0].decode()
+
+    return timed(read), got[0]
+
+
+def h5_virtual(path: str, sources: Sequence[tuple[str, str, int]],
+               frame_shape: tuple[int, ...], dtype: Any) -> Timing:
+    """A virtual dataset over ``sources`` (file, dataset, frames) in a new file."""
+    nframes = sum(n for _, _, n in sources)
+
+    def build() -> None:
+        layout = h5py.VirtualLayout(shape=(nframes,) + frame_shape, dtype=dtype)
+        first = 0
+        for filename, dataset, n in sources:
+            layout[first:first + n] = h5py.VirtualSource(
+                os.path.relpath(filename, os.path.dirname(path)), dataset,
+                shape=(n,) + frame_shape)
+            first += n
+        with h5py.File(path, "w") as f:
+            f.create_virtual_dataset("data", layout, fillvalue=0)
+
+    try:
+        return timed(build)
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+def redis_round_trip(client: redis.Redis, url: str, stream: str, n: int,
+                     interval: float) -> np.ndarray:
+    """Milliseconds from XADD (every ``interval`` s) to a blocking XREAD seeing it."""
+    reader = redis.Redis.from_url(url)
+    seen: list[float] = []
+    sent: list[float] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        last = "0-0"
+        ready.set()
+        while len(seen) < n:
+            reply: Any = reader.xread({stream: last}, block=1000, count=1000)
+            now = time.perf_counter()
+            for _, entries in reply or ():
+                for entry_id, _ in entries:
+                    seen.append(now)
+                    last = entry_id.decode()
+
+    thread = threading.Thread(target=read, name="raw-xread", daemon=True)
+    thread.start()
+    ready.wait(5)
+    try:
+        start = time.perf_counter()
+        for i in range(n):
+            delay = start + i * interval - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            sent.append(time.perf_counter())
+            client.xadd(stream, {b"d": b"x" * 8})
+        thread.join(30)
+    finally:
+        client.delete(stream)
+        reader.close()
+    count = min(len(seen), len(sent))
+    return (np.asarray(seen[:count]) - np.asarray(sent[:count])) * 1e3
+
+
+def blocks(npoints: int, block: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, npoints, block):
+        yield start, min(start + block, npoints)
