@@ -286,7 +286,7 @@ class NexusWriter(Device):
         if states != self._last_states:
             self._last_states = states
             self.push_change_event("scan_states", [s for _, s in states])
-            self._announce_scans(records)
+        self._announce_scans(records)
 
     def _announce_scans(self, records: list[ScanRecord]) -> None:
         if self._announcer is None:
@@ -294,10 +294,16 @@ class NexusWriter(Device):
         for record in records:
             previous = self._announced.get(record.key)
             state = record.state.value
+            finished = state in ("OFF", "FAULT")
+            if previous == state:
+                continue
             if previous is None:
+                urls = record.writer.urls
+                if not urls and not finished:
+                    continue  # announced once its file is known
                 self._announcer.post({"event": "scan_started", "scan": record.name,
-                                      "session": self.session, "urls": record.writer.urls})
-            if state in ("OFF", "FAULT") and previous not in ("OFF", "FAULT"):
+                                      "session": self.session, "urls": urls})
+            if finished and previous not in ("OFF", "FAULT"):
                 info = record.as_dict()
                 self._announcer.post({
                     "event": "scan_finished", "scan": record.name, "session": self.session,

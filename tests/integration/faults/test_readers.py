@@ -1,0 +1,200 @@
+"""Other processes reading the scan file, as the README's "Reader contract" says they
+may (or may not): real reader subprocesses with h5py, the real simulator publishing,
+a real session writer in the test's main thread.
+
+The contract's case of a process that holds the file with locking in ``"r"`` mode
+before the scan starts is pinned by
+``tests/integration/test_writer_faults.py::test_file_locked_by_another_process_faults_naming_its_pid``;
+here the holder uses ``"a"`` mode, which the contract names too.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from nexus_writer_service.data import EndReason, Publisher
+from nexus_writer_service.simulation.info import scan_filename
+from nexus_writer_service.subscribers import NexusSessionWriter, ScanRecord
+from tests.integration.faults.conftest import (
+    TIME,
+    assert_nothing_lost,
+    assert_record,
+    fast_options,
+    file_points,
+    published_points,
+    publish_loopscan,
+    register_audit,
+    simulate_command,
+)
+from tests.writer_support import session_writer, wait_scans_done, wait_until
+
+_HOLD = """
+import sys, h5py
+f = h5py.File(sys.argv[1], sys.argv[2])
+print("holding", flush=True)
+sys.stdin.read()
+f.close()
+"""
+
+
+def test_file_held_in_append_mode_faults_naming_the_pid_and_is_untouched(
+        redis_url: str, tmp_path: Path, processes: list[subprocess.Popen[Any]]) -> None:
+    filename = tmp_path / "held.h5"
+    session = "held"
+    register_audit(redis_url, session)
+    options = fast_options(lock_retry_time=0.5)
+    with session_writer(redis_url, session, options, poll_interval=0.05) as writer:
+        with Publisher(session, redis_url, lease=5, retention=60) as publisher:
+            publish_loopscan(publisher, filename, 1, 20, block=5)
+            wait_until(lambda: filename.exists(), 10, "the file written")
+            first = wait_scans_done(writer, 1)[0]
+            holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(filename), "a"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            processes.append(holder)
+            assert holder.stdout is not None and holder.stdout.readline() == b"holding\n"
+            before = filename.read_bytes()  # the holder has marked it open for writing
+            publish_loopscan(publisher, filename, 2, 20, block=5)
+            refused = wait_scans_done(writer, 2)[1]
+            assert filename.read_bytes() == before, "the refused scan modified the file"
+            assert holder.stdin is not None
+            holder.stdin.close()
+            assert holder.wait(30) == 0
+            publish_loopscan(publisher, filename, 3, 20, block=5)
+            third = wait_scans_done(writer, 3)[2]
+    assert_record(refused, "FAULT", "STARTING", "FileLockedError", str(filename),
+                  f"pid {holder.pid}", "locking=False")
+    with h5py.File(filename, "r") as h5:
+        assert sorted(h5) == ["1.1", "3.1"], "no entry of the refused scan"
+    for record in (first, third):
+        published, _ = published_points(redis_url, record.key)
+        assert_nothing_lost(filename, record.key, published, "SUCCEEDED", "SUCCESS")
+
+
+_APPEND = """
+import sys, h5py
+try:
+    h5py.File(sys.argv[1], "a")
+except OSError as exc:
+    print("refused:", exc)
+else:
+    print("opened")
+"""
+
+
+def _simulated_scan(redis_url: str, session: str, root: Path, npoints: int) -> list[str]:
+    return simulate_command(redis_url, session, root, "--scan", "loopscan", "--npoints",
+                            str(npoints), "--count-time", "0.01", "--lease", "5")
+
+
+def _check_simulated(redis_url: str, record: ScanRecord, npoints: int) -> None:
+    published, reason = published_points(redis_url, record.key)
+    assert reason is EndReason.SUCCESS
+    assert {len(values) for values in published.values()} == {npoints}
+    assert_record(record, "OFF", "SUCCEEDED", "finished")
+    assert_nothing_lost(record.writer.filename, record.key, published, "SUCCEEDED", "SUCCESS")
+
+
+def _running(writer: NexusSessionWriter) -> bool:
+    records = writer.scans()
+    return bool(records) and records[0].writer.status.value == "RUNNING" \
+        and records[0].writer.progress[0] > 0
+
+
+def test_reader_opening_in_append_mode_is_refused_and_the_writer_carries_on(
+        redis_url: str, tmp_path: Path, processes: list[subprocess.Popen[Any]]) -> None:
+    session = "appender"
+    root = tmp_path / "data"
+    npoints = 300
+    register_audit(redis_url, session)
+    with session_writer(redis_url, session, fast_options(allowed_roots=(str(root),)),
+                        poll_interval=0.05) as writer:
+        publisher = subprocess.Popen(_simulated_scan(redis_url, session, root, npoints))
+        processes.append(publisher)
+        wait_until(lambda: _running(writer), 60, "the scan written")
+        filename = writer.scans()[0].writer.filename
+        appender = subprocess.Popen([sys.executable, "-c", _APPEND, filename],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        processes.append(appender)
+        wait_until(lambda: appender.poll() is not None, 60, "the appender tried")
+        assert _running(writer), "the scan ended before the reader tried: use more points"
+        wait_until(lambda: publisher.poll() is not None, 60, "the simulated scan published")
+        assert publisher.returncode == 0
+        record = wait_scans_done(writer, 1)[0]
+    output, errors = appender.communicate(timeout=10)
+    assert appender.returncode == 0, errors
+    assert output.startswith("refused:"), output + errors
+    _check_simulated(redis_url, record, npoints)
+
+
+#: Reads the file without locking until the writer says it is done; prints one JSON
+#: line per attempt: the points of the elapsed time seen and the last of them, or the
+#: transient error the contract allows. Any other error ends it with a traceback.
+_POLL = """
+import json, sys, time, h5py
+path, channel, deadline = sys.argv[1], sys.argv[2], time.monotonic() + 90
+def elapsed(h5):
+    for entry in h5.values():
+        for name, obj in entry["instrument"].items():
+            for item in obj.values():
+                if item.attrs.get("channel") == channel:
+                    return item
+    raise KeyError(channel)
+while time.monotonic() < deadline:
+    try:
+        with h5py.File(path, "r", locking=False) as h5:
+            data = elapsed(h5)[()]
+            status = h5["1.1/writer/status"][()].decode()
+        print(json.dumps({"n": len(data), "last": float(data[-1]) if len(data) else None,
+                          "status": status}), flush=True)
+        if status in ("SUCCEEDED", "FAILED"):
+            break
+    except (OSError, KeyError) as exc:
+        print(json.dumps({"error": type(exc).__name__}), flush=True)
+    time.sleep(0.02)
+"""
+
+
+def test_reader_without_locking_throughout_the_scan_sees_it_grow_and_harms_nothing(
+        redis_url: str, tmp_path: Path, processes: list[subprocess.Popen[Any]]) -> None:
+    session = "poller"
+    root = tmp_path / "data"
+    npoints = 300
+    filename = scan_filename(str(root), session, 1)
+    register_audit(redis_url, session)
+    with session_writer(redis_url, session, fast_options(allowed_roots=(str(root),)),
+                        poll_interval=0.05) as writer:
+        reader = subprocess.Popen([sys.executable, "-c", _POLL, filename, TIME],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        processes.append(reader)
+        publisher = subprocess.Popen(_simulated_scan(redis_url, session, root, npoints))
+        processes.append(publisher)
+        # the writer runs in this thread: wait letting its hub run
+        wait_until(lambda: publisher.poll() is not None, 60, "the simulated scan published")
+        assert publisher.returncode == 0
+        record = wait_scans_done(writer, 1)[0]
+        wait_until(lambda: reader.poll() is not None, 60, "the reader saw the end")
+        output, errors = reader.communicate(timeout=10)
+    assert reader.returncode == 0, errors
+    assert record.writer.filename == filename
+    _check_simulated(redis_url, record, npoints)
+
+    final = file_points(filename, record.key)[TIME]
+    seen = [json.loads(line) for line in output.splitlines()]
+    assert seen[0] == {"error": "FileNotFoundError"}, "the reader started before the scan"
+    assert seen[-1]["n"] == npoints and seen[-1]["status"] == "SUCCEEDED", seen[-1]
+    reads = [s for s in seen if "n" in s]
+    growing = {s["n"] for s in reads if 0 < s["n"] < npoints}
+    assert len(growing) >= 3, f"the reader saw no growing data: {seen}"
+    counts = [s["n"] for s in reads]
+    assert counts == sorted(counts), "points seen by the reader went backwards"
+    for s in reads:
+        if s["n"]:
+            assert s["last"] == final[s["n"] - 1], ("the reader saw a wrong value", s)
+    assert {s["error"] for s in seen if "error" in s} <= {"FileNotFoundError", "OSError",
+                                                          "KeyError"}
