@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 Event = tuple[EventType, Any, EventData]
 BATCH = 1000
+#: Entries of the first read, before their size is known.
+FIRST_BATCH = 50
 #: Bytes a read asks for (entries per read adapt to the size of the last ones), so
 #: that large entries are handled while the next ones are read, in bounded memory.
 PAGE_BYTES = 8 << 20
@@ -99,7 +101,7 @@ def read_pages(
     timeout = _check_timeout(timeout)
     block_ms = max(1, int(poll_interval * 1000))
     last_activity = time.monotonic()
-    count = BATCH
+    count = FIRST_BATCH
     while stop is None or not stop.is_set():
         with redis_errors(f"reading stream {key}"):
             reply = client.xread({key: position}, count=count, block=block_ms)

@@ -726,6 +726,54 @@ def writer_samples(writer: Writer) -> list[tuple[float, list[int]]]:
             if line["event"] == "sample"]
 
 
+def paced_writer_run(ctx: Context, label: str, what: str, nscans: int,
+                     channels: dict[str, tuple[str, tuple[int, ...]]],
+                     pool: dict[str, np.ndarray], rate: float, block: int, seconds: float
+                     ) -> tuple[Paced, float | None, float | None, float, float,
+                                list[tuple[float, list[int]]]]:
+    """A fresh writer process; ``nscans`` scans published at ``rate`` until every file
+    is complete and checked. Returns the run, the writer's CPU seconds and peak RSS,
+    its largest backlog (events, MiB) and its progress samples."""
+    npoints = int(rate * seconds)
+    session = ctx.session(label)
+    writer = Writer(ctx, session)
+    cpu = rss = None
+    result = Paced(npoints, 0, outcome="not run")
+    try:
+        writer.wait_event("started", 60)
+        cpu0 = writer.cpu_seconds()
+
+        def wait_done() -> float:
+            lines = writer.wait_event("done", 120 + seconds, count=nscans)
+            bad = [x for x in lines if x["status"] != "SUCCEEDED"]
+            if bad:
+                raise RuntimeError(f"{bad[0]['state']} {bad[0]['status']}: {bad[0]['reason']}")
+            return max(float(x["t"]) for x in lines)
+
+        result = publish_paced(ctx, session, nscans, channels, pool, rate, block, seconds,
+                               wait_done, label)
+        cpu = writer.cpu_seconds() - cpu0
+        rss = writer.peak()
+        events, size = writer.backlog()
+        samples = writer_samples(writer)
+    except Exception as exc:
+        result.outcome = f"{type(exc).__name__}: {exc}"
+        events = size = float("nan")
+        samples = []
+    finally:
+        finish(ctx, writer, what)
+    if not result.outcome:
+        for path in result.paths:
+            result.outcome = result.outcome or check_shapes(path, channels, npoints)
+    if result.outcome:
+        ctx.problem(f"{what}: {result.outcome}")
+    delete_session(ctx.client, session)
+    for path in result.paths:
+        if os.path.exists(path):
+            os.unlink(path)
+    return result, cpu, rss, events, size, samples
+
+
 def scenario_mca(ctx: Context) -> None:
     """3. MCA: 4 detectors x 4096-channel uint32 spectra at 1 kHz for 60 s."""
     seconds = 10.0 if ctx.quick else 60.0
@@ -736,41 +784,8 @@ def scenario_mca(ctx: Context) -> None:
     pool = {name: np.roll(base, d, axis=0) for d, name in enumerate(channels)}
     npoints = int(rate * seconds)
     log(f"3. MCA: {ndet} x 4096 uint32 at {rate:g} Hz for {seconds:g} s")
-    session = ctx.session("s3")
-    writer = Writer(ctx, session)
-    cpu = rss = None
-    result = Paced(npoints, 0, outcome="not run")
-    try:
-        writer.wait_event("started", 60)
-        cpu0 = writer.cpu_seconds()
-
-        def wait_done() -> float:
-            lines = writer.wait_event("done", 120 + seconds)
-            if lines[0]["status"] != "SUCCEEDED":
-                raise RuntimeError(f"{lines[0]['state']} {lines[0]['status']}: "
-                                   f"{lines[0]['reason']}")
-            return float(lines[0]["t"])
-
-        result = publish_paced(ctx, session, 1, channels, pool, rate, block, seconds,
-                               wait_done, "s3")
-        cpu = writer.cpu_seconds() - cpu0
-        rss = writer.peak()
-        events, size = writer.backlog()
-        samples = writer_samples(writer)
-    except Exception as exc:
-        result.outcome = f"{type(exc).__name__}: {exc}"
-        events = size = float("nan")
-        samples = []
-    finally:
-        finish(ctx, writer, "MCA")
-    if not result.outcome:
-        result.outcome = check_shapes(result.paths[0], channels, npoints)
-    if result.outcome:
-        ctx.problem(f"MCA: {result.outcome}")
-    delete_session(ctx.client, session)
-    for path in result.paths:
-        if os.path.exists(path):
-            os.unlink(path)
+    run = paced_writer_run(ctx, "s3", "MCA", 1, channels, pool, rate, block, seconds)
+    result, cpu, rss, events, size, samples = run
     log("3. MCA: baselines")
     disk, h5, xadd, xrange = raw_paced_baselines(ctx, "s3", 1, channels, pool, npoints,
                                                  block)
@@ -803,42 +818,9 @@ def scenario_concurrent(ctx: Context) -> None:
     npoints = int(rate * seconds)
     log(f"5. {nscans} concurrent scans x {len(channels)} channels at {rate:g} Hz "
         f"for {seconds:g} s")
-    session = ctx.session("s5")
-    writer = Writer(ctx, session)
-    cpu = rss = None
-    result = Paced(npoints, 0, outcome="not run")
-    try:
-        writer.wait_event("started", 60)
-        cpu0 = writer.cpu_seconds()
-
-        def wait_done() -> float:
-            lines = writer.wait_event("done", 120 + seconds, count=nscans)
-            bad = [x for x in lines if x["status"] != "SUCCEEDED"]
-            if bad:
-                raise RuntimeError(f"{bad[0]['state']} {bad[0]['status']}: {bad[0]['reason']}")
-            return max(float(x["t"]) for x in lines)
-
-        result = publish_paced(ctx, session, nscans, channels, pool, rate, block, seconds,
-                               wait_done, "s5")
-        cpu = writer.cpu_seconds() - cpu0
-        rss = writer.peak()
-        events, size = writer.backlog()
-        samples = writer_samples(writer)
-    except Exception as exc:
-        result.outcome = f"{type(exc).__name__}: {exc}"
-        events = size = float("nan")
-        samples = []
-    finally:
-        finish(ctx, writer, "concurrent scans")
-    if not result.outcome:
-        for path in result.paths:
-            result.outcome = result.outcome or check_shapes(path, channels, npoints)
-    if result.outcome:
-        ctx.problem(f"concurrent scans: {result.outcome}")
-    delete_session(ctx.client, session)
-    for path in result.paths:
-        if os.path.exists(path):
-            os.unlink(path)
+    run = paced_writer_run(ctx, "s5", "concurrent scans", nscans, channels, pool, rate,
+                           block, seconds)
+    result, cpu, rss, events, size, samples = run
     log("5. baselines")
     disk, h5, xadd, xrange = raw_paced_baselines(ctx, "s5", nscans, channels, pool, npoints,
                                                  block)
