@@ -53,15 +53,17 @@ _DEFAULTS = SaveOptions()
 
 #: Device properties that are save options (their names are SaveOptions fields).
 SAVE_OPTION_PROPERTIES = (
-    "keepshape", "multivalue_positioners", "disable_external_hdf5", "short_names",
-    "strict_names", "allowed_roots", "required_disk_space", "recommended_disk_space",
+    "keepshape", "multivalue_positioners", "disable_external_hdf5",
+    "enable_external_nonhdf5", "copy_non_external", "short_names",
+    "strict_names", "stack_mcas", "allowed_roots", "required_disk_space",
+    "recommended_disk_space",
     "chunk_bytes", "compression", "flush_period", "lima_refresh_period", "purge_delay",
     "disk_check_period", "file_mode", "lock_retry_time",
 )
 
-#: Save options of the BLISS writer this writer does not implement: accepted as
-#: properties so existing configurations load, reported in Status when enabled.
-UNSUPPORTED_PROPERTIES = ("enable_external_nonhdf5", "copy_non_external", "stack_mcas")
+#: Save options of the BLISS writer this writer does not implement (none at present):
+#: accepted as properties so existing configurations load, reported in Status when enabled.
+UNSUPPORTED_PROPERTIES: tuple[str, ...] = ()
 
 #: Tango (log4tango) logging levels by name.
 _TANGO_LEVELS = {"OFF": 100, "FATAL": 200, "ERROR": 300, "WARN": 400, "INFO": 500,
@@ -116,8 +118,11 @@ class NexusWriter(Device):
     keepshape = _option_property("keepshape", bool)
     multivalue_positioners = _option_property("multivalue_positioners", bool)
     disable_external_hdf5 = _option_property("disable_external_hdf5", bool)
+    enable_external_nonhdf5 = _option_property("enable_external_nonhdf5", bool)
+    copy_non_external = _option_property("copy_non_external", bool)
     short_names = _option_property("short_names", bool)
     strict_names = _option_property("strict_names", bool)
+    stack_mcas = _option_property("stack_mcas", bool)
     allowed_roots = _option_property("allowed_roots", (str,))
     required_disk_space = _option_property("required_disk_space", float)
     recommended_disk_space = _option_property("recommended_disk_space", float)
@@ -129,13 +134,6 @@ class NexusWriter(Device):
     disk_check_period = _option_property("disk_check_period", float)
     file_mode = _option_property("file_mode", str)
     lock_retry_time = _option_property("lock_retry_time", float)
-    enable_external_nonhdf5 = device_property(
-        dtype=bool, default_value=False, doc="not supported: EDF/TIFF frames are linked as "
-        "file references")
-    copy_non_external = device_property(
-        dtype=bool, default_value=False, doc="not supported: data is never copied")
-    stack_mcas = device_property(
-        dtype=bool, default_value=False, doc="not supported: one dataset per MCA detector")
 
     # -- life cycle -----------------------------------------------------------
 

@@ -12,8 +12,11 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.handlers
+import os
 import signal
+import stat
 import sys
+import urllib.parse
 from typing import Any, NoReturn, Sequence
 
 import gevent
@@ -25,11 +28,13 @@ from ..io.options import COMPRESSIONS, SaveOptions, option_help
 from ..subscribers import NexusSessionWriter, SubscriberState
 
 __all__ = ["main", "build_parser", "configure_logging", "add_save_options",
-           "add_logging_options", "save_options_from_args"]
+           "add_logging_options", "save_options_from_args", "read_redis_url_file",
+           "url_has_password"]
 
 PROG = "NexusSessionWriter"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-_FLAGS = ("keepshape", "multivalue_positioners", "disable_external_hdf5", "strict_names")
+_FLAGS = ("keepshape", "multivalue_positioners", "disable_external_hdf5",
+          "enable_external_nonhdf5", "copy_non_external", "strict_names", "stack_mcas")
 _VALUES: dict[str, Any] = {
     "allowed_roots": str, "required_disk_space": float, "recommended_disk_space": float,
     "chunk_bytes": int, "flush_period": float, "lima_refresh_period": float,
@@ -71,8 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description=(
         "Write every scan of a session to NeXus HDF5 files while the scans run."))
     parser.add_argument("session", help="name of the session to listen to")
-    parser.add_argument("--redis-url", help="Redis URL (default: the REDIS_URL environment "
-                        "variable)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--redis-url", help="Redis URL (default: the REDIS_URL environment "
+                       "variable). Other users can read a command line: give a URL with a "
+                       "password with --redis-url-file or REDIS_URL instead")
+    where.add_argument("--redis-url-file", metavar="PATH",
+                       help="read the Redis URL from this file, which only its owner may "
+                       "read (chmod 600)")
     parser.add_argument("--no-resume", dest="resume", action="store_false",
                         help="do not complete scans left unfinished by a previous run")
     parser.add_argument("--reader-name", default="nexus_writer",
@@ -114,12 +124,68 @@ def configure_logging(level: str, logfile: str | None = None, filesize: float = 
         logger.addHandler(handler)
 
 
+#: A Redis URL file is a line of text; anything much longer is not one.
+_URL_FILE_LIMIT = 64 * 1024
+
+
+def read_redis_url_file(path: str) -> str:
+    """The Redis URL held in the file ``path``: its first line that is neither empty nor
+    a ``#`` comment. The URL may hold a password, so the file must be a regular file
+    that no other user may read or change (``chmod 600``).
+
+    :raises ConfigurationError: the file cannot be read, is open to other users, or holds
+        no URL (the message never shows the file's content)
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read the Redis URL file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as stream:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigurationError(f"the Redis URL file {path} is not a regular file")
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o077:
+            raise ConfigurationError(
+                f"the Redis URL file {path} is open to other users (permissions {mode:03o}) "
+                f"and may hold a password: make it private with 'chmod 600 {path}'")
+        raw = stream.read(_URL_FILE_LIMIT + 1)
+    if len(raw) > _URL_FILE_LIMIT:
+        raise ConfigurationError(f"the Redis URL file {path} is too large to hold a URL")
+    try:
+        lines = raw.decode().splitlines()
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"the Redis URL file {path} is not UTF-8 text") from None
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith("#"):
+            return line
+    raise ConfigurationError(
+        f"the Redis URL file {path} holds no URL: write one line such as "
+        "redis://user:password@host:6379/0")
+
+
+def url_has_password(url: str) -> bool:
+    """Whether the Redis URL ``url`` holds a password (``user:password@`` or a
+    ``password=`` query parameter)."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        in_netloc = parts.password is not None
+    except ValueError:  # a malformed port: look for credentials by hand
+        in_netloc = "@" in parts.netloc
+    return in_netloc or "password" in urllib.parse.parse_qs(parts.query)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         options = save_options_from_args(args)
-        node = get_session_node(args.session, args.redis_url)
+        url = args.redis_url
+        if args.redis_url_file is not None:
+            url = read_redis_url_file(args.redis_url_file)
+        node = get_session_node(args.session, url)
     except (ConfigurationError, TypeError, ValueError) as exc:
         parser.error(str(exc))
     try:
@@ -128,6 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         parser.error(f"cannot open the log file: {exc}")
     log = logging.getLogger("nexus_writer_service.cli")
+    if args.redis_url and url_has_password(args.redis_url):
+        log.warning("%s: the password given with --redis-url can be read by every user of "
+                    "this machine (process list, /proc/<pid>/cmdline): put the URL in a file "
+                    "only you can read and use --redis-url-file, or set REDIS_URL", PROG)
     try:
         node.current_position()
     except NexusWriterError as exc:

@@ -18,7 +18,14 @@ from typing import NoReturn, Sequence
 import redis
 
 from ..errors import ConfigurationError, NexusWriterError
-from ..simulation import SCAN_TYPES, PublishedScan, SimulationOptions, default_root, simulate
+from ..simulation import (
+    LIMA_FILE_FORMATS,
+    SCAN_TYPES,
+    PublishedScan,
+    SimulationOptions,
+    default_root,
+    simulate,
+)
 
 __all__ = ["main", "build_parser"]
 
@@ -88,12 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds per point; 0 publishes as fast as possible (default)")
     parser.add_argument("--nchannels", type=_positive_int, default=128,
                         help="counters of the many_channels scan (default: 128)")
+    parser.add_argument("--mca-detectors", type=_positive_int, default=1,
+                        help="detectors of the mca scan's MCA controller (default: 1)")
     parser.add_argument("--repeat", type=_positive_int, default=1,
                         help="publish the selection this many times (default: 1)")
     parser.add_argument("--root", help="directory of lima files and of the NeXus files "
                         f"scan_info asks for (default: {default_root()})")
     parser.add_argument("--seed", type=_non_negative_int, default=0,
                         help="random seed; the same seed publishes the same data (default: 0)")
+    parser.add_argument("--lima-format", choices=LIMA_FILE_FORMATS, default="hdf5",
+                        help="file format of the simulated lima detector (default: hdf5)")
     parser.add_argument("--truth", metavar="FILE",
                         help="write everything published to this HDF5 file")
     parser.add_argument("--lease", type=float, default=10.0,
@@ -124,8 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = SimulationOptions(
         session=args.session, scans=tuple(args.scan or ()), redis_url=args.redis_url,
         root=args.root, npoints=args.npoints, count_time=args.count_time,
-        nchannels=args.nchannels, repeat=args.repeat, seed=args.seed, truth=args.truth,
-        lease=args.lease, block_size=args.block_size,
+        nchannels=args.nchannels, mca_detectors=args.mca_detectors, repeat=args.repeat,
+        seed=args.seed, truth=args.truth,
+        lease=args.lease, block_size=args.block_size, lima_format=args.lima_format,
     )
     try:
         simulate(options, on_published=_print_line)

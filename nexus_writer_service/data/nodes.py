@@ -96,6 +96,11 @@ class ChannelNode(Node):
     def variable_length(self) -> bool:
         return self.shape == (-1,)
 
+    @property
+    def point_size(self) -> int:
+        """Bytes per point (0 for variable-length points)."""
+        return 0 if self.variable_length else self._point_size
+
 
 class ImageReference(NamedTuple):
     """Where one frame of a lima detector is saved."""

@@ -11,14 +11,17 @@ right after it, without loss or duplicates.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import redis
+from redis.client import NEVER_DECODE
 
 from ..errors import DataLostError, EventTimeout, MalformedEventError, NodeNotFoundError
 from . import codec
+from .blocks import BlockMerger, DataDecoder, fields_dict
 from .connection import Client, connect, end_scan, redis_errors
 from .events import (
     EndReason,
@@ -28,10 +31,9 @@ from .events import (
     NodeType,
     decode_entry,
     decode_session_entry,
-    iter_data_blocks,
 )
 from .keys import ScanKeys, SessionKeys, check_name
-from .nodes import ChannelNode, LimaNode, Node, make_node
+from .nodes import LimaNode, Node, make_node
 
 __all__ = ["get_session_node", "get_scan_node", "SessionNode", "ScanNode", "Event"]
 
@@ -90,40 +92,96 @@ def _stream_info(client: Client, key: str) -> dict[str, Any] | None:
         raise
 
 
-def read_pages(
+#: A stream entry as the server sends it: its ID and ``[field, value, field, value, ...]``.
+RawEntry = tuple[bytes, list[bytes]]
+XRead = Callable[[str, str, int, int], list[RawEntry]]
+
+
+def _raw_xread(client: Client) -> XRead:
+    """``xread(key, position, count, block_ms)``: the entries of one XREAD, as the
+    server sends them.
+
+    redis-py turns every entry into a dict, which costs more CPU time than the rest
+    of reading small entries; here the reply is kept as it comes, through a second
+    client on ``client``'s own connection pool (same connections, timeouts, retries
+    and health checks), with that conversion left out. A client of another kind
+    (or bound to a single connection) is read the usual way, then flattened."""
+    if isinstance(client, redis.Redis) and client.connection is None:
+        raw = redis.Redis(connection_pool=client.connection_pool)
+        if "XREAD" in raw.response_callbacks:
+            del raw.response_callbacks["XREAD"]
+
+        def read(key: str, position: str, count: int, block_ms: int) -> list[RawEntry]:
+            reply = raw.execute_command("XREAD", "COUNT", count, "BLOCK", block_ms,
+                                        "STREAMS", key, position, **{NEVER_DECODE: True})
+            if not reply:
+                return []
+            # RESP3 answers {key: entries}, RESP2 [[key, entries]]; each entry is
+            # [ID, fields] (XREAD never gives None fields, as XREADGROUP can)
+            entries: list[RawEntry] = (next(iter(reply.values())) if isinstance(reply, dict)
+                                       else reply[0][1])
+            return entries
+        return read
+
+    def read_flattened(key: str, position: str, count: int, block_ms: int
+                       ) -> list[RawEntry]:
+        reply = client.xread({key: position}, count=count, block=block_ms)
+        if not reply:
+            return []
+        entries = reply[0][1]
+        return [(entry_id, [item for pair in (fields or {}).items() for item in pair])
+                for entry_id, fields in entries]
+    return read_flattened
+
+
+def read_raw_pages(
     client: Client, key: str, position: str, *, stop: StopHandle | None,
     timeout: float | None, poll_interval: float, on_idle: Callable[[], None] | None = None,
     on_batch: Callable[[str], None] | None = None,
-) -> Iterator[list[tuple[str, dict[bytes, bytes]]]]:
-    """Entries of stream ``key`` after ``position``, one list per read, forever
-    (until stop/timeout). ``on_batch`` gets the last position of a page once the
-    caller asks for the next one."""
+) -> Iterator[list[RawEntry]]:
+    """Entries of stream ``key`` after ``position`` as the server sends them, one
+    list per read, forever (until stop/timeout). ``on_batch`` gets the last position
+    of a page once the caller asks for the next one."""
     timeout = _check_timeout(timeout)
     block_ms = max(1, int(poll_interval * 1000))
     last_activity = time.monotonic()
     count = FIRST_BATCH
+    xread = _raw_xread(client)
     while stop is None or not stop.is_set():
         with redis_errors(f"reading stream {key}"):
-            reply = client.xread({key: position}, count=count, block=block_ms)
-        if not reply:
+            page = xread(key, position, count, block_ms)
+        if not page:
             if on_idle is not None:
                 on_idle()
             if timeout is not None and time.monotonic() - last_activity > timeout:
                 raise EventTimeout(f"no new event on {key} within {timeout} s")
             continue
         last_activity = time.monotonic()
-        page = [(entry_id.decode(), fields) for entry_id, fields in reply[0][1]]
-        position = page[-1][0]
+        position = page[-1][0].decode()
         count = _page_count(page)
         yield page
         if on_batch is not None:
             on_batch(position)
 
 
-def _page_count(page: list[tuple[str, dict[bytes, bytes]]]) -> int:
+def _page_count(page: list[RawEntry]) -> int:
     """Entries to ask for next so that a page holds about :data:`PAGE_BYTES`."""
-    size = sum(len(value) for _, fields in page for value in fields.values())
+    # b"".join(fields) would copy the page; lengths of its values alone are enough
+    values = itertools.chain.from_iterable(fields[1::2] for _, fields in page)
+    size = sum(map(len, values))
     return max(1, min(BATCH, PAGE_BYTES * len(page) // max(size, 1)))
+
+
+def read_pages(
+    client: Client, key: str, position: str, *, stop: StopHandle | None,
+    timeout: float | None, poll_interval: float, on_idle: Callable[[], None] | None = None,
+    on_batch: Callable[[str], None] | None = None,
+) -> Iterator[list[tuple[str, dict[bytes, bytes]]]]:
+    """Like :func:`read_raw_pages`, each entry as ``(position, {field: value})``."""
+    for page in read_raw_pages(client, key, position, stop=stop, timeout=timeout,
+                               poll_interval=poll_interval, on_idle=on_idle,
+                               on_batch=on_batch):
+        yield [(entry_id.decode(), fields_dict(fields)) for entry_id, fields in page]
 
 
 def read_stream(
@@ -135,51 +193,6 @@ def read_stream(
     for page in read_pages(client, key, position, stop=stop, timeout=timeout,
                            poll_interval=poll_interval, on_idle=on_idle, on_batch=on_batch):
         yield from page
-
-
-class _BlockMerger:
-    """Merges the blocks of each channel read in one page into one NEW_DATA event.
-
-    Channels come out in the order they first appear. Every event but the last of
-    a flush carries the position before the flush's first entry, so resuming from
-    any event's position never skips a point (it may give some again, at the same
-    indices).
-    """
-
-    def __init__(self, position: str) -> None:
-        self.safe = position
-        self.last = position
-        self.pending: dict[int, tuple[ChannelNode, int, list[Any]]] = {}
-        self.nbytes = 0
-
-    def add(self, blocks: list[tuple[ChannelNode, int, Any]], position: str) -> None:
-        """``blocks``: raw bytes of fixed-size points (decoded once, when merged) or
-        decoded variable-length points."""
-        for node, first, data in blocks:
-            self.nbytes += len(data) if isinstance(data, bytes) else 0
-            held = self.pending.get(node.index)
-            if held is None:
-                self.pending[node.index] = (node, first, [data])
-            else:
-                held[2].append(data)
-        self.last = position
-
-    def passed(self, position: str) -> None:
-        """An entry that is not data was handled: resuming after it is safe."""
-        self.safe = self.last = position
-
-    def flush(self) -> Iterator[Event]:
-        pending, self.pending = self.pending, {}
-        self.nbytes = 0
-        count = len(pending)
-        for i, (node, first, parts) in enumerate(pending.values()):
-            if isinstance(parts[0], bytes):
-                data = node.decode(parts[0] if len(parts) == 1 else b"".join(parts))
-            else:  # variable-length points: lists of 1D arrays
-                data = [point for part in parts for point in part]
-            position = self.last if i == count - 1 else self.safe
-            yield EventType.NEW_DATA, node, EventData(position, first, data)
-        self.safe = self.last
 
 
 class ScanNode:
@@ -362,7 +375,6 @@ class ScanNode:
         by_index = {node.index: node for node in self.nodes().values()}
         # from the stream's start (nothing trimmed: checked above) every channel starts
         # at point 0; after a position, a channel's first block may start anywhere
-        expected: dict[int, int] = {}
         first_point = 0 if position == "0-0" else None
 
         def wanted(node_type: NodeType) -> bool:
@@ -374,25 +386,41 @@ class ScanNode:
                 self.check_publisher()
 
         on_batch = (lambda pos: self.acknowledge(ack_as, pos)) if ack_as else None
-        pages = read_pages(self._client, self.keys.events, position, stop=stop,
-                           timeout=timeout, poll_interval=poll_interval, on_idle=on_idle,
-                           on_batch=on_batch)
-        merger = _BlockMerger(position) if merge_blocks else None
+        pages = read_raw_pages(self._client, self.keys.events, position, stop=stop,
+                               timeout=timeout, poll_interval=poll_interval, on_idle=on_idle,
+                               on_batch=on_batch)
+        decoder = DataDecoder(by_index, first_point)
+        merger = BlockMerger(position) if merge_blocks else None
+        want_data = wanted(NodeType.CHANNEL)
         for page in pages:
-            for position, fields in page:
-                if fields.get(b"t") == b"data":
-                    try:
-                        blocks = self._data_events(fields, by_index, expected, first_point,
-                                                   decode=merger is None)
-                    except MalformedEventError as exc:
-                        if merger is not None:
+            # runs of entries alike are checked and merged together; the others (and
+            # a run with any doubt) one by one
+            run_from = 0 if merger is not None and want_data else len(page)
+            i = 0
+            while i < len(page):
+                if merger is not None and i >= run_from:
+                    merged, run_from = decoder.merge_run(page, i, merger, MERGE_BYTES)
+                    if merged:
+                        i += merged
+                        if merger.nbytes >= MERGE_BYTES:
                             yield from merger.flush()
-                        raise MalformedEventError(f"{self.keys.events} entry {position}: {exc}") \
-                            from None
-                    if not wanted(NodeType.CHANNEL):
                         continue
+                entry_id, flat = page[i]
+                i += 1
+                position = entry_id.decode()
+                try:
+                    found = decoder.blocks(flat, decode=merger is None)
+                except MalformedEventError as exc:
                     if merger is not None:
-                        merger.add(blocks, position)
+                        yield from merger.flush()
+                    raise MalformedEventError(f"{self.keys.events} entry {position}: {exc}") \
+                        from None
+                if found is not None:
+                    if not want_data:
+                        continue
+                    blocks, nbytes = found
+                    if merger is not None:
+                        merger.add(blocks, nbytes, position)
                         if merger.nbytes >= MERGE_BYTES:
                             yield from merger.flush()
                         continue
@@ -402,6 +430,7 @@ class ScanNode:
                 if merger is not None:
                     yield from merger.flush()
                     merger.passed(position)
+                fields = fields_dict(flat)
                 entry = decode_entry(fields, f"{self.keys.events} entry {position}")
                 if entry.node is not None:
                     declared = by_index.get(entry.node.index) or make_node(self, entry.node)
@@ -428,32 +457,6 @@ class ScanNode:
                     return
             if merger is not None:
                 yield from merger.flush()
-
-    @staticmethod
-    def _data_events(fields: dict[bytes, bytes], by_index: dict[int, Node],
-                     expected: dict[int, int], first_point: int | None = None,
-                     decode: bool = True) -> list[tuple[ChannelNode, int, Any]]:
-        """Decode the channel blocks of one data entry, checking point continuity.
-
-        Without ``decode``, blocks of fixed-size points stay raw bytes (checked)."""
-        out = []
-        for index, first, raw, lengths in iter_data_blocks(fields):
-            node = by_index.get(index)
-            if not isinstance(node, ChannelNode):
-                raise MalformedEventError(f"data for undeclared channel #{index}")
-            start = expected.get(index, first if first_point is None else first_point)
-            if first != start:
-                raise MalformedEventError(
-                    f"channel {node.name!r} block starts at point {first}, expected {start} "
-                    f"({'gap' if first > start else 'duplicate'})")
-            if decode or node.variable_length:
-                data = node.decode(raw, lengths)
-                expected[index] = first + len(data)
-            else:
-                data = raw
-                expected[index] = first + node.count_points(raw)
-            out.append((node, first, data))
-        return out
 
     def walk_on_new_events(self, **kwargs: Any) -> Iterator[Event]:
         """Like :meth:`walk_events`, starting at the server's current end of the scan."""

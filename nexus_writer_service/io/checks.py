@@ -26,6 +26,8 @@ from nexus_writer_service.errors import (
 __all__ = [
     "resolve_allowed_roots",
     "check_path_allowed",
+    "opened_file_path",
+    "check_opened_file_allowed",
     "check_writable",
     "free_disk_space",
     "check_disk_space",
@@ -98,6 +100,54 @@ def check_path_allowed(path: StrPath, roots: Iterable[StrPath], what: str = "fil
         f"{what} {text!r}{via} is outside the allowed roots "
         f"{', '.join(repr(root) for root in allowed)}: "
         "add its directory to allowed_roots or change the scan's filename"
+    )
+
+
+def opened_file_path(fd: int) -> str | None:
+    """The path of the file open as ``fd``, as the kernel knows it now (Linux ``/proc``).
+
+    It is the file actually opened, wherever the symbolic links that led to it point
+    since. ``None`` where ``/proc`` is unavailable. A file removed since it was
+    opened gives the path it had.
+    """
+    try:
+        target = os.readlink(os.path.join(_PROC, "self", "fd", str(fd)))
+    except OSError:
+        return None
+    deleted = " (deleted)"
+    if target.endswith(deleted):
+        target = target[:-len(deleted)]
+    return target if os.path.isabs(target) else None
+
+
+def check_opened_file_allowed(fd: int, path: StrPath, roots: Iterable[StrPath],
+                              what: str = "file", creating: bool = False) -> str | None:
+    """Check that the file open as ``fd`` (opened as ``path``) lies inside ``roots``.
+
+    :func:`check_path_allowed` checks a path before it is opened; a symbolic link
+    changed between that check and the open could still lead elsewhere. This
+    checks the file that was really opened. Returns its path (``None`` where
+    ``/proc`` is unavailable: nothing can be checked there). ``creating``: ``fd`` is
+    a file just made in the directory of ``path``, to become ``path``.
+
+    Raises :class:`PathNotAllowedError` (a :class:`PermissionError`) naming
+    ``path``, the file opened and the roots.
+    """
+    allowed = resolve_allowed_roots(roots)
+    opened = opened_file_path(fd)
+    if opened is None or not allowed or any(_is_inside(opened, root) for root in allowed):
+        return opened
+    if creating:
+        where = f"would be created in {os.path.dirname(opened)!r}"
+        outcome = "nothing was created"
+    else:
+        where = f"resolves to {opened!r} once opened"
+        outcome = "the file was closed untouched"
+    raise PathNotAllowedError(
+        f"{what} {os.fspath(path)!r} {where}, outside the allowed roots "
+        f"{', '.join(repr(root) for root in allowed)}: a symbolic link on the way was "
+        f"changed after the path was checked; {outcome}. Find out who changes links in "
+        "the data directories, or change the scan's filename"
     )
 
 

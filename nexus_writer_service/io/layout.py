@@ -15,7 +15,9 @@ declared and create only what is new. Naming, in the words of BLISS users:
 * ``instrument/<device>/<field>``: a master channel is an NXpositioner with
   ``value`` (``axis:samy`` -> ``samy/value``); an MCA channel
   ``<ctrl>:<quantity>_det<n>`` goes to the NXdetector ``<ctrl>_det<n>``
-  (``data`` for the spectrum, ``icr``, ``ocr``, ``livetime``... beside it); a lima
+  (``data`` for the spectrum, ``icr``, ``ocr``, ``livetime``... beside it), or with
+  ``stack_mcas`` the NXdetector ``<ctrl>`` whose datasets have one column per
+  detector (:func:`mca_stacks` says when a controller can be stacked); a lima
   detector is the NXdetector ``<ctrl>`` with ``data``; any other channel is the
   NXdetector named after its last name part, with ``data``;
 * ``measurement/<short unique name>`` links to every dataset; ``plot0D``,
@@ -41,6 +43,7 @@ __all__ = [
     "GroupPlan",
     "FieldPlan",
     "StreamPlan",
+    "StackPlan",
     "ImagesPlan",
     "GridPlan",
     "LinkPlan",
@@ -51,6 +54,7 @@ __all__ = [
     "plan_scan",
     "chunk_rows",
     "jsonable",
+    "mca_stacks",
 ]
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.]")
@@ -130,9 +134,28 @@ class StreamPlan:
 
 
 @dataclass(frozen=True)
+class StackPlan:
+    """A dataset of shape ``(points, len(channels)) + point_shape`` growing along its
+    first axis: column ``i`` holds the points of ``channels[i]`` (the detectors of one
+    MCA controller, in detector order). Each column is written independently; the
+    dataset's ``detector_points`` attribute counts the points of each column."""
+
+    path: str
+    channels: tuple[str, ...]
+    dtype: str
+    point_shape: tuple[int, ...]
+    chunk_rows: int
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ImagesPlan:
-    """The frames of a lima detector: a virtual dataset over its own files
-    (``virtual``) or the list of where each frame is (``references``)."""
+    """The frames of a lima detector, as ``storage`` says (see :func:`lima_storage`):
+    a virtual dataset over its own HDF5 files (``virtual``, then ``virtual`` is true),
+    an external-storage dataset over its EDF files (``external``), a copy of the
+    frames (``copy``) or the list of where each frame is (``references``).
+    ``fallback``: the storage used instead of ``external`` for frames that cannot be
+    linked (compressed EDF, another dtype or shape)."""
 
     path: str
     lima: str
@@ -140,6 +163,12 @@ class ImagesPlan:
     frame_shape: tuple[int, ...]
     virtual: bool
     attrs: Mapping[str, Any] = field(default_factory=dict)
+    storage: str = ""
+    fallback: str = "references"
+
+    def __post_init__(self) -> None:
+        if not self.storage:
+            object.__setattr__(self, "storage", "virtual" if self.virtual else "references")
 
 
 @dataclass(frozen=True)
@@ -161,7 +190,7 @@ class LinkPlan:
     target: str
 
 
-PlanItem = Union[GroupPlan, FieldPlan, StreamPlan, ImagesPlan, GridPlan, LinkPlan]
+PlanItem = Union[GroupPlan, FieldPlan, StreamPlan, StackPlan, ImagesPlan, GridPlan, LinkPlan]
 
 
 @dataclass
@@ -172,6 +201,7 @@ class EntryPlan:
     subscan: str
     items: list[PlanItem] = field(default_factory=list)
     default: str | None = None
+    notes: list[str] = field(default_factory=list)
 
     def add(self, item: PlanItem) -> None:
         self.items.append(item)
@@ -185,6 +215,10 @@ class ScanLayout:
     entries: list[EntryPlan]
     streams: dict[str, StreamPlan]
     images: dict[str, ImagesPlan]
+    #: the stacked dataset of every channel written into one (``stack_mcas``)
+    stacks: dict[str, StackPlan] = field(default_factory=dict)
+    #: what the writer should tell the user about the layout (MCAs not stacked...)
+    notes: list[str] = field(default_factory=list)
 
 
 def jsonable(value: Any) -> Any:
@@ -257,6 +291,8 @@ class _Placed:
     nx_class: str
     leaf: str
     positioner: bool
+    #: the channels stacked in this dataset, in column order (``stack_mcas``)
+    members: tuple[str, ...] = ()
 
 
 def _place(node: NodeSpec, masters: set[str]) -> tuple[str, str, str, bool]:
@@ -273,14 +309,15 @@ def _place(node: NodeSpec, masters: set[str]) -> tuple[str, str, str, bool]:
     return safe_name(device), "NXdetector", "data", False
 
 
-def _place_all(nodes: Sequence[NodeSpec], masters: set[str]) -> list[_Placed]:
+def _place_all(nodes: Sequence[NodeSpec], masters: set[str],
+               reserved: frozenset[str] = _RESERVED) -> list[_Placed]:
     """Device group and field of every node, unique within the entry."""
     taken: dict[tuple[str, str], str] = {}
     device_class: dict[str, str] = {}
     placed = []
     for node in nodes:
         device, nx_class, leaf, positioner = _place(node, masters)
-        if ((device, leaf) in taken or device in _RESERVED
+        if ((device, leaf) in taken or device in reserved
                 or device_class.get(device, nx_class) != nx_class):
             device = safe_name(node.name)
             while (device, leaf) in taken:
@@ -288,6 +325,97 @@ def _place_all(nodes: Sequence[NodeSpec], masters: set[str]) -> list[_Placed]:
         taken[(device, leaf)] = node.name
         device_class[device] = nx_class
         placed.append(_Placed(node, device, nx_class, leaf, positioner))
+    return placed
+
+
+MCAStacks = dict[str, dict[str, tuple[NodeSpec, ...]]]
+
+
+def mca_stacks(nodes: Sequence[NodeSpec], masters: Iterable[str] = ()
+               ) -> tuple[MCAStacks, list[str]]:
+    """Which MCA channels ``stack_mcas`` stacks, and why the others are not (pure).
+
+    Returns ``({controller: {field: nodes in detector order}}, notes)``. The MCA
+    channels ``<ctrl>:<quantity>_det<n>`` of one controller are stacked when the
+    controller has at least two detectors publishing the same quantities with the
+    same dtype and the same fixed point shape; the fields are in the order the first
+    detector declared them. Any other controller keeps one NXdetector per detector,
+    and a note says why.
+    """
+    masters = set(masters)
+    by_ctrl: dict[str, dict[int, dict[str, NodeSpec]]] = {}
+    clashes: set[str] = set()
+    for node in nodes:
+        match = _MCA.match(node.name)
+        if (node.type != "channel" or match is None
+                or (node.name in masters and not node.shape)):
+            continue
+        leaf = safe_name("data" if node.shape else match["quantity"])
+        fields = by_ctrl.setdefault(match["ctrl"], {}).setdefault(int(match["n"]), {})
+        if leaf in fields:
+            clashes.add(match["ctrl"])
+        fields.setdefault(leaf, node)
+    stacks: MCAStacks = {}
+    notes = []
+    for ctrl, detectors in by_ctrl.items():
+        reason = _not_stackable(detectors, ctrl in clashes)
+        if reason:
+            notes.append(f"MCA {ctrl}: detectors not stacked ({reason}); "
+                         "one NXdetector per detector")
+            continue
+        order = sorted(detectors)
+        stacks[ctrl] = {leaf: tuple(detectors[n][leaf] for n in order)
+                        for leaf in detectors[order[0]]}
+    return stacks, notes
+
+
+def _not_stackable(detectors: Mapping[int, Mapping[str, NodeSpec]], clash: bool) -> str:
+    """Why the detectors of one controller cannot share datasets ("" if they can)."""
+    if len(detectors) < 2:
+        return "a single detector"
+    if clash:
+        return "two channels of one detector go to the same field"
+    first = min(detectors)
+    reference = detectors[first]
+    for n, fields in sorted(detectors.items()):
+        if set(fields) != set(reference):
+            return f"detector {n} does not publish the same quantities as detector {first}"
+        for leaf, node in fields.items():
+            other = reference[leaf]
+            if node.variable_length:
+                return f"{node.name} has variable-length points"
+            if np.dtype(node.dtype) != np.dtype(other.dtype):
+                return (f"{node.name} is {np.dtype(node.dtype)}, "
+                        f"{other.name} is {np.dtype(other.dtype)}")
+            if tuple(node.shape) != tuple(other.shape):
+                return (f"{node.name} has points of shape {tuple(node.shape)}, "
+                        f"{other.name} of shape {tuple(other.shape)}")
+    return ""
+
+
+def _stack_devices(stacks: MCAStacks) -> dict[str, str]:
+    """The NXdetector group of every stacked controller, clear of the planner's names."""
+    devices: dict[str, str] = {}
+    for ctrl in stacks:
+        device = safe_name(ctrl)
+        while device in _RESERVED or device in devices.values():
+            device += "_"
+        devices[ctrl] = device
+    return devices
+
+
+def _place_stacks(stacks: MCAStacks, devices: Mapping[str, str]) -> list[_Placed]:
+    """One placed pseudo-node ``<ctrl>:<quantity>`` per stacked dataset."""
+    placed = []
+    for ctrl, fields in stacks.items():
+        for leaf, members in fields.items():
+            first = members[0]
+            match = _MCA.match(first.name)
+            quantity = match["quantity"] if match else leaf
+            node = NodeSpec(f"{ctrl}:{quantity}", "channel", first.subscan, first.dtype,
+                            (len(members),) + tuple(first.shape), first.unit)
+            placed.append(_Placed(node, devices[ctrl], "NXdetector", leaf, False,
+                                  tuple(m.name for m in members)))
     return placed
 
 
@@ -337,6 +465,22 @@ def _stream(node: NodeSpec, path: str, options: SaveOptions, expected: int) -> S
     rows = chunk_rows(_point_bytes(node), options.chunk_bytes, expected)
     shape = (0,) if node.variable_length else tuple(node.shape)
     return StreamPlan(path, node.name, dtype.str, shape, rows, fill, lengths, attrs)
+
+
+def _stack_plan(p: _Placed, path: str, options: SaveOptions, expected: int) -> StackPlan:
+    """Chunks hold one detector's points, so each column is written on its own."""
+    node = p.node
+    point_shape = tuple(node.shape[1:])
+    attrs: dict[str, Any] = {"channels": list(p.members),
+                             "detectors": [m.rsplit("_", 1)[-1] for m in p.members]}
+    if node.unit:
+        attrs["units"] = node.unit
+    if point_shape:
+        attrs["interpretation"] = "spectrum" if len(point_shape) == 1 else "image"
+    point_bytes = _point_bytes(NodeSpec(node.name, node.type, node.subscan, node.dtype,
+                                        point_shape))
+    rows = chunk_rows(point_bytes, options.chunk_bytes, expected)
+    return StackPlan(path, p.members, np.dtype(node.dtype).str, point_shape, rows, attrs)
 
 
 def _text_fields(base: str, values: Mapping[str, Any], skip: Iterable[str] = ()
@@ -430,9 +574,9 @@ def _plots(entry: EntryPlan, scan_info: Mapping[str, Any], placed: Sequence[_Pla
     rank = {name: i for i, name in enumerate(preferred)}
     by_dim: dict[int, list[_Placed]] = {}
     for p in placed:
-        if p.positioner or p.node.variable_length:
+        if p.positioner or p.node.variable_length or (p.members and p.leaf != "data"):
             continue
-        dim = 2 if p.node.type == "lima" else min(len(p.node.shape), 2)
+        dim = 2 if p.node.type == "lima" else min(len(p.node.shape) - bool(p.members), 2)
         by_dim.setdefault(dim, []).append(p)
     axes: list[_Placed] = []
     for p in [p for name in preferred_axes for p in placed
@@ -442,10 +586,12 @@ def _plots(entry: EntryPlan, scan_info: Mapping[str, Any], placed: Sequence[_Pla
     grid = _grid_shape(scan_info) if options.keepshape else None
     created = {}
     for dim, members in sorted(by_dim.items()):
-        if dim == 2 and all(p.node.type == "lima" and not lima_virtual(p.node, options)
+        if dim == 2 and all(p.node.type == "lima"
+                            and lima_storage(p.node, options) == "references"
                             for p in members):
             continue
-        members = sorted(members, key=lambda p: rank.get(p.node.name, len(rank)))
+        members = sorted(members, key=lambda p: min(rank.get(n, len(rank))
+                                                    for n in (p.node.name,) + p.members))
         plot = f"/{entry.name}/plot{dim}D"
         signal = names[members[0].node.name]
         attrs: dict[str, Any] = {"signal": signal}
@@ -463,7 +609,8 @@ def _plots(entry: EntryPlan, scan_info: Mapping[str, Any], placed: Sequence[_Pla
         elif plot_axes:
             attrs["axes"] = [names[p.node.name] for p in plot_axes]
         elif dim:
-            attrs["axes"] = ["."] * (dim + 1)
+            attrs["axes"] = ["."] * (len(members[0].node.shape) + 1 if members[0].members
+                                     else dim + 1)
         entry.add(GroupPlan(plot, "NXdata", attrs))
         # every candidate axis is linked, so a later declaration only changes @axes
         extra_axes = [p for p in axes if p not in members] if dim == 0 else []
@@ -482,10 +629,25 @@ def _plots(entry: EntryPlan, scan_info: Mapping[str, Any], placed: Sequence[_Pla
 
 def lima_virtual(node: NodeSpec, options: SaveOptions) -> bool:
     """Whether a lima detector's frames are shown through a virtual dataset: only
-    frames saved in HDF5 files, unless ``disable_external_hdf5``; the frames of
-    other formats (EDF, ...) are listed as references."""
+    frames saved in HDF5 files, unless ``disable_external_hdf5``."""
+    return lima_storage(node, options) == "virtual"
+
+
+def lima_storage(node: NodeSpec, options: SaveOptions) -> str:
+    """How a lima detector's frames appear in the scan file:
+
+    * ``virtual``: frames saved in HDF5 files, unless ``disable_external_hdf5``;
+    * ``external``: frames saved in EDF files with ``enable_external_nonhdf5``;
+    * ``copy``: any other frames with ``copy_non_external``;
+    * ``references``: otherwise, the list of where each frame is.
+    """
     file_format = str(node.info.get("file_format", "hdf5")).lower()
-    return file_format in ("hdf5", "h5") and not options.disable_external_hdf5
+    if file_format in ("hdf5", "h5"):
+        if not options.disable_external_hdf5:
+            return "virtual"
+    elif file_format == "edf" and options.enable_external_nonhdf5:
+        return "external"
+    return "copy" if options.copy_non_external else "references"
 
 
 def _entry(description: ScanDescription, options: SaveOptions, subscan: str, index: int,
@@ -513,22 +675,33 @@ def _entry(description: ScanDescription, options: SaveOptions, subscan: str, ind
             entry.add(GroupPlan(f"{instrument}/source", "NXsource"))
             entry.add(FieldPlan(f"{instrument}/source/name", str(inst_info["source"])))
     nodes = [n for n in description.nodes if n.subscan == subscan]
-    placed = _place_all(nodes, _masters(info, subscan))
+    masters = _masters(info, subscan)
+    stacks, entry.notes = mca_stacks(nodes, masters) if options.stack_mcas else ({}, [])
+    stacked = {n.name for fields in stacks.values() for group in fields.values()
+               for n in group}
+    devices = _stack_devices(stacks)
+    placed = _place_all([n for n in nodes if n.name not in stacked], masters,
+                        _RESERVED | frozenset(devices.values()))
+    placed += _place_stacks(stacks, devices)
     names = _link_names(placed, options.short_names)
     streams: dict[str, StreamPlan] = {}
     images: dict[str, ImagesPlan] = {}
     paths: dict[str, str] = {}
-    devices: set[str] = set()
+    groups: set[str] = set()
     for p in placed:
         group = f"{instrument}/{p.device}"
-        if p.device not in devices:
-            devices.add(p.device)
+        if p.device not in groups:
+            groups.add(p.device)
             entry.add(GroupPlan(group, p.nx_class))
         path = paths[p.node.name] = f"{group}/{p.leaf}"
-        if p.node.type == "lima":
+        if p.members:
+            entry.add(_stack_plan(p, path, options, expected))
+        elif p.node.type == "lima":
+            storage = lima_storage(p.node, options)
             plan = ImagesPlan(path, p.node.name, np.dtype(p.node.dtype).str,
-                              tuple(p.node.shape), lima_virtual(p.node, options),
-                              {"channel": p.node.name, "interpretation": "image"})
+                              tuple(p.node.shape), storage == "virtual",
+                              {"channel": p.node.name, "interpretation": "image"}, storage,
+                              "copy" if options.copy_non_external else "references")
             images[p.node.name] = plan
             entry.add(plan)
         else:
@@ -545,6 +718,8 @@ def _entry(description: ScanDescription, options: SaveOptions, subscan: str, ind
         for item in _text_fields(f"{root}/sample", sample):
             entry.add(item)
     entry.add(GroupPlan(f"{root}/notes", "NXnote"))
+    if entry.notes:
+        entry.add(FieldPlan(f"{root}/notes/mca_stacking", "\n".join(entry.notes)))
     comments = info.get("comments")
     if isinstance(comments, list):
         for i, comment in enumerate(comments, 1):
@@ -565,12 +740,17 @@ def plan_scan(description: ScanDescription, options: SaveOptions,
     entries: list[EntryPlan] = []
     streams: dict[str, StreamPlan] = {}
     images: dict[str, ImagesPlan] = {}
+    stacks: dict[str, StackPlan] = {}
     for index, subscan in enumerate(_subscans(description), 1):
         entry, entry_streams, entry_images = _entry(description, options, subscan, index,
                                                     expected)
         entries.append(entry)
         streams.update(entry_streams)
         images.update(entry_images)
+        for item in entry.items:
+            if isinstance(item, StackPlan):
+                stacks.update(dict.fromkeys(item.channels, item))
     root_attrs = {"NX_class": "NXroot", "creator": creator,
                   "default": entries[0].name if entries else ""}
-    return ScanLayout(root_attrs, entries, streams, images)
+    notes = [f"{entry.name}: {note}" for entry in entries for note in entry.notes]
+    return ScanLayout(root_attrs, entries, streams, images, stacks, notes)

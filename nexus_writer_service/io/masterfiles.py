@@ -18,9 +18,9 @@ from typing import Any, Mapping, Sequence
 
 import h5py
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, DiskSpaceError
 from .checks import check_path_allowed, makedirs_allowed
-from .nexus import open_for_writing
+from .nexus import close_or_park, open_for_writing
 
 __all__ = ["master_file_paths", "link_entries"]
 
@@ -42,30 +42,46 @@ def master_file_paths(scan_info: Mapping[str, Any]) -> dict[str, str]:
 
 
 def link_entries(master: str, scan_file: str, entries: Sequence[str], roots: Sequence[str],
-                 retry_time: float = 3.0) -> list[str]:
+                 retry_time: float = 3.0, file_mode: int = 0o664) -> list[str]:
     """Link each of ``entries`` of ``scan_file`` into ``master``; returns the names linked.
 
     An entry name already linked to the same target is kept; one that points
     elsewhere is left alone and reported in the returned list as ``"<name> (taken)"``.
+    A new master file has exactly the permissions ``file_mode`` from the moment it
+    appears.
 
     :raises PathNotAllowedError: ``master`` is relative or outside the allowed roots
+        (checked again on the file opened, so a symbolic link swapped after the check
+        cannot lead out)
     """
     master = check_path_allowed(master, roots, "master file")
     makedirs_allowed(os.path.dirname(master), roots)
     relative = os.path.relpath(scan_file, os.path.dirname(master))
+    h5 = open_for_writing(master, retry_time, "master file", file_mode, roots)
+    try:
+        done = _link(h5, relative, entries)
+    finally:
+        closed = close_or_park(h5, master)
+    if not closed:
+        raise DiskSpaceError(
+            f"no space left on device to update master file {master}: it stays open in this "
+            "process until space is freed; free disk space (the next scan updates it)")
+    return done
+
+
+def _link(h5: h5py.File, relative: str, entries: Sequence[str]) -> list[str]:
     done = []
-    with open_for_writing(master, retry_time, "master file") as h5:
-        h5.attrs.setdefault("NX_class", "NXroot")
-        h5.attrs.setdefault("creator", "nexus_writer_service")
-        for entry in entries:
-            link = h5.get(entry, getlink=True)
-            if link is None:
-                h5[entry] = h5py.ExternalLink(relative, f"/{entry}")
-                done.append(entry)
-            elif isinstance(link, h5py.ExternalLink) and link.filename == relative:
-                done.append(entry)
-            else:
-                done.append(f"{entry} (taken)")
-        if entries and "default" not in h5.attrs:
-            h5.attrs["default"] = entries[0]
+    h5.attrs.setdefault("NX_class", "NXroot")
+    h5.attrs.setdefault("creator", "nexus_writer_service")
+    for entry in entries:
+        link = h5.get(entry, getlink=True)
+        if link is None:
+            h5[entry] = h5py.ExternalLink(relative, f"/{entry}")
+            done.append(entry)
+        elif isinstance(link, h5py.ExternalLink) and link.filename == relative:
+            done.append(entry)
+        else:
+            done.append(f"{entry} (taken)")
+    if entries and "default" not in h5.attrs:
+        h5.attrs["default"] = entries[0]
     return done

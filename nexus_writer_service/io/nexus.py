@@ -13,20 +13,36 @@ every ``flush_period`` seconds, so readers see data while the scan runs.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import functools
+import io
 import json
 import os
+import secrets
+import threading
 import time
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import h5py
 import numpy as np
 
 from .. import __version__
-from ..errors import DiskSpaceError, EntryExistsError, FileLockedError, NexusWriterError
-from .checks import MIB, describe_holders, free_disk_space
+from ..errors import (
+    DiskSpaceError,
+    EntryExistsError,
+    FileLockedError,
+    NexusWriterError,
+    PathNotAllowedError,
+)
+from .checks import (
+    MIB,
+    check_opened_file_allowed,
+    describe_holders,
+    free_disk_space,
+    opened_file_path,
+)
 from .layout import (
     FieldPlan,
     GridPlan,
@@ -34,11 +50,15 @@ from .layout import (
     ImagesPlan,
     LinkPlan,
     ScanLayout,
+    StackPlan,
     StreamPlan,
 )
+from .lima_files import LimaFrameFiles, NotLinkableError, unplot_references
+from .objects import create_group, create_stream_dataset, soft_link
+from .objects import set_attrs as _set_attrs
 from .options import SaveOptions
 
-__all__ = ["NexusFile", "ImageSource", "now_iso", "open_for_writing"]
+__all__ = ["NexusFile", "ImageSource", "now_iso", "open_for_writing", "open_or_create"]
 
 Array = np.ndarray[Any, Any]
 _STR = h5py.string_dtype()
@@ -49,9 +69,16 @@ ImageSource = Callable[[int], tuple[str, str | None, int]]
 MIN_FREE_DISK_SPACE = 1.0
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+#: What link() says on a file system that has no hard links (vfat, some network ones).
+_NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV)
+#: (st_dev, st_ino): which file a path named when this process created it.
+_Identity = tuple[int, int]
 #: Seconds and bytes that bound how long the free disk space is estimated, not asked.
 DISK_RECHECK_PERIOD = 0.5
 DISK_RECHECK_MARGIN = 64 * MIB
+#: Most bytes of variable-length points padded in memory at once (one longer point
+#: is padded on its own).
+RAGGED_SLICE_BYTES = 64 * MIB
 
 
 def _disk_full_errors(method: _Method) -> _Method:
@@ -59,38 +86,29 @@ def _disk_full_errors(method: _Method) -> _Method:
     says what to do."""
     @functools.wraps(method)
     def guarded(self: "NexusFile", *args: Any, **kwargs: Any) -> Any:
+        full = DiskSpaceError(
+            f"no space left on device (disk full or quota reached) while writing "
+            f"{self.path}: free disk space, then start the writer again to complete "
+            "the file from Redis")
+        if self._disk_full:
+            # once HDF5 failed to write for lack of space, another flush may report a
+            # success it did not have and leave a corrupt file: see close()
+            raise full
         try:
             return method(self, *args, **kwargs)
         except NexusWriterError:
             raise
-        except OSError as exc:
-            if exc.errno not in _DISK_FULL:
+        except (OSError, RuntimeError) as exc:  # a failed flush is a RuntimeError
+            if not _met_disk_full(exc):
                 raise
-            raise DiskSpaceError(
-                f"no space left on device (disk full or quota reached) while writing "
-                f"{self.path}: free disk space, then start the writer again to complete "
-                "the file from Redis") from None
+            self._disk_full = True
+            raise full from None
     return guarded  # type: ignore[return-value]
 
 
 def now_iso() -> str:
     """The local time with its UTC offset, as NeXus wants it."""
     return datetime.datetime.now().astimezone().isoformat()
-
-
-def _attr_value(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        if value and all(isinstance(v, str) for v in value):
-            return np.array(value, dtype=_STR)
-        return np.asarray(value)
-    if isinstance(value, Mapping):
-        return json.dumps(value)
-    return value
-
-
-def _set_attrs(obj: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
-    for key, value in attrs.items():
-        obj.attrs[key] = _attr_value(value)
 
 
 def _field_data(value: Any) -> Any:
@@ -109,6 +127,10 @@ def _field_data(value: Any) -> Any:
     return value
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _text_attr(obj: h5py.HLObject, name: str) -> str | None:
     value = obj.attrs.get(name)
     return value.decode() if isinstance(value, bytes) else value
@@ -124,37 +146,296 @@ def _compression(options: SaveOptions) -> dict[str, Any]:
     return {}
 
 
-def open_for_writing(path: str, retry_time: float, what: str = "scan file") -> h5py.File:
-    """``h5py.File(path, "a")`` with HDF5 file locking, retrying ``retry_time`` seconds
-    while another process holds a lock. Never truncates.
+def _no_space(what: str, path: str) -> DiskSpaceError:
+    return DiskSpaceError(
+        f"no space left on device (disk full or quota reached) to open {what} "
+        f"{path}: free disk space, then start the writer again")
+
+
+@functools.lru_cache(maxsize=1)
+def _empty_file_image() -> bytes:
+    """The bytes of a new, empty HDF5 file, as ``h5py.File(path, "w")`` writes them."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w"):
+        pass
+    return buffer.getvalue()
+
+
+def _same_file(path: str, identity: _Identity) -> bool:
+    try:
+        info = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (info.st_dev, info.st_ino) == identity
+
+
+def _discard(path: str, identity: _Identity) -> None:
+    """Remove ``path`` if it is still the file ``identity`` that this process created."""
+    if _same_file(path, identity):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+def _new_file(path: str, file_mode: int, what: str, roots: Sequence[str],
+              shown: str) -> _Identity:
+    """Create ``path`` (never through a symbolic link; FileExistsError if it exists) as
+    an empty HDF5 file with permissions ``file_mode``; until it has them, only this
+    user may open it. Returns its identity; on any error nothing is left behind.
+    ``shown`` is the path errors name."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    info = os.fstat(fd)
+    identity = (info.st_dev, info.st_ino)
+    try:
+        check_opened_file_allowed(fd, shown, roots, what, creating=True)
+        try:
+            os.fchmod(fd, file_mode)
+        except OSError as exc:
+            raise PathNotAllowedError(
+                f"cannot give {what} {shown} the permissions {file_mode:#o} (file_mode): "
+                f"{exc.strerror}; the file was not created: set file_mode to permissions "
+                "this file system accepts, or write to another file system") from None
+        view = memoryview(_empty_file_image())
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        opened = opened_file_path(fd) or path
+        os.close(fd)
+        _discard(opened, identity)
+        raise
+    os.close(fd)
+    return identity
+
+
+def _create_file(path: str, file_mode: int, what: str, roots: Sequence[str]
+                 ) -> _Identity | None:
+    """Create ``path`` as an empty HDF5 file that has exactly the permissions
+    ``file_mode`` from the moment it appears; returns its identity, or None when
+    ``path`` exists (it is left untouched).
+
+    The file is made under a unique temporary name in the same directory, then
+    hard-linked to ``path``, which fails if ``path`` appeared meanwhile: nothing is
+    ever truncated or replaced. The temporary name is removed in every case. On a
+    file system without hard links (vfat), ``path`` is created in place: only this
+    user may open it until it has ``file_mode``.
+
+    :raises PathNotAllowedError: the file system refuses ``file_mode``, or the
+        directory now leads outside ``roots`` (nothing is left behind)
+    :raises DiskSpaceError: no space left (nothing is left behind)
+    """
+    directory, name = os.path.split(path)
+    # under NAME_MAX (255 bytes) whatever the length of ``name``
+    temporary = os.path.join(directory, f".{name[:50]}.{secrets.token_hex(8)}.new")
+    try:
+        identity = _new_file(temporary, file_mode, what, roots, path)
+        try:
+            os.link(temporary, path, follow_symlinks=False)
+        except FileExistsError:
+            return None
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            try:
+                return _new_file(path, file_mode, what, roots, path)
+            except FileExistsError:
+                return None
+        return identity
+    except NexusWriterError:
+        raise
+    except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            raise _no_space(what, path) from None
+        raise NexusWriterError(
+            f"cannot create {what} {path}: {exc.strerror or exc}; check the permissions "
+            f"of {directory} or change the scan's filename") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+
+
+def _open_existing(path: str) -> h5py.File:
+    """The one place a file is opened for writing: never creates, never truncates."""
+    return h5py.File(path, "r+", locking=True)
+
+
+def _check_opened(file: h5py.File, path: str, what: str, roots: Sequence[str],
+                  created: _Identity | None) -> None:
+    """Close ``file`` and refuse it when the file really opened lies outside ``roots``
+    (a symbolic link changed since the path was checked); a file this call created
+    there is removed."""
+    if not roots:
+        return
+    fd = file.id.get_vfd_handle()
+    try:
+        check_opened_file_allowed(fd, path, roots, what)
+    except PathNotAllowedError:
+        opened = opened_file_path(fd)
+        file.close()
+        if created is not None and opened is not None:
+            _discard(opened, created)
+        raise
+
+
+def open_or_create(path: str, retry_time: float, what: str = "scan file",
+                   file_mode: int = 0o664, roots: Sequence[str] = ()
+                   ) -> tuple[h5py.File, _Identity | None]:
+    """Open the HDF5 file ``path`` for writing, creating it if needed, with HDF5 file
+    locking; retry ``retry_time`` seconds while another process holds a lock.
+
+    A new file has exactly the permissions ``file_mode`` from the moment it appears
+    (see :func:`_create_file`); an existing file is never truncated and keeps its
+    permissions. After the open, the file really opened must lie inside ``roots``
+    (when given): a symbolic link swapped after the path was checked cannot lead
+    the writer out. Returns the file and, when this call created it, its identity
+    ``(st_dev, st_ino)`` (None otherwise).
+
+    A file of the same path that this process could not close when the disk was
+    full (see :func:`close_or_park`) is closed first, now that there is space.
 
     :raises FileLockedError: still locked after the retries (names the holders)
-    :raises DiskSpaceError: no space left to create the file (none is left behind)
+    :raises DiskSpaceError: no space left to create the file (none is left behind), or
+        to finish a file of this path that this process still holds since the disk
+        filled up
+    :raises PathNotAllowedError: the file opened lies outside ``roots`` (it was closed
+        untouched), or the file system refuses ``file_mode`` (no file is left behind)
     :raises NexusWriterError: not an HDF5 file, or not writable (it was not modified)
     """
+    release_parked(path, what)
     deadline = time.monotonic() + retry_time
-    existed = os.path.exists(path)
+    created: _Identity | None = None
+    missing = 0
     while True:
         try:
-            return h5py.File(path, "a", locking=True)
-        except OSError as exc:
-            if exc.errno in _DISK_FULL:
-                if not existed and os.path.exists(path):
-                    os.remove(path)  # the empty start of a file it could not create
-                raise DiskSpaceError(
-                    f"no space left on device (disk full or quota reached) to open {what} "
-                    f"{path}: free disk space, then start the writer again") from None
-            if "lock" not in str(exc).lower():
+            file = _open_existing(path)
+        except FileNotFoundError:
+            missing += 1
+            if missing > 3:
                 raise NexusWriterError(
+                    f"cannot open {what} {path}: it is a symbolic link to a missing file, or "
+                    "it is removed each time it is created; remove the link or change the "
+                    "scan's filename") from None
+            created = _create_file(path, file_mode, what, roots) or created
+            continue
+        except OSError as exc:
+            locked = "lock" in str(exc).lower() and exc.errno not in _DISK_FULL
+            if locked and time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            if exc.errno in _DISK_FULL:
+                error: NexusWriterError = _no_space(what, path)
+            elif locked:
+                error = FileLockedError(
+                    f"{what} {path} is locked by another process ({describe_holders(path)}); "
+                    "readers must open scan files with locking=False while scans are "
+                    "written (h5py.File(path, 'r', locking=False))")
+            else:
+                error = NexusWriterError(
                     f"cannot open {what} {path} for writing: {exc} (if the file exists, it is "
-                    "not a valid HDF5 file or cannot be written; it was not modified)"
-                ) from None
-        if time.monotonic() >= deadline:
-            raise FileLockedError(
-                f"{what} {path} is locked by another process ({describe_holders(path)}); "
-                "readers must open scan files with locking=False while scans are written "
-                "(h5py.File(path, 'r', locking=False))")
-        time.sleep(0.1)
+                    "not a valid HDF5 file or cannot be written; it was not modified)")
+            if created is not None:
+                _discard(path, created)  # the empty file it made and could not open
+            raise error from None
+        _check_opened(file, path, what, roots, created)
+        return file, created
+
+
+def open_for_writing(path: str, retry_time: float, what: str = "scan file",
+                     file_mode: int = 0o664, roots: Sequence[str] = ()) -> h5py.File:
+    """:func:`open_or_create` without the identity: the file, open for writing."""
+    return open_or_create(path, retry_time, what, file_mode, roots)[0]
+
+
+def _met_disk_full(exc: BaseException) -> bool:
+    """Whether HDF5 failed for lack of space (flush failures come as RuntimeError with
+    the errno in the message)."""
+    if isinstance(exc, DiskSpaceError):
+        return True
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+        return True
+    message = str(exc)
+    return any(f"errno = {code}," in message for code in _DISK_FULL)
+
+
+#: Files HDF5 could not flush for lack of space, by path, held open (and locked) by
+#: this process until a flush succeeds. They must not be closed before: HDF5 then
+#: fails to close them, and any later call on such a file (closing it again, or
+#: opening the same file) crashes the process. Guarded by _PARKED_LOCK (any thread).
+_PARKED: dict[str, h5py.File] = {}
+_PARKED_LOCK = threading.Lock()
+
+
+def close_or_park(file: h5py.File, path: str) -> bool:
+    """Flush and close ``file``; True when closed. When the flush fails for lack of
+    space, the file is parked instead (kept open, see :data:`_PARKED`) and False is
+    returned; :func:`release_parked` closes it once space is back. Other flush
+    errors are raised after the file is closed."""
+    try:
+        file.flush()
+    except Exception as exc:
+        if not _met_disk_full(exc):
+            file.close()
+            raise
+        _park(path, file)
+        return False
+    file.close()
+    return True
+
+
+def _park(path: str, file: h5py.File) -> None:
+    with _PARKED_LOCK:
+        _PARKED[path] = file
+
+
+def release_parked(path: str | None = None, what: str = "scan file") -> None:
+    """Close every parked file that can now be flushed (space was freed).
+
+    :raises DiskSpaceError: ``path`` is parked and still cannot be flushed
+    """
+    with _PARKED_LOCK:
+        for parked, file in list(_PARKED.items()):
+            if not _flushed_with_space(parked, file):
+                if parked == path:
+                    raise DiskSpaceError(
+                        f"{what} {path} is still open in this process since the disk filled "
+                        "up, and it still cannot be written: free disk space, then start "
+                        "the writer again")
+                continue
+            del _PARKED[parked]
+            file.close()
+
+
+def _flushed_with_space(path: str, file: h5py.File) -> bool:
+    """Flush a parked file, only if its disk has MIN_FREE_DISK_SPACE free again: a flush
+    on a full disk may report a success it did not have. The first flush after a
+    failed one fails ("slist already enabled") and resets HDF5's state; the next
+    writes what is pending."""
+    if free_disk_space(path) < MIN_FREE_DISK_SPACE * MIB:
+        return False
+    for _ in range(2):
+        try:
+            file.flush()
+            return True
+        except Exception:  # closing a file that cannot be flushed would be fatal
+            continue
+    return False
+
+
+def ragged_slices(lengths: Sequence[int], itemsize: int, limit: int
+                  ) -> list[tuple[int, int]]:
+    """Consecutive row ranges ``[start, stop)`` covering ``lengths`` such that each
+    range padded to its longest point takes at most ``limit`` bytes; a point larger
+    than ``limit`` gets a range of its own."""
+    slices = []
+    start, longest = 0, 0
+    for i, length in enumerate(lengths):
+        wider = max(longest, length)
+        if i > start and (i + 1 - start) * wider * itemsize > limit:
+            slices.append((start, i))
+            start, wider = i, length
+        longest = wider
+    if start < len(lengths):
+        slices.append((start, len(lengths)))
+    return slices
 
 
 class _Stream:
@@ -199,26 +480,86 @@ class _Stream:
         stop = first + len(block)
         if stop > self.written:  # the dataset's length (h5py's shape is slow to ask)
             self.dataset.resize(stop, axis=0)
-        self.dataset[first:stop] = block
+        if block.ndim == 2 and self.lengths is not None:
+            # padded points: the columns past the block's width are the fill value
+            if block.shape[1]:
+                self.dataset[first:stop, :block.shape[1]] = block
+        else:
+            self.dataset[first:stop] = block
         self.written = max(self.written, stop)
 
     def _write_ragged(self, first: int, points: Sequence[Array]) -> None:
-        width = max([len(p) for p in points] + [self.dataset.shape[1]])
+        """Pad points to a common width in slices of rows, each padded slice under
+        RAGGED_SLICE_BYTES: one long point does not pad the whole block in memory.
+        Cells past a slice's width keep the dataset's fill value (the padding)."""
+        lengths = [len(p) for p in points]
+        width = max(lengths + [self.dataset.shape[1]])
         if width > self.dataset.shape[1]:
             self.dataset.resize(width, axis=1)
-        block = np.full((len(points), width), self.plan.fill, dtype=self.dataset.dtype)
-        for i, point in enumerate(points):
-            block[i, :len(point)] = point
-        self._write(first, block)
+        itemsize = self.dataset.dtype.itemsize
+        for start, stop in ragged_slices(lengths, itemsize, RAGGED_SLICE_BYTES):
+            block = np.full((stop - start, max(lengths[start:stop])), self.plan.fill,
+                            dtype=self.dataset.dtype)
+            for i in range(start, stop):
+                block[i - start, :lengths[i]] = points[i]
+            self._write(first + start, block)
+            del block
         assert self.lengths is not None
         stop = first + len(points)
         if stop > self.lengths.shape[0]:
             self.lengths.resize(stop, axis=0)
-        self.lengths[first:stop] = [len(p) for p in points]
+        self.lengths[first:stop] = lengths
 
     def flush(self) -> None:
         if self.count:
             self._write_until(self.start + self.count)
+
+
+class _Stack:
+    """A dataset shared by several channels, one column each (``stack_mcas``).
+
+    ``counts[i]`` is the number of points of column ``i`` in the file; it is saved in
+    the dataset's ``detector_points`` attribute after the data, so a resumed writer
+    knows what each column holds (the dataset's length is that of the longest one).
+    """
+
+    def __init__(self, dataset: h5py.Dataset, plan: StackPlan) -> None:
+        self.dataset = dataset
+        self.plan = plan
+        self.rows = int(dataset.shape[0])
+        self.counts = np.zeros(len(plan.channels), dtype=np.int64)
+        saved = dataset.attrs.get("detector_points")
+        if saved is not None and len(saved) == len(self.counts):
+            self.counts[:] = saved
+
+    def write(self, column: int, first: int, block: Array) -> None:
+        stop = first + len(block)
+        if stop > self.rows:
+            self.dataset.resize(stop, axis=0)
+            self.rows = stop
+        self.dataset[first:stop, column] = block
+        if stop > self.counts[column]:
+            self.counts[column] = stop
+            self.dataset.attrs["detector_points"] = self.counts
+
+
+class _ColumnStream(_Stream):
+    """The buffer of one channel written into its column of a :class:`_Stack`."""
+
+    def __init__(self, stack: _Stack, column: int) -> None:
+        self.stack = stack
+        self.column = column
+        self.dataset = stack.dataset
+        self.lengths = None
+        self.rows = stack.plan.chunk_rows
+        self.pending = []
+        self.start = 0
+        self.count = 0
+        self.written = int(stack.counts[column])
+
+    def _write(self, first: int, block: Array) -> None:
+        self.stack.write(self.column, first, block)
+        self.written = max(self.written, first + len(block))
 
 
 class NexusFile:
@@ -238,14 +579,11 @@ class NexusFile:
         self.path = path
         self.options = options
         self._compression = _compression(options)
-        existed = os.path.exists(path)
-        self.file = open_for_writing(path, options.lock_retry_time)
-        self.created = not existed
-        if self.created:
-            try:
-                os.chmod(path, options.file_mode)
-            except OSError:
-                pass
+        self.file, self._identity = open_or_create(path, options.lock_retry_time, "scan file",
+                                                   options.file_mode, options.allowed_roots)
+        self.created = self._identity is not None
+        self._parked = False
+        self._disk_full = False  # HDF5 met a full disk: no more flushing, see close()
         self._streams: dict[str, _Stream] = {}
         self._images: dict[str, int] = {}
         self._root_ready = False
@@ -317,6 +655,9 @@ class NexusFile:
                                                    and self._has_link(item.path))):
                     if isinstance(item, StreamPlan) and item.channel not in self._streams:
                         self._open_stream(item)
+                    elif isinstance(item, StackPlan) and any(
+                            channel not in self._streams for channel in item.channels):
+                        self._open_stack(item)
                     elif isinstance(item, GroupPlan) and item.attrs:
                         _set_attrs(self.file[item.path], item.attrs)
                     continue
@@ -334,34 +675,34 @@ class NexusFile:
 
     def _create(self, item: Any) -> None:
         if isinstance(item, GroupPlan):
-            group = self.file.require_group(item.path)
-            group.attrs["NX_class"] = item.nx_class
-            _set_attrs(group, item.attrs)
+            create_group(self.file, item.path, {"NX_class": item.nx_class, **item.attrs})
         elif isinstance(item, FieldPlan):
             dataset = self.file.create_dataset(item.path, data=_field_data(item.value))
             _set_attrs(dataset, item.attrs)
         elif isinstance(item, StreamPlan):
             self._create_stream(item)
+        elif isinstance(item, StackPlan):
+            self._create_stack(item)
         elif isinstance(item, ImagesPlan):
             self._create_placeholder(item)
         elif isinstance(item, GridPlan):
             self._create_grid(item)
         elif isinstance(item, LinkPlan):
-            self.file[item.path] = h5py.SoftLink(item.target)
+            soft_link(self.file, item.path, item.target)
 
     def _create_stream(self, plan: StreamPlan) -> None:
         dtype = np.dtype(plan.dtype)
         if plan.lengths_path is not None:
-            dataset = self.file.create_dataset(
-                plan.path, shape=(0, 0), maxshape=(None, None), dtype=dtype,
-                chunks=(plan.chunk_rows, 64), fillvalue=plan.fill, **self._compression)
-            self.file.create_dataset(plan.lengths_path, shape=(0,), maxshape=(None,),
-                                     dtype=np.int64, chunks=(plan.chunk_rows,))
+            dataset = create_stream_dataset(
+                self.file, plan.path, (0, 0), (None, None), (plan.chunk_rows, 64), dtype,
+                plan.fill, self._compression)
+            create_stream_dataset(self.file, plan.lengths_path, (0,), (None,),
+                                  (plan.chunk_rows,), np.int64)
         else:
             shape = tuple(plan.point_shape)
-            dataset = self.file.create_dataset(
-                plan.path, shape=(0,) + shape, maxshape=(None,) + shape, dtype=dtype,
-                chunks=(plan.chunk_rows,) + shape, **self._compression)
+            dataset = create_stream_dataset(
+                self.file, plan.path, (0,) + shape, (None,) + shape,
+                (plan.chunk_rows,) + shape, dtype, None, self._compression)
         _set_attrs(dataset, plan.attrs)
         self._open_stream(plan, dataset)
 
@@ -370,9 +711,50 @@ class NexusFile:
         self._streams[plan.channel] = _Stream(
             self.file[plan.path] if dataset is None else dataset, plan, lengths)
 
+    def _create_stack(self, plan: StackPlan) -> None:
+        written = [c for c in plan.channels if c in self._streams]
+        if written:
+            raise NexusWriterError(
+                f"{self.path}: the MCA channels {written} already have datasets of their own "
+                f"and cannot move to the stacked {plan.path} (another detector of the "
+                "controller was declared after their points came); write this scan without "
+                "stack_mcas")
+        shape = (len(plan.channels),) + tuple(plan.point_shape)
+        dataset = self.file.create_dataset(
+            plan.path, shape=(0,) + shape, maxshape=(None,) + shape,
+            dtype=np.dtype(plan.dtype), chunks=(plan.chunk_rows, 1) + tuple(plan.point_shape),
+            **self._compression)
+        _set_attrs(dataset, plan.attrs)
+        dataset.attrs["detector_points"] = np.zeros(len(plan.channels), dtype=np.int64)
+        self._open_stack(plan, dataset)
+
+    def _open_stack(self, plan: StackPlan, dataset: h5py.Dataset | None = None) -> None:
+        """The columns of a stacked dataset; refuses one stacking other channels (a
+        detector declared after the dataset was created)."""
+        dataset = self.file[plan.path] if dataset is None else dataset
+        saved = [_text(c) for c in dataset.attrs.get("channels", [])]
+        if saved != list(plan.channels):
+            raise NexusWriterError(
+                f"{self.path}::{plan.path} stacks the MCA channels {saved}, but the scan now "
+                f"declares {list(plan.channels)} (a detector was declared after the "
+                "dataset was created); write this scan without stack_mcas")
+        stack = _Stack(dataset, plan)
+        for column, channel in enumerate(plan.channels):
+            self._streams[channel] = _ColumnStream(stack, column)
+
     def _create_placeholder(self, plan: ImagesPlan) -> None:
+        self._images_dataset(plan, plan.storage)
+        self._images[plan.lima] = 0
+
+    def _images_dataset(self, plan: ImagesPlan, storage: str) -> h5py.Dataset:
+        """The empty dataset of a lima detector's frames for ``storage``: copies grow
+        along the first axis; virtual and external datasets are rebuilt as frames come."""
         shape = tuple(plan.frame_shape)
-        if plan.virtual:
+        if storage == "copy":
+            dataset = self.file.create_dataset(
+                plan.path, shape=(0,) + shape, maxshape=(None,) + shape,
+                dtype=np.dtype(plan.dtype), chunks=(1,) + shape, **self._compression)
+        elif storage in ("virtual", "external"):
             dataset = self.file.create_dataset(plan.path, shape=(0,) + shape,
                                                dtype=np.dtype(plan.dtype))
         else:
@@ -380,7 +762,7 @@ class NexusFile:
                                                dtype=_STR, chunks=(256,))
             dataset.attrs["format"] = "<file relative to this one>::<path>[<index>]"
         _set_attrs(dataset, plan.attrs)
-        self._images[plan.lima] = 0
+        return dataset
 
     def _create_grid(self, plan: GridPlan) -> None:
         rows, columns = plan.shape
@@ -447,13 +829,46 @@ class NexusFile:
     def frames_shown(self, lima: str) -> int:
         return self._images.get(lima, 0)
 
+    #: The lima files read to link (EDF) or copy frames; created on first use.
+    _lima_files: LimaFrameFiles | None = None
+
     @_disk_full_errors
-    def update_images(self, plan: ImagesPlan, nframes: int, source: ImageSource) -> None:
-        """Show frames ``[0, nframes)`` of a lima detector (rebuilds the dataset)."""
+    def update_images(self, plan: ImagesPlan, nframes: int, source: ImageSource,
+                      final: bool = False) -> None:
+        """Show frames ``[0, nframes)`` of a lima detector.
+
+        Virtual and external datasets are rebuilt, references and copies extended.
+        A frame to link or copy that cannot be read yet (file not written, truncated)
+        is shown by a later call; frames that cannot be linked switch the detector to
+        ``plan.fallback`` (the reason is in the dataset's ``not_linked`` attribute).
+
+        :raises LimaFileError: ``final`` (the scan ended) and a frame to link or copy
+            cannot be read; the message names the file and what is wrong
+        """
         if nframes <= self._images.get(plan.lima, 0):
             return
+        if self._lima_files is None:
+            self._lima_files = LimaFrameFiles()
+        files = self._lima_files
+        storage = files.storage.get(plan.lima, plan.storage)
         directory = os.path.dirname(os.path.abspath(self.path))
-        if plan.virtual:
+        if storage == "external":
+            try:
+                nframes = files.rebuild_external(self.file, plan, nframes, source, final)
+            except NotLinkableError as exc:
+                files.storage[plan.lima] = plan.fallback
+                del self.file[plan.path]
+                self._images_dataset(plan, plan.fallback).attrs["not_linked"] = str(exc)
+                if plan.fallback == "references":
+                    unplot_references(self.file, plan.path)
+                self._images[plan.lima] = 0
+                self.update_images(plan, nframes, source, final)
+                return
+        elif storage == "copy":
+            nframes = files.append_copies(self.file[plan.path], plan,
+                                          self._images.get(plan.lima, 0), nframes, source,
+                                          final)
+        elif storage == "virtual":
             self._rebuild_virtual(plan, nframes, source, directory)
         else:
             dataset = self.file[plan.path]
@@ -506,16 +921,44 @@ class NexusFile:
             stream.flush()
         self.file.flush()
 
-    @_disk_full_errors
     def close(self) -> None:
-        """Flush and close; idempotent. The file stays consistent if flushing fails."""
-        if not self.file.id.valid:
+        """Flush and close; idempotent. The file stays consistent if flushing fails.
+
+        :raises DiskSpaceError: HDF5 met a full disk while writing this file. HDF5
+            cannot close such a file then, so it stays open (and locked) in this
+            process (see :data:`_PARKED`) until space is freed and the same path is
+            opened again (by a writer started again), or the process ends;
+            :attr:`closed` is true from now on.
+        """
+        if self.closed:
             return
-        try:
-            self.flush()
-        finally:
+        if not self._disk_full:
+            try:
+                self.flush()
+            except DiskSpaceError:
+                pass  # HDF5 met the full disk (else the error is raised below)
+            except BaseException:
+                self.file.close()
+                raise
+        if self._disk_full or not close_or_park(self.file, self.path):
+            self._disk_full = self._parked = True
+            _park(self.path, self.file)
+            raise DiskSpaceError(
+                f"no space left on device to finish {self.path}: it stays open in this "
+                "process until space is freed; free disk space, then start the writer "
+                "again to complete the file from Redis")
+
+    def discard(self) -> None:
+        """Close without writing anything more; the file is removed if this object
+        created it and nothing was written to it yet (a scan refused before its first
+        entry leaves no empty file behind). Idempotent."""
+        if self.file.id.valid:
             self.file.close()
+        if self._identity is not None and not self._root_ready:
+            _discard(self.path, self._identity)
+            self._identity = None
 
     @property
     def closed(self) -> bool:
-        return not self.file.id.valid
+        """Closed, or parked after the disk filled up: not to be used any more."""
+        return self._parked or not self.file.id.valid

@@ -23,8 +23,13 @@ _HELP = {
     "keepshape": "reshape grid scans (amesh) to their grid in the plots",
     "multivalue_positioners": "static positioners get [start, end] instead of the start value",
     "disable_external_hdf5": "lima HDF5 frames as file references instead of a virtual dataset",
+    "enable_external_nonhdf5": "lima EDF frames as an external-storage dataset over the EDF "
+                               "files (absolute paths) instead of file references",
+    "copy_non_external": "copy the lima frames that are not linked (virtual or external) "
+                         "into the scan file instead of file references",
     "short_names": "measurement links use the shortest unique channel names",
     "strict_names": "NeXus-valid entry names (entry_1_1) instead of 1.1",
+    "stack_mcas": "one NXdetector per MCA controller, its detectors stacked in each dataset",
     "allowed_roots": "directories files may be written in (comma separated; empty: anywhere)",
     "required_disk_space": "MiB that must stay free, else the scan goes FAULT",
     "recommended_disk_space": "MiB below which a warning is given",
@@ -63,8 +68,11 @@ class SaveOptions:
     keepshape: bool = False
     multivalue_positioners: bool = False
     disable_external_hdf5: bool = False
+    enable_external_nonhdf5: bool = False
+    copy_non_external: bool = False
     short_names: bool = True
     strict_names: bool = False
+    stack_mcas: bool = False
     allowed_roots: tuple[str, ...] = field(default_factory=tuple)
     required_disk_space: float = 200.0
     recommended_disk_space: float = 1000.0

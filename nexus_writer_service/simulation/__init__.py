@@ -9,7 +9,15 @@ and can record everything it published in a ground-truth HDF5 file
 """
 
 from .lima import LimaFileWriter
-from .plan import Block, ChannelSpec, LimaSpec, PointSource, ScanParameters, ScanPlan
+from .plan import (
+    LIMA_FILE_FORMATS,
+    Block,
+    ChannelSpec,
+    LimaSpec,
+    PointSource,
+    ScanParameters,
+    ScanPlan,
+)
 from .runner import (
     PublishedScan,
     SimulationOptions,
@@ -22,6 +30,7 @@ from .scans import SCAN_TYPES, ScanType, build_scan, mesh_shape, resolve_scan_na
 from .truth import ScanTruthWriter, TruthLima, TruthScan, TruthWriter, read_truth
 
 __all__ = [
+    "LIMA_FILE_FORMATS",
     "LimaFileWriter",
     "Block",
     "ChannelSpec",

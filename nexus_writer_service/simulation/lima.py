@@ -1,9 +1,11 @@
-"""Saving the frames of a simulated 2D detector the way Lima does, in HDF5 files.
+"""Saving the frames of a simulated 2D detector the way Lima does, in HDF5 or EDF files.
 
 Frame ``i`` goes to file ``spec.filename(spec.file_number(i))`` at index
-``spec.index_in_file(i)`` of the dataset ``spec.path_in_file`` (a hard link to
-``spec.detector_path``, as in Lima files), which is exactly where the reader's
-``LimaNode.image_reference(i)`` points. Each :meth:`LimaFileWriter.save` opens,
+``spec.index_in_file(i)``: of the dataset ``spec.path_in_file`` (a hard link to
+``spec.detector_path``, as in Lima files) in HDF5 files; as the
+``index_in_file + 1``-th frame (header and raw little-endian data, see
+:mod:`nexus_writer_service.io.edf`) of EDF files. That is exactly where the
+reader's ``LimaNode.image_reference(i)`` points. Each :meth:`LimaFileWriter.save` opens,
 extends and closes the files it touches, so when the publisher then announces
 ``last_image_saved`` every frame up to it is in a closed, consistent file.
 The first frame of a file recreates it, so stale files of an earlier run never
@@ -18,9 +20,10 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ..io.edf import edf_header
 from .plan import LimaSpec
 
-__all__ = ["LimaFileWriter"]
+__all__ = ["LimaFileWriter", "write_edf_frames"]
 
 
 class LimaFileWriter:
@@ -65,6 +68,9 @@ class LimaFileWriter:
         spec = self.spec
         filename = spec.filename(spec.file_number(frame))
         index = spec.index_in_file(frame)
+        if spec.file_format == "edf":
+            write_edf_frames(filename, index, frames)
+            return
         with h5py.File(filename, "w" if index == 0 else "a") as h5:
             if index == 0:
                 dataset = self._create(h5)
@@ -94,3 +100,13 @@ class LimaFileWriter:
             group.attrs["NX_class"] = "NXcollection"
             group[os.path.basename(spec.path_in_file)] = dataset
         return dataset
+
+
+def write_edf_frames(filename: str, index: int, frames: np.ndarray[Any, Any]) -> None:
+    """Append ``frames`` to the EDF file ``filename`` as its frames ``index, index + 1,
+    ...`` (0-based; the header's ``Image`` is 1-based); ``index`` 0 recreates the file."""
+    with open(filename, "wb" if index == 0 else "ab") as file:
+        for offset, frame in enumerate(frames):
+            data = np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder("<"))
+            file.write(edf_header(index + offset + 1, data))
+            file.write(data.tobytes())

@@ -17,7 +17,11 @@ import numpy as np
 
 from ..data.events import EndReason
 
+#: File formats a simulated lima detector saves (the suffix of ``.h5`` / ``.edf`` files).
+LIMA_FILE_FORMATS = ("hdf5", "edf")
+
 __all__ = [
+    "LIMA_FILE_FORMATS",
     "ChannelSpec",
     "LimaSpec",
     "Block",
@@ -54,10 +58,11 @@ class ChannelSpec:
 
 @dataclass(frozen=True)
 class LimaSpec:
-    """A 2D detector that saves its frames in HDF5 files, Lima style.
+    """A 2D detector that saves its frames in HDF5 or EDF files, Lima style.
 
     File ``n`` is ``<directory>/<prefix><n:04d><suffix>`` and holds frames
-    ``[(n - first_file_number) * frames_per_file, ...)`` at ``path_in_file``;
+    ``[(n - first_file_number) * frames_per_file, ...)``, at ``path_in_file`` in
+    HDF5 files, one after the other in EDF files (``file_format`` ``"edf"``);
     this is the rule the reader's ``LimaNode.image_reference`` applies.
     """
 
@@ -72,6 +77,12 @@ class LimaSpec:
     path_in_file: str = "/entry_0000/measurement/data"
     detector_path: str = "/entry_0000/instrument/detector/data"
     subscan: str | None = None
+    file_format: str = "hdf5"
+
+    def __post_init__(self) -> None:
+        if self.file_format not in LIMA_FILE_FORMATS:
+            raise ValueError(f"lima {self.name!r}: file_format {self.file_format!r} is not "
+                             f"one of {', '.join(LIMA_FILE_FORMATS)}")
 
     def filename(self, file_number: int) -> str:
         return os.path.join(self.directory, f"{self.prefix}{file_number:04d}{self.suffix}")
@@ -82,10 +93,11 @@ class LimaSpec:
     def index_in_file(self, frame: int) -> int:
         return frame % self.frames_per_file
 
-    def image_reference(self, frame: int) -> tuple[str, str, int]:
-        """``(filename, path_in_file, index_in_file)`` of frame ``frame``."""
-        return (self.filename(self.file_number(frame)), self.path_in_file,
-                self.index_in_file(frame))
+    def image_reference(self, frame: int) -> tuple[str, str | None, int]:
+        """``(filename, path_in_file, index_in_file)`` of frame ``frame``; the path is
+        ``None`` in EDF files, where the index is the frame's place in the file."""
+        path = self.path_in_file if self.file_format == "hdf5" else None
+        return (self.filename(self.file_number(frame)), path, self.index_in_file(frame))
 
 
 @dataclass
@@ -113,7 +125,8 @@ class ScanParameters:
     ``npoints`` ``None`` means the scan type's default size. ``repeat`` numbers the
     repetitions of the same scan type in one run, so that each gets its own data.
     ``count_time`` is the pacing in seconds per point (0: as fast as possible); the
-    integration time written in ``scan_info`` is ``exposure``.
+    integration time written in ``scan_info`` is ``exposure``. ``lima_format``: the
+    file format of the simulated 2D detectors (one of :data:`LIMA_FILE_FORMATS`).
     """
 
     session: str
@@ -124,7 +137,10 @@ class ScanParameters:
     npoints: int | None = None
     count_time: float = 0.0
     nchannels: int = 128
+    #: detectors of the mca scan's controller (channels ``mca1:<quantity>_det<n>``)
+    mca_detectors: int = 1
     start_time: str = "2000-01-01T00:00:00+00:00"
+    lima_format: str = "hdf5"
 
     @property
     def exposure(self) -> float:

@@ -28,7 +28,7 @@ from ..data.connection import redis_errors
 from ..data.keys import SessionKeys, check_name
 from ..errors import ConfigurationError
 from .lima import LimaFileWriter
-from .plan import Block, ScanParameters, ScanPlan
+from .plan import LIMA_FILE_FORMATS, Block, ScanParameters, ScanPlan
 from .scans import build_scan, resolve_scan_names
 from .truth import ScanTruthWriter, TruthWriter
 
@@ -68,7 +68,8 @@ class SimulationOptions:
     0 for as fast as possible. ``root``: directory of the lima files and of the
     files the writer is told to write (``None``: :func:`default_root`).
     ``truth``: path of the ground-truth HDF5 file to write, if any.
-    ``block_size``: the most points sent per Redis round trip.
+    ``block_size``: the most points sent per Redis round trip. ``lima_format``: the
+    file format of the simulated lima detectors, ``"hdf5"`` or ``"edf"``.
     """
 
     session: str = "demo"
@@ -78,12 +79,14 @@ class SimulationOptions:
     npoints: int | None = None
     count_time: float = 0.0
     nchannels: int = 128
+    mca_detectors: int = 1
     repeat: int = 1
     seed: int = 0
     truth: str | None = None
     lease: float = 10.0
     retention: float = 24 * 3600.0
     block_size: int = 1000
+    lima_format: str = "hdf5"
 
     def validate(self) -> None:
         """Raise :class:`ConfigurationError` naming the first invalid option."""
@@ -94,10 +97,13 @@ class SimulationOptions:
             ("count_time", 0 <= self.count_time < float("inf"), "finite and >= 0 seconds"),
             ("seed", self.seed >= 0, ">= 0"),
             ("nchannels", self.nchannels >= 1, ">= 1"),
+            ("mca_detectors", self.mca_detectors >= 1, ">= 1"),
             ("repeat", self.repeat >= 1, ">= 1"),
             ("lease", self.lease > 0.2, "> 0.2 seconds"),
             ("retention", self.retention >= 0, ">= 0 seconds"),
             ("block_size", self.block_size >= 1, ">= 1"),
+            ("lima_format", self.lima_format in LIMA_FILE_FORMATS,
+             f"one of {', '.join(LIMA_FILE_FORMATS)}"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -151,7 +157,7 @@ def _declare(scan: ScanPublisher, plan: ScanPlan) -> dict[str, LimaFileWriter]:
     writers = {}
     for lima in plan.limas:
         scan.add_lima(lima.name, directory=lima.directory, prefix=lima.prefix,
-                      suffix=lima.suffix, file_format="hdf5",
+                      suffix=lima.suffix, file_format=lima.file_format,
                       frames_per_file=lima.frames_per_file,
                       first_file_number=lima.first_file_number,
                       path_in_file=lima.path_in_file, dtype=lima.dtype, shape=lima.shape,
@@ -261,7 +267,8 @@ def simulate(
                             number=_next_number(client, options.session), root=root,
                             seed=options.seed, repeat=repeat, npoints=options.npoints,
                             count_time=options.count_time, nchannels=options.nchannels,
-                            start_time=_start_time())
+                            mca_detectors=options.mca_detectors,
+                            start_time=_start_time(), lima_format=options.lima_format)
                         result = publish_plan(publisher, build_scan(kind, params),
                                               count_time=options.count_time,
                                               block_size=options.block_size, truth=truth,

@@ -222,18 +222,32 @@ def build_failed(params: ScanParameters, rng: np.random.Generator) -> ScanPlan:
                        published=failed_at, name="ascan", end=(EndReason.FAILED, message))
 
 
+def _mca_channels(det: int) -> list[ChannelSpec]:
+    return [ChannelSpec(f"mca1:spectrum_det{det}", U4, (signals.MCA_CHANNELS,),
+                        subscan="axis"),
+            ChannelSpec(f"mca1:icr_det{det}", F8, unit="1/s", subscan="axis"),
+            ChannelSpec(f"mca1:ocr_det{det}", F8, unit="1/s", subscan="axis"),
+            ChannelSpec(f"mca1:livetime_det{det}", F8, unit="s", subscan="axis"),
+            ChannelSpec(f"mca1:realtime_det{det}", F8, unit="s", subscan="axis"),
+            ChannelSpec(f"mca1:deadtime_det{det}", F8, subscan="axis")]
+
+
 def build_mca(params: ScanParameters, rng: np.random.Generator) -> ScanPlan:
+    """``params.mca_detectors`` detectors on the controller ``mca1``; detector ``d``
+    sees the sample from a bit further away than detector 0 (fewer counts)."""
     n = _npoints(params, "mca")
-    mca = [ChannelSpec("mca1:spectrum_det0", U4, (signals.MCA_CHANNELS,), subscan="axis"),
-           ChannelSpec("mca1:icr_det0", F8, unit="1/s", subscan="axis"),
-           ChannelSpec("mca1:ocr_det0", F8, unit="1/s", subscan="axis"),
-           ChannelSpec("mca1:livetime_det0", F8, unit="s", subscan="axis"),
-           ChannelSpec("mca1:realtime_det0", F8, unit="s", subscan="axis"),
-           ChannelSpec("mca1:deadtime_det0", F8, subscan="axis")]
+    if params.mca_detectors < 1:
+        raise ConfigurationError(f"mca_detectors must be >= 1, got {params.mca_detectors}")
+    detectors = range(params.mca_detectors)
+    mca = [spec for det in detectors for spec in _mca_channels(det)]
 
     def mca_data(profile: Array, start: int, stop: int) -> dict[str, Array]:
-        points = signals.mca_points(rng, 0.3 + profile, params.exposure)
-        return {f"mca1:{key}_det0": value for key, value in points.items()}
+        data = {}
+        for det in detectors:
+            points = signals.mca_points(rng, (0.3 + profile) / (1.0 + 0.25 * det),
+                                        params.exposure)
+            data.update({f"mca1:{key}_det{det}": value for key, value in points.items()})
+        return data
 
     plan = _motor_scan(params, rng, "mca", [("samy", 0.0, 1.0)], npoints=n, published=n,
                        name="ascan", extra_channels=mca, extra_data=mca_data)
@@ -325,6 +339,7 @@ def build_lima(params: ScanParameters, rng: np.random.Generator) -> ScanPlan:
                                f"scan{params.number:04d}"),
         prefix="lima_simulator_", shape=(64, 80), frames_per_file=10,
         detector_path="/entry_0000/instrument/lima_simulator/data", subscan="timer",
+        file_format=params.lima_format, suffix=".h5" if params.lima_format == "hdf5" else ".edf",
     )
     phase = rng.uniform(0, 2 * math.pi)
 
@@ -386,7 +401,7 @@ SCAN_TYPES: dict[str, ScanType] = {
     "two_top_masters": ScanType(build_two_top_masters, 11,
                                 "ascan plus an independent timer at twice the rate"),
     "mca": ScanType(build_mca, 11, "ascan with an MCA: 4096-channel spectra, ICR/OCR/times"),
-    "lima": ScanType(build_lima, 25, "loopscan with a 2D detector writing HDF5 files"),
+    "lima": ScanType(build_lima, 25, "loopscan with a 2D detector writing HDF5 (or EDF) files"),
     "many_channels": ScanType(build_many_channels, 10, "loopscan with nchannels counters"),
     "long": ScanType(build_long, 1_000_000, "loopscan of a million points"),
     "failed": ScanType(build_failed, 11, "ascan whose detector fails halfway: FAILED"),

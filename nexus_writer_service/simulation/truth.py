@@ -7,10 +7,11 @@ Layout of the HDF5 file (one group per scan, in publication order)::
         scan_info                     JSON text of the scan_info, as readers get it
         channels/<channel name>       every point published, dtype as declared;
                                        attrs: subscan, unit, shape
-        lima/<lima name>              attrs: saving parameters, last_image_acquired,
-                                       last_image_saved
+        lima/<lima name>              attrs: saving parameters (file_format, dtype,
+                                       shape...), last_image_acquired, last_image_saved
             filename, index_in_file   reference of every saved frame
-            checksum                  CRC-32 of each frame's raw bytes
+            checksum                  CRC-32 of each frame's raw bytes (C order, the
+                                       declared dtype), whatever the file format
 
 Data are appended block by block as they are published, so a scan of millions of
 points never has to fit in memory. :func:`read_truth` loads a file back.
@@ -83,7 +84,7 @@ class ScanTruthWriter:
         group = parent.create_group(spec.name)
         group.attrs.update({
             "directory": spec.directory, "prefix": spec.prefix, "suffix": spec.suffix,
-            "file_format": "hdf5", "frames_per_file": spec.frames_per_file,
+            "file_format": spec.file_format, "frames_per_file": spec.frames_per_file,
             "first_file_number": spec.first_file_number, "path_in_file": spec.path_in_file,
             "dtype": np.dtype(spec.dtype).str, "shape": json.dumps(list(spec.shape)),
             "last_image_acquired": -1, "last_image_saved": -1,
@@ -164,7 +165,7 @@ class TruthLima:
     info: dict[str, Any]
     last_image_acquired: int
     last_image_saved: int
-    references: list[tuple[str, str, int]]
+    references: list[tuple[str, str | None, int]]
     checksums: Array
 
 
@@ -194,7 +195,7 @@ def _read_lima(group: h5py.Group) -> TruthLima:
     attrs = {key: (value.item() if isinstance(value, np.generic) else _text(value)
                    if isinstance(value, (bytes, str)) else value)
              for key, value in group.attrs.items()}
-    path = str(attrs["path_in_file"])
+    path = str(attrs["path_in_file"]) if attrs.get("file_format", "hdf5") == "hdf5" else None
     filenames = [_text(f) for f in group["filename"][()]]
     indices = [int(i) for i in group["index_in_file"][()]]
     return TruthLima(

@@ -102,6 +102,7 @@ class NexusScanWriter(Subscriber):
         self._ticker: Optional[gevent.Greenlet] = None
         self._ticker_stop: Optional[Event] = None
         self._ended = False
+        self._layout_notes: set[str] = set()
 
     # -- snapshots for other threads -------------------------------------------
 
@@ -188,14 +189,18 @@ class NexusScanWriter(Subscriber):
                                                options.recommended_disk_space)
         self._last_disk_check = time.monotonic()
         self.npoints_expected = _expected(info)
-        self._file = NexusFile(path, options)
+        # planned before the file is opened: a scan that cannot be planned (a malformed
+        # name, say) leaves no file behind
         layout = self._plan()
         try:
+            self._file = NexusFile(path, options)
             existing = self._file.check_entries(layout, self.node.key, self.node.uid)
         except Exception:
-            # the entries belong to someone else: close without writing a status there
+            # the entries belong to someone else, or the file cannot be used: close
+            # without writing a status there (a file it just created is removed)
             self.entries = []
-            self._file.close()
+            if self._file is not None:
+                self._file.discard()
             raise
         if existing:
             self.resumed = True
@@ -220,7 +225,7 @@ class NexusScanWriter(Subscriber):
         for level, master in masters.items():
             try:
                 masterfiles.link_entries(master, path, self.entries, options.allowed_roots,
-                                         options.lock_retry_time)
+                                         options.lock_retry_time, options.file_mode)
             except (OSError, ValueError, NexusWriterError) as exc:
                 problems.append(f"{level}: {exc}")
         if problems:
@@ -233,6 +238,10 @@ class NexusScanWriter(Subscriber):
                                       tuple(self._nodes.values()), node.uid)
         layout = self._layout = plan_scan(description, self.options)
         self.entries = [entry.name for entry in layout.entries]
+        for note in layout.notes:
+            if note not in self._layout_notes:
+                self._layout_notes.add(note)
+                logger.warning("%s: %s", self.name, note)
         return layout
 
     def _materialise(self) -> None:
@@ -267,7 +276,10 @@ class NexusScanWriter(Subscriber):
         if expected and self._lima_saved[node.name] >= expected:
             self._refresh_images()
 
-    def _refresh_images(self) -> None:
+    def _refresh_images(self, final: bool = False) -> None:
+        """Show the frames saved so far. Frames to copy or link whose files cannot be
+        read yet are retried at the next refresh; ``final`` (the scan ended) raises
+        instead, so the scan goes FAULT with the file and the reason."""
         assert self._file is not None and self._layout is not None
         self._last_lima = time.monotonic()
         for name, saved in self._lima_saved.items():
@@ -275,7 +287,7 @@ class NexusScanWriter(Subscriber):
             if plan is None or saved <= self._file.frames_shown(name):
                 continue
             lima = self._lima_nodes[name]
-            self._file.update_images(plan, saved, _image_source(lima))
+            self._file.update_images(plan, saved, _image_source(lima), final)
 
     def _flush(self) -> None:
         if self._file is None or self._file.closed:
@@ -306,7 +318,7 @@ class NexusScanWriter(Subscriber):
 
     def _end(self, event_data: EventData) -> None:
         assert self._file is not None
-        self._refresh_images()
+        self._refresh_images(final=True)
         self.end_reason = event_data.reason.value if event_data.reason else "UNKNOWN"
         self.end_message = event_data.message
         self.end_time = now_iso()

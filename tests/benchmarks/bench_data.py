@@ -12,6 +12,11 @@ Without ``--redis-url`` an embedded Valkey server is started for the run. Rows:
 * publisher: ``ScanPublisher.send`` per block (encoding, checks, one round trip).
 * raw XREAD: redis-py XREAD COUNT 1000 of the whole stream plus ``np.frombuffer``.
 * reader: ``ScanNode.walk_events`` draining the scan, one NEW_DATA per channel block.
+* reader (merge_blocks): the same with ``merge_blocks=True``, as the NeXus writer reads.
+
+``CPU s`` is this process's CPU time (``time.process_time``) for the row: the Redis
+server runs in another process, so it is the client's cost alone, less noisy than
+wall time on a shared machine.
 """
 
 from __future__ import annotations
@@ -28,13 +33,18 @@ from nexus_writer_service.data import EventType, Publisher, get_scan_node
 from nexus_writer_service.embedded import EmbeddedRedis
 
 
-def _timed(func: Callable[[], object]) -> float:
+Row = tuple[str, float, float]
+
+
+def _timed(name: str, func: Callable[[], object]) -> Row:
+    """``(name, wall seconds, CPU seconds of this process)`` of one call."""
+    cpu = time.process_time()
     t0 = time.perf_counter()
     func()
-    return time.perf_counter() - t0
+    return name, time.perf_counter() - t0, time.process_time() - cpu
 
 
-def run(redis_url: str, npoints: int, block: int, nchannels: int) -> list[tuple[str, float]]:
+def run(redis_url: str, npoints: int, block: int, nchannels: int) -> list[Row]:
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     rng = np.random.default_rng(0)
@@ -72,8 +82,8 @@ def run(redis_url: str, npoints: int, block: int, nchannels: int) -> list[tuple[
                 position = entry_id
         assert total == npoints * nchannels
 
-    rows = [("raw XADD (pipelined)", _timed(raw_pipelined)),
-            ("raw XADD (1 round trip each)", _timed(raw_each))]
+    rows = [_timed("raw XADD (pipelined)", raw_pipelined),
+            _timed("raw XADD (1 round trip each)", raw_each)]
 
     with Publisher("bench", redis_url, retention=0) as publisher:
         scan = publisher.create_scan({"title": "bench"})
@@ -85,36 +95,44 @@ def run(redis_url: str, npoints: int, block: int, nchannels: int) -> list[tuple[
             for s in starts:
                 scan.send({name: values[s:s + block] for name, values in data.items()})
 
-        rows.append(("publisher", _timed(publish)))
+        rows.append(_timed("publisher", publish))
         scan.end()
 
     node = get_scan_node(scan.key, redis_url)
 
-    def drain() -> None:
+    def drain(merge_blocks: bool = False) -> None:
         total = 0
-        for event, _, event_data in node.walk_events(timeout=30):
+        for event, _, event_data in node.walk_events(timeout=30, merge_blocks=merge_blocks):
             if event is EventType.NEW_DATA:
                 total += len(event_data.data)
         assert total == npoints * nchannels
 
-    rows.append(("raw XREAD + frombuffer", _timed(raw_read)))
-    rows.append(("reader (walk_events)", _timed(drain)))
+    rows.append(_timed("raw XREAD + frombuffer", raw_read))
+    rows.append(_timed("reader (walk_events)", drain))
+    rows.append(_timed("reader (merge_blocks)", lambda: drain(merge_blocks=True)))
     client.flushdb()
     client.close()
     return rows
 
 
-def print_table(rows: list[tuple[str, float]], total_points: int, nbytes: int,
-                title: str) -> None:
-    baselines = {"publisher": "raw XADD (pipelined)", "reader (walk_events)":
-                 "raw XREAD + frombuffer"}
-    times = dict(rows)
+def print_table(rows: list[Row], total_points: int, nbytes: int, title: str) -> None:
+    """One line per row; ``vs raw`` compares wall and CPU time with the raw row."""
+    baselines = {"publisher": "raw XADD (pipelined)",
+                 "reader (walk_events)": "raw XREAD + frombuffer",
+                 "reader (merge_blocks)": "raw XREAD + frombuffer"}
+    by_name = {name: (wall, cpu) for name, wall, cpu in rows}
     print(title)
-    print(f"{'operation':32} {'seconds':>8} {'Mpoints/s':>10} {'MB/s':>8} {'vs raw':>7}")
-    for name, seconds in rows:
-        ratio = f"{seconds / times[baselines[name]]:.2f}x" if name in baselines else ""
+    print(f"{'operation':32} {'seconds':>8} {'Mpoints/s':>10} {'MB/s':>8} {'vs raw':>7} "
+          f"{'CPU s':>7} {'CPU s/Mpts':>10} {'CPU vs raw':>10}")
+    for name, seconds, cpu in rows:
+        ratio = cpu_ratio = ""
+        if name in baselines:
+            base_wall, base_cpu = by_name[baselines[name]]
+            ratio = f"{seconds / base_wall:.2f}x"
+            cpu_ratio = f"{cpu / base_cpu:.2f}x" if base_cpu else ""
         print(f"{name:32} {seconds:8.3f} {total_points / seconds / 1e6:10.2f} "
-              f"{nbytes / seconds / 1e6:8.1f} {ratio:>7}")
+              f"{nbytes / seconds / 1e6:8.1f} {ratio:>7} {cpu:7.3f} "
+              f"{cpu / total_points * 1e6:10.3f} {cpu_ratio:>10}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,7 +97,8 @@ def assert_equal_to_truth(back: ReadBack, truth: TruthScan) -> None:
         assert last == LimaProgress(lima.last_image_acquired, lima.last_image_saved)
         assert lima.last_image_saved + 1 == len(lima.references)
         for frame, (filename, path, index) in enumerate(lima.references):
-            assert node.image_reference(frame) == (filename, "hdf5", path, index)
+            assert node.image_reference(frame) == (filename, lima.info["file_format"], path,
+                                                   index)
     assert back.events[-1][0] is EventType.END_SCAN
 
 

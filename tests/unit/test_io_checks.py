@@ -230,3 +230,28 @@ def test_nobody_holding_a_file_is_described(root):
     open(path, "w").close()
     assert checks.lock_holders(path) == []
     assert checks.describe_holders(path) == "no process found holding it"
+
+
+def test_opened_file_is_checked_where_it_really_is(root, tmp_path):
+    """A link swapped after the path check: the file really opened is outside."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "scan.h5").write_bytes(b"x")
+    (tmp_path / "data" / "sub").symlink_to(outside, target_is_directory=True)
+    inside = os.path.join(root, "inside.h5")
+    with open(inside, "wb") as ok, open(os.path.join(root, "sub", "scan.h5"), "rb") as bad:
+        assert checks.check_opened_file_allowed(ok.fileno(), inside, [root]) == inside
+        with pytest.raises(PathNotAllowedError) as info:
+            checks.check_opened_file_allowed(bad.fileno(), "/claimed/scan.h5", [root],
+                                             "scan file")
+    message = str(info.value)
+    assert "scan file '/claimed/scan.h5'" in message
+    assert f"resolves to {str(outside / 'scan.h5')!r}" in message
+    assert repr(root) in message and "symbolic link" in message
+
+
+def test_opened_file_without_roots_is_allowed_and_named(root):
+    path = os.path.join(root, "scan.h5")
+    with open(path, "wb") as stream:
+        assert checks.check_opened_file_allowed(stream.fileno(), path, []) == path
+        assert checks.opened_file_path(stream.fileno()) == path

@@ -604,3 +604,90 @@ def test_random_channel_names_replan_as_a_superset(description, short, keepshape
         if previous is not None:
             assert_superset(previous, layout)
         previous = layout
+
+
+# -- stack_mcas ------------------------------------------------------------------
+
+
+def _mca_node(name: str, dtype: str = "<u4", shape: tuple[int, ...] = ()) -> NodeSpec:
+    return NodeSpec(name, "channel", "axis", dtype, shape)
+
+
+def test_mca_stacks_orders_detectors_by_number_and_keeps_other_channels_out():
+    from nexus_writer_service.io.layout import mca_stacks
+
+    nodes = [_mca_node(f"mca1:{q}_det{n}", *(("<u4", (16,)) if q == "spectrum" else ("<f8",)))
+             for n in (10, 2, 0) for q in ("spectrum", "icr")]
+    nodes.append(_mca_node("diode:diode1", "<f8"))
+    stacks, notes = mca_stacks(nodes)
+    assert notes == []
+    assert list(stacks) == ["mca1"]
+    assert list(stacks["mca1"]) == ["data", "icr"]
+    assert [n.name for n in stacks["mca1"]["data"]] == [
+        "mca1:spectrum_det0", "mca1:spectrum_det2", "mca1:spectrum_det10"]
+    assert [n.name for n in stacks["mca1"]["icr"]] == [
+        "mca1:icr_det0", "mca1:icr_det2", "mca1:icr_det10"]
+
+
+@pytest.mark.parametrize("nodes, reason", [
+    ([_mca_node("mca1:spectrum_det0", shape=(8,))], "a single detector"),
+    ([_mca_node("mca1:spectrum_det0", shape=(8,)), _mca_node("mca1:spectrum_det1", shape=(9,))],
+     "mca1:spectrum_det1 has points of shape (9,), mca1:spectrum_det0 of shape (8,)"),
+    ([_mca_node("mca1:spectrum_det0", shape=(8,)),
+      _mca_node("mca1:spectrum_det1", "<u2", shape=(8,))],
+     "mca1:spectrum_det1 is uint16, mca1:spectrum_det0 is uint32"),
+    ([_mca_node("mca1:spectrum_det0", shape=(8,)), _mca_node("mca1:icr_det0", "<f8"),
+      _mca_node("mca1:spectrum_det1", shape=(8,))],
+     "detector 1 does not publish the same quantities as detector 0"),
+    ([_mca_node("mca1:spectrum_det0", shape=(-1,)), _mca_node("mca1:spectrum_det1", shape=(-1,))],
+     "mca1:spectrum_det0 has variable-length points"),
+], ids=["single", "lengths", "dtypes", "quantities", "variable-length"])
+def test_mca_stacks_leaves_out_controllers_that_cannot_be_stacked(nodes, reason):
+    from nexus_writer_service.io.layout import mca_stacks
+
+    stacks, notes = mca_stacks(nodes)
+    assert stacks == {}
+    assert notes == [f"MCA mca1: detectors not stacked ({reason}); one NXdetector per detector"]
+
+
+def test_stack_mcas_plans_one_nxdetector_per_controller():
+    import dataclasses
+
+    from nexus_writer_service.io.layout import StackPlan
+
+    plan = build_scan("mca", dataclasses.replace(PARAMS, mca_detectors=3))
+    layout = plan_scan(describe(plan), SaveOptions(stack_mcas=True))
+    entry = f"/{NUMBER}.1"
+    instrument = children(layout, f"{entry}/instrument")
+    assert not [name for name in instrument if name.startswith("mca1_det")]
+    assert instrument["mca1"] == GroupPlan(f"{entry}/instrument/mca1", "NXdetector")
+    stacks = {item.path: item for item in all_items(layout) if isinstance(item, StackPlan)}
+    assert sorted(stacks) == sorted(f"{entry}/instrument/mca1/{leaf}" for leaf in (
+        "data", "icr", "ocr", "livetime", "realtime", "deadtime"))
+    data = stacks[f"{entry}/instrument/mca1/data"]
+    assert data.channels == tuple(f"mca1:spectrum_det{n}" for n in range(3))
+    assert data.point_shape == (signals.MCA_CHANNELS,) and data.dtype == "<u4"
+    assert stacks[f"{entry}/instrument/mca1/icr"].point_shape == ()
+    mca_channels = {c.name for c in plan.channels if c.name.startswith("mca1:")}
+    assert set(layout.stacks) == mca_channels
+    assert not mca_channels & set(layout.streams)
+    links = measurement(layout, f"{NUMBER}.1")
+    assert links["spectrum"].target == data.path
+    assert links["icr"].target == f"{entry}/instrument/mca1/icr"
+    plot = by_path(layout)[f"{entry}/plot1D"]
+    assert isinstance(plot, GroupPlan)
+    assert plot.attrs["signal"] == "spectrum" and plot.attrs["axes"] == [".", ".", "."]
+    signal = children(layout, f"{entry}/plot1D")["spectrum"]
+    assert isinstance(signal, LinkPlan) and signal.target == data.path
+    assert layout.notes == []
+
+
+def test_stack_mcas_with_one_detector_keeps_the_usual_layout_and_says_why():
+    layout = plan_scan(describe(scan_plan("mca")), SaveOptions(stack_mcas=True))
+    default = layout_of("mca")
+    assert [i for i in all_items(layout) if i.path != f"/{NUMBER}.1/notes/mca_stacking"
+            and not i.path.endswith("/writer/options")] == [
+        i for i in all_items(default) if not i.path.endswith("/writer/options")]
+    note = by_path(layout)[f"/{NUMBER}.1/notes/mca_stacking"]
+    assert isinstance(note, FieldPlan) and "MCA mca1: detectors not stacked" in note.value
+    assert layout.notes == [f"{NUMBER}.1: {note.value}"]

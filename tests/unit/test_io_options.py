@@ -146,3 +146,28 @@ def test_as_dict_as_strings_round_trips_through_from_mapping():
               else format(value, "o") if name == "file_mode" else str(value)
               for name, value in options.as_dict().items()}
     assert SaveOptions.from_mapping(values) == options
+
+
+def test_every_option_is_on_the_command_line():
+    from nexus_writer_service.cli.session_writer import build_parser, save_options_from_args
+
+    fields = {f.name for f in dataclasses.fields(SaveOptions)}
+    args = build_parser().parse_args(["demo"])
+    names = set(SaveOptions().as_dict())
+    assert fields == names
+    given = save_options_from_args(args)
+    assert given == SaveOptions()
+    flags = {a.dest for a in build_parser()._actions}
+    assert fields <= flags, f"options missing on the command line: {sorted(fields - flags)}"
+    args = build_parser().parse_args(["demo", "--stack-mcas", "--copy-non-external",
+                                      "--enable-external-nonhdf5"])
+    chosen = save_options_from_args(args)
+    assert chosen.stack_mcas and chosen.copy_non_external and chosen.enable_external_nonhdf5
+
+
+def test_every_option_is_a_device_property():
+    from tango_devices.nexus_writer import SAVE_OPTION_PROPERTIES, UNSUPPORTED_PROPERTIES
+
+    fields = {f.name for f in dataclasses.fields(SaveOptions)}
+    assert set(SAVE_OPTION_PROPERTIES) == fields
+    assert not set(UNSUPPORTED_PROPERTIES) & fields

@@ -8,21 +8,27 @@ the stopped scan is completed from Redis by a restarted writer.
 
 The writer stops a scan *before* its points would fill the disk (HDF5 cannot close a
 file cleanly after a failed write); a disk that is full before the scan starts is met
-by HDF5 itself, and is reported the same way.
+by HDF5 itself, and is reported the same way. A disk filled by another program right
+after that check is met by HDF5 mid-write: the file, which HDF5 cannot close then,
+stays open in the writer's process until space is freed and a writer started again
+in that process completes and closes it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import subprocess
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import h5py
 import numpy as np
 import pytest
 
 from nexus_writer_service.data import Publisher, ScanPublisher
+from nexus_writer_service.io.nexus import NexusFile
 from tests.integration.faults.conftest import (
     TIME,
     assert_nothing_lost,
@@ -174,3 +180,63 @@ def test_disk_already_full_faults_with_the_reason_and_the_writer_goes_on(
     assert not full_file.exists(), "the file that could not be created is left behind"
     assert_record(second, "OFF", "SUCCEEDED", "finished")
     assert_nothing_lost(next_file, second.key, after, "SUCCEEDED", "SUCCESS")
+
+
+def fill_up(filler: Path) -> None:
+    """Write ``filler`` until the disk has not one byte left."""
+    with open(filler, "wb", buffering=0) as stream:
+        for block in (1 << 16, 4096, 1):
+            try:
+                while True:
+                    stream.write(b"\0" * block)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+
+
+def fds_on(path: Path) -> list[str]:
+    """File descriptors of this process open on ``path``."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                found.append(fd)
+    return found
+
+
+def test_disk_filled_from_outside_mid_write_releases_the_file_once_space_is_freed(
+        redis_url: str, small_disk: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The free-space check passes, then another program fills the disk before the
+    points are written: HDF5 itself meets the full disk. The scan goes FAULT saying
+    so; the file cannot be closed then and stays open in this process; once space is
+    freed, a writer started again in the same process completes it and closes it
+    (the small disk unmounts: nothing holds it)."""
+    filename = small_disk / "scan.h5"
+    filler = small_disk / "filler.bin"
+    npoints = 60
+    real_check = NexusFile._check_disk_space
+
+    def check_then_fill(self: NexusFile, channel: str, first: int, data: Any) -> None:
+        real_check(self, channel, first, data)
+        if first + len(data) > 20 and not filler.exists():
+            fill_up(filler)
+
+    monkeypatch.setattr(NexusFile, "_check_disk_space", check_then_fill)
+    with session_writer(redis_url, SESSION, OPTIONS, poll_interval=0.05) as writer:
+        with Publisher(SESSION, redis_url, lease=3, retention=120) as publisher:
+            publish_mca_scan(publisher, filename, 1, npoints)
+            record = wait_scans_done(writer, 1, timeout=60)[0]
+    assert filler.exists(), "the disk was never filled"
+    assert_record(record, "FAULT", "FAILED", "DiskSpaceError", "no space left on device",
+                  str(filename), "free disk space", "start the writer again")
+    assert fds_on(filename), "the file HDF5 could not close is expected to stay open"
+
+    filler.unlink()
+    monkeypatch.undo()
+    with session_writer(redis_url, SESSION, OPTIONS, poll_interval=0.05) as writer:
+        wait_until(lambda: bool(writer.scans()) and writer.scans()[0].writer.done(), 60,
+                   "the stopped scan completed")
+        resumed = writer.scans()
+    assert [r.key for r in resumed] == [record.key], [r.as_dict() for r in resumed]
+    assert_record(resumed[0], "OFF", "SUCCEEDED", "finished")
+    assert fds_on(filename) == [], "the file is still open in this process"
+    assert_nothing_lost(filename, record.key, spectra(1, 0, npoints), "SUCCEEDED", "SUCCESS")

@@ -515,6 +515,8 @@ def test_session_writer_command_logs_no_password_and_writes_scans(
     assert process.returncode == 0, run_output(process, out, err)
     logged = log.read_text() + run_output(process, out, err)
     assert "writing scan 1_loopscan" in logged and "ended (SUCCESS)" in logged, logged
+    assert "the password given with --redis-url can be read by every user" in logged, logged
+    assert "--redis-url-file" in logged
     assert PASSWORD not in logged
     with h5py.File(filename, "r") as h5:
         np.testing.assert_array_equal(h5["1.1/instrument/diode1/data"][()], [1.0, 2.0, 3.0])
@@ -523,6 +525,73 @@ def test_session_writer_command_logs_no_password_and_writes_scans(
             f"{name} {dict(obj.attrs)} {obj[()] if isinstance(obj, h5py.Dataset) else ''}"))
         dump.append(str(dict(h5.attrs)))
     assert PASSWORD not in "\n".join(dump)
+
+
+def url_file_command(url_file: Path, root: Path, log: Path) -> list[str]:
+    command = writer_command("unused", root, log)
+    at = command.index("--redis-url")
+    command[at:at + 2] = ["--redis-url-file", str(url_file)]
+    return command
+
+
+@pytest.mark.slow
+def test_session_writer_command_with_a_url_file_keeps_the_password_out_of_sight(
+        acl_redis: str, tmp_path: Path) -> None:
+    """The URL comes from a private file: the password is neither in the process's
+    command line (readable by every user) nor in the log, and scans are written."""
+    url = secret_url(acl_redis, db=3)
+    url_file = tmp_path / "redis-url"
+    url_file.write_text(f"# the writer's Redis\n{url}\n")
+    url_file.chmod(0o600)
+    root = tmp_path / "data"
+    log, out, err = tmp_path / "writer.log", tmp_path / "out.txt", tmp_path / "err.txt"
+    filename = root / "scan.h5"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        process = subprocess.Popen(url_file_command(url_file, root, log), stdout=stdout,
+                                   stderr=stderr)
+    try:
+        wait_until(lambda: log.exists() and "writing session" in log.read_text()
+                   or process.poll() is not None, 60, "the writer listening")
+        assert process.poll() is None, run_output(process, out, err)
+        command_line = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+        assert b"--redis-url-file" in command_line and str(url_file).encode() in command_line
+        with Publisher(SESSION, url, lease=2.0, retention=60) as publisher:
+            publish(publisher, filename)
+        wait_until(lambda: filename.exists() and "SUCCEEDED" in _status(filename), 60,
+                   "the scan written")
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    assert PASSWORD.encode() not in command_line
+    assert process.returncode == 0, run_output(process, out, err)
+    logged = log.read_text() + run_output(process, out, err)
+    assert "writing scan 1_loopscan" in logged and "ended (SUCCESS)" in logged, logged
+    assert PASSWORD not in logged
+    assert "can be read by every user" not in logged, "warned without a reason"
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620],
+                         ids=["group-read", "world-read", "group-write"])
+def test_session_writer_command_refuses_a_url_file_open_to_others(
+        tmp_path: Path, mode: int) -> None:
+    url_file = tmp_path / "redis-url"
+    url_file.write_text(secret_url("redis://127.0.0.1:1") + "\n")
+    url_file.chmod(mode)
+    before = url_file.read_bytes()
+    log = tmp_path / "writer.log"
+    result = subprocess.run(url_file_command(url_file, tmp_path, log), capture_output=True,
+                            timeout=60)
+    output = (result.stdout + result.stderr).decode(errors="replace")
+    assert result.returncode == 2, output
+    assert str(url_file) in output and f"chmod 600 {url_file}" in output, output
+    assert f"{mode:03o}" in output and "other users" in output, output
+    assert PASSWORD not in output and not log.exists()
+    assert url_file.read_bytes() == before and stat.S_IMODE(url_file.stat().st_mode) == mode
 
 
 def _status(filename: Path) -> str:

@@ -397,13 +397,15 @@ def test_makedirs_only_under_the_allowed_roots_and_log_levels_round_trip(
         assert proxy.tango_log_level == "ERROR"
 
 
-def test_unsupported_property_is_a_warning_not_a_fault(redis_url: str) -> None:
-    with writer_device(session="mcas", redis_url=redis_url, stack_mcas=True,
-                       copy_non_external=True) as proxy:
+def test_lima_save_option_properties_are_options_not_warnings(redis_url: str) -> None:
+    with writer_device(session="limaopts", redis_url=redis_url, copy_non_external=True,
+                       enable_external_nonhdf5=True) as proxy:
         assert proxy.State() == DevState.ON
         status = proxy.Status()
-        assert re.search(r"\nWarning: property stack_mcas=True is not supported", status), status
-        assert "copy_non_external" in status and "enable_external_nonhdf5" not in status
+        assert "not supported" not in status, status
+        options = json.loads(proxy.save_options)
+        assert options["copy_non_external"] is True
+        assert options["enable_external_nonhdf5"] is True
 
 
 @pytest.mark.slow

@@ -1,0 +1,334 @@
+"""The data entries of a scan stream as a reader gets them, checked and merged (no I/O).
+
+A reader gets each stream entry as the flat list the server sends, ``[field, value,
+field, value, ...]`` (see :mod:`.events` for the fields). The data entries of one
+scan nearly always carry the same fields in the same order, one block per channel,
+so what that list of fields means (which channel each value belongs to, where its
+first point index is) is worked out once per field list, as a :class:`_Layout`, and
+each entry is then only checked: whole points, point continuity. An entry that does
+not fit (a field given twice, an undeclared channel, a gap, a bad number) goes the
+general way, through a dict of its fields, which names the channel and the problem
+in its error. Both ways give the same blocks and the same errors. A merging reader
+goes further: consecutive entries of one layout are checked together, a column per
+channel (:meth:`DataDecoder.merge_run`), and at any doubt one by one again.
+
+Not thread-safe: one :class:`DataDecoder` and one :class:`BlockMerger` per walk.
+"""
+
+from __future__ import annotations
+
+from operator import itemgetter
+from typing import Any, Iterator, NamedTuple, Sequence
+
+import numpy as np
+
+from ..errors import MalformedEventError
+from .events import EventData, EventType, iter_data_blocks
+from .nodes import ChannelNode, Node
+
+__all__ = ["Block", "DataDecoder", "BlockMerger", "fields_dict"]
+
+#: ``(channel, first point index, data)``: ``data`` is raw bytes of fixed-size
+#: points (not decoded yet) or the decoded points.
+Block = tuple[ChannelNode, int, Any]
+#: Field lists remembered per walk; a stream whose entries keep changing their fields
+#: (never the case for a publisher's) starts again from an empty memory.
+MAX_LAYOUTS = 64
+#: Fewest consecutive entries of one layout checked together (:meth:`DataDecoder.merge_run`).
+MIN_RUN = 8
+
+
+def fields_dict(flat: Sequence[bytes]) -> dict[bytes, bytes]:
+    """``{field: value}`` of an entry given as ``[field, value, ...]`` (the last
+    value of a field given twice, as redis-py's own conversion)."""
+    it = iter(flat)
+    return dict(zip(it, it))
+
+
+class _ChannelSlot(NamedTuple):
+    """Where one channel's block is in an entry's flat list (positions of values)."""
+
+    node: ChannelNode
+    channel: int
+    data_at: int
+    first_at: int
+    lengths_at: int | None
+    #: bytes per point; 0 for variable-length points
+    point_size: int
+
+
+class _Layout(NamedTuple):
+    keys: list[bytes]
+    kind_at: int
+    slots: tuple[_ChannelSlot, ...]
+    #: the channel index of each slot
+    channels: tuple[int, ...]
+    #: bytes per point of each slot, as a column; ``None`` if a channel has
+    #: variable-length points or there is no channel
+    point_sizes: Any
+
+
+class DataDecoder:
+    """Turns data entries into checked channel blocks, point continuity included.
+
+    ``by_index`` maps node indices to the nodes declared so far (the walk adds to
+    it as NEW_NODE entries come); ``first_point`` is the index every channel starts
+    at (0 from the stream's start), ``None`` when the walk starts after a position,
+    where a channel's first block may start anywhere.
+    """
+
+    def __init__(self, by_index: dict[int, Node], first_point: int | None) -> None:
+        self.by_index = by_index
+        self.first_point = first_point
+        #: index after the last point seen, per channel index
+        self.expected: dict[int, int] = {}
+        self._layouts: dict[tuple[bytes, ...], _Layout] = {}
+        self._last: _Layout | None = None
+
+    def blocks(self, flat: Sequence[bytes], decode: bool
+               ) -> tuple[list[Block], int] | None:
+        """The channel blocks of the entry ``flat`` and their bytes still raw, or
+        ``None`` if it is not a data entry.
+
+        Without ``decode``, blocks of fixed-size points stay raw bytes (checked, and
+        counted in the second item); variable-length points are always decoded.
+        Raises :class:`MalformedEventError` naming the channel (not the entry)."""
+        layout = self._layout(flat)
+        if layout is not None and flat[layout.kind_at] == b"data":
+            found = self._checked(flat, layout, decode)
+            if found is not None:
+                return found
+        fields = fields_dict(flat)
+        if fields.get(b"t") != b"data":
+            return None
+        blocks = self.general(fields, decode)
+        nbytes = sum(len(data) for _, _, data in blocks if isinstance(data, bytes))
+        return blocks, nbytes
+
+    def _layout(self, flat: Sequence[bytes]) -> _Layout | None:
+        if len(flat) % 2:
+            return None
+        keys = flat[0::2]
+        last = self._last
+        if last is not None and keys == last.keys:
+            return last
+        layout = self._layouts.get(tuple(keys))
+        if layout is None:
+            layout = self._compile(list(keys))
+            if layout is None:
+                return None
+            if len(self._layouts) >= MAX_LAYOUTS:
+                self._layouts.clear()
+            self._layouts[tuple(keys)] = layout
+        self._last = layout
+        return layout
+
+    def _compile(self, keys: list[bytes]) -> _Layout | None:
+        """The layout of an entry with fields ``keys``; ``None`` when an entry with
+        these fields cannot be valid data, or names a field twice."""
+        at = {key: 2 * i + 1 for i, key in enumerate(keys)}
+        if len(at) != len(keys) or b"t" not in at:
+            return None
+        slots: list[_ChannelSlot] = []
+        for key in keys:
+            if key[:1] != b"d":
+                continue
+            suffix = key[1:]
+            try:
+                index = int(suffix)
+            except ValueError:
+                return None
+            node = self.by_index.get(index)
+            first_at = at.get(b"f" + suffix)
+            if first_at is None or not isinstance(node, ChannelNode) or any(
+                    slot.channel == index for slot in slots):
+                return None
+            size = 0 if node.variable_length else node.point_size
+            slots.append(_ChannelSlot(node, index, at[key], first_at, at.get(b"l" + suffix),
+                                      size))
+        sizes = [slot.point_size for slot in slots]
+        point_sizes = np.array(sizes, dtype=np.int64)[:, None] if sizes and all(sizes) \
+            else None
+        return _Layout(keys, at[b"t"], tuple(slots), tuple(slot.channel for slot in slots),
+                       point_sizes)
+
+    def _checked(self, flat: Sequence[bytes], layout: _Layout, decode: bool
+                 ) -> tuple[list[Block], int] | None:
+        """The blocks of a data entry of a known layout, or ``None`` at the first
+        doubt (nothing is recorded then: the general way redoes the entry)."""
+        expected = self.expected
+        first_point = self.first_point
+        blocks: list[Block] = []
+        ends: list[int] = []
+        nbytes = 0
+        for node, index, data_at, first_at, lengths_at, point_size in layout.slots:
+            raw = flat[data_at]
+            try:
+                first = int(flat[first_at])
+            except ValueError:
+                return None
+            if first != expected.get(index, first if first_point is None else first_point) \
+                    or first < 0:
+                return None
+            data: Any = raw
+            if point_size:
+                count, rest = divmod(len(raw), point_size)
+                if rest:
+                    return None
+                if decode:
+                    data = node.decode(raw)
+                else:
+                    nbytes += len(raw)
+            else:
+                try:
+                    data = node.decode(raw, None if lengths_at is None else flat[lengths_at])
+                except MalformedEventError:
+                    return None
+                count = len(data)
+            blocks.append((node, first, data))
+            ends.append(first + count)
+        expected.update(zip(layout.channels, ends))
+        return blocks, nbytes
+
+    def merge_run(self, page: Sequence[Sequence[Any]], start: int, merger: "BlockMerger",
+                  limit: int) -> tuple[int, int]:
+        """Check the data entries ``page[start:]`` that share the layout of the first
+        one together, and hand their raw blocks to ``merger``.
+
+        ``page`` holds ``(ID, flat fields)`` pairs. Stops after the entry that brings
+        ``merger.nbytes`` to ``limit`` (as adding entries one by one would, so the
+        merger is flushed at the same points). Returns ``(entries merged, end)``:
+        when nothing was merged (not data, variable-length points, a short run or
+        any doubt), the entries up to ``end`` are to be handled one by one, which
+        gives the same blocks or names the problem."""
+        flat = page[start][1]
+        layout = self._layout(flat)
+        if layout is None or layout.point_sizes is None or flat[layout.kind_at] != b"data":
+            return 0, start + 1
+        keys, kind_at, size = layout.keys, layout.kind_at, len(flat)
+        end = start + 1
+        while end < len(page):
+            other = page[end][1]
+            if len(other) != size or other[kind_at] != b"data" or other[0::2] != keys:
+                break
+            end += 1
+        if end - start < MIN_RUN:
+            return 0, end
+        flats = list(map(itemgetter(1), page[start:end]))
+        columns = [list(map(itemgetter(slot.data_at), flats)) for slot in layout.slots]
+        lengths = np.array([list(map(len, column)) for column in columns], dtype=np.int64)
+        total = np.cumsum(lengths.sum(axis=0)) + merger.nbytes
+        count = min(len(flats), int(np.searchsorted(total, limit)) + 1)
+        if count < len(flats):
+            end = start + count
+            flats, lengths = flats[:count], lengths[:, :count]
+            columns = [column[:count] for column in columns]
+        points, rest = np.divmod(lengths, layout.point_sizes)
+        if rest.any():
+            return 0, end
+        firsts: list[int] = []
+        for slot, counts in zip(layout.slots, points):
+            try:
+                given = np.array(list(map(int, map(itemgetter(slot.first_at), flats))),
+                                 dtype=np.int64)
+            except (ValueError, OverflowError):
+                return 0, end
+            begin = self.expected.get(
+                slot.channel, int(given[0]) if self.first_point is None else self.first_point)
+            # all >= 0 first, so that differences cannot overflow
+            if begin < 0 or given[0] != begin or given.min() < 0 or (
+                    count > 1 and not np.array_equal(given[1:] - given[:-1], counts[:-1])):
+                return 0, end
+            firsts.append(begin)
+        self.expected.update(
+            zip(layout.channels, (b + int(c) for b, c in zip(firsts, points.sum(axis=1)))))
+        merger.add_columns([(slot.node, first, column) for slot, first, column
+                            in zip(layout.slots, firsts, columns)],
+                           int(lengths.sum()), page[end - 1][0].decode())
+        return count, end
+
+    def general(self, fields: dict[bytes, bytes], decode: bool) -> list[Block]:
+        """The blocks of the data entry ``fields``, checking point continuity.
+
+        Without ``decode``, blocks of fixed-size points stay raw bytes (checked)."""
+        out = []
+        by_index = self.by_index
+        expected = self.expected
+        for index, first, raw, lengths in iter_data_blocks(fields):
+            node = by_index.get(index)
+            if not isinstance(node, ChannelNode):
+                raise MalformedEventError(f"data for undeclared channel #{index}")
+            start = expected.get(index, first if self.first_point is None else self.first_point)
+            if first != start:
+                raise MalformedEventError(
+                    f"channel {node.name!r} block starts at point {first}, expected {start} "
+                    f"({'gap' if first > start else 'duplicate'})")
+            if decode or node.variable_length:
+                data = node.decode(raw, lengths)
+                expected[index] = first + len(data)
+            else:
+                data = raw
+                expected[index] = first + node.count_points(raw)
+            out.append((node, first, data))
+        return out
+
+
+class BlockMerger:
+    """Merges the blocks of each channel read in one page into one NEW_DATA event.
+
+    Channels come out in the order they first appear. Every event but the last of
+    a flush carries the position before the flush's first entry, so resuming from
+    any event's position never skips a point (it may give some again, at the same
+    indices).
+    """
+
+    def __init__(self, position: str) -> None:
+        self.safe = position
+        self.last = position
+        #: ``{channel index: [node, first point index, parts]}``
+        self.pending: dict[int, list[Any]] = {}
+        self.nbytes = 0
+
+    def add(self, blocks: list[Block], nbytes: int, position: str) -> None:
+        """``blocks``: raw bytes of fixed-size points (``nbytes`` of them, decoded
+        once, when merged) or decoded variable-length points."""
+        pending = self.pending
+        for node, first, data in blocks:
+            held = pending.get(node.index)
+            if held is None:
+                pending[node.index] = [node, first, [data]]
+            else:
+                held[2].append(data)
+        self.nbytes += nbytes
+        self.last = position
+
+    def add_columns(self, columns: list[tuple[ChannelNode, int, list[bytes]]], nbytes: int,
+                    position: str) -> None:
+        """Like :meth:`add` for several entries at once: per channel, its raw blocks
+        in point order (the lists are kept)."""
+        pending = self.pending
+        for node, first, parts in columns:
+            held = pending.get(node.index)
+            if held is None:
+                pending[node.index] = [node, first, parts]
+            else:
+                held[2].extend(parts)
+        self.nbytes += nbytes
+        self.last = position
+
+    def passed(self, position: str) -> None:
+        """An entry that is not data was handled: resuming after it is safe."""
+        self.safe = self.last = position
+
+    def flush(self) -> Iterator[tuple[EventType, ChannelNode, EventData]]:
+        pending, self.pending = self.pending, {}
+        self.nbytes = 0
+        count = len(pending)
+        for i, (node, first, parts) in enumerate(pending.values()):
+            if isinstance(parts[0], bytes):
+                data = node.decode(parts[0] if len(parts) == 1 else b"".join(parts))
+            else:  # variable-length points: lists of 1D arrays
+                data = [point for part in parts for point in part]
+            position = self.last if i == count - 1 else self.safe
+            yield EventType.NEW_DATA, node, EventData(position, first, data)
+        self.safe = self.last

@@ -1,0 +1,135 @@
+"""Creating HDF5 objects in one low-level call each.
+
+h5py's high-level ``create_group``, ``create_dataset``, ``attrs[...] =`` and
+``group[name] = SoftLink(...)`` check, convert and build property lists on every
+call. A scan file with hundreds of channels creates thousands of objects, so the
+writer creates them through these functions instead: the same objects, with the
+same property lists as h5py's defaults (UTF-8 link names where needed, intermediate
+groups created, no time tracking, variable-length UTF-8 string attributes), built
+once and reused. Anything unusual (an attribute that is not a string, an existing
+name) goes through the high-level API, so the results are always identical.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, Mapping
+
+import h5py
+import numpy as np
+
+__all__ = ["create_group", "create_stream_dataset", "set_attrs", "soft_link"]
+
+_STR = h5py.string_dtype()
+_STR_FILE_TYPE = h5py.h5t.py_create(_STR, logical=True)
+_STR_MEMORY_TYPE = h5py.h5t.py_create(_STR)
+_SCALAR = h5py.h5s.create_simple(())
+
+
+@functools.lru_cache(maxsize=2)
+def _lcpl(utf8: bool) -> h5py.h5p.PropLCID:
+    lcpl = h5py.h5p.create(h5py.h5p.LINK_CREATE)
+    lcpl.set_create_intermediate_group(True)
+    lcpl.set_char_encoding(h5py.h5t.CSET_UTF8 if utf8 else h5py.h5t.CSET_ASCII)
+    return lcpl
+
+
+def _name(path: str) -> tuple[bytes, h5py.h5p.PropLCID]:
+    """A link name as HDF5 wants it, and the link creation list h5py would use."""
+    try:
+        return path.encode("ascii"), _lcpl(False)
+    except UnicodeEncodeError:
+        return path.encode("utf-8"), _lcpl(True)
+
+
+def _attr_value(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        if value and all(isinstance(v, str) for v in value):
+            return np.array(value, dtype=_STR)
+        return np.asarray(value)
+    if isinstance(value, Mapping):
+        return json.dumps(value)
+    return value
+
+
+def set_attrs(obj: Any, attrs: Mapping[str, Any]) -> None:
+    """Set ``attrs`` on a high-level object or an object id: a new string attribute
+    in one call, anything else (lists, numbers, replacing) through ``obj.attrs``."""
+    oid = obj.id if isinstance(obj, h5py.HLObject) else obj
+    high: h5py.AttributeManager | None = None
+    for key, value in attrs.items():
+        name = key.encode("utf-8")
+        if isinstance(value, str) and not h5py.h5a.exists(oid, name):
+            attr = h5py.h5a.create(oid, name, _STR_FILE_TYPE, _SCALAR)
+            try:
+                attr.write(np.array(value, dtype=_STR), mtype=_STR_MEMORY_TYPE)
+            finally:
+                attr.close()
+            continue
+        if high is None:
+            if not isinstance(obj, h5py.HLObject):
+                obj = h5py.Group(oid) if isinstance(oid, h5py.h5g.GroupID) else h5py.Dataset(oid)
+            high = obj.attrs
+        high[key] = _attr_value(value)
+
+
+def create_group(file: h5py.File, path: str, attrs: Mapping[str, Any]) -> h5py.h5g.GroupID:
+    """A new group at ``path`` (missing parents created) with ``attrs``; an existing
+    one gets ``attrs`` set."""
+    name, lcpl = _name(path)
+    try:
+        gid = h5py.h5g.create(file.id, name, lcpl=lcpl)
+    except ValueError:  # it exists
+        group = file.require_group(path)
+        set_attrs(group, attrs)
+        return group.id
+    set_attrs(gid, attrs)
+    return gid
+
+
+@functools.lru_cache(maxsize=256)
+def _dcpl(shape: tuple[int, ...], maxshape: tuple[int | None, ...], chunks: tuple[int, ...],
+          dtype: np.dtype[Any], fill: Any, compression: tuple[tuple[str, Any], ...]
+          ) -> h5py.h5p.PropDCID:
+    options = dict(compression)
+    dcpl = h5py.filters.fill_dcpl(
+        h5py.h5p.create(h5py.h5p.DATASET_CREATE), shape, dtype, chunks,
+        options.get("compression"), options.get("compression_opts"), options.get("shuffle"),
+        None, maxshape, None, None, True)
+    if fill is not None:
+        dcpl.set_fill_value(np.array(fill, dtype=dtype))
+    dcpl.set_obj_track_times(False)
+    return dcpl
+
+
+def create_stream_dataset(file: h5py.File, path: str, shape: tuple[int, ...],
+                          maxshape: tuple[int | None, ...], chunks: tuple[int, ...],
+                          dtype: Any, fill: Any = None,
+                          compression: Mapping[str, Any] | None = None) -> h5py.Dataset:
+    """A new chunked, resizable dataset, equal to what ``file.create_dataset`` gives
+    for the same arguments (``compression``: its compression keyword arguments)."""
+    dtype = np.dtype(dtype)
+    key = tuple(sorted((k, _hashable(v)) for k, v in (compression or {}).items()))
+    dcpl = _dcpl(tuple(shape), tuple(maxshape), tuple(chunks), dtype,
+                 None if fill is None else _hashable(fill), key)
+    space = h5py.h5s.create_simple(
+        tuple(shape), tuple(h5py.h5s.UNLIMITED if m is None else m for m in maxshape))
+    name, lcpl = _name(path)
+    dsid = h5py.h5d.create(file.id, name, h5py.h5t.py_create(dtype, logical=True), space,
+                           dcpl=dcpl, lcpl=lcpl)
+    return h5py.Dataset(dsid)
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, float) and value != value:
+        return "nan"
+    return value
+
+
+def soft_link(file: h5py.File, path: str, target: str) -> None:
+    """A soft link at ``path`` to ``target`` (missing parents created)."""
+    name, lcpl = _name(path)
+    file.id.links.create_soft(name, target.encode("utf-8"), lcpl=lcpl)

@@ -1,0 +1,275 @@
+"""Data entries as a reader gets them (flat field lists): checked, decoded and merged
+without Redis. Every entry must give the same blocks and errors whether it takes the
+known-layout way or the general one."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from nexus_writer_service.data import codec
+from nexus_writer_service.data.blocks import BlockMerger, DataDecoder, fields_dict
+from nexus_writer_service.data.events import EventType, NodeDeclaration, NodeType
+from nexus_writer_service.data.nodes import ChannelNode, Node, SubscanNode
+from nexus_writer_service.errors import MalformedEventError
+
+SCAN = SimpleNamespace(key="nws:s:scan:1")
+
+
+def channel(index: int, dtype: str = "<f8", shape: tuple[int, ...] = ()) -> ChannelNode:
+    info = {"dtype": codec.dtype_to_text(np.dtype(dtype)), "shape": list(shape)}
+    return ChannelNode(SCAN, NodeDeclaration(f"ch{index}", NodeType.CHANNEL, index, info))
+
+
+def nodes() -> dict[int, Node]:
+    timer = NodeDeclaration("timer", NodeType.SUBSCAN, 0, {})
+    found: dict[int, Node] = {0: SubscanNode(SCAN, timer)}
+    found.update({1: channel(1), 2: channel(2, "<i4", (3,)), 3: channel(3, "<f4", (-1,))})
+    return found
+
+
+def entry(first: int, npoints: int = 2) -> list[bytes]:
+    """A data entry as the publisher sends it: t, then d/f (and l) per channel."""
+    ragged, lengths, _ = codec.ragged_to_bytes(
+        [np.arange(first % 3 + 1, dtype="<f4") for _ in range(npoints)], np.dtype("<f4"), "t")
+    return [b"t", b"data",
+            b"d1", np.arange(first, first + npoints, dtype="<f8").tobytes(), b"f1", b"%d" % first,
+            b"d2", np.ones((npoints, 3), dtype="<i4").tobytes(), b"f2", b"%d" % first,
+            b"d3", ragged, b"l3", lengths, b"f3", b"%d" % first]
+
+
+def plain(data: object) -> object:
+    """Raw bytes as they are, decoded points as lists (comparable with ``==``)."""
+    if isinstance(data, list):
+        return [point.tolist() for point in data]
+    return data if isinstance(data, bytes) else np.asarray(data).tolist()
+
+
+def both_ways(entries: list[list[bytes]], decode: bool, first_point: int | None = 0) -> list:
+    """Outcome of every entry, once by ``blocks`` and once by ``general`` alone."""
+    outcomes = []
+    for way in ("blocks", "general"):
+        decoder = DataDecoder(nodes(), first_point)
+        seen: list[Any] = []
+        for flat in entries:
+            try:
+                if way == "blocks":
+                    found = decoder.blocks(flat, decode)
+                    blocks = found[0] if found is not None else None
+                else:
+                    fields = fields_dict(flat)
+                    blocks = decoder.general(fields, decode) \
+                        if fields.get(b"t") == b"data" else None
+            except MalformedEventError as exc:
+                seen.append(("error", str(exc)))
+                break
+            seen.append(None if blocks is None else [
+                (node.name, first, plain(data)) for node, first, data in blocks])
+        outcomes.append(seen)
+    return outcomes
+
+
+@pytest.mark.parametrize("decode", [False, True])
+def test_known_layout_gives_the_blocks_of_the_general_way(decode):
+    entries = [entry(0), entry(2), entry(4, 5), entry(9, 1)]
+    fast, general = both_ways(entries, decode)
+    assert fast == general
+    assert [first for _, first, _ in fast[2]] == [4, 4, 4]
+
+
+def test_raw_blocks_are_counted_for_merging():
+    decoder = DataDecoder(nodes(), 0)
+    found = decoder.blocks(entry(0, 4), decode=False)
+    assert found is not None
+    blocks, nbytes = found
+    assert nbytes == 4 * 8 + 4 * 12
+    assert isinstance(blocks[0][2], bytes) and isinstance(blocks[2][2], list)
+    assert decoder.expected == {1: 4, 2: 4, 3: 4}
+
+
+@pytest.mark.parametrize("decode", [False, True])
+@pytest.mark.parametrize("change, message", [
+    (lambda e: e.__setitem__(5, b"3"), "channel 'ch1' block starts at point 3, expected 2 (gap)"),
+    (lambda e: e.__setitem__(9, b"1"), "channel 'ch2' block starts at point 1, expected 2"),
+    (lambda e: e.__setitem__(5, b"two"), "has no valid first index"),
+    (lambda e: e.__setitem__(5, b"-1"), "negative first index -1"),
+    (lambda e: e.__setitem__(3, b"x" * 9), "9 bytes is not a whole number of 8-byte points"),
+    (lambda e: e.__setitem__(7, b"x" * 5), "5 bytes is not a whole number of 12-byte points"),
+    (lambda e: e.__setitem__(13, b"\x01" * 8), "point lengths add up to"),
+    (lambda e: e.__setitem__(slice(2, 5, 2), [b"d9", b"f9"]), "undeclared channel #9"),
+    (lambda e: e.__setitem__(slice(2, 5, 2), [b"d0", b"f0"]), "undeclared channel #0"),
+    (lambda e: e.__setitem__(2, b"d7"), "field b'd7' has no valid first index b'f7'"),
+])
+def test_bad_entry_gives_the_error_of_the_general_way(decode, change, message):
+    bad = entry(2)
+    change(bad)
+    fast, general = both_ways([entry(0), bad, entry(4)], decode)
+    assert fast == general
+    kind, text = fast[-1]
+    assert kind == "error" and message in text
+
+
+@pytest.mark.parametrize("first", [b"+2", b" 2", b"2 ", b"0_2", b"02"])
+def test_first_index_that_int_reads_is_accepted_as_before(first):
+    odd = entry(2)
+    odd[5] = first
+    fast, general = both_ways([entry(0), odd, entry(4)], decode=False)
+    assert fast == general and len(fast) == 3 and fast[1][0][1] == 2
+
+
+def test_unusual_field_lists_go_the_general_way():
+    doubled = entry(2) + [b"f1", b"2"]          # a field twice: its last value counts
+    reordered = entry(4)
+    reordered[2:6] = [b"f1", b"4", b"d1", reordered[3]]
+    extra = entry(6) + [b"zz", b"ignored"]
+    truncated = entry(8)[:-1]                   # odd length: the last field has no value
+    fast, general = both_ways([entry(0), doubled, reordered, extra, truncated], False)
+    assert fast == general and len(fast) == 5
+
+
+def test_entry_without_a_first_index_is_refused():
+    bad = entry(0)
+    del bad[4:6]
+    fast, general = both_ways([bad], False)
+    assert fast == general and "no valid first index" in fast[0][1]
+
+
+def test_after_a_position_the_first_block_may_start_anywhere():
+    fast, general = both_ways([entry(7), entry(9)], False, first_point=None)
+    assert fast == general and fast[0][0][1] == 7
+    fast, general = both_ways([entry(7)], False, first_point=0)
+    assert fast == general and "expected 0 (gap)" in fast[0][1]
+
+
+def test_other_entries_are_not_data():
+    decoder = DataDecoder(nodes(), 0)
+    assert decoder.blocks([b"t", b"prep"], decode=False) is None
+    assert decoder.blocks([b"t", b"node", b"n", b"x", b"y", b"channel"], decode=True) is None
+    same_fields = entry(0)
+    same_fields[1] = b"lima"
+    assert decoder.blocks(entry(0), decode=False) is not None
+    assert decoder.blocks(same_fields, decode=False) is None
+    assert decoder.blocks([], decode=False) is None
+
+
+def test_merger_joins_blocks_per_channel_and_never_skips_on_resume():
+    decoder = DataDecoder(nodes(), 0)
+    merger = BlockMerger("0-0")
+    for i, first in enumerate((0, 2, 4)):
+        found = decoder.blocks(entry(first), decode=False)
+        assert found is not None
+        merger.add(*found, f"1-{i}")
+    assert merger.nbytes == 3 * (2 * 8 + 2 * 12)
+    events = list(merger.flush())
+    assert [(e, n.name, d.first_index, d.position) for e, n, d in events] == [
+        (EventType.NEW_DATA, "ch1", 0, "0-0"), (EventType.NEW_DATA, "ch2", 0, "0-0"),
+        (EventType.NEW_DATA, "ch3", 0, "1-2")]
+    assert events[0][2].data.tolist() == list(range(6))
+    assert events[1][2].data.shape == (6, 3) and len(events[2][2].data) == 6
+    assert merger.pending == {} and merger.nbytes == 0 and merger.safe == "1-2"
+    merger.passed("1-3")
+    assert merger.safe == merger.last == "1-3"
+
+
+def merged_walk(page: list[list[Any]], runs: bool, limit: int,
+                first_point: int | None = 0) -> list[Any]:
+    """What the reader's merging loop gives for ``page``: events, then the error."""
+    decoder = DataDecoder(nodes(), first_point)
+    merger = BlockMerger("0-0")
+    out: list[Any] = []
+
+    def flush() -> None:
+        out.extend((node.name, d.first_index, plain(d.data), d.position)
+                   for _, node, d in merger.flush())
+
+    i, run_from = 0, 0 if runs else len(page)
+    while i < len(page):
+        if i >= run_from:
+            merged, run_from = decoder.merge_run(page, i, merger, limit)
+            if merged:
+                i += merged
+                if merger.nbytes >= limit:
+                    flush()
+                continue
+        entry_id, flat = page[i]
+        i += 1
+        try:
+            found = decoder.blocks(flat, decode=False)
+        except MalformedEventError as exc:
+            flush()
+            return out + [("error", entry_id, str(exc))]
+        if found is None:
+            flush()
+            merger.passed(entry_id.decode())
+            out.append(("other", entry_id))
+            continue
+        merger.add(*found, entry_id.decode())
+        if merger.nbytes >= limit:
+            flush()
+    flush()
+    return out + [("expected", decoder.expected)]
+
+
+def fixed_entry(first: int, npoints: int = 2) -> list[bytes]:
+    """A data entry of the fixed-size channels only (the ones merged in runs)."""
+    return entry(first, npoints)[:10]
+
+
+def fixed_page(sizes: list[int]) -> list[list[Any]]:
+    page, first = [], 0
+    for i, n in enumerate(sizes):
+        page.append([b"1-%d" % i, fixed_entry(first, n)])
+        first += n
+    return page
+
+
+@pytest.mark.parametrize("limit", [1, 200, 700, 10**9])
+def test_runs_merge_as_entries_one_by_one(limit):
+    page = fixed_page([2, 3, 1, 4] * 10)
+    page.insert(17, [b"1-x", [b"t", b"prep"]])
+    by_runs = merged_walk(page, True, limit)
+    assert by_runs == merged_walk(page, False, limit)
+    assert by_runs[-1] == ("expected", {1: 100, 2: 100})
+
+
+@pytest.mark.parametrize("at", [0, 5, 20, 39])
+@pytest.mark.parametrize("field, value", [
+    (5, b"7"), (5, b"-1"), (5, b"x"), (5, b"+%d"), (5, b"99999999999999999999999"),
+    (9, b"0"), (3, b"\0" * 7), (7, b"\0" * 13), (2, b"d9"), (4, b"f2"),
+])
+def test_runs_with_a_bad_entry_give_what_entries_one_by_one_give(at, field, value):
+    page = fixed_page([2, 3, 1, 4] * 10)
+    flat = page[at][1]
+    flat[field] = value % int(flat[5]) if b"%d" in value else value
+    by_runs = merged_walk(page, True, 300)
+    assert by_runs == merged_walk(page, False, 300)
+
+
+def test_runs_after_a_position_start_where_the_stream_is():
+    page = fixed_page([2] * 12)[3:]
+    assert merged_walk(page, True, 10**9, None) == merged_walk(page, False, 10**9, None)
+    assert merged_walk(page, True, 10**9, None)[0][1] == 6
+    assert merged_walk(page, True, 10**9, 0)[-1][0] == "error"
+
+
+def test_entries_with_variable_length_points_are_not_merged_in_runs():
+    decoder = DataDecoder(nodes(), 0)
+    page = [[b"1-%d" % i, entry(2 * i)] for i in range(20)]
+    assert decoder.merge_run(page, 0, BlockMerger("0-0"), 10**9) == (0, 1)
+
+
+def test_entries_alike_are_merged_in_one_run_up_to_the_byte_limit():
+    decoder = DataDecoder(nodes(), 0)
+    merger = BlockMerger("0-0")
+    page = fixed_page([2] * 30)
+    entry_bytes = 2 * 8 + 2 * 12
+    assert decoder.merge_run(page, 0, merger, 10 * entry_bytes) == (10, 10)
+    assert merger.nbytes == 10 * entry_bytes and merger.last == "1-9"
+    assert decoder.merge_run(page, 10, merger, 10**9) == (20, 30)
+    assert decoder.expected == {1: 60, 2: 60}
+    events = list(merger.flush())
+    assert [(n.name, d.first_index, len(d.data)) for _, n, d in events] == [
+        ("ch1", 0, 60), ("ch2", 0, 60)]
