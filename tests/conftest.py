@@ -14,9 +14,10 @@ from __future__ import annotations
 import gc
 import itertools
 import os
+import subprocess
 import threading
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import redis
@@ -113,3 +114,16 @@ def leak_guard(request: pytest.FixtureRequest) -> Iterator[None]:
         f"test left {len(extra_threads)} thread(s) [{names}] and "
         f"{len(extra_greenlets)} greenlet(s) running: stop what the test starts"
     )
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[Any]]]:
+    """Child processes a test starts; any still running at the end is killed by its PID."""
+    started: list[subprocess.Popen[Any]] = []
+    try:
+        yield started
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+            process.wait(10)

@@ -53,7 +53,7 @@ from .layout import (
     StackPlan,
     StreamPlan,
 )
-from .lima_files import LimaFrameFiles, NotLinkableError, unplot_references
+from .lima_files import LimaFrameFiles, NotLinkableError, frame_runs, unplot_references
 from .objects import create_group, create_stream_dataset, soft_link
 from .objects import set_attrs as _set_attrs
 from .options import SaveOptions
@@ -887,14 +887,7 @@ class NexusFile:
         shape = tuple(plan.frame_shape)
         layout = h5py.VirtualLayout(shape=(nframes,) + shape, dtype=np.dtype(plan.dtype))
         frame = 0
-        while frame < nframes:
-            filename, path, index = source(frame)
-            count = 1
-            while frame + count < nframes:
-                nxt = source(frame + count)
-                if nxt[0] != filename or nxt[2] != index + count:
-                    break
-                count += 1
+        for filename, path, index, count in frame_runs(source, 0, nframes):
             rel = os.path.relpath(filename, directory)
             vsource = h5py.VirtualSource(rel, path or "/", shape=(index + count,) + shape)
             layout[frame:frame + count] = vsource[index:index + count]

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import zlib
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
@@ -98,18 +98,6 @@ def test_every_simulated_scan_is_written_bit_exact_and_valid(
     for scan in published:
         errors = nxcheck_errors(scan.filename, ignore_entry_names=not options.strict_names)
         assert errors == [], (scan.kind, errors)
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    try:
-        yield started
-    finally:
-        for process in started:
-            if process.poll() is None:
-                process.kill()
-            process.wait(10)
 
 
 def _publish_slowly(redis_url: str, session: str, filename: str, npoints: int,

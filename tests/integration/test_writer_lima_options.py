@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import zlib
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
@@ -154,18 +154,6 @@ while n < total and time.monotonic() < deadline:
     print(n, *crcs, flush=True)
     time.sleep(0.05)
 """
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    try:
-        yield started
-    finally:
-        for process in started:
-            if process.poll() is None:
-                process.kill()
-            process.wait(10)
 
 
 @pytest.mark.slow

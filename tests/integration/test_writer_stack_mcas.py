@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
@@ -202,18 +202,6 @@ writer = NexusSessionWriter(sys.argv[1], sys.argv[2], options=options)
 writer.start(wait=True, timeout=10)
 writer.join()
 """
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    try:
-        yield started
-    finally:
-        for process in started:
-            if process.poll() is None:
-                process.kill()
-            process.wait(10)
 
 
 def _detector_points(filename: str) -> list[int]:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import h5py
 import numpy as np
@@ -36,8 +36,9 @@ from nexus_writer_service.data import (
     get_session_node,
 )
 from nexus_writer_service.io import SaveOptions
-from nexus_writer_service.subscribers import ScanRecord
+from nexus_writer_service.subscribers import ScanRecord, SubscriberState
 from tests.nxcheck import nxcheck_errors
+from tests.writer_support import session_writer, wait_scans_done
 
 #: The reader name under which the tests keep a scan's whole stream in Redis.
 AUDIT_READER = "fault_audit"
@@ -85,6 +86,31 @@ def processes() -> Iterator[list[subprocess.Popen[Any]]]:
     finally:
         for process in started:
             stop_process(process)
+
+
+# -- writing -------------------------------------------------------------------------
+
+
+def run_session_scans(redis_url: str, session: str, save: Any,
+                      *publishers: Callable[[Any], Any]) -> list[ScanRecord]:
+    """A session writer of ``session`` writes what each of ``publishers`` (called with
+    a :class:`Publisher`) publishes, in turn; it must stay ON throughout."""
+    with session_writer(redis_url, session, save, poll_interval=0.05) as writer:
+        with Publisher(session, redis_url, lease=2.0, retention=60) as publisher:
+            for count, publish_one in enumerate(publishers, 1):
+                publish_one(publisher)
+                records = wait_scans_done(writer, count)
+            assert writer.state is SubscriberState.ON, writer.state_reason
+    return records
+
+
+def assert_fault(record: ScanRecord, *words: str) -> str:
+    """``record`` ended FAULT with a reason holding each of ``words``."""
+    assert record.state is SubscriberState.FAULT, record.as_dict()
+    reason = record.writer.state_reason
+    for word in words:
+        assert word in reason, (word, reason)
+    return reason
 
 
 # -- publishing ----------------------------------------------------------------------

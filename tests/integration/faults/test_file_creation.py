@@ -35,9 +35,9 @@ from nexus_writer_service.errors import PathNotAllowedError
 from nexus_writer_service.io import masterfiles, nexus
 from nexus_writer_service.io.nexus import NexusFile, open_or_create
 from nexus_writer_service.subscribers import ScanRecord, SubscriberState
-from tests.integration.faults.conftest import fast_options, publish_loopscan, text
+from tests.integration.faults.conftest import (
+    assert_fault, fast_options, publish_loopscan, run_session_scans, text)
 from tests.integration.faults.test_hostile_scans import RawScan
-from tests.writer_support import session_writer, wait_scans_done
 
 SESSION = "creation"
 
@@ -73,21 +73,8 @@ def umask(mask: int) -> Iterator[None]:
 
 def run_scans(redis_url: str, save: Any, *publishers: Callable[[Publisher], Any]
               ) -> list[ScanRecord]:
-    with session_writer(redis_url, SESSION, save, poll_interval=0.05) as writer:
-        with Publisher(SESSION, redis_url, lease=2.0, retention=60) as publisher:
-            for count, publish_one in enumerate(publishers, 1):
-                publish_one(publisher)
-                records = wait_scans_done(writer, count)
-            assert writer.state is SubscriberState.ON, writer.state_reason
-    return records
-
-
-def assert_fault(record: ScanRecord, *words: str) -> str:
-    assert record.state is SubscriberState.FAULT, record.as_dict()
-    reason = record.writer.state_reason
-    for word in words:
-        assert word in reason, (word, reason)
-    return reason
+    """A session writer writes what each of ``publishers`` publishes, in turn."""
+    return run_session_scans(redis_url, SESSION, save, *publishers)
 
 
 def assert_written(record: ScanRecord, filename: Path, entry: str) -> None:

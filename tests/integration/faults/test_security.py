@@ -49,8 +49,9 @@ from nexus_writer_service.data.keys import SessionKeys
 from nexus_writer_service.embedded import EmbeddedRedis
 from nexus_writer_service.io import SaveOptions
 from nexus_writer_service.subscribers import ScanRecord, SubscriberState
+from tests.integration.faults.conftest import assert_fault, run_session_scans
 from tests.integration.tango.device_support import dev_error, wait_for, writer_device
-from tests.writer_support import session_writer, wait_scans_done, wait_until
+from tests.writer_support import wait_until
 
 SESSION = "security"
 TIME = "timer:elapsed_time"
@@ -89,24 +90,10 @@ def publish(publisher: Publisher, filename: Any, number: int = 1,
     return scan
 
 
-def run_scans(redis_url: str, save: SaveOptions, *publishers: Callable[[Publisher], Any]
+def run_scans(redis_url: str, save: Any, *publishers: Callable[[Publisher], Any]
               ) -> list[ScanRecord]:
     """A session writer writes what each of ``publishers`` publishes, in turn."""
-    with session_writer(redis_url, SESSION, save, poll_interval=0.05) as writer:
-        with Publisher(SESSION, redis_url, lease=2.0, retention=60) as publisher:
-            for count, publish_one in enumerate(publishers, 1):
-                publish_one(publisher)
-                records = wait_scans_done(writer, count)
-            assert writer.state is SubscriberState.ON, writer.state_reason
-    return records
-
-
-def assert_fault(record: ScanRecord, *words: str) -> str:
-    assert record.state is SubscriberState.FAULT, record.as_dict()
-    reason = record.writer.state_reason
-    for word in words:
-        assert word in reason, (word, reason)
-    return reason
+    return run_session_scans(redis_url, SESSION, save, *publishers)
 
 
 def assert_written(record: ScanRecord, filename: Path, entry: str = "1.1") -> None:
