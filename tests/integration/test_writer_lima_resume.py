@@ -1,20 +1,23 @@
 """Lima frames copied into the scan file (``copy_non_external``) or linked as external
 storage (``enable_external_nonhdf5``) are resumable: a writer stopped mid-scan and a new
-one started leave every frame exactly once, bit-exact against the simulator's truth."""
+one started leave every frame exactly once, bit-exact against the simulator's truth.
+The simulator (the Lima detector) is another process, as Lima is: HDF5 refuses to
+open a file for writing in a process that has it open for reading."""
 
 from __future__ import annotations
 
-import threading
+import subprocess
+import sys
 import zlib
-from typing import Any
+from typing import Any, Iterator
 
 import h5py
 import numpy as np
 import pytest
 
 from nexus_writer_service.io import SaveOptions
-from nexus_writer_service.simulation import PublishedScan, SimulationOptions, read_truth, \
-    simulate
+from nexus_writer_service.simulation import read_truth
+from nexus_writer_service.simulation.info import scan_filename
 from nexus_writer_service.subscribers import SubscriberState
 from tests.nxcheck import nxcheck_errors
 from tests.writer_support import session_writer, wait_scans_done, wait_until
@@ -34,6 +37,28 @@ def _checksums(frames: np.ndarray) -> np.ndarray:
                     dtype=np.uint32)
 
 
+_SIMULATE = """
+import sys
+from nexus_writer_service.simulation import SimulationOptions, simulate
+session, redis_url, root, truth, lima_format, npoints = sys.argv[1:]
+simulate(SimulationOptions(session=session, redis_url=redis_url, root=root, truth=truth,
+                           scans=("lima",), npoints=int(npoints), block_size=4,
+                           count_time=0.1, lima_format=lima_format))
+"""
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        yield started
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+            process.wait(10)
+
+
 CASES = [
     ("edf", {"copy_non_external": True}, "copy"),
     ("hdf5", {"disable_external_hdf5": True, "copy_non_external": True}, "copy"),
@@ -44,39 +69,34 @@ CASES = [
 @pytest.mark.parametrize("lima_format, values, storage", CASES,
                          ids=[f"{f}-{'+'.join(v)}" for f, v, _ in CASES])
 def test_lima_frames_are_complete_once_and_bit_exact_after_a_resume(
-        redis_url: str, tmp_path: Any, lima_format: str, values: dict[str, Any],
-        storage: str) -> None:
+        redis_url: str, tmp_path: Any, processes: list[Any], lima_format: str,
+        values: dict[str, Any], storage: str) -> None:
     session = f"limaresume{lima_format}"
     root = str(tmp_path / "data")
     truth = str(tmp_path / "truth.h5")
     options = SaveOptions(allowed_roots=(root,), lima_refresh_period=0.1,
                           flush_period=0.05, **values)
-    published: list[PublishedScan] = []
-    publisher = threading.Thread(target=lambda: published.extend(simulate(SimulationOptions(
-        session=session, redis_url=redis_url, root=root, truth=truth, scans=("lima",),
-        npoints=NPOINTS, block_size=4, count_time=0.1, lima_format=lima_format))))
-    try:
-        with session_writer(redis_url, session, options) as writer:
-            publisher.start()
-            wait_until(lambda: bool(writer.scans())
-                       and writer.scans()[0].writer._lima_saved.get(LIMA, 0) >= 8,
-                       20, "first frames saved")
-            saved = writer.scans()[0].writer._lima_saved[LIMA]
-        assert publisher.is_alive(), "the scan ended before the writer was stopped"
-        filename = writer.scans()[0].writer.filename
-        with h5py.File(filename, "r", locking=False) as h5:
-            assert _text(h5["/1.1/writer/status"][()]) == "RUNNING"
-            written = len(h5[DATA])
-        assert 0 < written < NPOINTS, (written, saved)
-        with session_writer(redis_url, session, options) as writer:
-            wait_until(lambda: not publisher.is_alive(), 30, "simulated scan published")
-            (record,) = wait_scans_done(writer, 1)
-    finally:
-        publisher.join(60)
+    filename = scan_filename(root, session, 1)
+    with session_writer(redis_url, session, options) as writer:
+        publisher = subprocess.Popen([sys.executable, "-c", _SIMULATE, session, redis_url,
+                                      root, truth, lima_format, str(NPOINTS)])
+        processes.append(publisher)
+        wait_until(lambda: bool(writer.scans())
+                   and writer.scans()[0].writer._lima_saved.get(LIMA, 0) >= 8,
+                   20, "first frames saved")
+    assert publisher.poll() is None, "the scan ended before the writer was stopped"
+    assert writer.scans()[0].writer.filename == filename
+    with h5py.File(filename, "r", locking=False) as h5:
+        assert _text(h5["/1.1/writer/status"][()]) == "RUNNING"
+        before = _checksums(h5[DATA][()])
+    assert 0 < len(before) < NPOINTS, len(before)
+    with session_writer(redis_url, session, options) as writer:
+        wait_until(lambda: publisher.poll() is not None, 30, "simulated scan published")
+        assert publisher.returncode == 0
+        (record,) = wait_scans_done(writer, 1)
     assert record.state is SubscriberState.OFF, record.as_dict()
-    (scan,) = published
-    assert scan.filename == filename
-    lima = read_truth(truth)[scan.key].limas[LIMA]
+    (scan,) = read_truth(truth).values()
+    lima = scan.limas[LIMA]
     assert lima.info["file_format"] == lima_format and len(lima.checksums) == NPOINTS
     with h5py.File(filename, "r", locking=False) as h5:
         entry = h5["1.1"]
@@ -94,5 +114,6 @@ def test_lima_frames_are_complete_once_and_bit_exact_after_a_resume(
             assert not external and dataset.chunks == (1,) + SHAPE
         frames = dataset[()]
         np.testing.assert_array_equal(entry["measurement/lima_simulator"][()], frames)
+    np.testing.assert_array_equal(before, lima.checksums[:len(before)])
     np.testing.assert_array_equal(_checksums(frames), lima.checksums)
     assert nxcheck_errors(filename, ignore_entry_names=True) == []
