@@ -49,8 +49,14 @@ class CallbackList:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._refs: list[weakref.ref[Any]] = []
+        # what each callback was registered after (see ``add``), by position in _refs
+        self._since: list[Any] = []
 
-    def add(self, func: Callable[..., Any]) -> None:
+    def add(self, func: Callable[..., Any], since: Any = None) -> None:
+        """Register ``func``; ``since`` is handed to the ``accept`` of :meth:`call_all`.
+
+        Registering a callback again keeps its first ``since``.
+        """
         if not callable(func):
             raise InvalidTypeError(f"callback must be callable, not {type(func).__name__}")
         try:
@@ -62,34 +68,47 @@ class CallbackList:
         with self._lock:
             if ref not in self._refs:
                 self._refs.append(ref)
+                self._since.append(since)
 
     def remove(self, func: Callable[..., Any]) -> bool:
         """Forget ``func``; False if it was not registered."""
         with self._lock:
-            for ref in self._refs:
+            for index, ref in enumerate(self._refs):
                 if ref() == func:
-                    self._refs.remove(ref)
+                    del self._refs[index], self._since[index]
                     return True
         return False
 
     def clear(self) -> None:
         with self._lock:
             self._refs.clear()
+            self._since.clear()
+
+    def _live(self) -> list[tuple[Callable[..., Any], Any]]:
+        with self._lock:
+            pairs = [(ref(), since) for ref, since in zip(self._refs, self._since)]
+            kept = [index for index, (func, _) in enumerate(pairs) if func is not None]
+            self._refs = [self._refs[index] for index in kept]
+            self._since = [self._since[index] for index in kept]
+        return [(func, since) for func, since in pairs if func is not None]
 
     def live(self) -> list[Callable[..., Any]]:
-        with self._lock:
-            funcs = [ref() for ref in self._refs]
-            self._refs = [ref for ref, func in zip(self._refs, funcs) if func is not None]
-        return [func for func in funcs if func is not None]
+        return [func for func, _ in self._live()]
 
     def __len__(self) -> int:
-        return len(self.live())
+        return len(self._live())
 
-    def call_all(self, owner: object, *args: Any) -> None:
-        """Call every live callback with ``args``; failures are logged, not raised."""
+    def call_all(self, owner: object, *args: Any,
+                 accept: Callable[[Any], bool] | None = None) -> None:
+        """Call every live callback with ``args``; failures are logged, not raised.
+
+        With ``accept``, only the callbacks whose ``since`` it accepts are called.
+        """
         token = running_callbacks_of.set(owner)
         try:
-            for func in self.live():
+            for func, since in self._live():
+                if accept is not None and not accept(since):
+                    continue
                 try:
                     func(*args)
                 except Exception:

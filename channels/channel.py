@@ -226,11 +226,17 @@ class Channel:
     def register_callback(self, callback: Callable[[Any], Any]) -> None:
         """Call ``callback(new_value)`` after every change, made by any process.
 
-        Only a weak reference is kept. Callbacks run off the I/O thread, in the order
+        Changes are those after the value this channel holds when registering: a
+        change already visible in :attr:`value` is not reported later to this
+        callback. Only a weak reference is kept. Callbacks run off the I/O thread, in the order
         of changes; one failing is logged and does not stop the others.
         """
         self._check_open()
-        self._callbacks.add(callback)
+        state = self._state
+        with state.lock:
+            # a change this process already knows is not reported to a new callback,
+            # even when its notification is still on its way to the other callbacks
+            self._callbacks.add(callback, since=(state.generation, state.version))
 
     def unregister_callback(self, callback: Callable[[Any], Any]) -> None:
         """Stop calling ``callback``; no error if it was not registered."""
@@ -241,12 +247,13 @@ class Channel:
             return
         if version <= self._min_version and self._generation == self._state.generation:
             return  # seen or set by the constructor
+        generation = self._state.generation
         if self._executor is not None:
-            self._executor.submit(self._run_callbacks, version, data)
+            self._executor.submit(self._run_callbacks, version, data, generation)
         else:
-            self._run_callbacks(version, data)
+            self._run_callbacks(version, data, generation)
 
-    def _run_callbacks(self, version: int, data: bytes | None) -> None:
+    def _run_callbacks(self, version: int, data: bytes | None, generation: int) -> None:
         if self._closed:
             return
         try:
@@ -254,7 +261,10 @@ class Channel:
         except DecodeError:
             _link.logger.exception("cannot decode the new value of channel %r", self._name)
             return
-        self._callbacks.call_all(self._state, value)
+        def accept(since: tuple[int, int] | None) -> bool:
+            return since is None or since[0] != generation or version > since[1]
+
+        self._callbacks.call_all(self._state, value, accept=accept)
 
     def close(self) -> None:
         """Stop holding the channel (idempotent); the last holder removes the value.

@@ -421,6 +421,45 @@ def test_callbacks_are_weak_and_can_be_unregistered(redis_url):
         assert got == [1] and 4 not in seen
 
 
+def test_a_change_already_visible_is_not_reported_to_a_callback_registered_later(
+        redis_url):
+    """The notification of a change can still be queued when a callback registers."""
+
+    class HeldExecutor:
+        def __init__(self):
+            self.held = []
+            self.release = False
+
+        def submit(self, func, *args):
+            if self.release:
+                func(*args)
+            else:
+                self.held.append((func, args))
+
+    executor = HeldExecutor()
+    first, second = [], []
+
+    def on_first(value):
+        first.append(value)
+
+    def on_second(value):
+        second.append(value)
+
+    with Channel("visible", redis_url=redis_url, executor=executor,
+                 callback=on_first) as c, \
+            Channel("visible", redis_url=redis_url) as other:
+        other.value = 1
+        other.flush()
+        wait_for(lambda: c.value == 1 and executor.held)
+        c.register_callback(on_second)
+        executor.release = True
+        for func, args in executor.held:
+            func(*args)
+        assert first == [1] and second == []
+        other.value = 2
+        wait_for(lambda: first == [1, 2] and second == [2])
+
+
 def test_bad_inputs_get_clear_errors(redis_url, monkeypatch):
     with pytest.raises(InvalidArgumentError):
         Channel("", redis_url=redis_url)
