@@ -261,6 +261,7 @@ class Channel:
         except DecodeError:
             _link.logger.exception("cannot decode the new value of channel %r", self._name)
             return
+
         def accept(since: tuple[int, int] | None) -> bool:
             return since is None or since[0] != generation or version > since[1]
 

@@ -10,6 +10,7 @@ from .hub_trigger import HubTrigger
 from .launcher import Launcher
 from .lock import Lock, RLock
 from .queue import Queue
+from .switching import WRITER_SWITCH_INTERVAL, use_switch_interval
 from .thread import Thread
 from .thread_resource import ThreadResource
 
@@ -23,4 +24,6 @@ __all__ = [
     "RLock",
     "Thread",
     "ThreadResource",
+    "WRITER_SWITCH_INTERVAL",
+    "use_switch_interval",
 ]

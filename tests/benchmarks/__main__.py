@@ -1,14 +1,17 @@
 """Whole-system benchmark of nexus-writer-service: every scenario of the issue, each
 next to the baselines that bound it, measured in the same run.
 
-    python -m tests.benchmarks [--quick] [--scenario N ...] [--redis-url URL]
+    python -m tests.benchmarks [--quick] [--scenario N ...] [--repeat N]
+                               [--redis-url URL]
 
 Redis: ``--redis-url``, else the ``REDIS_URL`` environment variable, else an embedded
 server started for the run. Scenario 7 also starts the embedded sqlite Tango database
 and the ``NexusWriterService`` device server. Files go to a temporary directory
 (removed at the end); the bare-disk baseline writes there too. Tables go to stdout,
-progress to stderr. ``--quick`` scales sizes down about 10x (under 2 minutes); the
-full run takes under 15 minutes. Exit status 1 if a writer problem was seen (a
+progress to stderr. The drain and end-to-end measures of scenarios 1 and 2, a
+second or less each, are repeated (``--repeat``, 3 by default) and their medians
+shown: one run alone varies by a third on a shared machine. ``--quick`` scales sizes
+down about 10x (under 2 minutes); the full run takes under 15 minutes. Exit status 1 if a writer problem was seen (a
 missed target alone is not an error: read the summary). ``BENCH_LAG_TRACE=1`` also
 prints the backlog series of scenarios 3, 5 and 7 to stderr.
 """
@@ -40,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sizes and durations scaled down about 10x")
     parser.add_argument("--scenario", type=int, action="append", choices=sorted(SCENARIOS),
                         metavar="N", help="run only scenario N (repeatable; default: all)")
+    parser.add_argument("--repeat", type=int, default=3, metavar="N",
+                        help="runs of each drain and end-to-end measure of scenarios 1 and 2; "
+                             "tables show their medians (default 3)")
     parser.add_argument("--redis-url", default=None,
                         help="Redis server to use (default: REDIS_URL, else an embedded one)")
     return parser
@@ -58,9 +64,10 @@ def main(argv: list[str] | None = None) -> int:
                                       ).url + "/0"
         client = redis.Redis.from_url(url)
         stack.callback(client.close)
-        ctx = Context(url, client, tmp, args.quick)
+        ctx = Context(url, client, tmp, args.quick, max(1, args.repeat))
         print(machine_facts(client))
-        print(f"mode: {'quick' if args.quick else 'full'}; scenarios "
+        print(f"mode: {'quick' if args.quick else 'full'}; medians of {ctx.repeat} runs; "
+              f"scenarios "
               f"{', '.join(map(str, chosen))}; files in {tmp}", flush=True)
         for number in chosen:
             text, run = SCENARIOS[number]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -58,6 +59,8 @@ class Context:
     client: redis.Redis
     tmp: str
     quick: bool
+    #: runs of each measure of scenarios 1 and 2, whose medians are shown
+    repeat: int = 3
     summary: list[tuple[str, str, str, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -273,6 +276,34 @@ def drain(ctx: Context, data: dict[str, np.ndarray], block: int, label: str,
     return out
 
 
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from repeated runs of :func:`drain` or :func:`end_to_end`: the median
+    wall and CPU time of each measure (over the runs that have it), the largest peak
+    RSS, and the first problem seen."""
+    out: dict[str, Any] = {"outcome": next((r["outcome"] for r in runs if r["outcome"]), "")}
+    for key in {key for run in runs for key, value in run.items()
+                if isinstance(value, Timing)}:
+        timings = [run[key] for run in runs if isinstance(run.get(key), Timing)]
+        out[key] = Timing(statistics.median(t.wall for t in timings),
+                          statistics.median(t.cpu for t in timings))
+    rss = [run["rss"] for run in runs if run.get("rss") is not None]
+    if rss:
+        out["rss"] = max(rss)
+    for key in ("publish",):  # end to end: the publisher's wall time, a float
+        values = [run[key] for run in runs if isinstance(run.get(key), float)]
+        if values:
+            out[key] = statistics.median(values)
+    return out
+
+
+def repeated(ctx: Context, measure: Callable[..., dict[str, Any]], *args: Any
+             ) -> dict[str, Any]:
+    """:func:`median_of` ``ctx.repeat`` runs of ``measure(ctx, *args)``."""
+    label = args[2]
+    return median_of([measure(ctx, *args[:2], f"{label}_{i}" if i else label, *args[3:])
+                      for i in range(ctx.repeat)])
+
+
 def end_to_end(ctx: Context, data: dict[str, np.ndarray], block: int, label: str,
                timeout: float) -> dict[str, Any]:
     """Writer process listening; publish as fast as possible; first block sent ->
@@ -325,8 +356,8 @@ def scenario_0d(ctx: Context) -> None:
     cpu_ratios = []
     timeout = 120.0 if ctx.quick else 300.0
     for block in (100, 1000):
-        d = drain(ctx, data, block, f"s1_drain_{block}", timeout)
-        e = end_to_end(ctx, data, block, f"s1_e2e_{block}", timeout)
+        d = repeated(ctx, drain, data, block, f"s1_drain_{block}", timeout)
+        e = repeated(ctx, end_to_end, data, block, f"s1_e2e_{block}", timeout)
         k = "b" if block == 100 else "c"
         base = (d["xrange"].wall + d["h5py"].wall) if "h5py" in d else None
         rows += [
@@ -393,8 +424,8 @@ def scenario_many_channels(ctx: Context) -> None:
     data = zero_d_data(nch, npoints, 1)
     disk = baselines.disk(ctx.tmp, nbytes)
     timeout = 120.0 if ctx.quick else 300.0
-    d = drain(ctx, data, block, "s2_drain", timeout)
-    e = end_to_end(ctx, data, block, "s2_e2e", timeout)
+    d = repeated(ctx, drain, data, block, "s2_drain", timeout)
+    e = repeated(ctx, end_to_end, data, block, "s2_e2e", timeout)
     base = (d["xrange"].wall + d["h5py"].wall) if "h5py" in d else None
 
     def t(out: dict[str, Any], key: str) -> Timing:

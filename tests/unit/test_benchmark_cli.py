@@ -13,7 +13,7 @@ def test_benchmark_help_lists_the_scenarios():
     result = subprocess.run([sys.executable, "-m", "tests.benchmarks", "--help"], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    for option in ("--quick", "--scenario", "--redis-url"):
+    for option in ("--quick", "--scenario", "--repeat", "--redis-url"):
         assert option in result.stdout
     for number in range(1, 9):
         assert f"  {number}. " in result.stdout
@@ -24,3 +24,19 @@ def test_benchmark_rejects_an_unknown_scenario():
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "--scenario" in result.stderr
+
+
+def test_repeated_measures_are_combined_by_their_medians():
+    from tests.benchmarks.baselines import Timing
+    from tests.benchmarks.system import median_of
+
+    runs = [
+        {"outcome": "", "writer": Timing(0.9, 0.8), "h5py": Timing(0.3, 0.3), "rss": 150.0},
+        {"outcome": "", "writer": Timing(0.5, 0.6), "h5py": Timing(0.1, 0.2), "rss": 190.0},
+        {"outcome": "FAULT x", "writer": Timing(0.6, 0.7), "rss": 170.0, "publish": 0.4},
+    ]
+    out = median_of(runs)
+    assert out["writer"] == Timing(0.6, 0.7)
+    assert out["h5py"] == Timing(0.2, 0.25)  # the runs that have it
+    assert out["rss"] == 190.0 and out["publish"] == 0.4
+    assert out["outcome"] == "FAULT x"
