@@ -190,6 +190,13 @@ def test_sets_from_two_processes_converge_with_monotonic_versions(redis_url, spa
         wait_for(lambda: c.version == versions["b"][0] and c.value == versions["b"][1])
         assert versions["a"] == versions["b"]
         assert versions["a"][1][1] == 999
+
+        def last_seen():
+            with lock:
+                return seen[-1][1] if seen else None
+
+        # callbacks run after the value is visible: the last one may still be on its way
+        wait_for(lambda: last_seen() == c.value)
         with lock:
             values = [value for _, value in seen]
         for tag in ("a", "b"):
