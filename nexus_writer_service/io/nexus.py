@@ -13,12 +13,14 @@ every ``flush_period`` seconds, so readers see data while the scan runs.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import errno
 import functools
 import io
 import json
+import math
 import os
 import secrets
 import threading
@@ -438,19 +440,54 @@ def ragged_slices(lengths: Sequence[int], itemsize: int, limit: int
     return slices
 
 
+def _stored_as_given(dataset: h5py.Dataset) -> bool:
+    """Whether a whole chunk of ``dataset`` is stored as the bytes of its rows: chunked,
+    no filter (compression), chunks spanning whole points, fixed-size numbers. Such
+    chunks can be written straight to the file (HDF5's direct chunk write), without
+    passing through the chunk cache."""
+    dcpl = dataset.id.get_create_plist()
+    return (dcpl.get_layout() == h5py.h5d.CHUNKED and dcpl.get_nfilters() == 0
+            and dataset.chunks is not None and dataset.chunks[1:] == dataset.shape[1:]
+            and dataset.dtype.kind in "biufc")
+
+
+class _Scratch:
+    """One reusable buffer, in which the pieces of a chunk are put together before it
+    is written: the same memory each time, rather than a new array per chunk."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+
+    def rows(self, n: int, like: Array) -> Array:
+        """An uninitialised array of ``n`` points shaped and typed like ``like``'s."""
+        size = n * math.prod(like.shape[1:])
+        if len(self.buffer) < size * like.itemsize:
+            self.buffer = bytearray(size * like.itemsize)
+        return np.frombuffer(self.buffer, dtype=like.dtype, count=size
+                             ).reshape((n,) + like.shape[1:])
+
+
 class _Stream:
-    """The buffer of one channel's dataset; writes whole chunks, the rest on flush."""
+    """The buffer of one channel's dataset; writes whole chunks, the rest on flush.
+
+    A whole chunk held in one received block is written from that block; one spread
+    over several blocks is put together in the file's scratch buffer. Whole chunks of
+    a dataset stored as given (see :func:`_stored_as_given`) go straight to the file.
+    """
 
     def __init__(self, dataset: h5py.Dataset, plan: StreamPlan,
-                 lengths: h5py.Dataset | None) -> None:
+                 lengths: h5py.Dataset | None, scratch: _Scratch) -> None:
         self.dataset = dataset
         self.plan = plan
         self.lengths = lengths
         self.rows = plan.chunk_rows
-        self.pending: list[Array] = []
+        self.pending: collections.deque[Array] = collections.deque()
+        self.scratch = scratch
         self.start = 0
         self.count = 0
         self.written = int(dataset.shape[0])
+        self.dtype = dataset.dtype
+        self.direct = lengths is None and _stored_as_given(dataset)
 
     def add(self, first: int, data: Any) -> None:
         if self.lengths is not None:
@@ -468,13 +505,36 @@ class _Stream:
             self._write_until(boundary)
 
     def _write_until(self, stop: int) -> None:
-        block = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending)
-        n = stop - self.start
-        self._write(self.start, block[:n])
-        rest = block[n:]
-        self.pending = [rest] if len(rest) else []
-        self.start = stop
-        self.count = len(rest)
+        """Write the held points up to ``stop``, one chunk (or part of one) per write."""
+        while self.start < stop:
+            end = min(stop, (self.start // self.rows + 1) * self.rows)
+            self._write(self.start, self._take(end - self.start))
+            self.start = end
+
+    def _take(self, n: int) -> Array:
+        """The first ``n`` held points, no longer held: a view of the first block when
+        it has them all, else copied into the scratch buffer (valid until its next use)."""
+        pending = self.pending
+        self.count -= n
+        head = pending[0]
+        if len(head) >= n:
+            if len(head) == n:
+                pending.popleft()
+            else:
+                pending[0] = head[n:]
+            return head[:n]
+        block = self.scratch.rows(n, head)
+        filled = 0
+        while filled < n:
+            head = pending[0]
+            k = min(len(head), n - filled)
+            block[filled:filled + k] = head[:k]
+            filled += k
+            if k == len(head):
+                pending.popleft()
+            else:
+                pending[0] = head[k:]
+        return block
 
     def _write(self, first: int, block: Array) -> None:
         stop = first + len(block)
@@ -484,6 +544,10 @@ class _Stream:
             # padded points: the columns past the block's width are the fill value
             if block.shape[1]:
                 self.dataset[first:stop, :block.shape[1]] = block
+        elif (self.direct and len(block) == self.rows and not first % self.rows
+              and block.dtype == self.dtype and block.flags.c_contiguous):
+            # a whole chunk, stored as it is: straight to the file
+            self.dataset.id.write_direct_chunk((first,) + (0,) * (block.ndim - 1), block)
         else:
             self.dataset[first:stop] = block
         self.written = max(self.written, stop)
@@ -546,16 +610,19 @@ class _Stack:
 class _ColumnStream(_Stream):
     """The buffer of one channel written into its column of a :class:`_Stack`."""
 
-    def __init__(self, stack: _Stack, column: int) -> None:
+    def __init__(self, stack: _Stack, column: int, scratch: _Scratch) -> None:
         self.stack = stack
         self.column = column
         self.dataset = stack.dataset
         self.lengths = None
         self.rows = stack.plan.chunk_rows
-        self.pending = []
+        self.pending = collections.deque()
+        self.scratch = scratch
         self.start = 0
         self.count = 0
         self.written = int(stack.counts[column])
+        self.dtype = stack.dataset.dtype
+        self.direct = False
 
     def _write(self, first: int, block: Array) -> None:
         self.stack.write(self.column, first, block)
@@ -585,6 +652,7 @@ class NexusFile:
         self._parked = False
         self._disk_full = False  # HDF5 met a full disk: no more flushing, see close()
         self._streams: dict[str, _Stream] = {}
+        self._scratch = _Scratch()
         self._images: dict[str, int] = {}
         self._root_ready = False
         # entries this object created, and the paths it created in them: asking h5py
@@ -709,7 +777,7 @@ class NexusFile:
     def _open_stream(self, plan: StreamPlan, dataset: h5py.Dataset | None = None) -> None:
         lengths = self.file[plan.lengths_path] if plan.lengths_path else None
         self._streams[plan.channel] = _Stream(
-            self.file[plan.path] if dataset is None else dataset, plan, lengths)
+            self.file[plan.path] if dataset is None else dataset, plan, lengths, self._scratch)
 
     def _create_stack(self, plan: StackPlan) -> None:
         written = [c for c in plan.channels if c in self._streams]
@@ -740,7 +808,7 @@ class NexusFile:
                 "dataset was created); write this scan without stack_mcas")
         stack = _Stack(dataset, plan)
         for column, channel in enumerate(plan.channels):
-            self._streams[channel] = _ColumnStream(stack, column)
+            self._streams[channel] = _ColumnStream(stack, column, self._scratch)
 
     def _create_placeholder(self, plan: ImagesPlan) -> None:
         self._images_dataset(plan, plan.storage)

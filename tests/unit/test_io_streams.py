@@ -1,0 +1,173 @@
+"""A channel's points buffered and written chunk by chunk into a real HDF5 file: every
+point lands at its index whatever the block sizes, through the direct chunk write
+(uncompressed chunks of whole points) and through HDF5's chunk cache (the others)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nexus_writer_service.io.layout import StreamPlan
+from nexus_writer_service.io.nexus import _Scratch, _Stream
+from nexus_writer_service.io.objects import create_stream_dataset
+
+ROWS = 16
+GZIP = {"compression": "gzip", "compression_opts": 1}
+
+
+def new_stream(file: h5py.File, dtype: Any = "f8", point: tuple[int, ...] = (),
+               compression: dict[str, Any] | None = None, scratch: _Scratch | None = None,
+               name: str = "data") -> _Stream:
+    dataset = create_stream_dataset(file, name, (0,) + point, (None,) + point,
+                                    (ROWS,) + point, np.dtype(dtype), None, compression)
+    plan = StreamPlan(path=name, channel=name, dtype=str(np.dtype(dtype)), point_shape=point,
+                      chunk_rows=ROWS)
+    return _Stream(dataset, plan, None, scratch or _Scratch())
+
+
+def send(stream: _Stream, values: np.ndarray, sizes: list[int], first: int = 0) -> None:
+    """``values`` in blocks of ``sizes`` (cycled), each a read-only view of its own
+    bytes, as the reader hands them over."""
+    start, i = 0, 0
+    while start < len(values):
+        stop = min(len(values), start + sizes[i % len(sizes)])
+        block = np.frombuffer(values[start:stop].tobytes(), dtype=values.dtype
+                              ).reshape((stop - start,) + values.shape[1:])
+        stream.add(first + start, block)
+        start, i = stop, i + 1
+    stream.flush()
+
+
+def read_elsewhere(path: Path) -> list[float]:
+    """The dataset as a reader in another process sees it while the file is open."""
+    code = ("import h5py, json, sys\n"
+            "with h5py.File(sys.argv[1], 'r', locking=False) as f:\n"
+            "    print(json.dumps(f['data'][()].tolist()))")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                         text=True, timeout=60, check=True)
+    return json.loads(out.stdout)
+
+
+def read(path: Path, name: str = "data") -> np.ndarray:
+    with h5py.File(path, "r") as f:
+        return f[name][()]
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.integers(1, 3 * ROWS + 5), min_size=1, max_size=8),
+       npoints=st.integers(1, 7 * ROWS + 3), compressed=st.booleans())
+def test_every_point_lands_at_its_index_whatever_the_blocks(
+        tmp_path_factory: pytest.TempPathFactory, sizes: list[int], npoints: int,
+        compressed: bool) -> None:
+    path = tmp_path_factory.mktemp("streams") / "scan.h5"
+    values = np.random.default_rng(npoints).random(npoints)
+    with h5py.File(path, "w") as f:
+        stream = new_stream(f, compression=GZIP if compressed else None)
+        assert stream.direct is not compressed
+        send(stream, values, sizes)
+    np.testing.assert_array_equal(read(path), values)
+
+
+def test_streams_sharing_one_scratch_buffer_keep_their_own_points(tmp_path: Path) -> None:
+    """Chunks put together in the shared buffer, alternately for two datasets, one
+    going through the chunk cache: no chunk sees another's points."""
+    path = tmp_path / "scan.h5"
+    rng = np.random.default_rng(1)
+    a, b = rng.random(10 * ROWS), rng.random(10 * ROWS)
+    scratch = _Scratch()
+    with h5py.File(path, "w") as f:
+        sa = new_stream(f, scratch=scratch, name="a")
+        sb = new_stream(f, compression=GZIP, scratch=scratch, name="b")
+        for start in range(0, len(a), 5):
+            for stream, values in ((sa, a), (sb, b)):
+                stream.add(start, np.frombuffer(values[start:start + 5].tobytes()))
+        sa.flush()
+        sb.flush()
+    np.testing.assert_array_equal(read(path, "a"), a)
+    np.testing.assert_array_equal(read(path, "b"), b)
+
+
+def test_a_chunk_flushed_in_part_then_completed_holds_every_point(tmp_path: Path) -> None:
+    """Readers see a partial chunk (flushed through the chunk cache); the complete
+    chunk written later straight to the file replaces it, and closing the file does
+    not bring the partial one back."""
+    path = tmp_path / "scan.h5"
+    values = np.arange(3 * ROWS, dtype="f8")
+    with h5py.File(path, "w") as f:
+        stream = new_stream(f)
+        stream.add(0, values[:5])
+        stream.flush()
+        f.flush()
+        assert read_elsewhere(path) == values[:5].tolist()
+        # the writer resumes from the start of the chunk (a replay gives the same points)
+        send(stream, values, [ROWS + 3])
+    np.testing.assert_array_equal(read(path), values)
+
+
+def test_a_replayed_scan_rewrites_whole_chunks_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "scan.h5"
+    first, second = np.zeros(4 * ROWS), np.arange(4 * ROWS, dtype="f8")
+    with h5py.File(path, "w") as f:
+        send(new_stream(f), first, [ROWS])
+    with h5py.File(path, "r+") as f:
+        dataset = f["data"]
+        stream = _Stream(dataset, new_plan(), None, _Scratch())
+        assert stream.written == 4 * ROWS
+        send(stream, second, [7])
+        size = dataset.id.get_storage_size()
+    np.testing.assert_array_equal(read(path), second)
+    assert size == second.nbytes, "chunks rewritten in place, none added"
+
+
+def new_plan() -> StreamPlan:
+    return StreamPlan(path="data", channel="data", dtype="float64", point_shape=(),
+                      chunk_rows=ROWS)
+
+
+@pytest.mark.parametrize("dtype", [">f8", "<i2", "u4", "bool", "complex64"])
+def test_numbers_of_any_byte_order_and_kind_are_stored_as_numbers(
+        tmp_path: Path, dtype: str) -> None:
+    path = tmp_path / "scan.h5"
+    values = (np.arange(3 * ROWS + 2) % 3).astype(dtype)
+    with h5py.File(path, "w") as f:
+        stream = new_stream(f, dtype=dtype)
+        assert stream.direct
+        send(stream, values, [ROWS])
+    got = read(path)
+    assert got.dtype == values.dtype.newbyteorder("=") or got.dtype == values.dtype
+    np.testing.assert_array_equal(got, values)
+
+
+def test_points_with_a_shape_are_written_whole_chunks_at_a_time(tmp_path: Path) -> None:
+    path = tmp_path / "scan.h5"
+    values = np.arange((5 * ROWS + 3) * 12, dtype="u4").reshape(-1, 3, 4)
+    with h5py.File(path, "w") as f:
+        stream = new_stream(f, dtype="u4", point=(3, 4))
+        assert stream.direct
+        send(stream, values, [5, ROWS * 2, 1])
+    np.testing.assert_array_equal(read(path), values)
+
+
+def test_chunks_split_across_a_point_are_written_through_the_cache(tmp_path: Path) -> None:
+    """A dataset whose chunks cut its points (made by another program) is not
+    written chunk by chunk as stored."""
+    path = tmp_path / "scan.h5"
+    values = np.arange(4 * ROWS * 8, dtype="f8").reshape(-1, 8)
+    with h5py.File(path, "w") as f:
+        dataset = f.create_dataset("data", shape=(0, 8), maxshape=(None, 8), dtype="f8",
+                                   chunks=(ROWS, 4))
+        plan = StreamPlan(path="data", channel="data", dtype="float64", point_shape=(8,),
+                          chunk_rows=ROWS)
+        stream = _Stream(dataset, plan, None, _Scratch())
+        assert not stream.direct
+        send(stream, values, [ROWS])
+    np.testing.assert_array_equal(read(path), values)
