@@ -214,6 +214,13 @@ class DataDecoder:
             end += 1
         if end - start < MIN_RUN:
             return 0, end
+        # only the entries that may fit under ``limit`` are split into columns (the
+        # size of the first one tells about how many): the rest of a long run of large
+        # entries comes with the next call
+        first_bytes = sum(len(flat[slot.data_at]) for slot in layout.slots)
+        if first_bytes:
+            room = max(0, limit - merger.nbytes)
+            end = min(end, start + max(MIN_RUN, 2 * (room // first_bytes) + 2))
         flats = list(map(itemgetter(1), page[start:end]))
         columns = [list(map(itemgetter(slot.data_at), flats)) for slot in layout.slots]
         lengths = np.array([list(map(len, column)) for column in columns], dtype=np.int64)
@@ -282,12 +289,21 @@ class BlockMerger:
     indices).
     """
 
-    def __init__(self, position: str) -> None:
+    def __init__(self, position: str, merge_bytes: int = 2 << 20, channel_bytes: int = 0,
+                 most_bytes: int = 0) -> None:
         self.safe = position
         self.last = position
         #: ``{channel index: [node, first point index, parts]}``
         self.pending: dict[int, list[Any]] = {}
         self.nbytes = 0
+        self._bytes = (merge_bytes, channel_bytes, max(most_bytes, merge_bytes))
+
+    @property
+    def limit(self) -> int:
+        """Bytes held at which to flush: ``merge_bytes``, or ``channel_bytes`` per
+        channel held when that is more, at most ``most_bytes``."""
+        merge_bytes, channel_bytes, most_bytes = self._bytes
+        return max(merge_bytes, min(most_bytes, channel_bytes * len(self.pending)))
 
     def add(self, blocks: list[Block], nbytes: int, position: str) -> None:
         """``blocks``: raw bytes of fixed-size points (``nbytes`` of them, decoded

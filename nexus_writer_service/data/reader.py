@@ -47,8 +47,11 @@ FIRST_BATCH = 50
 #: that large entries are handled while the next ones are read, in bounded memory.
 PAGE_BYTES = 8 << 20
 #: Bytes of merged blocks (``merge_blocks``) given out at once, so that a consumer
-#: starts on a large page before all of it is decoded.
+#: starts on a large page before all of it is decoded; with many channels, up to
+#: MERGE_CHANNEL_BYTES per channel (at most PAGE_BYTES), so that each block handed
+#: over is worth its handling.
 MERGE_BYTES = 2 << 20
+MERGE_CHANNEL_BYTES = 64 << 10
 
 
 class StopHandle(Protocol):
@@ -390,7 +393,8 @@ class ScanNode:
                                timeout=timeout, poll_interval=poll_interval, on_idle=on_idle,
                                on_batch=on_batch)
         decoder = DataDecoder(by_index, first_point)
-        merger = BlockMerger(position) if merge_blocks else None
+        merger = BlockMerger(position, MERGE_BYTES, MERGE_CHANNEL_BYTES, PAGE_BYTES) \
+            if merge_blocks else None
         want_data = wanted(NodeType.CHANNEL)
         for page in pages:
             # runs of entries alike are checked and merged together; the others (and
@@ -399,10 +403,10 @@ class ScanNode:
             i = 0
             while i < len(page):
                 if merger is not None and i >= run_from:
-                    merged, run_from = decoder.merge_run(page, i, merger, MERGE_BYTES)
+                    merged, run_from = decoder.merge_run(page, i, merger, merger.limit)
                     if merged:
                         i += merged
-                        if merger.nbytes >= MERGE_BYTES:
+                        if merger.nbytes >= merger.limit:
                             yield from merger.flush()
                         continue
                 entry_id, flat = page[i]
@@ -421,7 +425,7 @@ class ScanNode:
                     blocks, nbytes = found
                     if merger is not None:
                         merger.add(blocks, nbytes, position)
-                        if merger.nbytes >= MERGE_BYTES:
+                        if merger.nbytes >= merger.limit:
                             yield from merger.flush()
                         continue
                     for channel, first, data in blocks:

@@ -476,7 +476,10 @@ class _Stream:
     """
 
     def __init__(self, dataset: h5py.Dataset, plan: StreamPlan,
-                 lengths: h5py.Dataset | None, scratch: _Scratch) -> None:
+                 lengths: h5py.Dataset | None, scratch: _Scratch,
+                 known: tuple[int, np.dtype[Any], bool] | None = None) -> None:
+        """``known``: the dataset's length, dtype and whether it is stored as given,
+        when the caller knows them (asking HDF5 costs more than the rest)."""
         self.dataset = dataset
         self.plan = plan
         self.lengths = lengths
@@ -485,9 +488,10 @@ class _Stream:
         self.scratch = scratch
         self.start = 0
         self.count = 0
-        self.written = int(dataset.shape[0])
-        self.dtype = dataset.dtype
-        self.direct = lengths is None and _stored_as_given(dataset)
+        if known is None:
+            known = (int(dataset.shape[0]), dataset.dtype,
+                     lengths is None and _stored_as_given(dataset))
+        self.written, self.dtype, self.direct = known
 
     def add(self, first: int, data: Any) -> None:
         if self.lengths is not None:
@@ -771,8 +775,13 @@ class NexusFile:
             dataset = create_stream_dataset(
                 self.file, plan.path, (0,) + shape, (None,) + shape,
                 (plan.chunk_rows,) + shape, dtype, None, self._compression)
-        _set_attrs(dataset, plan.attrs)
-        self._open_stream(plan, dataset)
+            # what a new dataset is, known without asking HDF5
+            self._streams[plan.channel] = _Stream(
+                dataset, plan, None, self._scratch,
+                (0, dtype, not self._compression and dtype.kind in "biufc"))
+        _set_attrs(dataset, plan.attrs, new=True)
+        if plan.channel not in self._streams:
+            self._open_stream(plan, dataset)
 
     def _open_stream(self, plan: StreamPlan, dataset: h5py.Dataset | None = None) -> None:
         lengths = self.file[plan.lengths_path] if plan.lengths_path else None

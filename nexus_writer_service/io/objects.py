@@ -53,14 +53,15 @@ def _attr_value(value: Any) -> Any:
     return value
 
 
-def set_attrs(obj: Any, attrs: Mapping[str, Any]) -> None:
+def set_attrs(obj: Any, attrs: Mapping[str, Any], new: bool = False) -> None:
     """Set ``attrs`` on a high-level object or an object id: a new string attribute
-    in one call, anything else (lists, numbers, replacing) through ``obj.attrs``."""
+    in one call, anything else (lists, numbers, replacing) through ``obj.attrs``.
+    ``new``: the object was just created (it has no attribute yet)."""
     oid = obj.id if isinstance(obj, h5py.HLObject) else obj
     high: h5py.AttributeManager | None = None
     for key, value in attrs.items():
         name = key.encode("utf-8")
-        if isinstance(value, str) and not h5py.h5a.exists(oid, name):
+        if isinstance(value, str) and (new or not h5py.h5a.exists(oid, name)):
             attr = h5py.h5a.create(oid, name, _STR_FILE_TYPE, _SCALAR)
             try:
                 attr.write(np.array(value, dtype=_STR), mtype=_STR_MEMORY_TYPE)
@@ -84,7 +85,7 @@ def create_group(file: h5py.File, path: str, attrs: Mapping[str, Any]) -> h5py.h
         group = file.require_group(path)
         set_attrs(group, attrs)
         return group.id
-    set_attrs(gid, attrs)
+    set_attrs(gid, attrs, new=True)
     return gid
 
 

@@ -273,3 +273,28 @@ def test_entries_alike_are_merged_in_one_run_up_to_the_byte_limit():
     events = list(merger.flush())
     assert [(n.name, d.first_index, len(d.data)) for _, n, d in events] == [
         ("ch1", 0, 60), ("ch2", 0, 60)]
+
+
+@pytest.mark.parametrize("sizes", [[20] + [1] * 60, [1] + [20] * 30, [1, 30] * 20])
+@pytest.mark.parametrize("limit", [300, 1000, 5000])
+def test_runs_of_entries_of_changing_sizes_merge_as_entries_one_by_one(sizes, limit):
+    """Only the entries that may fit under the limit are split into columns, judged
+    by the first one's size: a wrong guess merges fewer at once, never other blocks."""
+    page = fixed_page(sizes)
+    by_runs = merged_walk(page, True, limit)
+    assert by_runs == merged_walk(page, False, limit)
+    assert by_runs[-1] == ("expected", {1: sum(sizes), 2: sum(sizes)})
+
+
+def test_merger_limit_grows_with_the_channels_held_up_to_a_ceiling():
+    merger = BlockMerger("0-0", 1000, 300, 2000)
+    assert merger.limit == 1000
+    decoder = DataDecoder(nodes(), 0)
+    found = decoder.blocks(fixed_entry(0), decode=False)
+    merger.add(*found, "1-0")  # two channels held: 600 < 1000
+    assert merger.limit == 1000
+    many = BlockMerger("0-0", 1000, 300, 2000)
+    many.pending = {i: [None, 0, []] for i in range(5)}
+    assert many.limit == 1500
+    many.pending = {i: [None, 0, []] for i in range(50)}
+    assert many.limit == 2000

@@ -17,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nexus_writer_service.io.layout import StreamPlan
-from nexus_writer_service.io.nexus import _Scratch, _Stream
+from nexus_writer_service.io.nexus import NexusFile, _Scratch, _Stream, _stored_as_given
 from nexus_writer_service.io.objects import create_stream_dataset
+from nexus_writer_service.io.options import SaveOptions
 
 ROWS = 16
 GZIP = {"compression": "gzip", "compression_opts": 1}
@@ -171,3 +172,23 @@ def test_chunks_split_across_a_point_are_written_through_the_cache(tmp_path: Pat
         assert not stream.direct
         send(stream, values, [ROWS])
     np.testing.assert_array_equal(read(path), values)
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+@pytest.mark.parametrize("dtype,point", [("f8", ()), (">i4", (3,)), ("bool", ()),
+                                         ("u2", (2, 5))])
+def test_a_new_stream_knows_without_asking_what_hdf5_would_say(
+        tmp_path: Path, compression: str, dtype: str, point: tuple[int, ...]) -> None:
+    options = SaveOptions(allowed_roots=(str(tmp_path),), compression=compression)
+    nexus_file = NexusFile(str(tmp_path / "scan.h5"), options)
+    try:
+        plan = StreamPlan(path="/1.1/data", channel="x", dtype=np.dtype(dtype).str,
+                          point_shape=point, chunk_rows=ROWS)
+        nexus_file._create_stream(plan)
+        stream = nexus_file._streams["x"]
+        dataset = stream.dataset
+        assert (stream.written, stream.dtype, stream.direct) == (
+            dataset.shape[0], dataset.dtype, _stored_as_given(dataset))
+        assert stream.direct is (compression == "none")
+    finally:
+        nexus_file.close()
