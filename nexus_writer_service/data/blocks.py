@@ -130,6 +130,7 @@ class DataDecoder:
         if len(at) != len(keys) or b"t" not in at:
             return None
         slots: list[_ChannelSlot] = []
+        seen: set[int] = set()  # b"d1" and b"d01" name the same channel
         for key in keys:
             if key[:1] != b"d":
                 continue
@@ -140,9 +141,9 @@ class DataDecoder:
                 return None
             node = self.by_index.get(index)
             first_at = at.get(b"f" + suffix)
-            if first_at is None or not isinstance(node, ChannelNode) or any(
-                    slot.channel == index for slot in slots):
+            if first_at is None or not isinstance(node, ChannelNode) or index in seen:
                 return None
+            seen.add(index)
             size = 0 if node.variable_length else node.point_size
             slots.append(_ChannelSlot(node, index, at[key], first_at, at.get(b"l" + suffix),
                                       size))
