@@ -491,6 +491,9 @@ class _Stream:
         if known is None:
             known = (int(dataset.shape[0]), dataset.dtype,
                      lengths is None and _stored_as_given(dataset))
+            self.tail = tuple(dataset.shape[1:])
+        else:
+            self.tail = tuple(plan.point_shape)
         self.written, self.dtype, self.direct = known
 
     def add(self, first: int, data: Any) -> None:
@@ -542,19 +545,27 @@ class _Stream:
 
     def _write(self, first: int, block: Array) -> None:
         stop = first + len(block)
-        if stop > self.written:  # the dataset's length (h5py's shape is slow to ask)
-            self.dataset.resize(stop, axis=0)
-        if block.ndim == 2 and self.lengths is not None:
-            # padded points: the columns past the block's width are the fill value
+        if self.lengths is not None:  # padded points, as wide as the widest so far
+            if stop > self.written:  # the dataset's length (h5py's shape is slow to ask)
+                self.dataset.resize(stop, axis=0)
+            # the columns past the block's width are the fill value
             if block.shape[1]:
                 self.dataset[first:stop, :block.shape[1]] = block
-        elif (self.direct and len(block) == self.rows and not first % self.rows
-              and block.dtype == self.dtype and block.flags.c_contiguous):
+            self.written = max(self.written, stop)
+            return
+        dsid = self.dataset.id
+        if stop > self.written:
+            dsid.set_extent((stop,) + self.tail)
+            self.written = stop
+        if block.dtype != self.dtype or not block.flags.c_contiguous:
+            self.dataset[first:stop] = block  # h5py converts
+        elif self.direct and len(block) == self.rows and not first % self.rows:
             # a whole chunk, stored as it is: straight to the file
-            self.dataset.id.write_direct_chunk((first,) + (0,) * (block.ndim - 1), block)
-        else:
-            self.dataset[first:stop] = block
-        self.written = max(self.written, stop)
+            dsid.write_direct_chunk((first,) + (0,) * len(self.tail), block)
+        else:  # what dataset[first:stop] = block does, without its checks
+            space = dsid.get_space()
+            space.select_hyperslab((first,) + (0,) * len(self.tail), block.shape)
+            dsid.write(h5py.h5s.create_simple(block.shape), space, block)
 
     def _write_ragged(self, first: int, points: Sequence[Array]) -> None:
         """Pad points to a common width in slices of rows, each padded slice under
@@ -627,6 +638,7 @@ class _ColumnStream(_Stream):
         self.written = int(stack.counts[column])
         self.dtype = stack.dataset.dtype
         self.direct = False
+        self.tail = tuple(stack.plan.point_shape)
 
     def _write(self, first: int, block: Array) -> None:
         self.stack.write(self.column, first, block)

@@ -192,3 +192,14 @@ def test_a_new_stream_knows_without_asking_what_hdf5_would_say(
         assert stream.direct is (compression == "none")
     finally:
         nexus_file.close()
+
+
+def test_blocks_of_another_dtype_or_layout_are_converted_by_h5py(tmp_path: Path) -> None:
+    path = tmp_path / "scan.h5"
+    values = np.arange(3 * ROWS + 5, dtype="f8")
+    with h5py.File(path, "w") as f:
+        stream = new_stream(f)
+        stream.add(0, values[:ROWS + 3].astype("f4"))
+        stream.add(ROWS + 3, np.repeat(values[ROWS + 3:], 2)[::2])  # not contiguous
+        stream.flush()
+    np.testing.assert_array_equal(read(path), values)
