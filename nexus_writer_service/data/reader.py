@@ -51,6 +51,10 @@ PAGE_BYTES = 8 << 20
 #: MERGE_CHANNEL_BYTES per channel (at most PAGE_BYTES), so that each block handed
 #: over is worth its handling.
 MERGE_BYTES = 2 << 20
+#: Seconds between reads of a stream written to all the time, with ``merge_blocks``
+#: (see :func:`read_raw_pages`): blocks come merged by the few hundred entries, not
+#: one by one, for a delay much shorter than a writer's ``flush_period``.
+MERGE_READ_INTERVAL = 0.005
 MERGE_CHANNEL_BYTES = 64 << 10
 
 
@@ -140,17 +144,27 @@ def _raw_xread(client: Client) -> XRead:
 def read_raw_pages(
     client: Client, key: str, position: str, *, stop: StopHandle | None,
     timeout: float | None, poll_interval: float, on_idle: Callable[[], None] | None = None,
-    on_batch: Callable[[str], None] | None = None,
+    on_batch: Callable[[str], None] | None = None, read_interval: float = 0.0,
 ) -> Iterator[list[RawEntry]]:
     """Entries of stream ``key`` after ``position`` as the server sends them, one
     list per read, forever (until stop/timeout). ``on_batch`` gets the last position
-    of a page once the caller asks for the next one."""
+    of a page once the caller asks for the next one.
+
+    ``read_interval``: after a page that was not full (the reader has caught up with
+    the stream), the next read starts at least that many seconds after this one, so
+    that a stream written to all the time is read in pages of some size rather
+    than an entry or two at a time."""
     timeout = _check_timeout(timeout)
     block_ms = max(1, int(poll_interval * 1000))
     last_activity = time.monotonic()
     count = FIRST_BATCH
     xread = _raw_xread(client)
+    next_read = 0.0
     while stop is None or not stop.is_set():
+        delay = next_read - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        asked, next_read = count, time.monotonic() + read_interval
         with redis_errors(f"reading stream {key}"):
             page = xread(key, position, count, block_ms)
         if not page:
@@ -160,6 +174,8 @@ def read_raw_pages(
                 raise EventTimeout(f"no new event on {key} within {timeout} s")
             continue
         last_activity = time.monotonic()
+        if len(page) >= asked:  # more is waiting: read on at once
+            next_read = 0.0
         position = page[-1][0].decode()
         count = _page_count(page)
         yield page
@@ -365,7 +381,9 @@ class ScanNode:
 
         With ``merge_blocks``, the blocks of one channel read together (up to
         1000 stream entries at a time) come as one NEW_DATA event, so a consumer
-        handles a few large blocks instead of many small ones. Channels may then
+        handles a few large blocks instead of many small ones; once caught up with
+        a stream written to all the time, reads are :data:`MERGE_READ_INTERVAL`
+        apart, so that they bring more than an entry or two each. Channels may then
         come out of their publishing order within that batch, and resuming from
         an event's position may give again points already received (same
         indices), never skip one.
@@ -391,7 +409,8 @@ class ScanNode:
         on_batch = (lambda pos: self.acknowledge(ack_as, pos)) if ack_as else None
         pages = read_raw_pages(self._client, self.keys.events, position, stop=stop,
                                timeout=timeout, poll_interval=poll_interval, on_idle=on_idle,
-                               on_batch=on_batch)
+                               on_batch=on_batch,
+                               read_interval=MERGE_READ_INTERVAL if merge_blocks else 0.0)
         decoder = DataDecoder(by_index, first_point)
         merger = BlockMerger(position, MERGE_BYTES, MERGE_CHANNEL_BYTES, PAGE_BYTES) \
             if merge_blocks else None

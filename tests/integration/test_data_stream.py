@@ -499,3 +499,27 @@ def test_foreign_session_keys_are_named_when_creating_a_scan(redis_url, redis_cl
     with Publisher("sess", redis_url) as pub:
         with pytest.raises(ForeignKeyError, match=key):
             pub.create_scan({})
+
+
+def test_a_reader_caught_up_waits_read_interval_and_a_reader_behind_reads_on(redis_client):
+    """After a page that is not full, the next read waits ``read_interval`` (a stream
+    written to all the time is read in pages of some size); after a full page it
+    comes at once."""
+    from nexus_writer_service.data.reader import FIRST_BATCH, read_raw_pages
+    key, interval = "interval_test", 0.3
+    for i in range(FIRST_BATCH + 3):
+        redis_client.xadd(key, {"i": i})
+    pages = read_raw_pages(redis_client, key, "0-0", stop=None, timeout=10,
+                           poll_interval=0.05, read_interval=interval)
+    times, sizes = [], []
+    for page in pages:
+        times.append(time.monotonic())
+        sizes.append(len(page))
+        if len(sizes) == 2:  # caught up: the next entry comes while the reader waits
+            redis_client.xadd(key, {"i": "late"})
+        if len(sizes) == 3:
+            break
+    pages.close()
+    assert sizes == [FIRST_BATCH, 3, 1]
+    assert times[1] - times[0] < interval / 2, "a full page: the next read at once"
+    assert times[2] - times[1] >= interval * 0.9, "caught up: the next read waits"
