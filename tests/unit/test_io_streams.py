@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nexus_writer_service.io.layout import StreamPlan
-from nexus_writer_service.io.nexus import NexusFile, _Scratch, _Stream, _stored_as_given
+from nexus_writer_service.io.nexus import (
+    CHUNK_CACHE_SLOTS, NexusFile, _Scratch, _Stream, _stored_as_given, open_or_create)
 from nexus_writer_service.io.objects import create_stream_dataset
 from nexus_writer_service.io.options import SaveOptions
 
@@ -203,3 +204,24 @@ def test_blocks_of_another_dtype_or_layout_are_converted_by_h5py(tmp_path: Path)
         stream.add(ROWS + 3, np.repeat(values[ROWS + 3:], 2)[::2])  # not contiguous
         stream.flush()
     np.testing.assert_array_equal(read(path), values)
+
+
+def test_datasets_of_a_file_opened_for_writing_get_a_small_chunk_cache_table(
+        tmp_path: Path) -> None:
+    """HDF5 2.0 allocates 8191 hash slots (64 KiB) for every dataset opened; the
+    writer opens its files with CHUNK_CACHE_SLOTS, the cache's size unchanged."""
+    path = tmp_path / "scan.h5"
+    with h5py.File(tmp_path / "defaults.h5", "w") as f:
+        default_bytes = f.id.get_access_plist().get_cache()[2]
+    file, created = open_or_create(str(path), 0.0)
+    try:
+        assert created is not None
+        stream = new_stream(file)
+        assert stream.dataset.id.get_access_plist().get_chunk_cache()[:2] == (
+            CHUNK_CACHE_SLOTS, default_bytes)
+        send(stream, np.arange(5 * ROWS + 3, dtype="f8"), [7])
+        reopened = file["data"]
+        assert reopened.id.get_access_plist().get_chunk_cache()[0] == CHUNK_CACHE_SLOTS
+    finally:
+        file.close()
+    np.testing.assert_array_equal(read(path), np.arange(5 * ROWS + 3, dtype="f8"))
