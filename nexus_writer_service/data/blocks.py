@@ -17,8 +17,9 @@ Not thread-safe: one :class:`DataDecoder` and one :class:`BlockMerger` per walk.
 
 from __future__ import annotations
 
+from itertools import chain
 from operator import itemgetter
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -45,6 +46,13 @@ def fields_dict(flat: Sequence[bytes]) -> dict[bytes, bytes]:
     return dict(zip(it, it))
 
 
+def _getter(positions: list[int]) -> Callable[[Sequence[bytes]], tuple[bytes, ...]]:
+    """``flat -> tuple of flat[p] for p in positions`` (a tuple even for one or none)."""
+    if len(positions) > 1:
+        return itemgetter(*positions)
+    return lambda flat: tuple(flat[at] for at in positions)
+
+
 class _ChannelSlot(NamedTuple):
     """Where one channel's block is in an entry's flat list (positions of values)."""
 
@@ -66,6 +74,9 @@ class _Layout(NamedTuple):
     #: bytes per point of each slot, as a column; ``None`` if a channel has
     #: variable-length points or there is no channel
     point_sizes: Any
+    #: ``flat -> (value of each slot)`` and ``flat -> (first index of each slot)``
+    data_values: Callable[[Sequence[bytes]], tuple[bytes, ...]]
+    first_values: Callable[[Sequence[bytes]], tuple[bytes, ...]]
 
 
 class DataDecoder:
@@ -151,7 +162,8 @@ class DataDecoder:
         point_sizes = np.array(sizes, dtype=np.int64)[:, None] if sizes and all(sizes) \
             else None
         return _Layout(keys, at[b"t"], tuple(slots), tuple(slot.channel for slot in slots),
-                       point_sizes)
+                       point_sizes, _getter([slot.data_at for slot in slots]),
+                       _getter([slot.first_at for slot in slots]))
 
     def _checked(self, flat: Sequence[bytes], layout: _Layout, decode: bool
                  ) -> tuple[list[Block], int] | None:
@@ -206,52 +218,56 @@ class DataDecoder:
         layout = self._layout(flat)
         if layout is None or layout.point_sizes is None or flat[layout.kind_at] != b"data":
             return 0, start + 1
+        # only the entries that may fit under ``limit`` are looked at (the size of the
+        # first one tells about how many): the rest of a long run of large entries
+        # comes with the next call
+        first_bytes = sum(map(len, layout.data_values(flat)))
+        last = len(page)
+        if first_bytes:
+            room = max(0, limit - merger.nbytes)
+            last = min(last, start + max(MIN_RUN, 2 * (room // first_bytes) + 2))
         keys, kind_at, size = layout.keys, layout.kind_at, len(flat)
         end = start + 1
-        while end < len(page):
+        while end < last:
             other = page[end][1]
             if len(other) != size or other[kind_at] != b"data" or other[0::2] != keys:
                 break
             end += 1
         if end - start < MIN_RUN:
             return 0, end
-        # only the entries that may fit under ``limit`` are split into columns (the
-        # size of the first one tells about how many): the rest of a long run of large
-        # entries comes with the next call
-        first_bytes = sum(len(flat[slot.data_at]) for slot in layout.slots)
-        if first_bytes:
-            room = max(0, limit - merger.nbytes)
-            end = min(end, start + max(MIN_RUN, 2 * (room // first_bytes) + 2))
         flats = list(map(itemgetter(1), page[start:end]))
-        columns = [list(map(itemgetter(slot.data_at), flats)) for slot in layout.slots]
-        lengths = np.array([list(map(len, column)) for column in columns], dtype=np.int64)
+        # one row per entry: the values of every slot, picked out in one call each
+        values = list(map(layout.data_values, flats))
+        nslots = len(layout.slots)
+        lengths = np.fromiter(map(len, chain.from_iterable(values)), dtype=np.int64,
+                              count=len(values) * nslots).reshape(len(values), nslots).T
         total = np.cumsum(lengths.sum(axis=0)) + merger.nbytes
         count = min(len(flats), int(np.searchsorted(total, limit)) + 1)
         if count < len(flats):
             end = start + count
-            flats, lengths = flats[:count], lengths[:, :count]
-            columns = [column[:count] for column in columns]
+            flats, values, lengths = flats[:count], values[:count], lengths[:, :count]
         points, rest = np.divmod(lengths, layout.point_sizes)
         if rest.any():
             return 0, end
-        firsts: list[int] = []
-        for slot, counts in zip(layout.slots, points):
-            try:
-                given = np.array(list(map(int, map(itemgetter(slot.first_at), flats))),
-                                 dtype=np.int64)
-            except (ValueError, OverflowError):
-                return 0, end
-            begin = self.expected.get(
-                slot.channel, int(given[0]) if self.first_point is None else self.first_point)
-            # all >= 0 first, so that differences cannot overflow
-            if begin < 0 or given[0] != begin or given.min() < 0 or (
-                    count > 1 and not np.array_equal(given[1:] - given[:-1], counts[:-1])):
-                return 0, end
-            firsts.append(begin)
-        self.expected.update(
-            zip(layout.channels, (b + int(c) for b, c in zip(firsts, points.sum(axis=1)))))
-        merger.add_columns([(slot.node, first, column) for slot, first, column
-                            in zip(layout.slots, firsts, columns)],
+        try:
+            given = np.array(list(map(int, chain.from_iterable(
+                map(layout.first_values, flats)))), dtype=np.int64).reshape(count, nslots).T
+        except (ValueError, OverflowError):
+            return 0, end
+        expected = self.expected
+        if self.first_point is None:
+            begins = [expected.get(channel, first)
+                      for channel, first in zip(layout.channels, given[:, 0].tolist())]
+        else:
+            begins = [expected.get(channel, self.first_point) for channel in layout.channels]
+        # all >= 0 first, so that differences cannot overflow
+        if min(begins) < 0 or given.min() < 0 or not np.array_equal(given[:, 0], begins) or (
+                count > 1 and not np.array_equal(np.diff(given, axis=1), points[:, :-1])):
+            return 0, end
+        expected.update(zip(layout.channels, (np.array(begins, dtype=np.int64)
+                                              + points.sum(axis=1)).tolist()))
+        merger.add_columns([(slot.node, first, list(column)) for slot, first, column
+                            in zip(layout.slots, begins, zip(*values))],
                            int(lengths.sum()), page[end - 1][0].decode())
         return count, end
 

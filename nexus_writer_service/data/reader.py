@@ -43,6 +43,10 @@ Event = tuple[EventType, Any, EventData]
 BATCH = 1000
 #: Entries of the first read, before their size is known.
 FIRST_BATCH = 50
+#: Entries of a scan stream read after a page that held no data entry (or first):
+#: the channel declarations that open a scan are small, the data after them may
+#: be a thousand times larger, so the size of the first is no guide to the second.
+PROBE_BATCH = 16
 #: Bytes a read asks for (entries per read adapt to the size of the last ones), so
 #: that large entries are handled while the next ones are read, in bounded memory.
 PAGE_BYTES = 8 << 20
@@ -145,6 +149,7 @@ def read_raw_pages(
     client: Client, key: str, position: str, *, stop: StopHandle | None,
     timeout: float | None, poll_interval: float, on_idle: Callable[[], None] | None = None,
     on_batch: Callable[[str], None] | None = None, read_interval: float = 0.0,
+    first_count: int = FIRST_BATCH, page_count: Callable[[list[RawEntry]], int] | None = None,
 ) -> Iterator[list[RawEntry]]:
     """Entries of stream ``key`` after ``position`` as the server sends them, one
     list per read, forever (until stop/timeout). ``on_batch`` gets the last position
@@ -153,11 +158,15 @@ def read_raw_pages(
     ``read_interval``: after a page that was not full (the reader has caught up with
     the stream), the next read starts at least that many seconds after this one, so
     that a stream written to all the time is read in pages of some size rather
-    than an entry or two at a time."""
+    than an entry or two at a time.
+
+    ``first_count`` entries are asked for first, then ``page_count(last page)``
+    (by default, about :data:`PAGE_BYTES` at the size of the last page's entries)."""
     timeout = _check_timeout(timeout)
+    page_count = page_count or _page_count
     block_ms = max(1, int(poll_interval * 1000))
     last_activity = time.monotonic()
-    count = FIRST_BATCH
+    count = first_count
     xread = _raw_xread(client)
     next_read = 0.0
     while stop is None or not stop.is_set():
@@ -177,7 +186,7 @@ def read_raw_pages(
         if len(page) >= asked:  # more is waiting: read on at once
             next_read = 0.0
         position = page[-1][0].decode()
-        count = _page_count(page)
+        count = page_count(page)
         yield page
         if on_batch is not None:
             on_batch(position)
@@ -189,6 +198,19 @@ def _page_count(page: list[RawEntry]) -> int:
     values = itertools.chain.from_iterable(fields[1::2] for _, fields in page)
     size = sum(map(len, values))
     return max(1, min(BATCH, PAGE_BYTES * len(page) // max(size, 1)))
+
+
+def _data_page_count(page: list[RawEntry]) -> int:
+    """Like :func:`_page_count` for a scan stream, from the size of its data entries
+    alone: :data:`PROBE_BATCH` after a page without any."""
+    size = entries = 0
+    for _, fields in page:
+        if fields[1:2] == [b"data"] and fields[0] == b"t":
+            entries += 1
+            size += sum(map(len, fields[1::2]))
+    if not entries:
+        return PROBE_BATCH
+    return max(1, min(BATCH, PAGE_BYTES * entries // max(size, 1)))
 
 
 def read_pages(
@@ -410,7 +432,8 @@ class ScanNode:
         pages = read_raw_pages(self._client, self.keys.events, position, stop=stop,
                                timeout=timeout, poll_interval=poll_interval, on_idle=on_idle,
                                on_batch=on_batch,
-                               read_interval=MERGE_READ_INTERVAL if merge_blocks else 0.0)
+                               read_interval=MERGE_READ_INTERVAL if merge_blocks else 0.0,
+                               first_count=PROBE_BATCH, page_count=_data_page_count)
         decoder = DataDecoder(by_index, first_point)
         merger = BlockMerger(position, MERGE_BYTES, MERGE_CHANNEL_BYTES, PAGE_BYTES) \
             if merge_blocks else None
@@ -424,6 +447,7 @@ class ScanNode:
                 if merger is not None and i >= run_from:
                     merged, run_from = decoder.merge_run(page, i, merger, merger.limit)
                     if merged:
+                        page[i:i + merged] = itertools.repeat(None, merged)
                         i += merged
                         if merger.nbytes >= merger.limit:
                             yield from merger.flush()

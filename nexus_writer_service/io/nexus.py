@@ -56,7 +56,7 @@ from .layout import (
     StreamPlan,
 )
 from .lima_files import LimaFrameFiles, NotLinkableError, frame_runs, unplot_references
-from .objects import create_group, create_stream_dataset, soft_link
+from .objects import create_group, create_stream_dataset, open_uncached, soft_link
 from .objects import set_attrs as _set_attrs
 from .options import SaveOptions
 
@@ -789,21 +789,24 @@ class NexusFile:
                                   (plan.chunk_rows,), np.int64)
         else:
             shape = tuple(plan.point_shape)
+            # what a new dataset is, known without asking HDF5
+            direct = not self._compression and dtype.kind in "biufc"
             dataset = create_stream_dataset(
                 self.file, plan.path, (0,) + shape, (None,) + shape,
-                (plan.chunk_rows,) + shape, dtype, None, self._compression)
-            # what a new dataset is, known without asking HDF5
-            self._streams[plan.channel] = _Stream(
-                dataset, plan, None, self._scratch,
-                (0, dtype, not self._compression and dtype.kind in "biufc"))
+                (plan.chunk_rows,) + shape, dtype, None, self._compression, cached=not direct)
+            self._streams[plan.channel] = _Stream(dataset, plan, None, self._scratch,
+                                                  (0, dtype, direct))
         _set_attrs(dataset, plan.attrs, new=True)
         if plan.channel not in self._streams:
             self._open_stream(plan, dataset)
 
     def _open_stream(self, plan: StreamPlan, dataset: h5py.Dataset | None = None) -> None:
         lengths = self.file[plan.lengths_path] if plan.lengths_path else None
-        self._streams[plan.channel] = _Stream(
-            self.file[plan.path] if dataset is None else dataset, plan, lengths, self._scratch)
+        if dataset is None:
+            dataset = self.file[plan.path]
+            if lengths is None and _stored_as_given(dataset):
+                dataset = open_uncached(self.file, plan.path)
+        self._streams[plan.channel] = _Stream(dataset, plan, lengths, self._scratch)
 
     def _create_stack(self, plan: StackPlan) -> None:
         written = [c for c in plan.channels if c in self._streams]

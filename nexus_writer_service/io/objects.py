@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import h5py
 import numpy as np
 
-__all__ = ["create_group", "create_stream_dataset", "set_attrs", "soft_link"]
+__all__ = ["create_group", "create_stream_dataset", "open_uncached", "set_attrs", "soft_link"]
 
 _STR = h5py.string_dtype()
 _STR_FILE_TYPE = h5py.h5t.py_create(_STR, logical=True)
@@ -104,12 +104,22 @@ def _dcpl(shape: tuple[int, ...], maxshape: tuple[int | None, ...], chunks: tupl
     return dcpl
 
 
+@functools.lru_cache(maxsize=1)
+def _uncached() -> h5py.h5p.PropDAID:
+    dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+    dapl.set_chunk_cache(1, 0, 1.0)
+    return dapl
+
+
 def create_stream_dataset(file: h5py.File, path: str, shape: tuple[int, ...],
                           maxshape: tuple[int | None, ...], chunks: tuple[int, ...],
                           dtype: Any, fill: Any = None,
-                          compression: Mapping[str, Any] | None = None) -> h5py.Dataset:
+                          compression: Mapping[str, Any] | None = None,
+                          cached: bool = True) -> h5py.Dataset:
     """A new chunked, resizable dataset, equal to what ``file.create_dataset`` gives
-    for the same arguments (``compression``: its compression keyword arguments)."""
+    for the same arguments (``compression``: its compression keyword arguments).
+
+    ``cached=False``: this handle has no chunk cache (see :func:`open_uncached`)."""
     dtype = np.dtype(dtype)
     key = tuple(sorted((k, _hashable(v)) for k, v in (compression or {}).items()))
     dcpl = _dcpl(tuple(shape), tuple(maxshape), tuple(chunks), dtype,
@@ -118,8 +128,19 @@ def create_stream_dataset(file: h5py.File, path: str, shape: tuple[int, ...],
         tuple(shape), tuple(h5py.h5s.UNLIMITED if m is None else m for m in maxshape))
     name, lcpl = _name(path)
     dsid = h5py.h5d.create(file.id, name, h5py.h5t.py_create(dtype, logical=True), space,
-                           dcpl=dcpl, lcpl=lcpl)
+                           dcpl=dcpl, lcpl=lcpl, dapl=None if cached else _uncached())
     return h5py.Dataset(dsid)
+
+
+def open_uncached(file: h5py.File, path: str) -> h5py.Dataset:
+    """The dataset at ``path``, opened without a chunk cache.
+
+    For chunks stored as they are (no filter, no fill value to write), HDF5 then
+    writes part of a chunk straight to its place in the file, instead of holding a
+    copy of the whole chunk in memory until it is evicted or the file is flushed
+    (then written whole, again at each flush while it fills up): less memory, and
+    less copied and written, for a dataset that grows by appending."""
+    return h5py.Dataset(h5py.h5d.open(file.id, path.encode("utf-8"), dapl=_uncached()))
 
 
 def _hashable(value: Any) -> Any:
