@@ -805,6 +805,8 @@ class NexusFile:
         if dataset is None:
             dataset = self.file[plan.path]
             if lengths is None and _stored_as_given(dataset):
+                # closed first: an object opened twice shares the cache of its first opening
+                del dataset
                 dataset = open_uncached(self.file, plan.path)
         self._streams[plan.channel] = _Stream(dataset, plan, lengths, self._scratch)
 

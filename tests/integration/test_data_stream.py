@@ -523,3 +523,41 @@ def test_a_reader_caught_up_waits_read_interval_and_a_reader_behind_reads_on(red
     assert sizes == [FIRST_BATCH, 3, 1]
     assert times[1] - times[0] < interval / 2, "a full page: the next read at once"
     assert times[2] - times[1] >= interval * 0.9, "caught up: the next read waits"
+
+
+def test_data_after_many_declarations_is_read_in_pages_of_bounded_size(
+        publisher, redis_url, monkeypatch):
+    """Hundreds of small channel declarations, then entries a thousand times
+    larger: the first read after the declarations asks for a few entries, not as
+    many as the size of the declarations would allow, so no page holds the whole
+    scan in memory at once."""
+    from nexus_writer_service.data import reader
+    from nexus_writer_service.data.reader import PAGE_BYTES, PROBE_BATCH
+    nch, entries = 200, 30
+    block = np.ones((512, 1))  # 4 KiB per channel and entry: 800 KiB per entry
+    with publisher.create_scan({"title": "wide"}) as scan:
+        for i in range(nch):
+            scan.add_channel(f"c{i}", "f8", (1,))
+        for _ in range(entries):
+            scan.send({f"c{i}": block for i in range(nch)})
+    pages: list[int] = []
+    raw_xread = reader._raw_xread
+
+    def measured(client):
+        read = raw_xread(client)
+
+        def xread(*args):
+            page = read(*args)
+            pages.append(sum(len(v) for _, fields in page for v in fields))
+            return page
+        return xread
+
+    monkeypatch.setattr(reader, "_raw_xread", measured)
+    node = get_scan_node(scan.key, redis_url)
+    points = sum(len(d.data) for e, n, d in node.walk_events(timeout=10, merge_blocks=True)
+                 if e is EventType.NEW_DATA)
+    assert points == nch * entries * len(block)
+    entry = nch * block.nbytes
+    assert entries * entry > 2 * PAGE_BYTES > max(pages), "never the whole scan at once"
+    assert max(pages) <= max(PROBE_BATCH * entry, PAGE_BYTES + entry)
+    assert len(pages) < nch // PROBE_BATCH + entries, "data pages of many entries each"

@@ -28,9 +28,10 @@ GZIP = {"compression": "gzip", "compression_opts": 1}
 
 def new_stream(file: h5py.File, dtype: Any = "f8", point: tuple[int, ...] = (),
                compression: dict[str, Any] | None = None, scratch: _Scratch | None = None,
-               name: str = "data") -> _Stream:
+               name: str = "data", cached: bool = True) -> _Stream:
     dataset = create_stream_dataset(file, name, (0,) + point, (None,) + point,
-                                    (ROWS,) + point, np.dtype(dtype), None, compression)
+                                    (ROWS,) + point, np.dtype(dtype), None, compression,
+                                    cached=cached)
     plan = StreamPlan(path=name, channel=name, dtype=str(np.dtype(dtype)), point_shape=point,
                       chunk_rows=ROWS)
     return _Stream(dataset, plan, None, scratch or _Scratch())
@@ -98,14 +99,17 @@ def test_streams_sharing_one_scratch_buffer_keep_their_own_points(tmp_path: Path
     np.testing.assert_array_equal(read(path, "b"), b)
 
 
-def test_a_chunk_flushed_in_part_then_completed_holds_every_point(tmp_path: Path) -> None:
-    """Readers see a partial chunk (flushed through the chunk cache); the complete
-    chunk written later straight to the file replaces it, and closing the file does
-    not bring the partial one back."""
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_chunk_flushed_in_part_then_completed_holds_every_point(
+        tmp_path: Path, cached: bool) -> None:
+    """Readers see a partial chunk (flushed through the chunk cache, or written in
+    place without one); the complete chunk written later straight to the file
+    replaces it, and closing the file does not bring the partial one back."""
     path = tmp_path / "scan.h5"
     values = np.arange(3 * ROWS, dtype="f8")
     with h5py.File(path, "w") as f:
-        stream = new_stream(f)
+        stream = new_stream(f, cached=cached)
+        assert (stream.dataset.id.get_access_plist().get_chunk_cache()[1] == 0) is not cached
         stream.add(0, values[:5])
         stream.flush()
         f.flush()
@@ -225,3 +229,58 @@ def test_datasets_of_a_file_opened_for_writing_get_a_small_chunk_cache_table(
     finally:
         file.close()
     np.testing.assert_array_equal(read(path), np.arange(5 * ROWS + 3, dtype="f8"))
+
+
+def test_partial_chunks_written_without_a_cache_land_in_place_flush_after_flush(
+        tmp_path: Path) -> None:
+    """A slow stream flushed every few points, as a live scan is: each flush adds
+    the new points of the chunk at their place, a reader elsewhere sees them all."""
+    path = tmp_path / "scan.h5"
+    values = np.random.default_rng(3).random(2 * ROWS + 5)
+    with h5py.File(path, "w") as f:
+        stream = new_stream(f, cached=False)
+        for start in range(0, len(values), 3):
+            stream.add(start, np.frombuffer(values[start:start + 3].tobytes()))
+            stream.flush()
+            f.flush()
+            if start in (3, ROWS + 3):
+                assert read_elsewhere(path) == values[:start + 3].tolist()
+    np.testing.assert_array_equal(read(path), values)
+
+
+def test_a_scan_file_opens_streams_of_whole_point_chunks_without_a_chunk_cache(
+        tmp_path: Path) -> None:
+    """New and reopened (resumed) datasets alike; compressed ones keep their cache."""
+    options = SaveOptions(allowed_roots=(str(tmp_path),))
+    plans = [StreamPlan(path=f"/1.1/{name}", channel=name, dtype=dtype, point_shape=(),
+                        chunk_rows=ROWS) for name, dtype in (("x", "<f8"), ("n", "<i4"))]
+
+    def cache_bytes(nexus_file: NexusFile) -> dict[str, int]:
+        return {name: stream.dataset.id.get_access_plist().get_chunk_cache()[1]
+                for name, stream in nexus_file._streams.items()}
+
+    nexus_file = NexusFile(str(tmp_path / "scan.h5"), options)
+    try:
+        for plan in plans:
+            nexus_file._create_stream(plan)
+        assert cache_bytes(nexus_file) == {"x": 0, "n": 0}
+        nexus_file.add_points("x", 0, np.arange(ROWS + 2, dtype="<f8"))
+    finally:
+        nexus_file.close()
+    nexus_file = NexusFile(str(tmp_path / "scan.h5"), options)
+    try:
+        for plan in plans:
+            nexus_file._open_stream(plan)
+        assert cache_bytes(nexus_file) == {"x": 0, "n": 0}
+        nexus_file.add_points("x", ROWS + 2, np.arange(ROWS + 2, 2 * ROWS, dtype="<f8"))
+    finally:
+        nexus_file.close()
+    np.testing.assert_array_equal(read(tmp_path / "scan.h5", "/1.1/x"),
+                                  np.arange(2 * ROWS, dtype="<f8"))
+    compressed = NexusFile(str(tmp_path / "gzip.h5"),
+                           SaveOptions(allowed_roots=(str(tmp_path),), compression="gzip"))
+    try:
+        compressed._create_stream(plans[0])
+        assert cache_bytes(compressed)["x"] > 0
+    finally:
+        compressed.close()
