@@ -52,14 +52,17 @@ PROBE_BATCH = 16
 PAGE_BYTES = 8 << 20
 #: Bytes of merged blocks (``merge_blocks``) given out at once, so that a consumer
 #: starts on a large page before all of it is decoded; with many channels, up to
-#: MERGE_CHANNEL_BYTES per channel (at most PAGE_BYTES), so that each block handed
-#: over is worth its handling.
+#: MERGE_CHANNEL_BYTES per channel (at most MERGE_MOST_BYTES), so that each block
+#: handed over is worth its handling.
 MERGE_BYTES = 2 << 20
 #: Seconds between reads of a stream written to all the time, with ``merge_blocks``
 #: (see :func:`read_raw_pages`): blocks come merged by the few hundred entries, not
 #: one by one, for a delay much shorter than a writer's ``flush_period``.
 MERGE_READ_INTERVAL = 0.005
 MERGE_CHANNEL_BYTES = 64 << 10
+#: Most bytes of merged blocks held at once: with many channels, blocks of a channel
+#: are merged over several pages (while more entries wait) up to MERGE_CHANNEL_BYTES.
+MERGE_MOST_BYTES = 4 * PAGE_BYTES
 
 
 class StopHandle(Protocol):
@@ -150,6 +153,7 @@ def read_raw_pages(
     timeout: float | None, poll_interval: float, on_idle: Callable[[], None] | None = None,
     on_batch: Callable[[str], None] | None = None, read_interval: float = 0.0,
     first_count: int = FIRST_BATCH, page_count: Callable[[list[RawEntry]], int] | None = None,
+    idle_pages: bool = False,
 ) -> Iterator[list[RawEntry]]:
     """Entries of stream ``key`` after ``position`` as the server sends them, one
     list per read, forever (until stop/timeout). ``on_batch`` gets the last position
@@ -161,7 +165,8 @@ def read_raw_pages(
     than an entry or two at a time.
 
     ``first_count`` entries are asked for first, then ``page_count(last page)``
-    (by default, about :data:`PAGE_BYTES` at the size of the last page's entries)."""
+    (by default, about :data:`PAGE_BYTES` at the size of the last page's entries).
+    ``idle_pages``: an empty page is given after each read that found nothing."""
     timeout = _check_timeout(timeout)
     page_count = page_count or _page_count
     block_ms = max(1, int(poll_interval * 1000))
@@ -181,6 +186,8 @@ def read_raw_pages(
                 on_idle()
             if timeout is not None and time.monotonic() - last_activity > timeout:
                 raise EventTimeout(f"no new event on {key} within {timeout} s")
+            if idle_pages:
+                yield page
             continue
         last_activity = time.monotonic()
         if len(page) >= asked:  # more is waiting: read on at once
@@ -211,6 +218,20 @@ def _data_page_count(page: list[RawEntry]) -> int:
     if not entries:
         return PROBE_BATCH
     return max(1, min(BATCH, PAGE_BYTES * entries // max(size, 1)))
+
+
+class _PageSizer:
+    """``page_count`` of a scan walk (:func:`_data_page_count`) that also tells
+    whether the last page was full: more entries were waiting."""
+
+    def __init__(self) -> None:
+        self.asked = PROBE_BATCH
+        self.full = False
+
+    def __call__(self, page: list[RawEntry]) -> int:
+        self.full = len(page) >= self.asked
+        self.asked = _data_page_count(page)
+        return self.asked
 
 
 def read_pages(
@@ -429,16 +450,25 @@ class ScanNode:
                 self.check_publisher()
 
         on_batch = (lambda pos: self.acknowledge(ack_as, pos)) if ack_as else None
+        sizer = _PageSizer()
+        # merged blocks may be held from one page to the next while more entries wait,
+        # unless every page read is acknowledged (what is held would not be given out)
+        hold_over = merge_blocks and not ack_as
         pages = read_raw_pages(self._client, self.keys.events, position, stop=stop,
                                timeout=timeout, poll_interval=poll_interval, on_idle=on_idle,
                                on_batch=on_batch,
                                read_interval=MERGE_READ_INTERVAL if merge_blocks else 0.0,
-                               first_count=PROBE_BATCH, page_count=_data_page_count)
+                               first_count=sizer.asked, page_count=sizer,
+                               idle_pages=hold_over)
         decoder = DataDecoder(by_index, first_point)
-        merger = BlockMerger(position, MERGE_BYTES, MERGE_CHANNEL_BYTES, PAGE_BYTES) \
+        merger = BlockMerger(position, MERGE_BYTES, MERGE_CHANNEL_BYTES, MERGE_MOST_BYTES) \
             if merge_blocks else None
         want_data = wanted(NodeType.CHANNEL)
         for page in pages:
+            if not page:  # nothing new (idle_pages): give out what is held
+                if merger is not None:
+                    yield from merger.flush()
+                continue
             # runs of entries alike are checked and merged together; the others (and
             # a run with any doubt) one by one
             run_from = 0 if merger is not None and want_data else len(page)
@@ -502,8 +532,11 @@ class ScanNode:
                     yield EventType.END_SCAN, self, EventData(position, reason=reason,
                                                               message=message)
                     return
-            if merger is not None:
+            if merger is not None and not (hold_over and sizer.full
+                                           and merger.nbytes < merger.limit):
                 yield from merger.flush()
+        if merger is not None:  # stopped
+            yield from merger.flush()
 
     def walk_on_new_events(self, **kwargs: Any) -> Iterator[Event]:
         """Like :meth:`walk_events`, starting at the server's current end of the scan."""

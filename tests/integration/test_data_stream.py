@@ -561,3 +561,54 @@ def test_data_after_many_declarations_is_read_in_pages_of_bounded_size(
     assert entries * entry > 2 * PAGE_BYTES > max(pages), "never the whole scan at once"
     assert max(pages) <= max(PROBE_BATCH * entry, PAGE_BYTES + entry)
     assert len(pages) < nch // PROBE_BATCH + entries, "data pages of many entries each"
+
+
+def test_many_channels_behind_get_blocks_merged_over_several_pages(
+        publisher, redis_url, monkeypatch):
+    """A reader behind a scan of many channels merges each channel's blocks over
+    several pages (while more entries wait), into fewer, larger blocks."""
+    from nexus_writer_service.data import reader
+    monkeypatch.setattr(reader, "PAGE_BYTES", 256 << 10)
+    monkeypatch.setattr(reader, "MERGE_MOST_BYTES", 1 << 20)
+    nch, entries = 64, 64
+    block = np.arange(16.0)  # 128 B per channel and entry: 8 KiB per entry
+    with publisher.create_scan({"title": "wide"}) as scan:
+        for i in range(nch):
+            scan.add_channel(f"c{i}", "f8")
+        for k in range(entries):
+            scan.send({f"c{i}": block + k * len(block) for i in range(nch)})
+    node = get_scan_node(scan.key, redis_url)
+    data, _ = _collect(node, merge_blocks=True)
+    assert set(data) == {f"c{i}" for i in range(nch)}
+    for chunks in data.values():
+        np.testing.assert_array_equal(np.concatenate(chunks), np.arange(entries * 16.0))
+        # one page is 256 KiB / 64 channels = 4 KiB per channel; held over pages,
+        # a channel's blocks reach MERGE_CHANNEL_BYTES or the 1 MiB in all
+        assert max(c.nbytes for c in chunks) > 4096
+
+
+def test_blocks_held_over_a_full_page_come_out_when_the_stream_pauses(
+        publisher, redis_url, redis_client):
+    """The scan pauses right after a full page: what the reader holds is given out
+    at the next read that finds nothing, while the scan is still running."""
+    from nexus_writer_service.data.reader import PROBE_BATCH
+    scan = publisher.create_scan({"title": "paused"})
+    scan.add_channel("x", "f8")
+    sent = 0
+    while redis_client.xlen(scan.keys.events) < PROBE_BATCH:
+        scan.send({"x": [float(sent)]})
+        sent += 1
+    assert redis_client.xlen(scan.keys.events) == PROBE_BATCH  # the first page, full
+    node = get_scan_node(scan.key, redis_url)
+    received: list[float] = []
+    started = time.monotonic()
+    walk = node.walk_events(merge_blocks=True, poll_interval=0.05, timeout=5)
+    for event, _, event_data in walk:
+        if event is EventType.NEW_DATA:
+            received.extend(event_data.data.tolist())
+        if len(received) == sent:
+            break
+    walk.close()
+    assert received == [float(i) for i in range(sent)]
+    assert time.monotonic() - started < 2, "given out at the first idle read"
+    scan.end()
