@@ -27,6 +27,7 @@ import gevent
 
 from ..concurrency import Event, Thread
 from ..data import EventData, EventType
+from ..data.reader import StopHandle
 from ..data.nodes import ChannelNode, LimaNode
 from ..errors import DataLostError, NexusWriterError, ScanStateError
 from ..io import checks, masterfiles
@@ -125,10 +126,10 @@ class NexusScanWriter(Subscriber):
 
     # -- reading (reader thread) -----------------------------------------------
 
-    def _walk_events(self, stop: Event) -> Iterator[SubscriberEvent]:
+    def _walk_events(self, stop: StopHandle) -> Iterator[SubscriberEvent]:
         return self._events(stop)
 
-    def _events(self, stop: Event) -> Iterator[SubscriberEvent]:
+    def _events(self, stop: StopHandle) -> Iterator[SubscriberEvent]:
         node = self.node
         walk = node.walk_events(stop=stop, poll_interval=self._poll_interval,
                                 merge_blocks=True)
@@ -246,7 +247,8 @@ class NexusScanWriter(Subscriber):
 
     def _materialise(self) -> None:
         assert self._file is not None
-        self._file.materialise(self._plan())
+        with self._reader_paused():
+            self._file.materialise(self._plan())
         self._dirty = False
 
     def _declare(self, node: Any) -> None:

@@ -22,8 +22,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
-from ..concurrency import Event, Thread
+from ..concurrency import Thread
 from ..data import EventData, EventType, SessionNode, get_session_node
+from ..data.reader import StopHandle
 from ..errors import MalformedEventError, NodeNotFoundError, ScanStateError, WaitTimeout
 from ..io.options import SaveOptions
 from .scan_writer import NexusScanWriter
@@ -150,10 +151,10 @@ class NexusSessionWriter(Subscriber):
         worker.start(timeout=_STOP_TIMEOUT)
         self._scan_worker = worker
 
-    def _walk_events(self, stop: Event) -> Iterator[SubscriberEvent]:
+    def _walk_events(self, stop: StopHandle) -> Iterator[SubscriberEvent]:
         return self._events(stop)
 
-    def _events(self, stop: Event) -> Iterator[SubscriberEvent]:
+    def _events(self, stop: StopHandle) -> Iterator[SubscriberEvent]:
         node: SessionNode = self.node
         position = node.current_position()
         if self.resume:

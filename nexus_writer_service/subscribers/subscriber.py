@@ -18,6 +18,7 @@ wakes :meth:`Subscriber.join`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -30,6 +31,7 @@ from gevent import GreenletExit
 from ..concurrency import AsyncResult, Event, Queue, Thread
 from ..concurrency._timeouts import check_timeout
 from ..data import EventData, EventType
+from ..data.reader import StopHandle
 from ..errors import ConfigurationError, SubscriberStateError, ThreadStoppedError, WaitTimeout
 from .states import SubscriberMode, SubscriberState, check_transition
 
@@ -75,6 +77,9 @@ class _Run:
         self.consumer_done = Event()
         self.finished = Event()
         self.inbox: Queue[_Item] = Queue()
+        # cleared while the consumer asks the reader to pause (see _reader_paused)
+        self.reading_allowed = threading.Event()
+        self.reading_allowed.set()
         self.killed = False
         self.stop_requested = False
         # Each counter has one writer: the reader thread, the consumer greenlet.
@@ -86,6 +91,24 @@ class _Run:
         self.listener: Optional[gevent.Greenlet] = None
         self.owned_worker: Optional[Thread] = None
         self.consumer_result: Optional[AsyncResult[Any]] = None
+
+
+class _ReadGate:
+    """The ``stop`` handle given to a run's walk (reader thread): ``is_set()`` tells
+    whether to stop reading, after waiting while the consumer pauses the reader
+    (:meth:`Subscriber._reader_paused`). Walks check it before each read."""
+
+    __slots__ = ("_run",)
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+
+    def is_set(self) -> bool:
+        run = self._run
+        while not run.reading_allowed.wait(0.05):
+            if run.killed or run.stop_reading.is_set() or run.consumer_done.is_set():
+                break
+        return run.stop_reading.is_set()
 
 
 class Subscriber:
@@ -261,7 +284,7 @@ class Subscriber:
 
     # -- hooks for subclasses ------------------------------------------------
 
-    def _walk_events(self, stop: Event) -> Iterator[SubscriberEvent]:
+    def _walk_events(self, stop: StopHandle) -> Iterator[SubscriberEvent]:
         """The events to process; runs in the reader thread, may block.
 
         Must honour ``stop`` (anything with ``is_set()``) within a short time.
@@ -349,7 +372,7 @@ class Subscriber:
         end = _End()
         events: Optional[Iterator[SubscriberEvent]] = None
         try:
-            events = self._walk_events(run.stop_reading)
+            events = self._walk_events(_ReadGate(run))
             run.listening.send()
             for event in events:
                 run.read_bytes += _cost(event)
@@ -372,6 +395,27 @@ class Subscriber:
         while (run.read_bytes - run.done_bytes > MAX_BACKLOG_BYTES and not run.killed
                and not run.stop_reading.is_set() and not run.consumer_done.is_set()):
             time.sleep(0.002)
+
+    @contextlib.contextmanager
+    def _reader_paused(self) -> Iterator[None]:
+        """Consumer: inside, the reader thread reads nothing more from Redis (its walk
+        stops before its next read, see :class:`_ReadGate`; what is not read yet
+        waits there). For work made of
+        many short HDF5 calls, such as creating the groups and datasets of hundreds
+        of channels: h5py lets go of the interpreter lock around each call, and while
+        another thread of the process runs Python code, each call then waits to get
+        it back, at a cost in CPU time several times that of the work itself. A stop
+        or kill is still seen at once. Not nested: an inner use does nothing."""
+        run = self._run
+        if (run is None or not run.reading_allowed.is_set()
+                or threading.current_thread() is run.reader):
+            yield
+            return
+        run.reading_allowed.clear()
+        try:
+            yield
+        finally:
+            run.reading_allowed.set()
 
     def _listen_sequential(self, run: _Run) -> None:
         """Sequential mode: one greenlet listens and consumes."""

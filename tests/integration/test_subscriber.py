@@ -6,6 +6,7 @@ import re
 import threading
 import time
 
+import gevent
 import numpy as np
 import pytest
 import redis
@@ -291,3 +292,76 @@ def test_start_and_wait_returns_at_once_when_the_start_hook_fails(publisher, red
     sub.join(timeout=10)
     assert sub.state is SubscriberState.FAULT
     assert "cannot reach its server" in sub.state_reason
+
+
+class PausingRecorder(Recorder):
+    """At the first data event, pauses its reader and publishes more points meanwhile
+    (more of ``scan``, sent by the consumer itself); records how many events the
+    reader read while paused, once a read under way at the start has ended."""
+
+    def __init__(self, *args, scan=None, hold=0.3, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.scan = scan
+        self.hold = hold
+        self.read_during_pause = None
+        self.release = threading.Event()
+
+    def _process_event(self, event_type, node, event_data):
+        if event_type is EventType.NEW_DATA and self.read_during_pause is None:
+            with self._reader_paused():
+                # a read under way when the pause began (blocking 0.05 s at most) ends
+                time.sleep(0.2)
+                before = self._run.read_events
+                self.scan.send({"diode": np.full(5, -1.0), "mca": np.zeros((5, 4), "<u4")})
+                self.release.wait(self.hold)
+                self.read_during_pause = self._run.read_events - before
+        super()._process_event(event_type, node, event_data)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=[m.value for m in MODES])
+def test_a_paused_reader_reads_nothing_until_the_consumer_lets_it_go_on(
+        publisher, redis_url, mode, worker):
+    scan, sent = publish_scan(publisher, end=False)
+    use_worker = worker if mode is SubscriberMode.PARALLEL else None
+    sub = PausingRecorder(get_scan_node(scan.key, redis_url), mode, worker=use_worker,
+                          scan=scan)
+    try:
+        sub.start(wait=True, timeout=10)
+        assert sub.first_event.wait(10)
+        deadline = time.monotonic() + 10
+        while sub.read_during_pause is None and time.monotonic() < deadline:
+            gevent.sleep(0.01)  # the start thread's hub forwards the events
+        # the reader polls every 0.05 s: unpaused, it reads the new points in time
+        assert sub.read_during_pause == 0
+        scan.end()
+        sub.join(timeout=10)
+        assert sub.state is SubscriberState.OFF, sub.state_reason
+        np.testing.assert_array_equal(sub.channel_data("diode"),
+                                      np.concatenate([sent["diode"], np.full(5, -1.0)]))
+    finally:
+        if not sub.done():
+            sub.kill(wait=True, timeout=10)
+
+
+def test_a_stop_reaches_a_paused_reader_at_once(publisher, redis_url, worker):
+    scan, _ = publish_scan(publisher, end=False)
+    sub = PausingRecorder(get_scan_node(scan.key, redis_url), SubscriberMode.PARALLEL,
+                          worker=worker, scan=scan, hold=30)
+    try:
+        sub.start(wait=True, timeout=10)
+        deadline = time.monotonic() + 10
+        while sub._run.reading_allowed.is_set() and time.monotonic() < deadline:
+            gevent.sleep(0.01)  # the start thread's hub forwards the events
+        assert not sub._run.reading_allowed.is_set()
+        sub.stop()
+        sub._run.reader.join(2)
+        assert not sub._run.reader.is_alive(), "the paused reader did not see the stop"
+        assert sub.state is SubscriberState.ON  # the consumer is still inside its pause
+        sub.release.set()
+        sub.join(timeout=10)
+        assert sub.state is SubscriberState.OFF
+        assert sub.state_reason == "stopped on request"
+    finally:
+        sub.release.set()
+        if not sub.done():
+            sub.kill(wait=True, timeout=10)

@@ -319,3 +319,46 @@ def test_master_files_link_every_entry_with_relative_paths(
             assert isinstance(link, h5py.ExternalLink) and not os.path.isabs(link.filename)
             np.testing.assert_array_equal(h5["2.1/instrument/diode1/data"][()],
                                           np.arange(5.0) + 2)
+
+
+def test_the_reader_of_a_scan_reads_nothing_while_the_writer_builds_its_tree(
+        redis_url: str, tmp_path: Any, monkeypatch: Any) -> None:
+    """Creating the groups and datasets of many channels is many short HDF5 calls,
+    each costing several times more while the reader thread runs Python code: the
+    scan writer pauses its reader meanwhile."""
+    from nexus_writer_service.io.nexus import NexusFile
+
+    seen: list[bool] = []
+    writers: list[Any] = []
+    materialise = NexusFile.materialise
+
+    def watched(self: NexusFile, *args: Any, **kwargs: Any) -> Any:
+        seen.extend(record.writer._run.reading_allowed.is_set()
+                    for writer in writers for record in writer.scans())
+        return materialise(self, *args, **kwargs)
+
+    monkeypatch.setattr(NexusFile, "materialise", watched)
+    options = SaveOptions(allowed_roots=(str(tmp_path),))
+    filename = str(tmp_path / "tree.h5")
+    with session_writer(redis_url, "tree", options) as writer:
+        writers.append(writer)
+        with Publisher("tree", redis_url) as publisher:
+            scan = publisher.create_scan({"title": "tree", "filename": filename},
+                                         name="loopscan", number=1)
+            names = [f"det{i}:counter" for i in range(50)]
+            for name in names:
+                scan.add_channel(name, "float64")
+            scan.prepare()
+            for start in range(0, 100, 10):
+                scan.send({name: np.arange(start, start + 10.0) for name in names})
+            scan.add_channel("late:counter", "float64")  # a second tree change
+            scan.send({"late:counter": np.arange(5.0)})
+            scan.end()
+        record = wait_scans_done(writer, 1)[0]
+    assert record.writer.state is SubscriberState.OFF, record.as_dict()
+    assert len(seen) >= 2 and not any(seen), seen
+    with h5py.File(filename, "r") as h5:
+        instrument = h5["/1.1/instrument"]
+        for name in ("counter", "det1_counter", "det49_counter"):
+            np.testing.assert_array_equal(instrument[name]["data"][()], np.arange(100.0))
+        np.testing.assert_array_equal(instrument["late_counter/data"][()], np.arange(5.0))
