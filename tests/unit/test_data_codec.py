@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 
 import numpy as np
 import pytest
@@ -109,3 +110,29 @@ def test_malformed_entries_name_the_entry(fields, match):
     with pytest.raises(MalformedEventError, match=match) as info:
         events.decode_entry(fields, "key:events entry 5-0")
     assert "key:events entry 5-0" in str(info.value)
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"name": "\\ud800"}',                     # lone surrogate, escaped
+    '{"name": "\\uDFFF x"}',                    # the same, as text
+    b'["\xed\xa0\x80"]',                       # a surrogate encoded in the bytes
+    '["\ud800"]',                              # one in the text itself
+    b'{"\\udc00": 1}',                          # in a key
+    b"[" * 67 + b"]" * 67,                     # nested too deep
+    '{"a":' * 66 + "1" + "}" * 66,
+])
+def test_json_read_from_redis_refuses_invalid_text_and_deep_nesting(raw):
+    with pytest.raises(MalformedEventError, match="the field"):
+        codec.from_json(raw, "the field")
+
+
+@pytest.mark.parametrize("value", [
+    {"title": "scan", "npoints": 10, "motors": ["x", "y"], "é": "ü → 😀"},
+    [[[[1]]]] * 40,                            # many brackets, shallow
+    {"text": "a \\ud800 written out, not an escape"},
+    {"deep": json.loads("[" * 63 + "]" * 63)},  # as deep as allowed
+])
+def test_json_read_from_redis_takes_what_the_publisher_sends(value):
+    raw = codec.to_json(value)
+    assert codec.from_json(raw, "t") == json.loads(raw)
+    assert codec.from_json(raw.decode(), "t") == json.loads(raw)
