@@ -22,7 +22,7 @@ from typing import Any, NoReturn, Sequence
 import gevent
 import gevent.event
 
-from ..concurrency import use_switch_interval
+from ..concurrency import use_one_malloc_arena, use_switch_interval
 from ..data import get_session_node
 from ..errors import ConfigurationError, NexusWriterError
 from ..io.options import COMPRESSIONS, SaveOptions, option_help
@@ -205,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     use_switch_interval()  # the reader and HDF5 threads pass the GIL often
+    use_one_malloc_arena()  # and pass each other pages of memory
     writer = NexusSessionWriter(node, options=options, reader_name=args.reader_name,
                                 resume=args.resume)
     stop = gevent.event.Event()

@@ -4,6 +4,7 @@ Nothing here monkey-patches. Each primitive lives in its own module, whose openi
 lines say which thread or hub owns what.
 """
 
+from .arenas import use_one_malloc_arena
 from .async_result import AsyncResult
 from .event import Event
 from .hub_trigger import HubTrigger
@@ -25,5 +26,6 @@ __all__ = [
     "Thread",
     "ThreadResource",
     "WRITER_SWITCH_INTERVAL",
+    "use_one_malloc_arena",
     "use_switch_interval",
 ]
