@@ -295,7 +295,7 @@ class NexusScanWriter(Subscriber):
         if self._file is None or self._file.closed:
             return
         started = time.monotonic()
-        self._file.flush()
+        self._flush_file()
         self._last_flush = time.monotonic()
         # a file with many channels takes long to flush: never spend more than about
         # 1/FLUSH_DUTY of the time flushing
@@ -303,6 +303,13 @@ class NexusScanWriter(Subscriber):
                               FLUSH_DUTY * (self._last_flush - started))
         if self._position is not None and self._position != self._acked:
             self._acknowledge(self._position)
+
+    def _flush_file(self) -> None:
+        """Flush the file with the reader paused: as many short HDF5 calls as there
+        are channels with points held (see :meth:`_reader_paused`)."""
+        assert self._file is not None
+        with self._reader_paused():
+            self._file.flush()
 
     def _acknowledge(self, position: str) -> None:
         if self._reader_name:
@@ -330,7 +337,7 @@ class NexusScanWriter(Subscriber):
         message = f"scan ended: {self.end_reason}" + (
             f" ({self.end_message})" if self.end_message else "")
         self._set_status(WriterStatus.SUCCEEDED, message)
-        self._file.flush()
+        self._flush_file()
         self._file.close()
         self._ended = True
         self._acknowledge(event_data.position)
@@ -387,11 +394,11 @@ class NexusScanWriter(Subscriber):
                 self._set_status(WriterStatus.RUNNING,
                                  "the writer stopped before the scan ended; start it again "
                                  "to complete the file from Redis")
-                file.flush()
+                self._flush_file()
             elif not self._ended:
                 reason = self._fault_reason or "the writer was killed"
                 try:
-                    file.flush()
+                    self._flush_file()
                 finally:
                     self._set_status(WriterStatus.FAILED, reason)
         finally:

@@ -321,24 +321,32 @@ def test_master_files_link_every_entry_with_relative_paths(
                                           np.arange(5.0) + 2)
 
 
-def test_the_reader_of_a_scan_reads_nothing_while_the_writer_builds_its_tree(
+def test_the_reader_of_a_scan_reads_nothing_while_the_writer_builds_or_flushes(
         redis_url: str, tmp_path: Any, monkeypatch: Any) -> None:
-    """Creating the groups and datasets of many channels is many short HDF5 calls,
-    each costing several times more while the reader thread runs Python code: the
-    scan writer pauses its reader meanwhile."""
+    """Creating the groups and datasets of many channels, and flushing the points
+    held for each, are many short HDF5 calls, each costing several times more while
+    the reader thread runs Python code: the scan writer pauses its reader meanwhile."""
     from nexus_writer_service.io.nexus import NexusFile
 
-    seen: list[bool] = []
+    seen: dict[str, list[bool]] = {"materialise": [], "flush": []}
     writers: list[Any] = []
-    materialise = NexusFile.materialise
+    closing: list[bool] = []
 
-    def watched(self: NexusFile, *args: Any, **kwargs: Any) -> Any:
-        seen.extend(record.writer._run.reading_allowed.is_set()
-                    for writer in writers for record in writer.scans())
-        return materialise(self, *args, **kwargs)
+    def watch(name: str) -> None:
+        method = getattr(NexusFile, name)
 
-    monkeypatch.setattr(NexusFile, "materialise", watched)
-    options = SaveOptions(allowed_roots=(str(tmp_path),))
+        def watched(self: NexusFile, *args: Any, **kwargs: Any) -> Any:
+            if name == "close":  # its own last flush finds nothing left to write
+                closing.append(True)
+            elif not closing:
+                seen[name].extend(record.writer._run.reading_allowed.is_set()
+                                  for writer in writers for record in writer.scans())
+            return method(self, *args, **kwargs)
+        monkeypatch.setattr(NexusFile, name, watched)
+
+    for name in ("materialise", "flush", "close"):
+        watch(name)
+    options = SaveOptions(allowed_roots=(str(tmp_path),), flush_period=0.02)
     filename = str(tmp_path / "tree.h5")
     with session_writer(redis_url, "tree", options) as writer:
         writers.append(writer)
@@ -351,12 +359,14 @@ def test_the_reader_of_a_scan_reads_nothing_while_the_writer_builds_its_tree(
             scan.prepare()
             for start in range(0, 100, 10):
                 scan.send({name: np.arange(start, start + 10.0) for name in names})
+                time.sleep(0.03)  # flushes while the scan runs
             scan.add_channel("late:counter", "float64")  # a second tree change
             scan.send({"late:counter": np.arange(5.0)})
             scan.end()
         record = wait_scans_done(writer, 1)[0]
     assert record.writer.state is SubscriberState.OFF, record.as_dict()
-    assert len(seen) >= 2 and not any(seen), seen
+    assert len(seen["materialise"]) >= 2 and not any(seen["materialise"]), seen
+    assert len(seen["flush"]) >= 2 and not any(seen["flush"]), seen
     with h5py.File(filename, "r") as h5:
         instrument = h5["/1.1/instrument"]
         for name in ("counter", "det1_counter", "det49_counter"):
