@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from itertools import chain
 from operator import itemgetter
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -353,15 +353,28 @@ class BlockMerger:
         """An entry that is not data was handled: resuming after it is safe."""
         self.safe = self.last = position
 
-    def flush(self) -> Iterator[tuple[EventType, ChannelNode, EventData]]:
+    def flush(self) -> list[tuple[EventType, ChannelNode, EventData]]:
+        """One NEW_DATA event per channel held, all merged before any is given out.
+
+        Merging is a copy per channel. Done in one go, it keeps the reader thread
+        busy for a short while and then hands the consumer every event at once;
+        merged one by one between the consumer's events, the two threads would take
+        the interpreter lock from each other at every event (a cost in CPU time of
+        both for a scan of many channels). Each channel's blocks are let go as soon
+        as they are merged, so the merged copies and the blocks add up to what was
+        held, plus one channel."""
         pending, self.pending = self.pending, {}
         self.nbytes = 0
         count = len(pending)
-        for i, (node, first, parts) in enumerate(pending.values()):
+        events: list[tuple[EventType, ChannelNode, EventData]] = []
+        for i, index in enumerate(list(pending)):
+            node, first, parts = pending.pop(index)
             if isinstance(parts[0], bytes):
                 data = node.decode(parts[0] if len(parts) == 1 else b"".join(parts))
             else:  # variable-length points: lists of 1D arrays
                 data = [point for part in parts for point in part]
+            del parts
             position = self.last if i == count - 1 else self.safe
-            yield EventType.NEW_DATA, node, EventData(position, first, data)
+            events.append((EventType.NEW_DATA, node, EventData(position, first, data)))
         self.safe = self.last
+        return events

@@ -4,6 +4,7 @@ known-layout way or the general one."""
 
 from __future__ import annotations
 
+import gc
 from types import SimpleNamespace
 from typing import Any
 
@@ -172,6 +173,24 @@ def test_merger_joins_blocks_per_channel_and_never_skips_on_resume():
     assert merger.pending == {} and merger.nbytes == 0 and merger.safe == "1-2"
     merger.passed("1-3")
     assert merger.safe == merger.last == "1-3"
+
+
+def test_a_flush_merges_every_channel_before_giving_out_any_event():
+    """The reader merges a page's channels in one go (then the consumer gets them all
+    at once), and lets each channel's blocks go once merged."""
+    decoder = DataDecoder(nodes(), 0)
+    merger = BlockMerger("0-0")
+    for i, first in enumerate((0, 2)):
+        found = decoder.blocks(entry(first), decode=False)
+        assert found is not None
+        merger.add(*found, f"1-{i}")
+    held = {index: parts for index, (_, _, parts) in merger.pending.items()}
+    events = merger.flush()
+    assert isinstance(events, list) and len(events) == 3
+    assert [plain(d.data) for _, _, d in events][0] == [0.0, 1.0, 2.0, 3.0]
+    for parts in held.values():  # held by this test only
+        assert gc.get_referrers(parts) == [held]
+    assert merger.flush() == []
 
 
 def merged_walk(page: list[list[Any]], runs: bool, limit: int,
