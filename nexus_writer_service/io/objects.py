@@ -104,6 +104,19 @@ def _dcpl(shape: tuple[int, ...], maxshape: tuple[int | None, ...], chunks: tupl
     return dcpl
 
 
+# HDF5 copies the datatype and dataspace into each dataset it creates: one of each
+# serves every dataset of that type and shape
+@functools.lru_cache(maxsize=64)
+def _file_type(dtype: np.dtype[Any]) -> h5py.h5t.TypeID:
+    return h5py.h5t.py_create(dtype, logical=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _space(shape: tuple[int, ...], maxshape: tuple[int | None, ...]) -> h5py.h5s.SpaceID:
+    return h5py.h5s.create_simple(
+        shape, tuple(h5py.h5s.UNLIMITED if m is None else m for m in maxshape))
+
+
 @functools.lru_cache(maxsize=1)
 def _uncached() -> h5py.h5p.PropDAID:
     dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
@@ -124,10 +137,9 @@ def create_stream_dataset(file: h5py.File, path: str, shape: tuple[int, ...],
     key = tuple(sorted((k, _hashable(v)) for k, v in (compression or {}).items()))
     dcpl = _dcpl(tuple(shape), tuple(maxshape), tuple(chunks), dtype,
                  None if fill is None else _hashable(fill), key)
-    space = h5py.h5s.create_simple(
-        tuple(shape), tuple(h5py.h5s.UNLIMITED if m is None else m for m in maxshape))
     name, lcpl = _name(path)
-    dsid = h5py.h5d.create(file.id, name, h5py.h5t.py_create(dtype, logical=True), space,
+    dsid = h5py.h5d.create(file.id, name, _file_type(dtype),
+                           _space(tuple(shape), tuple(maxshape)),
                            dcpl=dcpl, lcpl=lcpl, dapl=None if cached else _uncached())
     return h5py.Dataset(dsid)
 

@@ -199,6 +199,25 @@ def test_a_new_stream_knows_without_asking_what_hdf5_would_say(
         nexus_file.close()
 
 
+def test_new_streams_of_one_type_and_shape_in_files_one_after_another_are_alike(
+        tmp_path: Path) -> None:
+    """Datasets created in one file after another (the type and dataspace HDF5 copies
+    from are shared) each get the dtype, shape and maximum shape asked for."""
+    asked = [("<f8", (0,), (None,)), ("<i4", (0, 3), (None, 3)), (">u2", (0,), (None,)),
+             ("<f8", (0, 3), (None, 3))]
+    for i in range(3):
+        path = tmp_path / f"scan{i}.h5"
+        with h5py.File(path, "w") as f:
+            for j, (dtype, shape, maxshape) in enumerate(asked):
+                create_stream_dataset(f, f"d{j}", shape, maxshape, (ROWS,) + shape[1:],
+                                      np.dtype(dtype), cached=bool(j % 2))
+                f[f"d{j}"].resize(i + 1, axis=0)
+        with h5py.File(path, "r") as f:
+            assert [(f[f"d{j}"].dtype.str, f[f"d{j}"].shape, f[f"d{j}"].maxshape)
+                    for j in range(len(asked))] == [
+                (dtype, (i + 1,) + shape[1:], maxshape) for dtype, shape, maxshape in asked]
+
+
 def test_blocks_of_another_dtype_or_layout_are_converted_by_h5py(tmp_path: Path) -> None:
     path = tmp_path / "scan.h5"
     values = np.arange(3 * ROWS + 5, dtype="f8")
