@@ -358,11 +358,11 @@ class BlockMerger:
 
         Merging is a copy per channel. Done in one go, it keeps the reader thread
         busy for a short while and then hands the consumer every event at once;
-        merged one by one between the consumer's events, the two threads would take
-        the interpreter lock from each other at every event (a cost in CPU time of
-        both for a scan of many channels). Each channel's blocks are let go as soon
-        as they are merged, so the merged copies and the blocks add up to what was
-        held, plus one channel."""
+        merged one by one between the consumer's events, the two threads interleave
+        at every event, which costs both of them CPU time in a scan of many
+        channels (the interpreter lock changes hands). Each channel's blocks are
+        let go as soon as they are merged, so the merged copies and the blocks add
+        up to what was held, plus one channel."""
         pending, self.pending = self.pending, {}
         self.nbytes = 0
         count = len(pending)
