@@ -559,18 +559,34 @@ class _Stream:
             self.written = max(self.written, stop)
             return
         dsid = self.dataset.id
+        fresh = first >= self.written  # nothing in the file at or after first
         if stop > self.written:
             dsid.set_extent((stop,) + self.tail)
             self.written = stop
         if block.dtype != self.dtype or not block.flags.c_contiguous:
             self.dataset[first:stop] = block  # h5py converts
-        elif self.direct and len(block) == self.rows and not first % self.rows:
-            # a whole chunk, stored as it is: straight to the file
+        elif self.direct and not first % self.rows and (len(block) == self.rows or fresh):
+            # a whole chunk, stored as it is: straight to the file. The first part of
+            # a new chunk (a flush) too, padded: HDF5 would write it whole anyway,
+            # padded with the fill value, after more work; the padding lies past the
+            # dataset's end, where no reader sees it, until the next points replace it
+            if len(block) < self.rows:
+                block = self._padded(block)
             dsid.write_direct_chunk((first,) + (0,) * len(self.tail), block)
         else:  # what dataset[first:stop] = block does, without its checks
             space = dsid.get_space()
             space.select_hyperslab((first,) + (0,) * len(self.tail), block.shape)
             dsid.write(h5py.h5s.create_simple(block.shape), space, block)
+
+    def _padded(self, block: Array) -> Array:
+        """``block`` (the first rows of a chunk) followed by zeros up to a whole
+        chunk, in the scratch buffer (``block`` may already be there, at its start)."""
+        chunk = self.scratch.rows(self.rows, block)
+        n = len(block)
+        if block.__array_interface__["data"][0] != chunk.__array_interface__["data"][0]:
+            chunk[:n] = block  # (numpy copies overlapping memory safely)
+        chunk[n:] = 0
+        return chunk
 
     def _write_ragged(self, first: int, points: Sequence[Array]) -> None:
         """Pad points to a common width in slices of rows, each padded slice under

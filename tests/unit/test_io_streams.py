@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from nexus_writer_service.io.layout import StreamPlan
 from nexus_writer_service.io.nexus import (
     CHUNK_CACHE_SLOTS, NexusFile, _Scratch, _Stream, _stored_as_given, open_or_create)
-from nexus_writer_service.io.objects import create_stream_dataset
+from nexus_writer_service.io.objects import create_stream_dataset, open_uncached
 from nexus_writer_service.io.options import SaveOptions
 
 ROWS = 16
@@ -132,6 +132,49 @@ def test_a_replayed_scan_rewrites_whole_chunks_in_place(tmp_path: Path) -> None:
         size = dataset.id.get_storage_size()
     np.testing.assert_array_equal(read(path), second)
     assert size == second.nbytes, "chunks rewritten in place, none added"
+
+
+def test_a_replay_flushed_in_part_keeps_the_later_points_already_in_the_file(
+        tmp_path: Path) -> None:
+    """A resumed writer replays points from the start of a chunk and flushes part of
+    it: the points after that part, written before, stay in the file."""
+    path = tmp_path / "scan.h5"
+    values = np.arange(2 * ROWS, dtype="f8")
+    with h5py.File(path, "w") as f:
+        send(new_stream(f, cached=False), values, [ROWS])
+    with h5py.File(path, "r+") as f:
+        stream = _Stream(open_uncached(f, "data"), new_plan(), None, _Scratch())
+        assert stream.direct
+        stream.add(ROWS, values[ROWS:ROWS + 3])
+        stream.flush()
+        f.flush()
+        assert read_elsewhere(path) == values.tolist()
+    np.testing.assert_array_equal(read(path), values)
+
+
+@pytest.mark.parametrize("pieces", [[5], [2, 3], [ROWS + 5], [ROWS + 2, 3]])
+def test_the_first_part_of_a_new_chunk_goes_straight_to_the_file_padded(
+        tmp_path: Path, pieces: list[int]) -> None:
+    """Flushing the first points of a chunk writes the whole chunk at once (the
+    points, then zeros past the dataset's end), from one received block or from
+    several put together; the next points then land after them."""
+    path = tmp_path / "scan.h5"
+    values = np.random.default_rng(5).random(3 * ROWS)
+    with h5py.File(path, "w") as f:
+        stream = new_stream(f, cached=False)
+        start = 0
+        for size in pieces:
+            stream.add(start, np.frombuffer(values[start:start + size].tobytes()))
+            start += size
+        stream.flush()
+        f.flush()
+        assert read_elsewhere(path) == values[:start].tolist()
+        chunk = start // ROWS * ROWS
+        written = f["data"].id.read_direct_chunk((chunk,))[1]
+        assert np.frombuffer(written, dtype="f8").tolist() == (
+            values[chunk:start].tolist() + [0.0] * (chunk + ROWS - start))
+        send(stream, values[start:], [4], first=start)
+    np.testing.assert_array_equal(read(path), values)
 
 
 def new_plan() -> StreamPlan:
