@@ -9,7 +9,7 @@ server started for the run. Scenario 7 also starts the embedded sqlite Tango dat
 and the ``NexusWriterService`` device server. Files go to a temporary directory
 (removed at the end); the bare-disk baseline writes there too. Tables go to stdout,
 progress to stderr. The drain and end-to-end measures of scenarios 1 and 2, a
-second or less each, are repeated (``--repeat``, 3 by default) and their medians
+second or less each, are repeated (``--repeat``, 5 by default) and their medians
 shown: one run alone varies by a third on a shared machine. ``--quick`` scales sizes
 down about 10x (under 2 minutes); the full run takes under 15 minutes. Exit status 1
 if a writer problem was seen (a missed target alone is not an error: read the
@@ -44,9 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sizes and durations scaled down about 10x")
     parser.add_argument("--scenario", type=int, action="append", choices=sorted(SCENARIOS),
                         metavar="N", help="run only scenario N (repeatable; default: all)")
-    parser.add_argument("--repeat", type=int, default=3, metavar="N",
+    parser.add_argument("--repeat", type=int, default=5, metavar="N",
                         help="runs of each drain and end-to-end measure of scenarios 1 and 2; "
-                             "tables show their medians (default 3)")
+                             "tables show their medians (default 5)")
     parser.add_argument("--redis-url", default=None,
                         help="Redis server to use (default: REDIS_URL, else an embedded one)")
     return parser

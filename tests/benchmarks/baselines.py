@@ -1,7 +1,7 @@
 """What the hardware and the raw libraries do with the same bytes the writer moves.
 
-Each function returns a :class:`Timing` (wall and CPU seconds of this process;
-nothing else runs in it meanwhile):
+Each function returns a :class:`Timing` (wall and CPU seconds of this process, and
+the system part of the CPU; nothing else runs in it meanwhile):
 
 * :func:`disk`: ``dd``-like sequential write of ``nbytes`` to a directory, in 1 MiB
   ``os.write`` calls, then ``os.fsync``;
@@ -18,6 +18,7 @@ nothing else runs in it meanwhile):
 from __future__ import annotations
 
 import os
+import resource
 import threading
 import time
 from dataclasses import dataclass
@@ -37,13 +38,17 @@ MiB = 1 << 20
 class Timing:
     wall: float
     cpu: float
+    #: the system (kernel) part of ``cpu``, where known
+    sys: float | None = None
 
 
 def timed(func: Callable[[], Any]) -> Timing:
     cpu = time.process_time()
+    kernel = resource.getrusage(resource.RUSAGE_SELF).ru_stime
     start = time.perf_counter()
     func()
-    return Timing(time.perf_counter() - start, time.process_time() - cpu)
+    return Timing(time.perf_counter() - start, time.process_time() - cpu,
+                  resource.getrusage(resource.RUSAGE_SELF).ru_stime - kernel)
 
 
 def disk(directory: str, nbytes: int) -> Timing:

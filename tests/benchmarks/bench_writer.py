@@ -332,6 +332,14 @@ def end_to_end(url: str, client: redis.Redis, tmp: str, npoints: int, nchannels:
 # -- writer process (3. memory, 4. latency) -----------------------------------------
 
 
+def proc_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of process ``pid`` so far (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 class WriterProcess:
     """``NexusSessionWriter`` command line in a child process, stopped by its PID."""
 
@@ -369,11 +377,13 @@ class WriterProcess:
                     return int(line.split()[1]) / 1024
         raise KeyError(field)
 
+    def cpu_times(self) -> tuple[float, float]:
+        """User and system CPU seconds of the process so far."""
+        return proc_times(self.process.pid)
+
     def cpu_seconds(self) -> float:
-        """User + system CPU seconds of the process so far (/proc/<pid>/stat)."""
-        with open(f"/proc/{self.process.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU seconds of the process so far."""
+        return sum(self.cpu_times())
 
     def stop(self) -> int:
         if self.process.poll() is None:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parents[2]
 
 
@@ -40,3 +42,33 @@ def test_repeated_measures_are_combined_by_their_medians():
     assert out["h5py"] == Timing(0.2, 0.25)  # the runs that have it
     assert out["rss"] == 190.0 and out["publish"] == 0.4
     assert out["outcome"] == "FAULT x"
+
+
+def test_the_system_part_of_repeated_measures_is_their_median_where_known():
+    from tests.benchmarks.baselines import Timing
+    from tests.benchmarks.system import median_of
+
+    runs = [
+        {"outcome": "", "writer": Timing(0.9, 0.8, 0.2), "h5py": Timing(0.3, 0.3)},
+        {"outcome": "", "writer": Timing(0.5, 0.6, 0.1), "h5py": Timing(0.1, 0.2)},
+        {"outcome": "", "writer": Timing(0.6, 0.7)},
+    ]
+    out = median_of(runs)
+    assert (out["writer"].wall, out["writer"].cpu) == (0.6, 0.7)
+    assert out["writer"].sys == pytest.approx(0.15)
+    assert out["h5py"].sys is None
+
+
+def test_a_timed_baseline_gives_its_system_time_within_its_cpu_time():
+    import os
+
+    from tests.benchmarks.baselines import timed
+
+    def work() -> None:
+        for _ in range(2000):
+            os.stat("/")  # a system call each
+        sum(i * i for i in range(200_000))
+
+    timing = timed(work)
+    assert timing.sys is not None
+    assert 0 <= timing.sys <= timing.cpu + 0.02  # two clocks, each to its own resolution
