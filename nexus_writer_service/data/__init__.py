@@ -8,7 +8,7 @@ from .connection import connect, resolve_redis_url
 from .events import EndReason, EventData, EventType, LimaProgress, NodeType
 from .nodes import ChannelNode, ImageReference, LimaNode, Node, SubscanNode
 from .publisher import Publisher, ScanPublisher
-from .reader import ScanNode, SessionNode, get_scan_node, get_session_node
+from .reader import ScanNode, SessionNode, StopHandle, get_scan_node, get_session_node
 
 __all__ = [
     "connect",
@@ -23,6 +23,7 @@ __all__ = [
     "LimaNode",
     "Node",
     "SubscanNode",
+    "StopHandle",
     "Publisher",
     "ScanPublisher",
     "ScanNode",

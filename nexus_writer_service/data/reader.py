@@ -66,6 +66,9 @@ MERGE_MOST_BYTES = 4 * PAGE_BYTES
 
 
 class StopHandle(Protocol):
+    """What tells a blocking walk or read to stop: anything with ``is_set()``, such
+    as a ``threading.Event``."""
+
     def is_set(self) -> bool: ...
 
 
@@ -477,7 +480,9 @@ class ScanNode:
                 if merger is not None and i >= run_from:
                     merged, run_from = decoder.merge_run(page, i, merger, merger.limit)
                     if merged:
-                        page[i:i + merged] = itertools.repeat(None, merged)
+                        # let go of the merged entries (the merger holds their values)
+                        gone: Iterable[Any] = itertools.repeat(None, merged)
+                        page[i:i + merged] = gone
                         i += merged
                         if merger.nbytes >= merger.limit:
                             yield from merger.flush()

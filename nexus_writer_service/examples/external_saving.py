@@ -41,13 +41,13 @@ import logging
 import math
 import os
 import sys
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 import h5py
 import numpy as np
 
 from nexus_writer_service.data import (ChannelNode, EventData, EventType, LimaNode, ScanNode,
-                                       get_session_node)
+                                       StopHandle, get_session_node)
 from nexus_writer_service.errors import ConfigurationError, NexusWriterError
 
 __all__ = ["POLL_INTERVAL", "ScanFile", "hdf5_name", "save_scan", "save_session", "main"]
@@ -59,12 +59,6 @@ POLL_INTERVAL = 0.25
 
 _CHUNK_BYTES = 1 << 16
 _TEXT = h5py.string_dtype()
-
-
-class StopHandle(Protocol):
-    """Anything with ``is_set()``, such as a ``threading.Event``."""
-
-    def is_set(self) -> bool: ...
 
 
 def hdf5_name(node_name: str) -> str:

@@ -23,7 +23,7 @@ from typing import Callable, Protocol
 
 import redis
 
-from ..data import EndReason, Publisher, ScanPublisher, connect
+from ..data import EndReason, Publisher, ScanPublisher, StopHandle, connect
 from ..data.connection import redis_errors
 from ..data.keys import SessionKeys, check_name
 from ..errors import ConfigurationError
@@ -48,8 +48,8 @@ PUBLISH_PERIOD = 0.1
 """With a positive count time, points are sent at least this often (seconds)."""
 
 
-class StopHandle(Protocol):
-    def is_set(self) -> bool: ...
+class StopEvent(StopHandle, Protocol):
+    """A :class:`StopHandle` that can also be waited on, such as a ``threading.Event``."""
 
     def wait(self, timeout: float | None = None) -> bool: ...
 
@@ -140,7 +140,7 @@ def points_per_block(count_time: float, block_size: int) -> int:
     return max(1, min(block_size, int(PUBLISH_PERIOD / count_time)))
 
 
-def _wait_until(deadline: float, stop: StopHandle | None) -> None:
+def _wait_until(deadline: float, stop: StopEvent | None) -> None:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         return
@@ -182,7 +182,7 @@ def _save_frames(scan: ScanPublisher, writers: dict[str, LimaFileWriter], block:
 
 def publish_plan(
     publisher: Publisher, plan: ScanPlan, *, count_time: float = 0.0, block_size: int = 1000,
-    truth: TruthWriter | None = None, stop: StopHandle | None = None,
+    truth: TruthWriter | None = None, stop: StopEvent | None = None,
 ) -> PublishedScan:
     """Publish one scan, save its lima frames, record it in ``truth``; blocks until it ends.
 
@@ -238,7 +238,7 @@ def _start_time() -> str:
 
 def simulate(
     options: SimulationOptions, *, on_published: Callable[[PublishedScan], None] | None = None,
-    stop: StopHandle | None = None,
+    stop: StopEvent | None = None,
 ) -> list[PublishedScan]:
     """Publish ``options.repeat`` times each selected scan type; return what was published.
 

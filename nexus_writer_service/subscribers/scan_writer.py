@@ -120,6 +120,12 @@ class NexusScanWriter(Subscriber):
         return dict(self._points)
 
     @property
+    def frames(self) -> dict[str, int]:
+        """Frames saved so far per lima detector, as its progress says (shown in the
+        file at the latest after ``lima_refresh_period``)."""
+        return dict(self._lima_saved)
+
+    @property
     def urls(self) -> list[str]:
         """``<file>::/<entry>`` of every entry of the scan."""
         return [f"{self.filename}::/{entry}" for entry in self.entries]

@@ -82,7 +82,7 @@ def test_lima_frames_are_complete_once_and_bit_exact_after_a_resume(
                                       root, truth, lima_format, str(NPOINTS)])
         processes.append(publisher)
         wait_until(lambda: bool(writer.scans())
-                   and writer.scans()[0].writer._lima_saved.get(LIMA, 0) >= 8,
+                   and writer.scans()[0].writer.frames.get(LIMA, 0) >= 8,
                    20, "first frames saved")
     assert publisher.poll() is None, "the scan ended before the writer was stopped"
     assert writer.scans()[0].writer.filename == filename
@@ -95,6 +95,7 @@ def test_lima_frames_are_complete_once_and_bit_exact_after_a_resume(
         assert publisher.returncode == 0
         (record,) = wait_scans_done(writer, 1)
     assert record.state is SubscriberState.OFF, record.as_dict()
+    assert record.writer.frames == {LIMA: NPOINTS}
     (scan,) = read_truth(truth).values()
     lima = scan.limas[LIMA]
     assert lima.info["file_format"] == lima_format and len(lima.checksums) == NPOINTS
