@@ -103,24 +103,44 @@ def from_json(raw: bytes | str, what: str) -> Any:
 def _check_loaded(value: Any, what: str) -> None:
     """Refuse what :func:`jsonable` would not have sent: nesting deeper than
     :data:`MAX_JSON_DEPTH` and text that is not valid Unicode (JSON escapes of lone
-    surrogates). Iterative, so hostile input cannot exhaust the stack."""
-    stack: list[tuple[Any, int, str]] = [(value, 0, "")]
+    surrogates). Iterative, so hostile input cannot exhaust the stack. Where each
+    value is (``trail``: its parent's trail and its key or index) is only spelled
+    out for the error."""
+    stack: list[tuple[Any, int, Any]] = [(value, 0, None)]
     while stack:
-        item, depth, path = stack.pop()
+        item, depth, trail = stack.pop()
         if depth > MAX_JSON_DEPTH:
             raise MalformedEventError(
-                f"{what} is nested deeper than {MAX_JSON_DEPTH} levels (at {path[:200]})")
+                f"{what} is nested deeper than {MAX_JSON_DEPTH} levels "
+                f"(at {_trail_path(trail)[:200]})")
+        if isinstance(item, str):
+            _check_text(item, what, "", trail)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                _check_text(key, what, "key ", trail)
+                stack.append((child, depth + 1, (trail, key)))
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1, (trail, i)) for i, child in enumerate(item))
+
+
+def _check_text(text: str, what: str, kind: str, trail: Any) -> None:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        where = _trail_path(trail) or "top level"
         try:
-            if isinstance(item, str):
-                _unicode(item, f"{what} at {path or 'top level'}")
-            elif isinstance(item, dict):
-                for key, child in item.items():
-                    _unicode(key, f"{what}: key at {path or 'top level'}")
-                    stack.append((child, depth + 1, f"{path}[{key!r}]"))
-            elif isinstance(item, list):
-                stack.extend((child, depth + 1, f"{path}[{i}]") for i, child in enumerate(item))
+            _unicode(text, f"{what}: {kind}at {where}" if kind else f"{what} at {where}")
         except ValueError as exc:
             raise MalformedEventError(str(exc)) from None
+
+
+def _trail_path(trail: Any) -> str:
+    """``[key][index]...`` from the root to the value of ``trail``."""
+    steps = []
+    while trail is not None:
+        trail, step = trail
+        steps.append(f"[{step!r}]")
+    return "".join(reversed(steps))
 
 
 def _listify(descr: Any) -> Any:
