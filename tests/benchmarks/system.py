@@ -481,9 +481,10 @@ def scenario_many_channels(ctx: Context) -> None:
         f"writer's CPU is {worst_tree:.1f}x that (context only: the target is against (e))",
         f"CPU, user + system: raw h5py (e) {split(t(d, 'h5py'))}, writer drain (g) "
         f"{split(t(d, 'writer'))}, end to end (h) {split(t(e, 'writer'))}. About half the "
-        f"writer's system time is first touches of fresh memory (each channel's "
-        f"unfinished chunk is held until whole: {nbytes / MiB:.0f} MiB here), the part "
-        f"that varies most between runs; raw h5py writes arrays already in memory",
+        f"writer's system time is first touches of fresh memory (pages read ahead, the "
+        f"backlog and unfinished chunks, each up to about this scan's "
+        f"{nbytes / MiB:.0f} MiB), the part that varies most between runs; raw h5py "
+        f"writes arrays already in memory",
         ctx.verdict("2 writer CPU, 500 channels", f"{worst:.1f}x raw h5py",
                     "<= 2x raw h5py CPU", worst <= 2 and not d["outcome"] and not e["outcome"]),
     ]
