@@ -250,8 +250,7 @@ class DataDecoder:
         if rest.any():
             return 0, end
         try:
-            given = np.array(list(map(int, chain.from_iterable(
-                map(layout.first_values, flats)))), dtype=np.int64).reshape(count, nslots).T
+            given = self._first_indices(layout, flats, nslots)
         except (ValueError, OverflowError):
             return 0, end
         expected = self.expected
@@ -270,6 +269,20 @@ class DataDecoder:
                             in zip(layout.slots, begins, zip(*values))],
                            int(lengths.sum()), page[end - 1][0].decode())
         return count, end
+
+    @staticmethod
+    def _first_indices(layout: _Layout, flats: list[Sequence[bytes]], nslots: int) -> Any:
+        """The first point index of each slot (row) in each entry (column) of ``flats``.
+
+        A publisher gives every channel of an entry the same first index: then one
+        number per entry is parsed (the same text in every slot), not one per block.
+        :raises ValueError: a first index is not a number"""
+        firsts = list(map(layout.first_values, flats))
+        if all(len(set(row)) == 1 for row in firsts):
+            column = np.array([int(row[0]) for row in firsts], dtype=np.int64)
+            return np.broadcast_to(column, (nslots, len(firsts)))
+        return np.array(list(map(int, chain.from_iterable(firsts))),
+                        dtype=np.int64).reshape(len(firsts), nslots).T
 
     def general(self, fields: dict[bytes, bytes], decode: bool) -> list[Block]:
         """The blocks of the data entry ``fields``, checking point continuity.

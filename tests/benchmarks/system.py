@@ -217,6 +217,13 @@ def scaled(ctx: Context) -> str:
 # -- 0D scans (scenarios 1, 2, 6) -----------------------------------------------------
 
 
+def split(timing: Timing | None) -> str:
+    """``user + system s`` of a measure, ``-`` when not known."""
+    if timing is None or timing.sys is None or timing.cpu != timing.cpu:
+        return "-"
+    return f"{timing.cpu - timing.sys:.2f} + {timing.sys:.2f} s"
+
+
 def zero_d_data(nchannels: int, npoints: int, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {f"ch{i}": rng.random(npoints) for i in range(nchannels)}
@@ -258,13 +265,17 @@ def drain(ctx: Context, data: dict[str, np.ndarray], block: int, label: str,
         arrays: dict[bytes, list[np.ndarray]] = {}
         out["xrange"] = timed(lambda: arrays.update(raw_read(ctx.client, scan.keys.events)))
         raw_path = os.path.join(ctx.tmp, f"raw_{label}.h5")
+        nbytes = sum(values.nbytes for values in data.values())
+        baselines.warm_up_memory(ctx.tmp, nbytes)
         out["h5py"] = timed(lambda: raw_write(raw_path, arrays, npoints))
         os.unlink(raw_path)
         if nexus_tree:
             fields = sorted(arrays, key=lambda field: int(field[1:]))  # declaration order
+            baselines.warm_up_memory(ctx.tmp, nbytes)
             out["h5tree"] = baselines.h5_nexus_tree(
                 raw_path, {name: arrays[field] for name, field in zip(data, fields)})
         arrays.clear()
+        baselines.warm_up_memory(ctx.tmp, nbytes)
         cpu = writer.cpu_times()
         t0 = time.time()
         writer.go()
@@ -327,6 +338,7 @@ def end_to_end(ctx: Context, data: dict[str, np.ndarray], block: int, label: str
     writer = Writer(ctx, session)
     try:
         writer.wait_event("started", 60)
+        baselines.warm_up_memory(ctx.tmp, sum(values.nbytes for values in data.values()))
         cpu = writer.cpu_times()
         with Publisher(session, ctx.url) as publisher:
             scan = create_scan(publisher, path, data, 1, label)
@@ -410,6 +422,9 @@ def scenario_0d(ctx: Context) -> None:
                                  f"<= {e2e_targets[block]:g} s"
                                  + (" (1/10 of the full-size target)" if ctx.quick else ""),
                                  t_e2e <= e2e_targets[block] and not e["outcome"]))
+        notes.append(f"CPU, user + system, blocks of {block}: raw h5py ({k}4) "
+                     f"{split(d.get('h5py'))}, writer drain ({k}6) {split(d.get('writer'))}, "
+                     f"end to end ({k}8) {split(e.get('writer'))}")
         if "h5py" in d and "writer" in d:
             h5 = d["h5py"].cpu
             cpu_ratios.append((block, d["writer"].cpu / h5 if h5 else float("inf"),
@@ -469,11 +484,6 @@ def scenario_many_channels(ctx: Context) -> None:
     dr = t(d, "writer").wall / base if base else float("inf")
     tree = t(d, "h5tree").cpu
     worst_tree = max(t(d, "writer").cpu, t(e, "writer").cpu) / tree if tree else float("inf")
-
-    def split(timing: Timing) -> str:
-        if timing.sys is None or timing.cpu != timing.cpu:
-            return "-"
-        return f"{timing.cpu - timing.sys:.2f} + {timing.sys:.2f} s"
 
     notes = [
         f"drain: {dr:.2f}x raw XRANGE + raw h5py (no target for this scenario)",

@@ -274,6 +274,23 @@ def test_runs_after_a_position_start_where_the_stream_is():
     assert merged_walk(page, True, 10**9, 0)[-1][0] == "error"
 
 
+@pytest.mark.parametrize("first_point", [0, None])
+@pytest.mark.parametrize("shift", [0, 2, 7])
+def test_runs_of_channels_at_different_first_indices_merge_as_entries_one_by_one(
+        first_point, shift):
+    """Channels of one entry need not start at the same index (a walk from a position,
+    channels at different rates): each channel's own first index is checked."""
+    page = fixed_page([2, 3, 1, 4] * 10)
+    for _, flat in page:
+        flat[9] = b"%d" % (int(flat[9]) + shift)
+    by_runs = merged_walk(page, True, 10**9, first_point)
+    assert by_runs == merged_walk(page, False, 10**9, first_point)
+    if first_point is None or not shift:
+        assert by_runs[-1] == ("expected", {1: 100, 2: 100 + shift})
+    else:
+        assert by_runs[-1][0] == "error"
+
+
 def test_entries_with_variable_length_points_are_not_merged_in_runs():
     decoder = DataDecoder(nodes(), 0)
     page = [[b"1-%d" % i, entry(2 * i)] for i in range(20)]
