@@ -24,7 +24,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 
 from ..errors import MalformedEventError
-from .events import EventData, EventType, iter_data_blocks
+from .events import EventData, EventType, iter_data_blocks, packing
 from .nodes import ChannelNode, Node
 
 __all__ = ["Block", "DataDecoder", "BlockMerger", "fields_dict"]
@@ -59,10 +59,16 @@ class _ChannelSlot(NamedTuple):
     node: ChannelNode
     channel: int
     data_at: int
+    #: -1 for a packed block (its first index is in the entry's ``f``, at ``column``)
     first_at: int
     lengths_at: int | None
     #: bytes per point; 0 for variable-length points
     point_size: int
+    #: a packed block: where its bytes are in ``p`` (``data_at``), and which of the
+    #: first indices in ``f`` is its own when ``f`` gives one per block
+    begin: int = -1
+    end: int = -1
+    column: int = -1
 
 
 class _Layout(NamedTuple):
@@ -77,6 +83,16 @@ class _Layout(NamedTuple):
     #: ``flat -> (value of each slot)`` and ``flat -> (first index of each slot)``
     data_values: Callable[[Sequence[bytes]], tuple[bytes, ...]]
     first_values: Callable[[Sequence[bytes]], tuple[bytes, ...]]
+    #: packed blocks: where ``k``, ``p`` and ``f`` are, the ``k`` this layout is for,
+    #: the size of ``p``; -1 and ``b""`` without packed blocks
+    which_at: int = -1
+    packed_at: int = -1
+    packed_first_at: int = -1
+    which: bytes = b""
+    packed_bytes: int = 0
+    npacked: int = 0
+    #: every block is packed (then runs are taken apart by :meth:`DataDecoder._merge_packed`)
+    packed_only: bool = False
 
 
 class DataDecoder:
@@ -121,27 +137,53 @@ class DataDecoder:
             return None
         keys = flat[0::2]
         last = self._last
-        if last is not None and keys == last.keys:
+        if last is not None and keys == last.keys and (
+                last.which_at < 0 or flat[last.which_at] == last.which):
             return last
-        layout = self._layouts.get(tuple(keys))
+        # packed blocks: the layout is also that of the ``k`` value
+        known = tuple(keys) + ((flat[2 * keys.index(b"k") + 1],) if b"k" in keys else ())
+        layout = self._layouts.get(known)
         if layout is None:
-            layout = self._compile(list(keys))
+            layout = self._compile(list(keys), flat)
             if layout is None:
                 return None
             if len(self._layouts) >= MAX_LAYOUTS:
                 self._layouts.clear()
-            self._layouts[tuple(keys)] = layout
+            self._layouts[known] = layout
         self._last = layout
         return layout
 
-    def _compile(self, keys: list[bytes]) -> _Layout | None:
-        """The layout of an entry with fields ``keys``; ``None`` when an entry with
-        these fields cannot be valid data, or names a field twice."""
+    def _compile(self, keys: list[bytes], flat: Sequence[bytes]) -> _Layout | None:
+        """The layout of an entry with fields ``keys`` (and the ``k`` of ``flat``);
+        ``None`` when an entry with these fields cannot be valid data, or names a
+        field or a channel twice."""
         at = {key: 2 * i + 1 for i, key in enumerate(keys)}
         if len(at) != len(keys) or b"t" not in at:
             return None
         slots: list[_ChannelSlot] = []
         seen: set[int] = set()  # b"d1" and b"d01" name the same channel
+        which_at, packed_at, packed_first_at = (at.get(b"k", -1), at.get(b"p", -1),
+                                                at.get(b"f", -1))
+        which = b""
+        begin = 0
+        if which_at >= 0 or packed_at >= 0:
+            if min(which_at, packed_at, packed_first_at) < 0:
+                return None
+            which = flat[which_at]
+            try:
+                blocks = packing(which)
+            except MalformedEventError:
+                return None
+            for column, (index, size) in enumerate(blocks):
+                node = self.by_index.get(index)
+                if not isinstance(node, ChannelNode) or node.variable_length \
+                        or size % node.point_size:
+                    return None
+                seen.add(index)
+                slots.append(_ChannelSlot(node, index, packed_at, -1, None, node.point_size,
+                                          begin, begin + size, column))
+                begin += size
+        packed_only = bool(slots)
         for key in keys:
             if key[:1] != b"d":
                 continue
@@ -155,6 +197,7 @@ class DataDecoder:
             if first_at is None or not isinstance(node, ChannelNode) or index in seen:
                 return None
             seen.add(index)
+            packed_only = False
             size = 0 if node.variable_length else node.point_size
             slots.append(_ChannelSlot(node, index, at[key], first_at, at.get(b"l" + suffix),
                                       size))
@@ -163,7 +206,9 @@ class DataDecoder:
             else None
         return _Layout(keys, at[b"t"], tuple(slots), tuple(slot.channel for slot in slots),
                        point_sizes, _getter([slot.data_at for slot in slots]),
-                       _getter([slot.first_at for slot in slots]))
+                       _getter([slot.first_at for slot in slots]),
+                       which_at, packed_at, packed_first_at, which, begin,
+                       sum(slot.begin >= 0 for slot in slots), packed_only)
 
     def _checked(self, flat: Sequence[bytes], layout: _Layout, decode: bool
                  ) -> tuple[list[Block], int] | None:
@@ -174,12 +219,29 @@ class DataDecoder:
         blocks: list[Block] = []
         ends: list[int] = []
         nbytes = 0
-        for node, index, data_at, first_at, lengths_at, point_size in layout.slots:
-            raw = flat[data_at]
+        packed_firsts: list[int] = []
+        if layout.which_at >= 0:
+            if len(flat[layout.packed_at]) != layout.packed_bytes:
+                return None
+            text = flat[layout.packed_first_at]
             try:
-                first = int(flat[first_at])
+                packed_firsts = [int(first) for first in text.split(b",")] if b"," in text \
+                    else [int(text)] * layout.npacked
             except ValueError:
                 return None
+            if len(packed_firsts) != layout.npacked:
+                return None
+        for node, index, data_at, first_at, lengths_at, point_size, begin, end, column \
+                in layout.slots:
+            if begin >= 0:
+                raw = flat[data_at][begin:end]
+                first = packed_firsts[column]
+            else:
+                raw = flat[data_at]
+                try:
+                    first = int(flat[first_at])
+                except ValueError:
+                    return None
             if first != expected.get(index, first if first_point is None else first_point) \
                     or first < 0:
                 return None
@@ -218,6 +280,10 @@ class DataDecoder:
         layout = self._layout(flat)
         if layout is None or layout.point_sizes is None or flat[layout.kind_at] != b"data":
             return 0, start + 1
+        if layout.which_at >= 0:
+            if not layout.packed_only:
+                return 0, start + 1
+            return self._merge_packed(page, start, merger, limit, layout)
         # only the entries that may fit under ``limit`` are looked at (the size of the
         # first one tells about how many): the rest of a long run of large entries
         # comes with the next call
@@ -270,6 +336,62 @@ class DataDecoder:
                            int(lengths.sum()), page[end - 1][0].decode())
         return count, end
 
+    def _merge_packed(self, page: Sequence[Sequence[Any]], start: int, merger: "BlockMerger",
+                      limit: int, layout: _Layout) -> tuple[int, int]:
+        """:meth:`merge_run` for entries of packed blocks only, as a publisher sends.
+
+        Entries of one ``k`` have ``p`` of one size: a run is joined in one go and
+        handed over as one 2D view per channel (its columns of the run's rows)."""
+        flat = page[start][1]
+        keys, kind_at, size = layout.keys, layout.kind_at, len(flat)
+        which_at, which = layout.which_at, layout.which
+        packed_at, entry_bytes = layout.packed_at, layout.packed_bytes
+        if len(flat[packed_at]) != entry_bytes:
+            return 0, start + 1
+        last = len(page)
+        if entry_bytes:
+            # up to the entry that brings the merger to ``limit``, as one by one
+            last = min(last, start + max(MIN_RUN, -(-(limit - merger.nbytes) // entry_bytes)))
+        end = start + 1
+        while end < last:
+            other = page[end][1]
+            if len(other) != size or other[kind_at] != b"data" or other[which_at] != which \
+                    or len(other[packed_at]) != entry_bytes or other[0::2] != keys:
+                break
+            end += 1
+        if end - start < MIN_RUN:
+            return 0, end
+        if entry_bytes:
+            end = start + min(end - start, max(1, -(-(limit - merger.nbytes) // entry_bytes)))
+        flats = [entry[1] for entry in page[start:end]]
+        first_at = layout.packed_first_at
+        try:  # one first index for every block of an entry (else one by one)
+            given = [int(entry[first_at]) for entry in flats]
+        except ValueError:
+            return 0, end
+        first = given[0]
+        points = [(slot.end - slot.begin) // slot.point_size for slot in layout.slots]
+        start_at = first if self.first_point is None else self.first_point
+        expected = self.expected
+        if first < 0 or any(expected.get(channel, start_at) != first
+                            for channel in layout.channels):
+            return 0, end
+        count = len(flats)
+        if count > 1:
+            # a run of entries whose blocks all share their first index advances every
+            # channel by the same number of points
+            step = points[0]
+            if points.count(step) != len(points) or given != list(
+                    range(first, first + count * step, step) if step else [first] * count):
+                return 0, end
+        expected.update((channel, first + count * n) for channel, n in
+                        zip(layout.channels, points))
+        rows = merger.rows([entry[packed_at] for entry in flats], entry_bytes)
+        merger.add_columns([(slot.node, first, [rows[:, slot.begin:slot.end]])
+                            for slot in layout.slots], count * entry_bytes,
+                           page[end - 1][0].decode(), columns_of_rows=True)
+        return count, end
+
     @staticmethod
     def _first_indices(layout: _Layout, flats: list[Sequence[bytes]], nslots: int) -> Any:
         """The first point index of each slot (row) in each entry (column) of ``flats``.
@@ -310,6 +432,22 @@ class DataDecoder:
         return out
 
 
+def _joined(parts: list[Any]) -> np.ndarray[Any, Any]:
+    """The bytes of ``parts`` (bytes, or 2D ``uint8`` arrays read row by row) one after
+    the other, in one new read-only array."""
+    sizes = [part.size if isinstance(part, np.ndarray) else len(part) for part in parts]
+    out = np.empty(sum(sizes), dtype=np.uint8)
+    at = 0
+    for part, size in zip(parts, sizes):
+        if isinstance(part, np.ndarray):
+            out[at:at + size].reshape(part.shape)[...] = part
+        else:
+            out[at:at + size] = np.frombuffer(part, dtype=np.uint8)
+        at += size
+    out.flags.writeable = False
+    return out
+
+
 class BlockMerger:
     """Merges the blocks of each channel read in one page into one NEW_DATA event.
 
@@ -325,6 +463,14 @@ class BlockMerger:
         self.last = position
         #: ``{channel index: [node, first point index, parts]}``
         self.pending: dict[int, list[Any]] = {}
+        #: channels of which some blocks are columns of packed runs (2D byte arrays)
+        self._columns: set[int] = set()
+        #: where runs of packed entries are put together (reused from one flush to
+        #: the next), how much of it is in use, and how much the last flush wanted
+        self._arena = np.empty(0, dtype=np.uint8)
+        self._arena_view = memoryview(self._arena)
+        self._arena_used = 0
+        self._arena_wanted = 0
         self.nbytes = 0
         self._bytes = (merge_bytes, channel_bytes, max(most_bytes, merge_bytes))
 
@@ -348,11 +494,14 @@ class BlockMerger:
         self.nbytes += nbytes
         self.last = position
 
-    def add_columns(self, columns: list[tuple[ChannelNode, int, list[bytes]]], nbytes: int,
-                    position: str) -> None:
+    def add_columns(self, columns: list[tuple[ChannelNode, int, list[Any]]], nbytes: int,
+                    position: str, columns_of_rows: bool = False) -> None:
         """Like :meth:`add` for several entries at once: per channel, its raw blocks
-        in point order (the lists are kept)."""
+        in point order (the lists are kept); with ``columns_of_rows``, each a 2D
+        ``uint8`` array, a row per entry."""
         pending = self.pending
+        if columns_of_rows:
+            self._columns.update(node.index for node, _, _ in columns)
         for node, first, parts in columns:
             held = pending.get(node.index)
             if held is None:
@@ -361,6 +510,30 @@ class BlockMerger:
                 held[2].extend(parts)
         self.nbytes += nbytes
         self.last = position
+
+    def rows(self, parts: list[bytes], size: int) -> np.ndarray[Any, Any]:
+        """``parts`` (each ``size`` bytes long) as the rows of a 2D ``uint8`` array,
+        valid until the next :meth:`flush`.
+
+        The rows are copied into memory the merger keeps from one flush to the next:
+        memory used for the first time costs more than the copy (a page fault per
+        page). Until that memory is large enough for what a flush holds, a run that
+        does not fit in what is left gets new memory, once."""
+        count, used = len(parts), self._arena_used
+        need = used + count * size
+        if need > len(self._arena):
+            self._arena_wanted = max(self._arena_wanted, need)
+            if used:
+                return np.frombuffer(b"".join(parts), dtype=np.uint8).reshape(count, size)
+            self._arena = np.empty(self._arena_wanted, dtype=np.uint8)
+            self._arena_view = memoryview(self._arena)
+        view = self._arena_view
+        at = used
+        for part in parts:
+            view[at:at + size] = part
+            at += size
+        self._arena_used = at
+        return self._arena[used:at].reshape(count, size)
 
     def passed(self, position: str) -> None:
         """An entry that is not data was handled: resuming after it is safe."""
@@ -375,14 +548,19 @@ class BlockMerger:
         at every event, which costs both of them CPU time in a scan of many
         channels (the interpreter lock changes hands). Each channel's blocks are
         let go as soon as they are merged, so the merged copies and the blocks add
-        up to what was held, plus one channel."""
+        up to what was held, plus one channel; runs of packed entries stay where
+        :meth:`rows` put them, for the next runs."""
         pending, self.pending = self.pending, {}
+        columns, self._columns = self._columns, set()
         self.nbytes = 0
+        self._arena_used = 0  # (every row is copied out below)
         count = len(pending)
         events: list[tuple[EventType, ChannelNode, EventData]] = []
         for i, index in enumerate(list(pending)):
             node, first, parts = pending.pop(index)
-            if isinstance(parts[0], bytes):
+            if index in columns:
+                data = node.decode(_joined(parts))
+            elif isinstance(parts[0], bytes):
                 data = node.decode(parts[0] if len(parts) == 1 else b"".join(parts))
             else:  # variable-length points: lists of 1D arrays
                 data = [point for part in parts for point in part]

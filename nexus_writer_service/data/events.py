@@ -6,8 +6,13 @@ A scan is one Redis stream of entries. Each entry is a small dict of byte fields
 ========  ==============================================================
 ``node``  a node is declared: ``n`` name, ``y`` node type, ``x`` index, ``i`` JSON
 ``prep``  the scan is prepared
-``data``  one block per channel: ``d<x>`` raw bytes, ``f<x>`` first point index,
-          ``l<x>`` int64 point lengths (variable-length 1D channels only)
+``data``  one block per channel, of fixed-size points packed together: ``p`` their
+          raw bytes one block after the other, ``k`` whose blocks as
+          ``<x>:<bytes>`` comma separated, ``f`` their first point index (one number
+          when they all start there, else one per block in ``k``'s order);
+          and/or one block per field set: ``d<x>`` raw bytes, ``f<x>`` first point
+          index, ``l<x>`` int64 point lengths (variable-length 1D channels, which
+          are never packed)
 ``lima``  lima progress: ``n`` name, ``a`` last image acquired, ``s`` last saved
 ``end``   the scan ended: ``r`` reason, ``m`` message
 ========  ==============================================================
@@ -41,6 +46,8 @@ __all__ = [
     "encode_prepared",
     "encode_end",
     "encode_lima",
+    "encode_data",
+    "packing",
     "decode_entry",
     "iter_data_blocks",
     "decode_block",
@@ -50,6 +57,8 @@ __all__ = [
 ]
 
 Fields = Mapping[bytes, bytes]
+#: ``(channel index, first point index, raw bytes, raw point lengths or None)``
+RawBlock = tuple[int, int, bytes, "bytes | None"]
 
 
 class EventType(enum.Enum):
@@ -176,8 +185,88 @@ def encode_lima(name: str, progress: LimaProgress) -> dict:
             b"s": str(int(progress.last_image_saved)).encode()}
 
 
-def iter_data_blocks(fields: Fields) -> Iterator[tuple[int, int, bytes, bytes | None]]:
+def encode_data(blocks: list[RawBlock]) -> dict[bytes, bytes]:
+    """The fields of a data entry: the blocks without point lengths packed together
+    (``p``, ``k``, ``f``), the others one field set each (``d<x>``, ``f<x>``, ``l<x>``).
+
+    A scan's entries then nearly always carry the same few fields, whatever the
+    number of channels: a reader parses a handful of values per entry rather than
+    two per channel, and takes a run of entries apart in one go."""
+    fields: dict[bytes, bytes] = {b"t": b"data"}
+    which: list[bytes] = []
+    firsts: list[int] = []
+    packed: list[bytes] = []
+    for index, first, raw, lengths in blocks:
+        if lengths is None:
+            which.append(b"%d:%d" % (index, len(raw)))
+            firsts.append(first)
+            packed.append(raw)
+            continue
+        suffix = b"%d" % index
+        fields[b"d" + suffix] = raw
+        fields[b"f" + suffix] = b"%d" % first
+        fields[b"l" + suffix] = lengths
+    if packed:
+        fields[b"p"] = packed[0] if len(packed) == 1 else b"".join(packed)
+        fields[b"k"] = b",".join(which)
+        fields[b"f"] = b"%d" % firsts[0] if firsts.count(firsts[0]) == len(firsts) \
+            else b",".join(b"%d" % first for first in firsts)
+    return fields
+
+
+def packing(which: bytes) -> list[tuple[int, int]]:
+    """``[(channel index, bytes), ...]`` of a packed entry's ``k`` field.
+
+    :raises MalformedEventError: not such a list, or a channel named twice"""
+    try:
+        items = [item.split(b":") for item in which.split(b",")]
+        found = [(int(index), int(size)) for index, size in items]
+    except ValueError:
+        raise MalformedEventError(
+            f"packed blocks {which[:80]!r} are not <channel>:<bytes> separated by commas"
+        ) from None
+    if any(index < 0 or size < 0 for index, size in found):
+        raise MalformedEventError(f"packed blocks {which[:80]!r} give a negative number")
+    if len({index for index, _ in found}) != len(found):
+        raise MalformedEventError(f"packed blocks {which[:80]!r} name a channel twice")
+    return found
+
+
+def _packed_blocks(fields: Fields) -> Iterator[RawBlock]:
+    raw, which, first_text = fields.get(b"p"), fields.get(b"k"), fields.get(b"f")
+    if raw is None or which is None or first_text is None:
+        raise MalformedEventError(
+            "packed blocks need all of the fields 'p', 'k' and 'f' (some are missing)")
+    blocks = packing(which)
+    try:
+        firsts = [int(text) for text in first_text.split(b",")]
+    except ValueError:
+        raise MalformedEventError(
+            f"packed blocks have no valid first index 'f' ({first_text[:80]!r})") from None
+    if len(firsts) == 1:
+        firsts *= len(blocks)
+    elif len(firsts) != len(blocks):
+        raise MalformedEventError(
+            f"packed blocks: {len(firsts)} first indices for {len(blocks)} blocks")
+    total = sum(size for _, size in blocks)
+    if total != len(raw):
+        raise MalformedEventError(
+            f"packed blocks add up to {total} bytes, field 'p' holds {len(raw)}")
+    at = 0
+    for (index, size), first in zip(blocks, firsts):
+        if first < 0:
+            raise MalformedEventError(f"negative first index {first} for packed channel #{index}")
+        yield index, first, raw[at:at + size], None
+        at += size
+
+
+def iter_data_blocks(fields: Fields) -> Iterator[RawBlock]:
     """``(channel index, first point index, raw bytes, raw point lengths)`` of a data entry."""
+    packed: set[int] = set()
+    if b"p" in fields or b"k" in fields:
+        for block in _packed_blocks(fields):
+            packed.add(block[0])
+            yield block
     for key, raw in fields.items():
         if key[:1] != b"d":
             continue
@@ -190,6 +279,8 @@ def iter_data_blocks(fields: Fields) -> Iterator[tuple[int, int, bytes, bytes | 
                 f"data field {key!r} has no valid first index {b'f' + suffix!r}") from None
         if first < 0:
             raise MalformedEventError(f"negative first index {first} for {key!r}")
+        if index in packed:
+            raise MalformedEventError(f"channel #{index} is both packed and given in {key!r}")
         yield index, first, raw, fields.get(b"l" + suffix)
 
 

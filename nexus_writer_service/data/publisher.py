@@ -27,6 +27,8 @@ from .events import (
     EndReason,
     LimaProgress,
     NodeType,
+    RawBlock,
+    encode_data,
     encode_lima,
     encode_node,
     encode_prepared,
@@ -252,7 +254,7 @@ class ScanPublisher:
         gap or a duplicate from a block.
         """
         self._check_running()
-        fields: dict[bytes, bytes] = {b"t": b"data"}
+        raw_blocks: list[RawBlock] = []
         counts = []
         for name, data in blocks.items():
             try:
@@ -262,20 +264,18 @@ class ScanPublisher:
                     f"channel {name!r} is not declared in scan {self.name!r}: "
                     "call add_channel() first"
                 ) from None
-            suffix = str(channel.index).encode()
             what = f"channel {name!r} of scan {self.name!r}"
+            lengths: bytes | None = None
             if channel.shape == (-1,):
                 raw, lengths, n = codec.ragged_to_bytes(data, channel.dtype, what)
-                fields[b"l" + suffix] = lengths
             else:
                 raw, n = codec.array_to_bytes(data, channel.dtype, channel.shape, what)
-            fields[b"d" + suffix] = raw
-            fields[b"f" + suffix] = str(channel.npoints).encode()
+            raw_blocks.append((channel.index, channel.npoints, raw, lengths))
             counts.append((channel, n))
         if not counts:
             return
         args: list[Any] = ["XADD", self.keys.events, "*"]
-        for item in fields.items():
+        for item in encode_data(raw_blocks).items():
             args.extend(item)
         self._writer.send(f"sending data to {self.key}", *args)
         for channel, n in counts:

@@ -153,7 +153,8 @@ def print_table(title: str, header: list[str], rows: list[list[str]],
 
 
 def raw_read(client: redis.Redis, stream: str) -> dict[bytes, list[np.ndarray]]:
-    """XRANGE every entry of ``stream`` in pages of PAGE; data fields as arrays."""
+    """XRANGE every entry of ``stream`` in pages of PAGE; the float64 blocks of its
+    data entries (packed as a publisher sends them) as arrays, per ``d<channel>``."""
     arrays: dict[bytes, list[np.ndarray]] = {}
     start = "-"
     while True:
@@ -161,9 +162,13 @@ def raw_read(client: redis.Redis, stream: str) -> dict[bytes, list[np.ndarray]]:
         for _, fields in page:
             if fields.get(b"t") != b"data":
                 continue
-            for field, value in fields.items():
-                if field[:1] == b"d":
-                    arrays.setdefault(field, []).append(np.frombuffer(value, dtype="f8"))
+            packed = np.frombuffer(fields[b"p"], dtype="f8")
+            at = 0
+            for item in fields[b"k"].split(b","):
+                index, size = item.split(b":")
+                n = int(size) // 8
+                arrays.setdefault(b"d" + index, []).append(packed[at:at + n])
+                at += n
         if len(page) < PAGE:
             return arrays
         last = page[-1][0].decode()
