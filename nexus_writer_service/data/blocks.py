@@ -37,6 +37,9 @@ Block = tuple[ChannelNode, int, Any]
 MAX_LAYOUTS = 64
 #: Fewest consecutive entries of one layout checked together (:meth:`DataDecoder.merge_run`).
 MIN_RUN = 8
+#: Most bytes a merger keeps for putting runs of packed entries together
+#: (:meth:`BlockMerger.rows`); a merger that holds more takes runs apart as views.
+ROWS_BYTES = 4 << 20
 
 
 def fields_dict(flat: Sequence[bytes]) -> dict[bytes, bytes]:
@@ -46,8 +49,9 @@ def fields_dict(flat: Sequence[bytes]) -> dict[bytes, bytes]:
     return dict(zip(it, it))
 
 
-def _getter(positions: list[int]) -> Callable[[Sequence[bytes]], tuple[bytes, ...]]:
-    """``flat -> tuple of flat[p] for p in positions`` (a tuple even for one or none)."""
+def _getter(positions: Sequence[Any]) -> Callable[[Any], tuple[Any, ...]]:
+    """``flat -> tuple of flat[p] for p in positions`` (a tuple even for one or none;
+    positions may be slices)."""
     if len(positions) > 1:
         return itemgetter(*positions)
     return lambda flat: tuple(flat[at] for at in positions)
@@ -91,6 +95,8 @@ class _Layout(NamedTuple):
     which: bytes = b""
     packed_bytes: int = 0
     npacked: int = 0
+    #: ``memoryview of p -> (each packed block, a view)``
+    packed_values: Callable[[Any], tuple[Any, ...]] = tuple
     #: every block is packed (then runs are taken apart by :meth:`DataDecoder._merge_packed`)
     packed_only: bool = False
 
@@ -208,7 +214,10 @@ class DataDecoder:
                        point_sizes, _getter([slot.data_at for slot in slots]),
                        _getter([slot.first_at for slot in slots]),
                        which_at, packed_at, packed_first_at, which, begin,
-                       sum(slot.begin >= 0 for slot in slots), packed_only)
+                       sum(slot.begin >= 0 for slot in slots),
+                       _getter([slice(slot.begin, slot.end) for slot in slots
+                                if slot.begin >= 0]),
+                       packed_only)
 
     def _checked(self, flat: Sequence[bytes], layout: _Layout, decode: bool
                  ) -> tuple[list[Block], int] | None:
@@ -340,8 +349,10 @@ class DataDecoder:
                       limit: int, layout: _Layout) -> tuple[int, int]:
         """:meth:`merge_run` for entries of packed blocks only, as a publisher sends.
 
-        Entries of one ``k`` have ``p`` of one size: a run is joined in one go and
-        handed over as one 2D view per channel (its columns of the run's rows)."""
+        Entries of one ``k`` have ``p`` of one size, and their blocks all start at
+        the index in ``f``: the run is checked from those alone. It is handed over
+        as the columns of its rows put together by :meth:`BlockMerger.rows` or,
+        when the merger holds too much for that, as views of each entry's ``p``."""
         flat = page[start][1]
         keys, kind_at, size = layout.keys, layout.kind_at, len(flat)
         which_at, which = layout.which_at, layout.which
@@ -386,10 +397,17 @@ class DataDecoder:
                 return 0, end
         expected.update((channel, first + count * n) for channel, n in
                         zip(layout.channels, points))
-        rows = merger.rows([entry[packed_at] for entry in flats], entry_bytes)
-        merger.add_columns([(slot.node, first, [rows[:, slot.begin:slot.end]])
-                            for slot in layout.slots], count * entry_bytes,
-                           page[end - 1][0].decode(), columns_of_rows=True)
+        packed = [entry[packed_at] for entry in flats]
+        rows = merger.rows(packed, entry_bytes, len(layout.slots))
+        if rows is not None:
+            columns = [[rows[:, slot.begin:slot.end]] for slot in layout.slots]
+        else:  # each block a view of its entry's p, picked out in one call per entry
+            views: Any = map(memoryview, packed)
+            columns = list(map(list, zip(*map(layout.packed_values, views))))
+        merger.add_columns([(slot.node, first, column)
+                            for slot, column in zip(layout.slots, columns)],
+                           count * entry_bytes, page[end - 1][0].decode(),
+                           columns_of_rows=rows is not None)
         return count, end
 
     @staticmethod
@@ -433,9 +451,11 @@ class DataDecoder:
 
 
 def _joined(parts: list[Any]) -> np.ndarray[Any, Any]:
-    """The bytes of ``parts`` (bytes, or 2D ``uint8`` arrays read row by row) one after
-    the other, in one new read-only array."""
+    """The bytes of ``parts`` (bytes or views of bytes, or 2D ``uint8`` arrays read
+    row by row) one after the other, in one new read-only array."""
     sizes = [part.size if isinstance(part, np.ndarray) else len(part) for part in parts]
+    # (a flush holds rows of packed runs, or views of their entries: seldom both,
+    # then few parts)
     out = np.empty(sum(sizes), dtype=np.uint8)
     at = 0
     for part, size in zip(parts, sizes):
@@ -468,7 +488,7 @@ class BlockMerger:
         #: where runs of packed entries are put together (reused from one flush to
         #: the next), how much of it is in use, and how much the last flush wanted
         self._arena = np.empty(0, dtype=np.uint8)
-        self._arena_view = memoryview(self._arena)
+        self._arena_view = self._arena.data
         self._arena_used = 0
         self._arena_wanted = 0
         self.nbytes = 0
@@ -511,22 +531,30 @@ class BlockMerger:
         self.nbytes += nbytes
         self.last = position
 
-    def rows(self, parts: list[bytes], size: int) -> np.ndarray[Any, Any]:
-        """``parts`` (each ``size`` bytes long) as the rows of a 2D ``uint8`` array,
-        valid until the next :meth:`flush`.
+    def rows(self, parts: list[bytes], size: int, channels: int) -> np.ndarray[Any, Any] | None:
+        """``parts`` (each ``size`` bytes long, blocks of ``channels`` channels) as the
+        rows of a 2D ``uint8`` array, valid until the next :meth:`flush`; ``None``
+        when a flush may hold more than :data:`ROWS_BYTES`.
 
         The rows are copied into memory the merger keeps from one flush to the next:
         memory used for the first time costs more than the copy (a page fault per
-        page). Until that memory is large enough for what a flush holds, a run that
-        does not fit in what is left gets new memory, once."""
+        page), and then the received entries can go at once. Until that memory is
+        large enough for what a flush holds, a run that does not fit in what is
+        left gets new memory, once. Past ROWS_BYTES, memory kept would seldom be
+        used again (few flushes per scan): the caller keeps the entries instead."""
         count, used = len(parts), self._arena_used
         need = used + count * size
+        merge_bytes, channel_bytes, most_bytes = self._bytes
+        limit = max(merge_bytes, min(most_bytes, channel_bytes * max(channels,
+                                                                     len(self.pending))))
+        if need > ROWS_BYTES or limit + size > ROWS_BYTES:
+            return None
         if need > len(self._arena):
             self._arena_wanted = max(self._arena_wanted, need)
             if used:
                 return np.frombuffer(b"".join(parts), dtype=np.uint8).reshape(count, size)
             self._arena = np.empty(self._arena_wanted, dtype=np.uint8)
-            self._arena_view = memoryview(self._arena)
+            self._arena_view = self._arena.data
         view = self._arena_view
         at = used
         for part in parts:
@@ -560,10 +588,10 @@ class BlockMerger:
             node, first, parts = pending.pop(index)
             if index in columns:
                 data = node.decode(_joined(parts))
-            elif isinstance(parts[0], bytes):
-                data = node.decode(parts[0] if len(parts) == 1 else b"".join(parts))
-            else:  # variable-length points: lists of 1D arrays
+            elif isinstance(parts[0], list):  # variable-length points: lists of 1D arrays
                 data = [point for part in parts for point in part]
+            else:  # bytes, or views of bytes
+                data = node.decode(parts[0] if len(parts) == 1 else b"".join(parts))
             del parts
             position = self.last if i == count - 1 else self.safe
             events.append((EventType.NEW_DATA, node, EventData(position, first, data)))

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nexus_writer_service.data import codec
+from nexus_writer_service.data import blocks, codec, events
 from nexus_writer_service.data.blocks import BlockMerger, DataDecoder, fields_dict
 from nexus_writer_service.data.events import EventType, NodeDeclaration, NodeType
 from nexus_writer_service.data.nodes import ChannelNode, Node, SubscanNode
@@ -334,3 +334,158 @@ def test_merger_limit_grows_with_the_channels_held_up_to_a_ceiling():
     assert many.limit == 1500
     many.pending = {i: [None, 0, []] for i in range(50)}
     assert many.limit == 2000
+
+
+# -- packed entries (p, k, f), as a publisher sends them ------------------------------
+
+
+def packed_entry(first: int | list[int], npoints: int = 2, ragged: bool = True
+                 ) -> list[bytes]:
+    """A data entry as :func:`events.encode_data` makes it: channels 1 and 2 packed,
+    channel 3 (variable-length points) in its own fields; ``first``: one index, or
+    one per channel."""
+    firsts = first if isinstance(first, list) else [first] * 3
+    blocks: list[Any] = [
+        (1, firsts[0], np.arange(firsts[0], firsts[0] + npoints, dtype="<f8").tobytes(), None),
+        (2, firsts[1], np.ones((npoints, 3), dtype="<i4").tobytes(), None)]
+    if ragged:
+        raw, lengths, _ = codec.ragged_to_bytes(
+            [np.arange(2, dtype="<f4") for _ in range(npoints)], np.dtype("<f4"), "t")
+        blocks.append((3, firsts[2], raw, lengths))
+    flat: list[bytes] = []
+    for key, value in events.encode_data(blocks).items():
+        flat += [key, value]
+    return flat
+
+
+def test_encode_data_packs_fixed_size_blocks_and_gives_them_back():
+    blocks = [(4, 7, b"a" * 16, None), (1, 7, b"", None), (2, 9, b"xyz", b"\1" * 8),
+              (9, 3, b"b" * 8, None)]
+    fields = events.encode_data(blocks)
+    assert fields[b"k"] == b"4:16,1:0,9:8" and fields[b"p"] == b"a" * 16 + b"b" * 8
+    assert fields[b"f"] == b"7,7,3" and fields[b"d2"] == b"xyz" and fields[b"f2"] == b"9"
+    assert sorted(events.iter_data_blocks(fields)) == sorted(blocks)
+    same = events.encode_data([(1, 5, b"x" * 8, None), (2, 5, b"y" * 8, None)])
+    assert same[b"f"] == b"5" and set(same) == {b"t", b"p", b"k", b"f"}
+
+
+@pytest.mark.parametrize("decode", [False, True])
+def test_packed_entries_give_the_blocks_of_the_general_way(decode):
+    entries = [packed_entry(0), packed_entry(2), packed_entry(4, 5), packed_entry(9, 1),
+               entry(10), packed_entry(12, 0), packed_entry(12)]
+    fast, general = both_ways(entries, decode)
+    assert fast == general
+    assert [(name, first) for name, first, _ in fast[2]] == [("ch1", 4), ("ch2", 4), ("ch3", 4)]
+    assert fast[-1][0][2] == (np.arange(12, 14, dtype="<f8").tolist() if decode else
+                              np.arange(12, 14, dtype="<f8").tobytes())
+
+
+def test_packed_entries_with_a_first_index_per_block():
+    fast, general = both_ways([packed_entry([0, 0, 0]), packed_entry([2, 2, 2], 3),
+                               packed_entry([5, 5, 5])], False)
+    assert fast == general and fast[1][0][1] == 2
+    fast, general = both_ways([packed_entry([7, 3, 0])], False, first_point=None)
+    assert fast == general and [first for _, first, _ in fast[0]] == [7, 3, 0]
+
+
+def replace(flat: list[bytes], key: bytes, value: bytes | None) -> list[bytes]:
+    """``flat`` with field ``key`` set to ``value`` (removed for ``None``)."""
+    fields = fields_dict(flat)
+    if value is None:
+        del fields[key]
+    else:
+        fields[key] = value
+    return [item for pair in fields.items() for item in pair]
+
+
+@pytest.mark.parametrize("decode", [False, True])
+@pytest.mark.parametrize("key, value, message", [
+    (b"k", b"1:16,2", "are not <channel>:<bytes> separated by commas"),
+    (b"k", b"1:x,2:24", "are not <channel>:<bytes> separated by commas"),
+    (b"k", b"1:16,1:24", "name a channel twice"),
+    (b"k", b"1:-16,2:56", "give a negative number"),
+    (b"k", b"1:24,2:16", "16 bytes is not a whole number of 12-byte points"),
+    (b"k", b"1:16,2:20", "add up to 36 bytes, field 'p' holds 40"),
+    (b"k", b"1:16,7:24", "undeclared channel #7"),
+    (b"k", b"1:16,3:24", "variable-length block without point lengths"),
+    (b"p", b"\0" * 39, "add up to 40 bytes, field 'p' holds 39"),
+    (b"f", b"3", "channel 'ch1' block starts at point 3, expected 2 (gap)"),
+    (b"f", b"2,0", "channel 'ch2' block starts at point 0, expected 2 (duplicate)"),
+    (b"f", b"2,2,2", "3 first indices for 2 blocks"),
+    (b"f", b"two", "no valid first index 'f'"),
+    (b"f", b"2,", "no valid first index 'f'"),
+    (b"f", b"-1", "negative first index -1 for packed channel #1"),
+    (b"p", None, "need all of the fields 'p', 'k' and 'f'"),
+    (b"k", None, "need all of the fields 'p', 'k' and 'f'"),
+    (b"d1", b"\0" * 8, "channel #1 is both packed and given in b'd1'"),
+])
+def test_bad_packed_entry_gives_the_error_of_the_general_way(decode, key, value, message):
+    bad = replace(packed_entry(2), key, value)
+    if key == b"d1":
+        bad += [b"f1", b"2"]
+    fast, general = both_ways([packed_entry(0), bad, packed_entry(4)], decode)
+    assert fast == general
+    kind, text = fast[-1]
+    assert kind == "error" and message in text
+
+
+def packed_page(sizes: list[int]) -> list[list[Any]]:
+    """Entries of packed fixed-size blocks only (the ones merged in runs)."""
+    page, first = [], 0
+    for i, n in enumerate(sizes):
+        flat = packed_entry(first, n, ragged=False)
+        page.append([b"1-%d" % i, flat])
+        first += n
+    return page
+
+
+@pytest.mark.parametrize("limit", [1, 200, 700, 10**9])
+@pytest.mark.parametrize("rows_bytes", [0, 10**9])
+def test_runs_of_packed_entries_merge_as_entries_one_by_one(limit, rows_bytes, monkeypatch):
+    """Whether a run is put together in the merger's rows or kept as views of each
+    entry's bytes, and whatever the flushes, the events are those of one by one."""
+    monkeypatch.setattr(blocks, "ROWS_BYTES", rows_bytes)
+    page = packed_page([2, 3, 1, 4] * 4 + [2] * 20 + [2, 3, 1, 4] * 4)
+    page.insert(17, [b"1-x", [b"t", b"prep"]])
+    page.insert(30, [b"1-y", fixed_entry(int(fields_dict(page[29][1])[b"f"]) + 2)])
+    for i in range(31, len(page)):  # the entry of every channel above moved them on by 2
+        flat = page[i][1]
+        at = flat.index(b"f") + 1
+        flat[at] = b"%d" % (int(flat[at]) + 2)
+    by_runs = merged_walk(page, True, limit)
+    assert by_runs == merged_walk(page, False, limit)
+    assert by_runs[-1][0] == "expected" and by_runs[-1][1] == {1: 122, 2: 122}
+
+
+@pytest.mark.parametrize("at", [0, 5, 20, 39])
+@pytest.mark.parametrize("key, value", [
+    (b"f", b"7"), (b"f", b"-1"), (b"f", b"x"), (b"f", b"0,0"), (b"f", b"+%d"),
+    (b"f", b"99999999999999999999999"), (b"p", b"\0" * 7), (b"k", b"1:8,2:12"),
+    (b"k", b"2:24,1:16"), (b"k", b"9:16,2:24"), (b"t", b"lima"),
+])
+def test_runs_of_packed_entries_with_a_bad_one_give_what_one_by_one_gives(at, key, value):
+    page = packed_page([2] * 40)
+    flat = page[at][1]
+    here = int(fields_dict(flat)[b"f"])
+    page[at][1] = replace(flat, key, value % here if b"%d" in value else value)
+    by_runs = merged_walk(page, True, 300)
+    assert by_runs == merged_walk(page, False, 300)
+
+
+def test_runs_of_packed_entries_after_a_position_start_where_the_stream_is():
+    page = packed_page([2] * 12)[3:]
+    assert merged_walk(page, True, 10**9, None) == merged_walk(page, False, 10**9, None)
+    assert merged_walk(page, True, 10**9, None)[0][1] == 6
+    assert merged_walk(page, True, 10**9, 0)[-1][0] == "error"
+
+
+@pytest.mark.parametrize("rows_bytes", [0, 10**9])
+def test_merged_points_of_packed_runs_are_read_only_copies(rows_bytes, monkeypatch):
+    monkeypatch.setattr(blocks, "ROWS_BYTES", rows_bytes)
+    decoder = DataDecoder(nodes(), 0)
+    merger = BlockMerger("0-0")
+    page = packed_page([2] * 20)
+    assert decoder.merge_run(page, 0, merger, 10**9) == (20, 20)
+    found = {node.name: d.data for _, node, d in merger.flush()}
+    assert found["ch1"].tolist() == list(range(40)) and found["ch2"].shape == (40, 3)
+    assert not found["ch1"].flags.writeable and not found["ch2"].flags.writeable
