@@ -267,8 +267,10 @@ def test_runs_with_a_bad_entry_give_what_entries_one_by_one_give(at, field, valu
     assert by_runs == merged_walk(page, False, 300)
 
 
-def test_runs_after_a_position_start_where_the_stream_is():
-    page = fixed_page([2] * 12)[3:]
+@pytest.mark.parametrize("make_page", [lambda sizes: fixed_page(sizes),
+                                       lambda sizes: packed_page(sizes)])
+def test_runs_after_a_position_start_where_the_stream_is(make_page):
+    page = make_page([2] * 12)[3:]
     assert merged_walk(page, True, 10**9, None) == merged_walk(page, False, 10**9, None)
     assert merged_walk(page, True, 10**9, None)[0][1] == 6
     assert merged_walk(page, True, 10**9, 0)[-1][0] == "error"
@@ -470,13 +472,6 @@ def test_runs_of_packed_entries_with_a_bad_one_give_what_one_by_one_gives(at, ke
     page[at][1] = replace(flat, key, value % here if b"%d" in value else value)
     by_runs = merged_walk(page, True, 300)
     assert by_runs == merged_walk(page, False, 300)
-
-
-def test_runs_of_packed_entries_after_a_position_start_where_the_stream_is():
-    page = packed_page([2] * 12)[3:]
-    assert merged_walk(page, True, 10**9, None) == merged_walk(page, False, 10**9, None)
-    assert merged_walk(page, True, 10**9, None)[0][1] == 6
-    assert merged_walk(page, True, 10**9, 0)[-1][0] == "error"
 
 
 @pytest.mark.parametrize("rows_bytes", [0, 10**9])
