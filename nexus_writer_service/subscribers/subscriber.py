@@ -271,6 +271,11 @@ class Subscriber:
         run = self._run
         return run is not None and run.finished.is_set()
 
+    @property
+    def ended_at(self) -> Optional[float]:
+        """When the last run finished (``time.monotonic()``), None before or while it runs."""
+        return self._ended_at
+
     def duration(self) -> float:
         """Seconds spent listening in the last run (up to now while it runs)."""
         started = self._started_at

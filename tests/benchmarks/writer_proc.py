@@ -13,7 +13,7 @@ own. It appends to ``--status``, one JSON object per line, ``t`` being
 * ``{"event": "started"}`` once the session writer listens (with ``--wait-signal``,
   only after SIGUSR1: a benchmark can publish a whole scan first, then time the drain);
 * ``{"event": "done", "key", "state", "status", "reason", "points"}`` within 10 ms of
-  each scan writer finishing;
+  each scan writer finishing, with ``t`` the moment it finished;
 * ``{"event": "sample", "scans": [{"key", "points", "backlog_events",
   "backlog_bytes", "state"}]}`` every ``--sample`` seconds.
 """
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = open(args.status, "a", buffering=1)
 
     def emit(event: str, **fields: Any) -> None:
-        out.write(json.dumps(dict(event=event, t=time.time(), **fields)) + "\n")
+        out.write(json.dumps({"event": event, "t": time.time(), **fields}) + "\n")
 
     use_switch_interval()
     use_one_malloc_arena()
@@ -77,7 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for record in records:
                 if record.key not in reported and record.writer.done():
                     reported.add(record.key)
-                    emit("done", key=record.key, state=record.writer.state.value,
+                    # when the scan writer finished, not when this loop saw it
+                    ended = record.writer.ended_at
+                    t = time.time() - (time.monotonic() - ended if ended is not None else 0.0)
+                    emit("done", t=t, key=record.key, state=record.writer.state.value,
                          status=record.writer.status.value,
                          reason=record.writer.state_reason,
                          points=record.writer.progress[0])

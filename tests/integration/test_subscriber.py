@@ -109,6 +109,7 @@ def test_every_event_arrives_in_order_and_scan_ends_off(publisher, make, mode, w
     sub.join(timeout=10)
     assert sub.state is SubscriberState.OFF, sub.state_reason
     assert sub.done() and sub.duration() > 0
+    assert sub.ended_at is not None and sub.ended_at <= time.monotonic()
     kinds = [t for t, _, _ in sub.events]
     assert kinds[0] is EventType.NEW_NODE and kinds[-1] is EventType.END_SCAN
     assert kinds.count(EventType.PREPARED_SCAN) == 1
@@ -230,7 +231,7 @@ def test_illegal_requests_name_both_states(publisher, make):
         sub.kill()
     with pytest.raises(SubscriberStateError, match="never started"):
         sub.join(timeout=1)
-    assert sub.duration() == 0.0 and not sub.done()
+    assert sub.duration() == 0.0 and not sub.done() and sub.ended_at is None
     sub.start(wait=True, timeout=10)
     try:
         with pytest.raises(SubscriberStateError, match="ON -> ON"):

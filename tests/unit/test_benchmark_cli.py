@@ -59,6 +59,26 @@ def test_the_system_part_of_repeated_measures_is_their_median_where_known():
     assert out["h5py"].sys is None
 
 
+def test_targets_are_judged_on_ratios_of_measures_of_the_same_repetition():
+    from tests.benchmarks.baselines import Timing
+    from tests.benchmarks.system import median_or_inf, paired
+
+    drains = [
+        {"outcome": "", "writer": Timing(0.2, 0.4), "h5py": Timing(0.1, 0.1)},
+        {"outcome": "", "writer": Timing(0.2, 0.3), "h5py": Timing(0.1, 0.3)},
+        {"outcome": "FAULT x", "writer": Timing(0.2, 9.0), "h5py": Timing(0.1, 0.1)},
+        {"outcome": "", "h5py": Timing(0.1, 0.1)},  # no writer measure
+        {"outcome": "", "writer": Timing(0.2, 0.2), "h5py": Timing(0.1, 0.0)},
+    ]
+    ends = [{"outcome": "", "writer": Timing(0.1, 0.2)}] * 4 + [{"outcome": "x"}]
+    ratios = paired(drains, ends, lambda d, _: d["writer"].cpu / d["h5py"].cpu)
+    assert ratios == [pytest.approx(4.0), pytest.approx(1.0)]
+    assert paired(drains, ends, lambda d, e: e["writer"].cpu / d["h5py"].cpu)[:2] == [
+        pytest.approx(2.0), pytest.approx(2 / 3)]
+    assert median_or_inf(ratios) == pytest.approx(2.5)
+    assert median_or_inf([]) == float("inf")
+
+
 def test_a_timed_baseline_gives_its_system_time_within_its_cpu_time():
     import os
 
