@@ -90,7 +90,7 @@ class _Progress:
 
     def poll(self) -> list[tuple[str, str, str]]:
         names = list(self.proxy.scan_names or ())
-        states = list(self.proxy.scan_states or ())
+        states = [str(state) for state in self.proxy.scan_states or ()]
         progress = list(self.proxy.scan_progress or ())
         rows = list(zip(names, states, progress))
         for name, state, points in rows:
@@ -123,7 +123,7 @@ def _verdict(path: str, strict: bool) -> str:
 
 def _table(proxy: tango.DeviceProxy, root: Path, published: Sequence[PublishedScan]) -> bool:
     kinds = {f"{scan.number}_{scan.name}": scan.kind for scan in published}
-    infos = [json.loads(text) for text in proxy.scan_info or ()]
+    infos = [json.loads(text) for text in proxy.scan_info_json or ()]
     progress = list(proxy.scan_progress or ())
     ok = True
     _say(f"\n{'scan':<20} {'type':<16} {'end':<8} {'state':<6} {'points':>11}  "

@@ -14,6 +14,7 @@ announces state and scan starts/ends through ``channels`` (see :mod:`.announce`)
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import logging
@@ -31,9 +32,20 @@ from channels.connection import redact
 from nexus_writer_service.errors import NexusWriterError, ScanStateError
 from nexus_writer_service.io import checks
 from nexus_writer_service.io.options import SaveOptions, option_help
+from nexus_writer_service.profiling import Profiler, ResourceProfiling
 from nexus_writer_service.subscribers import NexusSessionWriter, ScanRecord, SubscriberState
 
 from .announce import Announcer
+from .classic import (
+    PY_LEVEL,
+    SCAN_DEVSTATE,
+    TANGO_LEVEL,
+    WRITER_LOGGERS,
+    LogLevel,
+    classic_rows,
+    from_py_level,
+    scan_info_columns,
+)
 
 __all__ = ["NexusWriter", "SAVE_OPTION_PROPERTIES", "UNSUPPORTED_PROPERTIES"]
 
@@ -61,14 +73,11 @@ SAVE_OPTION_PROPERTIES = (
     "disk_check_period", "file_mode", "lock_retry_time",
 )
 
-#: Save options of the BLISS writer this writer does not implement (none at present):
-#: accepted as properties so existing configurations load, reported in Status when enabled.
-UNSUPPORTED_PROPERTIES: tuple[str, ...] = ()
-
-#: Tango (log4tango) logging levels by name.
-_TANGO_LEVELS = {"OFF": 100, "FATAL": 200, "ERROR": 300, "WARN": 400, "INFO": 500,
-                 "DEBUG": 600}
-_PY_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Save options of the BLISS writer this writer does not implement: accepted as
+#: properties so existing configurations load, reported in Status when enabled.
+#: ``noconfig`` ignores the writer configuration BLISS puts in the scan_info
+#: (``nexuswriter``), which this writer does not read yet.
+UNSUPPORTED_PROPERTIES: tuple[str, ...] = ("noconfig",)
 
 
 def _option_property(name: str, dtype: Any) -> Any:
@@ -134,6 +143,13 @@ class NexusWriter(Device):
     disk_check_period = _option_property("disk_check_period", float)
     file_mode = _option_property("file_mode", str)
     lock_retry_time = _option_property("lock_retry_time", float)
+    # Classic names: ``stackmca`` (BLISS <= 1.11) is stack_mcas; ``noconfig`` is not
+    # supported (see UNSUPPORTED_PROPERTIES).
+    stackmca = device_property(dtype=bool, default_value=False,
+                               doc="same as stack_mcas (the name of BLISS <= 1.11)")
+    noconfig = device_property(
+        dtype=bool, default_value=False,
+        doc="ignore the writer configuration in the scan_info (not supported yet)")
 
     # -- life cycle -----------------------------------------------------------
 
@@ -152,6 +168,8 @@ class NexusWriter(Device):
         self._finished_points = 0
         self._counted: set[str] = set()
         self._retry_at: Optional[float] = None
+        self._profiling = ResourceProfiling.OFF
+        self._profiler: Optional[Profiler] = None
         self.set_state(DevState.INIT)
         self.set_status("reading the device properties")
         super().init_device()
@@ -174,6 +192,7 @@ class NexusWriter(Device):
             monitor.kill()
         self._stop_writer()
         self._update()
+        self._end_profiling()
         announcer, self._announcer = self._announcer, None
         if announcer is not None:
             announcer.close()
@@ -185,6 +204,7 @@ class NexusWriter(Device):
                 "the device property 'session' is empty: set it to the session name "
                 "(jive, or RegisterNexusWriter) and run Init")
         values = {name: getattr(self, name) for name in SAVE_OPTION_PROPERTIES}
+        values["stack_mcas"] = bool(self.stack_mcas or self.stackmca)
         self._options = SaveOptions.from_mapping(values)
         self._url = (self.redis_url or "").strip() or os.environ.get("REDIS_URL") or None
         if self._url is None:
@@ -279,11 +299,12 @@ class NexusWriter(Device):
             if self._announcer is not None:
                 self._announcer.state({"state": str(state), "status": status,
                                        "running": state == DevState.RUNNING})
+        self._follow_profiling()
         records = self._records()
         states = tuple((r.name, r.state.value) for r in records)
         if states != self._last_states:
             self._last_states = states
-            self.push_change_event("scan_states", [s for _, s in states])
+            self.push_change_event("scan_states", [SCAN_DEVSTATE[r.state] for r in records])
         self._announce_scans(records)
 
     def _announce_scans(self, records: list[ScanRecord]) -> None:
@@ -363,6 +384,32 @@ class NexusWriter(Device):
                            writer.state_reason)
             self._restart_writer(writer)
 
+    def _follow_profiling(self) -> None:
+        """Profile while scans are written: from the moment the device is RUNNING with
+        a ``resource_profiling`` other than OFF until it is no longer RUNNING."""
+        wanted = (self.get_state() == DevState.RUNNING
+                  and self._profiling is not ResourceProfiling.OFF)
+        if wanted and self._profiler is None:
+            profiler = Profiler(self._profiling)
+            try:
+                profiler.start()
+            except NexusWriterError as exc:
+                logger.error("%s: resource profiling: %s", self.get_name(), exc)
+                self._profiling = ResourceProfiling.OFF
+                return
+            self._profiler = profiler
+            logger.info("%s: resource profiling %s started", self.get_name(),
+                        self._profiling.name)
+        elif not wanted and self._profiler is not None:
+            self._end_profiling()
+
+    def _end_profiling(self) -> None:
+        profiler, self._profiler = self._profiler, None
+        if profiler is not None:
+            report = profiler.stop()
+            logger.info("%s: resource profiling %s of the scans just written, %s",
+                        self.get_name(), profiler.choice.name, report)
+
     def dev_state(self) -> DevState:
         self._update()
         return self.get_state()
@@ -380,10 +427,10 @@ class NexusWriter(Device):
     def scan_names(self) -> list[str]:
         return self._column(lambda r: r.name)
 
-    @attribute(dtype=(str,), max_dim_x=_MAX_SCANS,
+    @attribute(dtype=(DevState,), max_dim_x=_MAX_SCANS,
                doc="writer state of each scan: ON (writing), OFF (done), FAULT")
-    def scan_states(self) -> list[str]:
-        return self._column(lambda r: r.state.value)
+    def scan_states(self) -> list[DevState]:
+        return self._column(lambda r: SCAN_DEVSTATE[r.state])
 
     @attribute(dtype=(str,), max_dim_x=_MAX_SCANS, doc="why each scan is in its state")
     def scan_states_info(self) -> list[str]:
@@ -392,6 +439,11 @@ class NexusWriter(Device):
     @attribute(dtype=(str,), max_dim_x=_MAX_SCANS,
                doc="file::/entry of each scan (comma separated when several entries)")
     def scan_urls(self) -> list[str]:
+        return self._column(lambda r: ",".join(r.writer.urls))
+
+    @attribute(dtype=(str,), max_dim_x=_MAX_SCANS,
+               doc="same as scan_urls (the name of BLISS <= 1.11)")
+    def scan_uris(self) -> list[str]:
         return self._column(lambda r: ",".join(r.writer.urls))
 
     @attribute(dtype=(str,), max_dim_x=_MAX_SCANS, doc="start time of each scan (ISO 8601)")
@@ -403,9 +455,16 @@ class NexusWriter(Device):
     def scan_end(self) -> list[str]:
         return self._column(lambda r: _iso(r.writer.end_time))
 
+    @attribute(dtype=(str,), max_dim_x=_MAX_SCANS,
+               doc="'<scan>: <h:mm:ss.ffffff>' of each scan: how long it has been (or "
+                   "was) written")
+    def scan_duration(self) -> list[str]:
+        return classic_rows(self._records(), lambda r: [
+            str(datetime.timedelta(seconds=r.writer.duration()))])
+
     @attribute(dtype=(float,), max_dim_x=_MAX_SCANS, unit="s",
                doc="seconds each scan has been (or was) written")
-    def scan_duration(self) -> list[float]:
+    def scan_duration_seconds(self) -> list[float]:
         return self._column(lambda r: r.writer.duration())
 
     @attribute(dtype=(str,), max_dim_x=_MAX_SCANS,
@@ -417,8 +476,14 @@ class NexusWriter(Device):
         return self._column(text)
 
     @attribute(dtype=(str,), max_dim_x=_MAX_SCANS,
-               doc="everything known about each scan, as JSON")
+               doc="'<scan>: <state> <least>pts-<most>pts duration: ... start: ... end: "
+                   "...' of each scan, aligned")
     def scan_info(self) -> list[str]:
+        return classic_rows(self._records(), scan_info_columns)
+
+    @attribute(dtype=(str,), max_dim_x=_MAX_SCANS,
+               doc="everything known about each scan, as JSON")
+    def scan_info_json(self) -> list[str]:
         return self._column(lambda r: json.dumps(r.as_dict(), default=str))
 
     @attribute(dtype=float, unit="points/s",
@@ -439,38 +504,44 @@ class NexusWriter(Device):
     def save_options(self) -> str:
         return json.dumps(self._options.as_dict() if self._options else {})
 
-    @attribute(dtype=str, access=AttrWriteType.READ_WRITE,
-               doc="level of the writer's Python log: " + ", ".join(_PY_LEVELS))
-    def writer_log_level(self) -> str:
-        return logging.getLevelName(logging.getLogger("nexus_writer_service").getEffectiveLevel())
+    @attribute(dtype=ResourceProfiling, access=AttrWriteType.READ_WRITE,
+               doc="profile the writer while scans are written and log the top functions "
+                   "(CPU or wall time) or source lines (memory) when none is left")
+    def resource_profiling(self) -> ResourceProfiling:
+        return self._profiling
+
+    @resource_profiling.write  # type: ignore[no-redef]
+    def resource_profiling(self, value: int) -> None:
+        choice = ResourceProfiling(value)
+        if choice is not self._profiling:
+            self._end_profiling()
+            self._profiling = choice
+            self._follow_profiling()
+
+    @attribute(dtype=LogLevel, access=AttrWriteType.READ_WRITE,
+               doc="level of the writer's Python log (NOTSET: that of the root logger)")
+    def writer_log_level(self) -> LogLevel:
+        level = logging.getLogger(WRITER_LOGGERS[0]).getEffectiveLevel()
+        return from_py_level(level)
 
     @writer_log_level.write  # type: ignore[no-redef]
-    def writer_log_level(self, value: str) -> None:
-        level = value.strip().upper()
-        if level not in _PY_LEVELS:
-            _throw("NexusWriter_InvalidLevel",
-                   f"unknown log level {value!r}: use one of {', '.join(_PY_LEVELS)}",
-                   f"{self.get_name()}.writer_log_level")
-        logging.getLogger("nexus_writer_service").setLevel(level)
-        logging.getLogger("tango_devices").setLevel(level)
+    def writer_log_level(self, value: int) -> None:
+        level = PY_LEVEL[LogLevel(value)]
+        for name in WRITER_LOGGERS:
+            logging.getLogger(name).setLevel(level)
 
-    @attribute(dtype=str, access=AttrWriteType.READ_WRITE,
-               doc="level of the device's Tango log: " + ", ".join(_TANGO_LEVELS))
-    def tango_log_level(self) -> str:
+    @attribute(dtype=LogLevel, access=AttrWriteType.READ_WRITE,
+               doc="level of the device's Tango log (NOTSET: off)")
+    def tango_log_level(self) -> LogLevel:
         level = int(self.get_logger().get_level())
-        for name, value in _TANGO_LEVELS.items():
+        for name, value in TANGO_LEVEL.items():
             if value == level:
                 return name
-        return str(level)
+        return LogLevel.NOTSET
 
     @tango_log_level.write  # type: ignore[no-redef]
-    def tango_log_level(self, value: str) -> None:
-        level = _TANGO_LEVELS.get(value.strip().upper())
-        if level is None:
-            _throw("NexusWriter_InvalidLevel",
-                   f"unknown log level {value!r}: use one of {', '.join(_TANGO_LEVELS)}",
-                   f"{self.get_name()}.tango_log_level")
-        self.get_logger().set_level(level)
+    def tango_log_level(self, value: int) -> None:
+        self.get_logger().set_level(TANGO_LEVEL[LogLevel(value)])
 
     # -- commands -----------------------------------------------------------------
 
@@ -488,19 +559,35 @@ class NexusWriter(Device):
             raise ScanStateError(f"scan {name!r} has no filename in its scan_info")
         return str(filename)
 
-    @command(dtype_in=str, dtype_out=str, doc_in="scan name", doc_out="ON, OFF or FAULT")
-    @_translate
-    def scan_state(self, name: str) -> str:
-        return self._scan(name).state.value
+    def _known_scan(self, name: str) -> Optional[ScanRecord]:
+        try:
+            return self._scan(name)
+        except ScanStateError:
+            return None
+
+    @command(dtype_in=str, dtype_out=DevState, doc_in="scan name",
+             doc_out="ON (writing), OFF (done), FAULT, or UNKNOWN (not known)")
+    def scan_state(self, name: str) -> DevState:
+        record = self._known_scan(name)
+        return DevState.UNKNOWN if record is None else SCAN_DEVSTATE[record.state]
 
     @command(dtype_in=str, dtype_out=str, doc_in="scan name", doc_out="why it is in its state")
-    @_translate
     def scan_state_reason(self, name: str) -> str:
-        return self._scan(name).writer.state_reason
+        record = self._known_scan(name)
+        if record is None:
+            return (f"scan {name!r} is not known to {self.get_name()}: not published "
+                    f"(yet) in session {self.session!r}, or purged")
+        return record.writer.state_reason
 
     @command(dtype_in=str, dtype_out=(str,), doc_in="scan name", doc_out="file::/entry URLs")
     @_translate
     def scan_url(self, name: str) -> list[str]:
+        return self._scan(name).writer.urls
+
+    @command(dtype_in=str, dtype_out=(str,), doc_in="scan name",
+             doc_out="same as scan_url (the name of BLISS <= 1.11)")
+    @_translate
+    def scan_uri(self, name: str) -> list[str]:
         return self._scan(name).writer.urls
 
     @command(dtype_in=str, dtype_out=bool, doc_in="scan name",
@@ -530,6 +617,12 @@ class NexusWriter(Device):
         except OSError as exc:
             return str(exc), str(exc)
         return "", warning or ""
+
+    @command(dtype_in=str, dtype_out=bool, doc_in="scan name",
+             doc_out="whether the free space is enough to write (see scan_disk_space_error)")
+    @_translate
+    def scan_has_required_disk_space(self, name: str) -> bool:
+        return not self._disk_space(name)[0]
 
     @command(dtype_in=str, dtype_out=str, doc_in="scan name",
              doc_out="why the free space is too low to write (empty: enough)")
@@ -589,19 +682,20 @@ class NexusWriter(Device):
         self._stop_writer()
         self._update()
 
-    @command(dtype_out=(str,), doc_out="names of the finished scans forgotten")
+    @command(doc_in="forget the finished scans (their files stay)")
     @_translate
-    def purge_scans(self) -> list[str]:
+    def purge_scans(self) -> None:
         writer = self._writer
         names = writer.purge(delay=0) if writer is not None else []
+        if names:
+            logger.info("%s: purged %s", self.get_name(), ", ".join(names))
         self._update()
-        return names
 
-    @command(dtype_in=str, dtype_out=str, doc_in="absolute directory under the allowed roots",
-             doc_out="the directory created (symbolic links resolved)")
+    @command(dtype_in=str, doc_in="absolute directory under the allowed roots: created "
+             "with its parents (nothing to do when it exists)")
     @_translate
-    def makedirs(self, path: str) -> str:
+    def makedirs(self, path: str) -> None:
         if not os.path.isabs(path):
             raise ValueError(f"makedirs needs an absolute path, got {path!r}")
         options = self._options or SaveOptions()
-        return checks.makedirs_allowed(path, options.allowed_roots)
+        checks.makedirs_allowed(path, options.allowed_roots)

@@ -130,7 +130,7 @@ def _while_writing(proxy: tango.DeviceProxy, options: SimulationOptions
             published.set()
 
     def written() -> bool:
-        states = proxy.scan_states or ()
+        states = [str(state) for state in proxy.scan_states or ()]
         return (published.is_set() and len(states) >= before + options.repeat
                 and "ON" not in states)
 

@@ -999,7 +999,7 @@ def scenario_tango(ctx: Context) -> None:
         def finished() -> bool:
             if published.is_set():
                 return True
-            states = proxy.scan_states or ()
+            states = [str(state) for state in proxy.scan_states or ()]
             done = len(states) >= before + nscans and "ON" not in states
             if done:
                 written.set()
@@ -1016,7 +1016,7 @@ def scenario_tango(ctx: Context) -> None:
             thread.join(120 + seconds)
         cpu = proc_cpu(pid) - cpu0
         rss = proc_status(pid, "VmHWM")
-        states = list(proxy.scan_states or ())
+        states = [str(state) for state in proxy.scan_states or ()]
     if not result.outcome and (len(states) < before + nscans
                                or any(s != "OFF" for s in states)):
         result.outcome = f"scan states {states}"

@@ -33,14 +33,17 @@ from tests.integration.tango.device_support import (
 )
 from tests.nxcheck import nxcheck_errors
 
-_NAME_COMMANDS = ("scan_state", "scan_state_reason", "scan_url", "scan_has_write_permissions",
-                  "scan_disk_space_error", "scan_disk_space_warning", "stop_scan", "kill_scan")
-_ATTRIBUTES = ("scan_names", "scan_states", "scan_states_info", "scan_urls", "scan_start",
-               "scan_end", "scan_duration", "scan_progress", "scan_info", "throughput",
+#: Commands on one scan that refuse a scan the device does not know (scan_state and
+#: scan_state_reason answer UNKNOWN and why instead, as BLISS expects).
+_NAME_COMMANDS = ("scan_url", "scan_uri", "scan_has_write_permissions",
+                  "scan_has_required_disk_space", "scan_disk_space_error",
+                  "scan_disk_space_warning", "stop_scan", "kill_scan")
+_ATTRIBUTES = ("scan_names", "scan_states", "scan_states_info", "scan_urls", "scan_uris",
+               "scan_start", "scan_end", "scan_duration", "scan_duration_seconds",
+               "scan_progress", "scan_info", "scan_info_json", "throughput",
                "backlog_events", "backlog_size", "save_options", "writer_log_level",
-               "tango_log_level")
-_PY_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_TANGO_LEVELS = ("OFF", "FATAL", "ERROR", "WARN", "INFO", "DEBUG")
+               "tango_log_level", "resource_profiling")
+_LOG_LEVELS = ("NOTSET", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 
 
 def _read_all(proxy: tango.DeviceProxy) -> dict[str, Any]:
@@ -54,7 +57,7 @@ def _read_all(proxy: tango.DeviceProxy) -> dict[str, Any]:
 
 
 def _scan_state(proxy: tango.DeviceProxy, name: str, *states: str) -> str:
-    state = proxy.scan_state(name)
+    state = str(proxy.scan_state(name))
     return state if state in states else ""
 
 
@@ -84,32 +87,37 @@ def test_every_attribute_and_command_answers_while_a_scan_runs_and_after(
             assert name in proxy.Status()
             filename = str(root / "live" / "live_1.h5")
             assert running["scan_names"] == (name,)
-            assert running["scan_states"] == ("ON",)
+            assert running["scan_states"] == (DevState.ON,)
             assert running["scan_states_info"][0]
-            assert running["scan_urls"] == (f"{filename}::/1.1",)
+            assert running["scan_urls"] == running["scan_uris"] == (f"{filename}::/1.1",)
             datetime.datetime.fromisoformat(running["scan_start"][0])
             assert running["scan_end"] == ("",)
-            assert running["scan_duration"][0] > 0
+            assert running["scan_duration_seconds"][0] > 0
+            assert running["scan_duration"][0].startswith(f"{name}: 0:00:")
             done, expected = running["scan_progress"][0].split("/")
             assert 0 < int(done) < 300 and expected == "300", running["scan_progress"]
-            info = json.loads(running["scan_info"][0])
+            assert running["scan_info"][0].startswith(f"{name}: ON ")
+            info = json.loads(running["scan_info_json"][0])
             assert (info["name"], info["state"], info["filename"], info["npoints"]) == (
                 name, "ON", filename, 300)
             assert running["throughput"] > 0
             assert running["backlog_events"] >= 0 and running["backlog_size"] >= 0
             assert json.loads(running["save_options"])["allowed_roots"] == [str(root)]
-            assert running["writer_log_level"] in _PY_LEVELS
-            assert running["tango_log_level"] in _TANGO_LEVELS
+            assert running["writer_log_level"] in range(len(_LOG_LEVELS))
+            assert running["tango_log_level"] in range(len(_LOG_LEVELS))
+            assert running["resource_profiling"] == 0
 
-            assert proxy.scan_state(name) == "ON"
+            assert proxy.scan_state(name) == DevState.ON
             assert proxy.scan_state_reason(name) == running["scan_states_info"][0]
             assert list(proxy.scan_url(name)) == [f"{filename}::/1.1"]
             assert proxy.scan_exists(name) is True
             assert proxy.scan_has_write_permissions(name) is True
             assert proxy.scan_disk_space_error(name) == ""
             assert isinstance(proxy.scan_disk_space_warning(name), str)
-            assert list(proxy.purge_scans()) == [], "a running scan must not be purged"
-            assert proxy.makedirs(str(root / "live" / "more")) == str(root / "live" / "more")
+            proxy.purge_scans()
+            assert proxy.scan_names == (name,), "a running scan must not be purged"
+            assert proxy.makedirs(str(root / "live" / "more")) is None
+            assert (root / "live" / "more").is_dir()
             proxy.start()  # already listening: nothing to do
             error = dev_error(proxy.stop)
             assert error.reason == "NexusWriter_ScansRunning" and name in error.desc
@@ -120,21 +128,23 @@ def test_every_attribute_and_command_answers_while_a_scan_runs_and_after(
                 assert "'9_nosuchscan'" in error.desc, (command, error.desc)
                 assert error.reason == "NexusWriter_ScanStateError", (command, error.reason)
             assert proxy.scan_exists("9_nosuchscan") is False
-            assert proxy.scan_state(name) == "ON", "the scan was disturbed"
+            assert proxy.scan_state("9_nosuchscan") == DevState.UNKNOWN
+            assert "'9_nosuchscan'" in proxy.scan_state_reason("9_nosuchscan")
+            assert proxy.scan_state(name) == DevState.ON, "the scan was disturbed"
 
             published = publishing.join()
         assert [scan.npoints for scan in published] == [300]
         wait_for(lambda: proxy.State() == DevState.ON, 10, "ON after the scan")
         after = _read_all(proxy)
         assert after["scan_names"] == (name,)
-        assert after["scan_states"] == ("OFF",)
+        assert after["scan_states"] == (DevState.OFF,)
         assert after["scan_progress"] == ("300/300",)
         datetime.datetime.fromisoformat(after["scan_end"][0])
-        assert after["scan_duration"][0] >= running["scan_duration"][0]
+        assert after["scan_duration_seconds"][0] >= running["scan_duration_seconds"][0]
         assert after["backlog_events"] == 0 and after["backlog_size"] == 0
-        info = json.loads(after["scan_info"][0])
+        info = json.loads(after["scan_info_json"][0])
         assert (info["state"], info["points"], info["end_reason"]) == ("OFF", 300, "SUCCESS")
-        assert proxy.scan_state(name) == "OFF"
+        assert proxy.scan_state(name) == DevState.OFF
         assert proxy.scan_exists(name) is True
         assert proxy.scan_has_write_permissions(name) is True
         assert proxy.scan_disk_space_error(name) == ""
@@ -143,11 +153,11 @@ def test_every_attribute_and_command_answers_while_a_scan_runs_and_after(
         assert proxy.scan_state_reason(name) == after["scan_states_info"][0]
         proxy.stop_scan(name)  # finished already: nothing to do
         proxy.kill_scan(name)
-        assert proxy.scan_state(name) == "OFF"
+        assert proxy.scan_state(name) == DevState.OFF
         assert set(file_points(filename).values()) == {300}
         assert file_status(filename) == "SUCCEEDED"
         _valid_file(filename)
-        assert list(proxy.purge_scans()) == [name]
+        assert proxy.purge_scans() is None
         assert proxy.scan_names == () and proxy.scan_exists(name) is False
 
         proxy.stop()
@@ -157,7 +167,8 @@ def test_every_attribute_and_command_answers_while_a_scan_runs_and_after(
         assert proxy.State() == DevState.ON, proxy.Status()
         with PublishedScans(redis_url, "live", str(root), "ct") as publishing:
             second = publishing.join()[0]
-        wait_for(lambda: proxy.scan_states == ("OFF",), 10, "the scan after start written")
+        wait_for(lambda: proxy.scan_states == (DevState.OFF,), 10,
+                 "the scan after start written")
         assert proxy.scan_names == ("2_ct",)
         assert set(file_points(second.filename).values()) == {second.npoints}
         _valid_file(second.filename)
@@ -165,7 +176,7 @@ def test_every_attribute_and_command_answers_while_a_scan_runs_and_after(
         proxy.start()
         assert proxy.State() == DevState.ON, proxy.Status()
         assert proxy.scan_names == ("2_ct",), "scans stay listed across stop/start"
-        assert proxy.scan_states == ("OFF",)
+        assert proxy.scan_states == (DevState.OFF,)
 
 
 @pytest.mark.slow
@@ -186,7 +197,7 @@ def test_stop_scan_and_kill_scan_leave_valid_files_with_the_points_so_far(
                 state = wait_for(lambda: _scan_state(proxy, name, "OFF", "FAULT"), 10,
                                  f"{name} stopped")
                 assert state == expected, proxy.scan_state_reason(name)
-                points = json.loads(proxy.scan_info[number - 1])["points"]
+                points = json.loads(proxy.scan_info_json[number - 1])["points"]
                 assert publishing.running, "the scan ended before the command"
             outcomes[name] = (proxy.scan_state_reason(name), points)
             filename = str(root / "halt" / f"halt_{number}.h5")
@@ -228,7 +239,8 @@ def test_configuration_faults_put_the_device_in_fault_with_the_reason(
         assert time.monotonic() - started < 2.0, "the device did not answer quickly"
         assert error.reason == start_reason and words[0] in error.desc, error.desc
         assert proxy.scan_names == () and proxy.scan_exists("1_ct") is False
-        assert "'1_ct'" in dev_error(proxy.scan_state, "1_ct").desc
+        assert proxy.scan_state("1_ct") == DevState.UNKNOWN
+        assert "'1_ct'" in dev_error(proxy.scan_url, "1_ct").desc
         assert proxy.State() == DevState.FAULT
 
 
@@ -240,7 +252,7 @@ def test_scan_outside_the_allowed_roots_faults_alone(redis_url: str, tmp_path: P
         with PublishedScans(redis_url, "roots", str(elsewhere), "ct") as publishing:
             outside = publishing.join()[0]
         wait_for(lambda: _scan_state(proxy, "1_ct", "OFF", "FAULT"), 10, "1_ct finished")
-        assert proxy.scan_state("1_ct") == "FAULT"
+        assert proxy.scan_state("1_ct") == DevState.FAULT
         reason = proxy.scan_state_reason("1_ct")
         assert str(elsewhere) in reason and "allowed" in reason, reason
         assert proxy.State() == DevState.ON
@@ -253,7 +265,7 @@ def test_scan_outside_the_allowed_roots_faults_alone(redis_url: str, tmp_path: P
             assert "1_ct" in proxy.Status(), "the faulty scan is no longer reported"
             inside = publishing.join()[0]
         wait_for(lambda: _scan_state(proxy, "2_ascan", "OFF", "FAULT"), 10, "2_ascan done")
-        assert proxy.scan_states == ("FAULT", "OFF")
+        assert proxy.scan_states == (DevState.FAULT, DevState.OFF)
         assert proxy.State() == DevState.ON
         assert set(file_points(inside.filename).values()) == {200}
         _valid_file(inside.filename)
@@ -279,6 +291,12 @@ class _Collector:
             return list(self.values)
 
 
+def _states(value: Any) -> list[DevState]:
+    """The states of a scan_states change event: pytango gives the values of a
+    DevState spectrum in an event as numbers (None when empty)."""
+    return [] if value is None else [DevState.values[int(state)] for state in value]
+
+
 @pytest.mark.slow
 def test_state_and_scan_states_are_pushed_as_change_events(
         redis_url: str, tmp_path: Path) -> None:
@@ -294,21 +312,21 @@ def test_state_and_scan_states_are_pushed_as_change_events(
             wait_for(lambda: state.snapshot() and scan_states.snapshot(), 10,
                      "the first events")
             assert state.snapshot() == [DevState.ON]
-            assert list(scan_states.snapshot()[0] or ()) == []
+            assert _states(scan_states.snapshot()[0]) == []
             with PublishedScans(redis_url, "events", str(root), "long", npoints=50,
                                 count_time=0.02) as publishing:
                 publishing.join()
             wait_for(lambda: state.snapshot()[-1:] == [DevState.ON]
                      and DevState.RUNNING in state.snapshot(), 10, "RUNNING then ON")
-            wait_for(lambda: list(scan_states.snapshot()[-1] or ()) == ["OFF"], 10,
+            wait_for(lambda: _states(scan_states.snapshot()[-1]) == [DevState.OFF], 10,
                      "scan_states ending with OFF")
         finally:
             for subscription in subscriptions:
                 proxy.unsubscribe_event(subscription)
         assert state.errors == [] and scan_states.errors == []
         assert state.snapshot() == [DevState.ON, DevState.RUNNING, DevState.ON]
-        seen = [list(value or ()) for value in scan_states.snapshot()]
-        assert seen[0] == [] and seen[-1] == ["OFF"] and ["ON"] in seen, seen
+        seen = [_states(value) for value in scan_states.snapshot()]
+        assert seen[0] == [] and seen[-1] == [DevState.OFF] and [DevState.ON] in seen, seen
         assert proxy.get_attribute_poll_period("State") == 0
         assert proxy.get_attribute_poll_period("scan_states") == 0
 
@@ -373,7 +391,7 @@ def test_makedirs_only_under_the_allowed_roots_and_log_levels_round_trip(
                        allowed_roots=[str(root)]) as proxy:
         assert proxy.State() == DevState.ON, proxy.Status()
         target = root / "proposal" / "sample"
-        assert proxy.makedirs(str(target)) == str(target)
+        assert proxy.makedirs(str(target)) is None
         assert target.is_dir()
         error = dev_error(proxy.makedirs, "relative/dir")
         assert "absolute" in error.desc and "'relative/dir'" in error.desc, error.desc
@@ -383,18 +401,15 @@ def test_makedirs_only_under_the_allowed_roots_and_log_levels_round_trip(
         assert str(outside) in error.desc and "allowed" in error.desc, error.desc
         assert not outside.exists()
 
-        for level in ("DEBUG", "error", "INFO"):
-            proxy.writer_log_level = level
-            assert proxy.writer_log_level == level.upper()
-        error = dev_error(proxy.write_attribute, "writer_log_level", "LOUD")
-        assert "'LOUD'" in error.desc and all(level in error.desc for level in _PY_LEVELS)
-        assert proxy.writer_log_level == "INFO"
-        for level in ("WARN", "debug", "ERROR"):
-            proxy.tango_log_level = level
-            assert proxy.tango_log_level == level.upper()
-        error = dev_error(proxy.write_attribute, "tango_log_level", "WARNING")
-        assert all(level in error.desc for level in _TANGO_LEVELS), error.desc
-        assert proxy.tango_log_level == "ERROR"
+        for name in ("writer_log_level", "tango_log_level"):
+            for level in ("DEBUG", "ERROR", "NOTSET", "FATAL", "INFO"):
+                proxy.write_attribute(name, _LOG_LEVELS.index(level))
+                if name == "writer_log_level" and level == "NOTSET":
+                    level = "WARN"  # the effective level: that of the root logger
+                assert getattr(proxy, name).name == level, (name, level)
+            error = dev_error(proxy.write_attribute, name, len(_LOG_LEVELS))
+            assert error.reason == "API_WAttrOutsideLimit", error.desc
+            assert getattr(proxy, name).name == "INFO"
 
 
 def test_lima_save_option_properties_are_options_not_warnings(redis_url: str) -> None:
@@ -423,7 +438,7 @@ def test_device_restarts_its_writer_when_redis_comes_back(tmp_path: Path) -> Non
             assert proxy.State() == DevState.ON, proxy.Status()
             with PublishedScans(url, "outage", str(root), "ct") as publishing:
                 first = publishing.join()[0]
-            wait_for(lambda: proxy.scan_states == ("OFF",), 10, "first scan written")
+            wait_for(lambda: proxy.scan_states == (DevState.OFF,), 10, "first scan written")
 
             redis_server.stop()
             wait_for(lambda: proxy.State() == DevState.FAULT, 20, "FAULT once Redis is gone")
@@ -436,7 +451,8 @@ def test_device_restarts_its_writer_when_redis_comes_back(tmp_path: Path) -> Non
             wait_for(lambda: proxy.State() == DevState.ON, 30, "ON again after Redis is back")
             with PublishedScans(url, "outage", str(root), "ascan") as publishing:
                 second = publishing.join()[0]
-            wait_for(lambda: proxy.scan_states == ("OFF", "OFF"), 20, "second scan written")
+            wait_for(lambda: proxy.scan_states == (DevState.OFF, DevState.OFF), 20,
+                     "second scan written")
             assert proxy.scan_names == ("1_ct", "2_ascan")
             for scan in (first, second):
                 assert set(file_points(scan.filename).values()) == {scan.npoints}

@@ -46,7 +46,7 @@ def _end_reason(path: str) -> str:
 
 def _scans_done(proxy: tango.DeviceProxy, count: int) -> Callable[[], Any]:
     def done() -> Any:
-        states = list(proxy.scan_states or ())
+        states = [str(state) for state in proxy.scan_states or ()]
         return len(states) == count and all(s == "OFF" for s in states) and states
     return done
 
@@ -67,7 +67,7 @@ def test_registered_server_writes_a_scan_and_reports_it(writer, proxy, scans, po
     assert proxy.state() == tango.DevState.ON
     assert list(proxy.scan_progress) == ["300/300"]
     assert list(proxy.scan_urls) == [f"{scan.filename}::/1.1"]
-    assert json.loads(_only(list(proxy.scan_info)))["end_reason"] == "SUCCESS"
+    assert json.loads(_only(list(proxy.scan_info_json)))["end_reason"] == "SUCCESS"
     assert _points(scan.filename) == 300
     assert _end_reason(scan.filename) == "SUCCESS"
     assert nxcheck_errors(scan.filename, ignore_entry_names=True) == []
@@ -130,7 +130,7 @@ def test_sigkill_mid_scan_then_restart_completes_the_file_from_redis(
     filename = str(writer.root / writer.session / f"{writer.session}_1.h5")
     assert scan.filename == filename
     poll(_scans_done(proxy, 1), 30, "resumed scan written")
-    info = json.loads(_only(list(proxy.scan_info)))
+    info = json.loads(_only(list(proxy.scan_info_json)))
     assert info["resumed"] and info["points"] == total, info
     assert _points(filename) == total
     with h5py.File(filename, "r", locking=False) as h5:
@@ -167,7 +167,7 @@ def test_sigterm_mid_scan_keeps_a_valid_file_and_restart_completes_it(
     (scan,) = scans.join()
     assert scan.filename == filename
     poll(_scans_done(proxy, 1), 30, "resumed scan written")
-    info = json.loads(_only(list(proxy.scan_info)))
+    info = json.loads(_only(list(proxy.scan_info_json)))
     assert info["resumed"] and info["points"] == total, info
     assert _points(filename) == total
     assert _end_reason(filename) == "SUCCESS"
@@ -253,7 +253,7 @@ def test_tango_arguments_are_passed_through(writer, start_server, tango_db):
     assert b"127.0.0.1\x00" + port.to_bytes(2, "little") in ior
     proxy = device_proxy(server.tango_host, writer.device)
     assert proxy.state() == tango.DevState.ON
-    assert proxy.tango_log_level == "DEBUG"  # --log_tango became Tango's -v5
+    assert proxy.tango_log_level.name == "DEBUG"  # --log_tango became Tango's -v5
     with socket.create_connection(("127.0.0.1", port), timeout=5):
         pass
     assert server.stop() == 0
