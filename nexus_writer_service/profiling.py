@@ -43,17 +43,16 @@ class ResourceProfiling(enum.IntEnum):
     @property
     def kind(self) -> str:
         """``"off"``, ``"cpu"``, ``"wall"`` or ``"memory"``."""
-        if self is ResourceProfiling.OFF:
-            return "off"
-        return {"CPU": "cpu", "WAL": "wall", "MEM": "memory"}[self.name[:3]]
+        return _KINDS[self.name.rstrip("0123456789")]
 
     @property
     def limit(self) -> int:
         """How many functions or source lines the report lists (0 for OFF)."""
-        digits = self.name.lstrip("CPUWALME")
+        digits = self.name.lstrip("CPUWALMEOF")
         return int(digits) if digits else 0
 
 
+_KINDS = {"OFF": "off", "CPU": "cpu", "WALL": "wall", "MEM": "memory"}
 _RUNNING = threading.Lock()
 
 
