@@ -585,7 +585,7 @@ def _status(filename: Path) -> str:
     try:
         with h5py.File(filename, "r", locking=False) as h5:
             return text(h5["1.1/writer/status"][()])
-    except (OSError, KeyError):
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError):  # reader contract
         return ""
 
 
