@@ -15,11 +15,12 @@ import logging
 import queue
 import threading
 from types import SimpleNamespace
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import channels
+from nexus_writer_service.subscribers import ScanRecord, SubscriberState
 
-__all__ = ["Announcer"]
+__all__ = ["Announcer", "ScanAnnouncements"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,3 +96,40 @@ class Announcer:
                         channel.close()
                     except Exception:  # closing on the way out: nothing left to protect
                         logger.debug("closing %s", channel, exc_info=True)
+
+
+_FINISHED = frozenset({SubscriberState.OFF, SubscriberState.FAULT})
+
+
+class ScanAnnouncements:
+    """Which scan events are news: ``scan_started`` once a scan's file is known (or it
+    finished without one), ``scan_finished`` once it is OFF or FAULT. Owned by one
+    greenlet (the device's monitor)."""
+
+    def __init__(self) -> None:
+        self._announced: dict[str, SubscriberState] = {}
+
+    def events(self, records: list[ScanRecord], session: str) -> Iterator[dict[str, Any]]:
+        """The events not announced yet for ``records`` (the scans still listed)."""
+        for record in records:
+            previous = self._announced.get(record.key)
+            state = record.state
+            if previous is state:
+                continue
+            finished = state in _FINISHED
+            if previous is None:
+                urls = record.writer.urls
+                if not urls and not finished:
+                    continue  # announced once its file is known
+                yield {"event": "scan_started", "scan": record.name, "session": session,
+                       "urls": urls}
+            if finished and previous not in _FINISHED:
+                info = record.as_dict()
+                yield {"event": "scan_finished", "scan": record.name, "session": session,
+                       "urls": info["urls"], "state": state.value,
+                       "reason": info["state_reason"], "end_reason": info["end_reason"],
+                       "points": info["points"]}
+            self._announced[record.key] = state
+        listed = {record.key for record in records}
+        for key in set(self._announced) - listed:
+            del self._announced[key]

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import time
-from collections import deque
 from typing import Any, Callable, Optional, TypeVar
 
 import gevent
@@ -35,7 +34,7 @@ from nexus_writer_service.io.options import SaveOptions, option_help
 from nexus_writer_service.profiling import Profiler, ResourceProfiling
 from nexus_writer_service.subscribers import NexusSessionWriter, ScanRecord, SubscriberState
 
-from .announce import Announcer
+from .announce import Announcer, ScanAnnouncements
 from .classic import (
     PY_LEVEL,
     SCAN_DEVSTATE,
@@ -46,6 +45,7 @@ from .classic import (
     from_py_level,
     scan_info_columns,
 )
+from .throughput import PointRate
 
 __all__ = ["NexusWriter", "SAVE_OPTION_PROPERTIES", "UNSUPPORTED_PROPERTIES"]
 
@@ -162,11 +162,8 @@ class NexusWriter(Device):
         self._monitor: Optional[gevent.Greenlet] = None
         self._announcer: Optional[Announcer] = None
         self._last_states: Optional[tuple[tuple[str, str], ...]] = None
-        self._announced: dict[str, str] = {}
-        self._rate_samples: deque[tuple[float, int]] = deque()
-        self._rate = 0.0
-        self._finished_points = 0
-        self._counted: set[str] = set()
+        self._scan_news = ScanAnnouncements()
+        self._rate = PointRate(_RATE_WINDOW)
         self._retry_at: Optional[float] = None
         self._profiling = ResourceProfiling.OFF
         self._profiler: Optional[Profiler] = None
@@ -252,7 +249,7 @@ class NexusWriter(Device):
             writer.stop(wait=True, timeout=_STOP_TIMEOUT)
         except NexusWriterError as exc:
             logger.error("%s: stopping the writer: %s", self.get_name(), exc)
-        self._account()
+        self._rate.sample(self._records())
 
     # -- state, events and announcements -----------------------------------------
 
@@ -305,54 +302,9 @@ class NexusWriter(Device):
         if states != self._last_states:
             self._last_states = states
             self.push_change_event("scan_states", [SCAN_DEVSTATE[r.state] for r in records])
-        self._announce_scans(records)
-
-    def _announce_scans(self, records: list[ScanRecord]) -> None:
-        if self._announcer is None:
-            return
-        for record in records:
-            previous = self._announced.get(record.key)
-            state = record.state.value
-            finished = state in ("OFF", "FAULT")
-            if previous == state:
-                continue
-            if previous is None:
-                urls = record.writer.urls
-                if not urls and not finished:
-                    continue  # announced once its file is known
-                self._announcer.post({"event": "scan_started", "scan": record.name,
-                                      "session": self.session, "urls": urls})
-            if finished and previous not in ("OFF", "FAULT"):
-                info = record.as_dict()
-                self._announcer.post({
-                    "event": "scan_finished", "scan": record.name, "session": self.session,
-                    "urls": info["urls"], "state": state, "reason": info["state_reason"],
-                    "end_reason": info["end_reason"], "points": info["points"]})
-            self._announced[record.key] = state
-        keys = {record.key for record in records}
-        for key in set(self._announced) - keys:
-            del self._announced[key]
-
-    def _account(self) -> None:
-        """Points written per second, summed over scans (purged ones included)."""
-        now = time.monotonic()
-        records = self._records()
-        live = 0
-        for record in records:
-            done = record.writer.progress[0]
-            if not record.writer.done():
-                live += done
-            elif record.key not in self._counted:
-                self._counted.add(record.key)
-                self._finished_points += done
-        self._counted &= {record.key for record in records}
-        total = self._finished_points + live
-        samples = self._rate_samples
-        samples.append((now, total))
-        while now - samples[0][0] > _RATE_WINDOW:
-            samples.popleft()
-        first_time, first_total = samples[0]
-        self._rate = (total - first_total) / (now - first_time) if now > first_time else 0.0
+        if self._announcer is not None:
+            for event in self._scan_news.events(records, self.session):
+                self._announcer.post(event)
 
     def _monitor_loop(self) -> None:
         last_purge = time.monotonic()
@@ -360,7 +312,7 @@ class NexusWriter(Device):
             gevent.sleep(_MONITOR_PERIOD)
             try:
                 self._retry()
-                self._account()
+                self._rate.sample(self._records())
                 self._update()
                 if self._writer is not None and time.monotonic() - last_purge > 1.0:
                     last_purge = time.monotonic()
@@ -489,7 +441,7 @@ class NexusWriter(Device):
     @attribute(dtype=float, unit="points/s",
                doc="points written per second, all scans, over the last 5 s")
     def throughput(self) -> float:
-        return self._rate
+        return self._rate.per_second
 
     @attribute(dtype=int, doc="events read from Redis and not yet written, all scans")
     def backlog_events(self) -> int:
