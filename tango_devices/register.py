@@ -52,6 +52,9 @@ class Registration:
     server: str
     created: bool
     moved_from: Optional[str]
+    #: the device was running (exported) when its properties were set: they apply
+    #: after its ``Init`` command or a restart of the server
+    running: bool = False
 
 
 def register_nexus_writer(session: str, *, domain: str = "id00",
@@ -96,18 +99,22 @@ def register_nexus_writer(session: str, *, domain: str = "id00",
                 f"write {session!r}, or choose another --member")
         if current and current[0] and current[0] != session:
             moved_from = current[0]
-    dev_info = tango.DbDevInfo()
-    dev_info.name = name
-    dev_info._class = "NexusWriter"
-    dev_info.server = server_name
-    db.add_device(dev_info)
+    if info is None or info.class_name != "NexusWriter" or info.ds_full_name != server_name:
+        # adding a device that exists marks it not exported: a running server would
+        # stay unreachable until restarted, so an update only sets properties
+        dev_info = tango.DbDevInfo()
+        dev_info.name = name
+        dev_info._class = "NexusWriter"
+        dev_info.server = server_name
+        db.add_device(dev_info)
     properties: dict[str, Any] = {"session": session}
     if redis_url:
         properties["redis_url"] = redis_url
     for key, value in (options or {}).items():
         properties[key] = _property_text(value)
     db.put_device_property(name, properties)
-    return Registration(name, server_name, created, moved_from)
+    running = bool(info is not None and info.exported and info.ds_full_name == server_name)
+    return Registration(name, server_name, created, moved_from, running)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -156,7 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     what = "registered" if done.created else "updated"
     print(f"{what} {done.device} (class NexusWriter, server {done.server}) for session "
           f"{args.session!r}" + (f" (was {done.moved_from!r})" if done.moved_from else ""))
-    print(f"start it with: {done.server.split('/')[0]} {done.server.split('/')[1]}")
+    if done.running:
+        print(f"it is running: run its Init command (jive, or "
+              f"tango.DeviceProxy({done.device!r}).Init()) for the new properties to apply")
+    else:
+        print(f"start it with: {done.server.split('/')[0]} {done.server.split('/')[1]}")
     return 0
 
 

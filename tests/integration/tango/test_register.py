@@ -119,3 +119,22 @@ def test_console_entry_point_registers_in_a_child_process(tango_db, tango_host, 
     assert tango_db.get_device_info(device).ds_full_name == f"NexusWriterService/{instance}"
     assert _properties(tango_db, device, "session", "required_disk_space") == {
         "session": [session], "required_disk_space": ["50.0"]}
+
+
+def test_registering_again_while_the_server_runs_keeps_the_device_exported(
+        writer, proxy, tango_db, capsys):
+    """Only the properties change: clients still reach the running device, and the new
+    properties apply at its Init."""
+    assert proxy.state() == tango.DevState.ON
+    assert register.main([writer.session, "--instance", writer.instance,
+                          "--member", writer.session, "--purge-delay", "42"]) == 0
+    out = capsys.readouterr().out
+    assert f"updated {writer.device}" in out and "run its Init command" in out, out
+    info = tango_db.get_device_info(writer.device)
+    assert info.exported == 1, "the running device was unexported"
+    fresh = tango.DeviceProxy(writer.device)
+    assert fresh.state() == tango.DevState.ON
+    assert _properties(tango_db, writer.device, "purge_delay") == {"purge_delay": ["42.0"]}
+    fresh.Init()
+    assert fresh.state() == tango.DevState.ON
+    assert '"purge_delay": 42.0' in fresh.save_options
