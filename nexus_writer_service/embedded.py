@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .die_with_parent import guarded
 from .errors import EmbeddedServerError
 
 __all__ = ["EmbeddedRedis", "EmbeddedTangoDatabase", "free_port"]
@@ -89,7 +90,7 @@ class _EmbeddedServer:
             raise EmbeddedServerError(f"embedded {self.kind} already running (pid {self.pid})")
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                guarded(argv), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
                 env=env, start_new_session=True,
             )
 

@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import Iterator, NoReturn, Sequence
 
 import tango
 
@@ -169,6 +170,23 @@ def _wait_for_ctrl_c(lines: Sequence[str]) -> None:
         _say("\nstopping")
 
 
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop the demo as Ctrl-C does (every process it started is
+    stopped), also when it runs from a script that ignores SIGINT; the previous
+    handlers are back on the way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.default_int_handler)
+                for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -186,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     try:
         with ExitStack() as stack:
+            stack.enter_context(_terminate_as_interrupt())
             return _run(args, root, scans, stack, stop)
     except KeyboardInterrupt:
         stop.set()

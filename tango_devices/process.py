@@ -18,6 +18,7 @@ from typing import Any, Optional, Sequence
 
 import tango
 
+from nexus_writer_service.die_with_parent import guarded
 from nexus_writer_service.errors import EmbeddedServerError
 
 from .server import SERVER
@@ -52,7 +53,7 @@ class ServerProcess:
         command = [sys.executable, "-m", "tango_devices.server", self.instance, *self.args]
         self.output.parent.mkdir(parents=True, exist_ok=True)
         with open(self.output, "ab") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+            self.process = subprocess.Popen(guarded(command), stdout=out, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, env=self.env)
         return self
 

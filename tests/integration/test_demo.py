@@ -77,13 +77,25 @@ def test_tango_demo_writes_valid_files_through_the_device(capsys, tmp_path, monk
     assert (run / "nexus-writer.log").read_text().count("writing scan") == 3
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.mark.slow
-def test_tango_demo_keep_running_stops_everything_on_ctrl_c(tmp_path):
+@pytest.mark.parametrize("sig, code, sigint_ignored", [
+    (signal.SIGINT, 0, False),
+    (signal.SIGTERM, 0, False),
+    (signal.SIGTERM, 0, True),  # started from a script that ignores SIGINT
+    (signal.SIGKILL, -signal.SIGKILL, False),  # nothing cleans up: the kernel does
+], ids=["SIGINT", "SIGTERM", "SIGTERM-sigint-ignored", "SIGKILL"])
+def test_tango_demo_keep_running_stops_everything_it_started(
+        tmp_path, sig: int, code: int, sigint_ignored: bool) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("TANGO_HOST", "REDIS_URL")}
     demo_process = subprocess.Popen(
         [sys.executable, "-m", "tango_devices.demo", "--scan", "ct", "--keep-running",
          "--root", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+        preexec_fn=_ignore_sigint if sigint_ignored else None)
     lines: list[str] = []
     try:
         assert demo_process.stdout is not None
@@ -96,8 +108,8 @@ def test_tango_demo_keep_running_stops_everything_on_ctrl_c(tmp_path):
         pids = [int(p) for p in re.findall(r"pid (\d+)", out)]
         assert len(pids) == 3, out
         assert all(_alive(pid) for pid in pids)
-        demo_process.send_signal(signal.SIGINT)
-        assert demo_process.wait(60) == 0
+        demo_process.send_signal(sig)
+        assert demo_process.wait(60) == code
         deadline = time.monotonic() + 30
         while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.1)
