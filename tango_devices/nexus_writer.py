@@ -57,7 +57,9 @@ _MONITOR_PERIOD = 0.1
 _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 60.0
 _RATE_WINDOW = 5.0
-#: Seconds between attempts to restart a session writer that failed (Redis down...).
+#: Seconds before the first attempt to restart a session writer that failed (Redis
+#: down...), and the longest between two attempts (each waits twice the one before).
+FIRST_RETRY = 0.1
 RETRY_PERIOD = 5.0
 _MAX_SCANS = 100000
 _HELP = option_help()
@@ -165,6 +167,7 @@ class NexusWriter(Device):
         self._scan_news = ScanAnnouncements()
         self._rate = PointRate(_RATE_WINDOW)
         self._retry_at: Optional[float] = None
+        self._retry_wait = FIRST_RETRY
         self._profiling = ResourceProfiling.OFF
         self._profiler: Optional[Profiler] = None
         self.set_state(DevState.INIT)
@@ -268,7 +271,7 @@ class NexusWriter(Device):
             return DevState.INIT, "starting the writer" + notes
         if writer.state is SubscriberState.FAULT:
             return DevState.FAULT, (f"the session writer failed: {writer.state_reason}; "
-                                    f"restarting it every {RETRY_PERIOD:g} s") + notes
+                                    f"restarting it every {RETRY_PERIOD:g} s at most") + notes
         if writer.state is SubscriberState.OFF:
             return DevState.OFF, (f"not listening to session {self.session!r} "
                                   f"({writer.state_reason}); run start") + notes
@@ -321,17 +324,20 @@ class NexusWriter(Device):
                 logger.exception("%s: monitor", self.get_name())
 
     def _retry(self) -> None:
-        """Restart a session writer that failed (not one stopped on request), at most
-        every RETRY_PERIOD: once Redis is back, it resumes the unfinished scans."""
+        """Restart a session writer that failed (not one stopped on request): after
+        FIRST_RETRY, then twice as long each time, at most every RETRY_PERIOD. Once
+        Redis is back, it resumes the unfinished scans."""
         writer = self._writer
         if writer is None or writer.state is not SubscriberState.FAULT:
             self._retry_at = None
             return
         now = time.monotonic()
         if self._retry_at is None:
-            self._retry_at = now + RETRY_PERIOD
+            self._retry_wait = FIRST_RETRY
+            self._retry_at = now + self._retry_wait
         elif now >= self._retry_at:
-            self._retry_at = now + RETRY_PERIOD
+            self._retry_wait = min(2 * self._retry_wait, RETRY_PERIOD)
+            self._retry_at = now + self._retry_wait
             logger.warning("%s: restarting the session writer (%s)", self.get_name(),
                            writer.state_reason)
             self._restart_writer(writer)

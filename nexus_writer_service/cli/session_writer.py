@@ -16,6 +16,7 @@ import os
 import signal
 import stat
 import sys
+import time
 import urllib.parse
 from typing import Any, NoReturn, Sequence
 
@@ -90,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="name under which progress is acknowledged in Redis")
     parser.add_argument("--duration", type=float, default=None,
                         help="stop after this many seconds (default: run until SIGINT/SIGTERM)")
+    parser.add_argument("--give-up-after", type=float, default=600.0, metavar="SECONDS",
+                        help="when the session writer fails (Redis unreachable...), start it "
+                        "again, sooner first, then every 5 s, for at most this long; 0 exits "
+                        "at the first failure (default: 600)")
     add_logging_options(parser)
     add_save_options(parser)
     return parser
@@ -178,6 +183,59 @@ def url_has_password(url: str) -> bool:
     return in_netloc or "password" in urllib.parse.parse_qs(parts.query)
 
 
+class Restarts:
+    """Starts a failed session writer again, as the Tango device does, but sooner: after
+    0.1 s, then twice as long each time up to 5 s, for at most ``give_up_after`` seconds
+    from the failure (0: never). Each change of state is logged once. Owned by the
+    main greenlet."""
+
+    FIRST = 0.1
+    LONGEST = 5.0
+
+    def __init__(self, give_up_after: float, log: logging.Logger) -> None:
+        self.give_up_after = give_up_after
+        self.gave_up = ""
+        self._log = log
+        self._failed_at: float | None = None
+        self._wait = self.FIRST
+
+    @property
+    def poll_period(self) -> float:
+        return 0.05 if self._failed_at is not None else 0.5
+
+    def after_fault(self, writer: NexusSessionWriter,
+                    stop: gevent.event.Event) -> bool:
+        """Start ``writer`` again after the next wait; False to give up."""
+        now = time.monotonic()
+        if self._failed_at is None:
+            self._failed_at = now
+            self._wait = self.FIRST
+            self._log.error("%s: the session writer failed: %s", PROG, writer.state_reason)
+        elapsed = now - self._failed_at
+        if elapsed >= self.give_up_after:
+            self.gave_up = (f" (gave up after {elapsed:.1f} s of restarts: "
+                            "--give-up-after)" if self.give_up_after > 0 else "")
+            return False
+        wait = min(self._wait, self.give_up_after - elapsed)
+        self._log.info("%s: starting the session writer again in %.1f s (giving up after "
+                       "%g s)", PROG, wait, self.give_up_after)
+        if stop.wait(wait):
+            return True  # asked to stop: the caller's loop ends
+        self._wait = min(self._wait * 2, self.LONGEST)
+        try:
+            writer.start(wait=True, timeout=30)
+        except NexusWriterError as exc:
+            self._log.warning("%s: starting the session writer again failed: %s", PROG, exc)
+        return True
+
+    def running(self, writer: NexusSessionWriter) -> None:
+        """The writer runs: a failure before it is over."""
+        if self._failed_at is not None:
+            self._log.warning("%s: the session writer runs again, %.1f s after it failed",
+                              PROG, time.monotonic() - self._failed_at)
+            self._failed_at = None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -210,20 +268,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 resume=args.resume)
     stop = gevent.event.Event()
     handlers = [gevent.signal_handler(sig, stop.set) for sig in (signal.SIGINT, signal.SIGTERM)]
+    started = time.monotonic()
+    restarts = Restarts(args.give_up_after, log)
     try:
         writer.start(wait=True, timeout=30)
         log.info("%s: writing session %r (%s)", PROG, node.name, options.as_dict())
-        while not stop.wait(0.5):
-            if writer.done():
+        while not stop.wait(restarts.poll_period):
+            if writer.state is SubscriberState.FAULT:
+                if not restarts.after_fault(writer, stop):
+                    break
+            elif writer.done():
                 break
-            if args.duration is not None and writer.duration() >= args.duration:
+            else:
+                restarts.running(writer)
+            if args.duration is not None and time.monotonic() - started >= args.duration:
                 break
         writer.stop(wait=True, timeout=120)
     finally:
         for handler in handlers:
             handler.cancel()
     if writer.state is SubscriberState.FAULT:
-        print(f"{PROG}: error: {writer.state_reason}", file=sys.stderr)
+        print(f"{PROG}: error: {writer.state_reason}{restarts.gave_up}", file=sys.stderr)
         return 1
     log.info("%s: stopped (%s)", PROG, writer.state_reason)
     return 0

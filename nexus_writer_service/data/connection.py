@@ -16,6 +16,8 @@ import re
 from typing import Any, Iterator
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from ..errors import (
     ConfigurationError,
@@ -56,13 +58,34 @@ def resolve_redis_url(redis_url: str | None = None) -> str:
     return url
 
 
-def connect(redis_url: str | None = None, socket_timeout: float = 30.0) -> redis.Redis:
-    """A client for ``redis_url`` (see :func:`resolve_redis_url`)."""
+#: How a reading client rides out a dropped connection: the command is sent again on a
+#: new connection after 20, 40, ... ms (at most 0.5 s apart, about 1 s in all), so a
+#: ``CLIENT KILL`` or a proxy that drops idle connections costs a moment, not the scan.
+#: Longer outages reach the caller, whose owner restarts it (the device, the command).
+DROP_RETRIES = 6
+_DROP_BACKOFF = (0.02, 0.5)  # first wait, longest wait (s)
+
+
+def connect(redis_url: str | None = None, socket_timeout: float = 30.0, *,
+            retry_dropped: bool = False) -> redis.Redis:
+    """A client for ``redis_url`` (see :func:`resolve_redis_url`).
+
+    Its connections are named ``nexus_writer_service:<pid>`` (``CLIENT LIST`` tells
+    whose they are). With ``retry_dropped``, a command whose connection is dropped is
+    sent again (see :data:`DROP_RETRIES`): only for commands that may run twice, as
+    reads, acknowledgements and trims do; a publisher's writes may not.
+    """
     url = resolve_redis_url(redis_url)
+    retry: dict[str, Any] = {}
+    if retry_dropped:
+        base, cap = _DROP_BACKOFF
+        retry = {"retry": Retry(ExponentialBackoff(cap=cap, base=base), DROP_RETRIES),
+                 "retry_on_error": [redis.ConnectionError]}
     try:
         return redis.Redis.from_url(
             url, socket_timeout=socket_timeout, socket_connect_timeout=5.0,
-            health_check_interval=30,
+            health_check_interval=30, client_name=f"nexus_writer_service:{os.getpid()}",
+            **retry,
         )
     except ValueError as exc:
         raise ConfigurationError(f"invalid Redis URL {redact(url)!r}: {exc}") from None

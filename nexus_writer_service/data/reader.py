@@ -675,10 +675,12 @@ class SessionNode:
 def get_session_node(session: str, redis_url: str | None = None, *,
                      client: Client | None = None) -> SessionNode:
     """The session node of ``session`` (it need not exist yet)."""
-    return SessionNode(client if client is not None else connect(redis_url), session)
+    return SessionNode(client if client is not None else connect(redis_url, retry_dropped=True),
+                       session)
 
 
 def get_scan_node(key: str, redis_url: str | None = None, *,
                   client: Client | None = None) -> ScanNode:
     """A scan node from its key (as given by ``ScanNode.key`` or ``ScanPublisher.key``)."""
-    return ScanNode(client if client is not None else connect(redis_url), key)
+    return ScanNode(client if client is not None else connect(redis_url, retry_dropped=True),
+                    key)
