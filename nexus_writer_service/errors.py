@@ -101,3 +101,7 @@ class FileLockedError(NexusWriterError, BlockingIOError):
 
 class EntryExistsError(NexusWriterError, FileExistsError):
     """A file already holds an entry of the same name written for another scan."""
+
+
+class SessionTakenError(NexusWriterError, RuntimeError):
+    """Another writer holds the session's writer lease (one writer per session)."""

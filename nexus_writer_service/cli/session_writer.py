@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.handlers
+import math
 import os
 import signal
 import stat
@@ -25,7 +26,13 @@ import gevent.event
 
 from ..concurrency import use_one_malloc_arena, use_switch_interval
 from ..data import get_session_node
-from ..errors import ConfigurationError, NexusWriterError
+from ..data.session_lease import SessionLease
+from ..errors import (
+    ConfigurationError,
+    NexusWriterError,
+    RedisUnavailableError,
+    SessionTakenError,
+)
 from ..io.options import COMPRESSIONS, SaveOptions, option_help
 from ..subscribers import NexusSessionWriter, SubscriberState
 
@@ -34,6 +41,8 @@ __all__ = ["main", "build_parser", "configure_logging", "add_save_options",
            "url_has_password"]
 
 PROG = "NexusSessionWriter"
+#: Seconds between two attempts of a standby to take the session's lease.
+STANDBY_POLL = 0.5
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _FLAGS = ("keepshape", "multivalue_positioners", "disable_external_hdf5",
           "enable_external_nonhdf5", "copy_non_external", "strict_names", "stack_mcas")
@@ -91,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="name under which progress is acknowledged in Redis")
     parser.add_argument("--duration", type=float, default=None,
                         help="stop after this many seconds (default: run until SIGINT/SIGTERM)")
+    parser.add_argument("--standby", action="store_true",
+                        help="when another writer writes the session, wait and take over "
+                        "when it stops (default: refuse to start)")
     parser.add_argument("--give-up-after", type=float, default=600.0, metavar="SECONDS",
                         help="when the session writer fails (Redis unreachable...), start it "
                         "again, sooner first, then every 5 s, for at most this long; 0 exits "
@@ -206,12 +218,9 @@ class Restarts:
     def after_fault(self, writer: NexusSessionWriter,
                     stop: gevent.event.Event) -> bool:
         """Start ``writer`` again after the next wait; False to give up."""
-        now = time.monotonic()
-        if self._failed_at is None:
-            self._failed_at = now
-            self._wait = self.FIRST
-            self._log.error("%s: the session writer failed: %s", PROG, writer.state_reason)
-        elapsed = now - self._failed_at
+        self.failed(writer)
+        assert self._failed_at is not None
+        elapsed = time.monotonic() - self._failed_at
         if elapsed >= self.give_up_after:
             self.gave_up = (f" (gave up after {elapsed:.1f} s of restarts: "
                             "--give-up-after)" if self.give_up_after > 0 else "")
@@ -227,6 +236,13 @@ class Restarts:
         except NexusWriterError as exc:
             self._log.warning("%s: starting the session writer again failed: %s", PROG, exc)
         return True
+
+    def failed(self, writer: NexusSessionWriter) -> None:
+        """``writer`` is in FAULT: logged once, and the clock of the restarts starts."""
+        if self._failed_at is None:
+            self._failed_at = time.monotonic()
+            self._wait = self.FIRST
+            self._log.error("%s: the session writer failed: %s", PROG, writer.state_reason)
 
     def running(self, writer: NexusSessionWriter) -> None:
         """The writer runs: a failure before it is over."""
@@ -266,14 +282,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     use_one_malloc_arena()  # and pass each other pages of memory
     writer = NexusSessionWriter(node, options=options, reader_name=args.reader_name,
                                 resume=args.resume)
+    lease = SessionLease(node.connection, node.name,
+                         name=f"{PROG} {node.name} ({args.reader_name})")
     stop = gevent.event.Event()
     handlers = [gevent.signal_handler(sig, stop.set) for sig in (signal.SIGINT, signal.SIGTERM)]
+    try:
+        return _write(writer, lease, stop, args, log)
+    except (SessionTakenError, RedisUnavailableError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for handler in handlers:
+            handler.cancel()
+        lease.release()
+
+
+def _take_lease(lease: SessionLease, stop: gevent.event.Event, patience: float,
+                log: logging.Logger, gave_up: str = "") -> bool:
+    """Hold the session's lease, trying for ``patience`` seconds (False: asked to stop
+    first). A standby is patient for ever; a new writer for one lease time (the time
+    the lease of a writer that just died takes to expire, when supervisor or Starter
+    restart it at once); a writer whose lease lapsed (Redis unreachable) for
+    ``--give-up-after``.
+
+    :raises SessionTakenError: another writer holds it, after ``patience``
+    :raises RedisUnavailableError: Redis unreachable, after ``patience``; ``gave_up``
+        is added to the message of either
+    """
+    told = ""
+    deadline = time.monotonic() + patience
+    while not stop.is_set():
+        try:
+            lease.acquire()
+        except (SessionTakenError, RedisUnavailableError) as exc:
+            if time.monotonic() > deadline:
+                raise type(exc)(f"{exc}{gave_up}") from None
+            if str(exc) != told:
+                told = str(exc)
+                log.warning("%s: waiting for the session: %s", PROG, exc)
+        else:
+            if told:
+                log.warning("%s: took over session %r", PROG, lease.session)
+            return True
+        stop.wait(STANDBY_POLL)
+    return False
+
+
+def _write(writer: NexusSessionWriter, lease: SessionLease, stop: gevent.event.Event,
+           args: argparse.Namespace, log: logging.Logger) -> int:
+    """Write while this process holds the session's lease; after losing it, wait to
+    hold it again (see :func:`_take_lease`)."""
     started = time.monotonic()
     restarts = Restarts(args.give_up_after, log)
-    try:
+    patience = math.inf if args.standby else lease.ttl + STANDBY_POLL
+    gave_up = ""
+    while _take_lease(lease, stop, patience, log, gave_up):
         writer.start(wait=True, timeout=30)
-        log.info("%s: writing session %r (%s)", PROG, node.name, options.as_dict())
+        log.info("%s: writing session %r (%s)", PROG, lease.session, writer.options.as_dict())
+        lost = False
         while not stop.wait(restarts.poll_period):
+            if not lease.valid:  # first: never restart a writer without the lease
+                if writer.state is SubscriberState.FAULT:
+                    restarts.failed(writer)
+                lost = True
+                log.error("%s: %s: stopping; the scans stay resumable", PROG,
+                          lease.lost_reason)
+                break
             if writer.state is SubscriberState.FAULT:
                 if not restarts.after_fault(writer, stop):
                     break
@@ -284,9 +358,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.duration is not None and time.monotonic() - started >= args.duration:
                 break
         writer.stop(wait=True, timeout=120)
-    finally:
-        for handler in handlers:
-            handler.cancel()
+        lease.release()
+        if not lost or stop.is_set():
+            break
+        if not args.standby:
+            patience = args.give_up_after
+            gave_up = f" (gave up after {patience:g} s: --give-up-after)"
     if writer.state is SubscriberState.FAULT:
         print(f"{PROG}: error: {writer.state_reason}{restarts.gave_up}", file=sys.stderr)
         return 1
