@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import sys
+import textwrap
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from typing import Iterator, TextIO
@@ -82,12 +83,10 @@ def render_page(date: str, run: str, sections: list[Section], summary: str,
     words on problems seen, when known.
     """
     lines = heading("Benchmark results", "=")
-    lines += [
-        f"Results of {date}: {run}. This page is written by ``{COMMAND}``;",
-        "run it again to update it. :doc:`performance` says what each scenario",
-        "measures, how targets are judged and how much figures vary between runs.",
-        "",
-    ]
+    intro = (f"Results of {date}: {run}. This page is written by ``{COMMAND}``; run it "
+             "again to update it. :doc:`performance` says what each scenario measures, how "
+             "targets are judged and how much figures vary between runs.")
+    lines += textwrap.wrap(intro, 88, break_on_hyphens=False, break_long_words=False) + [""]
     if machine:
         lines += literal_block(machine)
     lines += heading("Summary", "-")
