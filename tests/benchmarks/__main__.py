@@ -2,7 +2,7 @@
 next to the baselines that bound it, measured in the same run.
 
     python -m tests.benchmarks [--quick] [--scenario N ...] [--repeat N]
-                               [--redis-url URL]
+                               [--redis-url URL] [--write-docs docs/benchmarks.rst]
 
 Redis: ``--redis-url``, else the ``REDIS_URL`` environment variable, else an embedded
 server started for the run. Scenario 7 also starts the embedded sqlite Tango database
@@ -14,7 +14,8 @@ shown: one run alone varies by a third on a shared machine. ``--quick`` scales s
 down about 10x (under 2 minutes); the full run takes under 15 minutes. Exit status 1
 if a writer problem was seen (a missed target alone is not an error: read the
 summary). ``BENCH_LAG_TRACE=1`` also
-prints the backlog series of scenarios 3, 5 and 7 to stderr.
+prints the backlog series of scenarios 3, 5 and 7 to stderr. ``--write-docs PATH``
+also writes the tables, as printed, to a documentation page (``docs/benchmarks.rst``).
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ import os
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 
 import redis
 
 from nexus_writer_service.embedded import EmbeddedRedis
 
 from .bench_writer import machine_facts, print_table
+from .docs_page import Recorder, render_page, write_page
 from .system import SCENARIOS, Context, log
 
 
@@ -49,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "tables show their medians (default 5)")
     parser.add_argument("--redis-url", default=None,
                         help="Redis server to use (default: REDIS_URL, else an embedded one)")
+    parser.add_argument("--write-docs", metavar="PATH", default=None,
+                        help="also write the tables to this documentation page "
+                             "(reStructuredText), e.g. docs/benchmarks.rst")
     return parser
 
 
@@ -56,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     chosen = sorted(set(args.scenario or SCENARIOS))
     started = time.perf_counter()
+    recorder = Recorder()
+    machine = ""
     with ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_system_"))
         url = args.redis_url or os.environ.get("REDIS_URL")
@@ -66,31 +73,50 @@ def main(argv: list[str] | None = None) -> int:
         client = redis.Redis.from_url(url)
         stack.callback(client.close)
         ctx = Context(url, client, tmp, args.quick, max(1, args.repeat))
-        print(machine_facts(client))
+        machine = machine_facts(client)
+        print(machine)
         print(f"mode: {'quick' if args.quick else 'full'}; medians of {ctx.repeat} runs; "
               f"scenarios "
               f"{', '.join(map(str, chosen))}; files in {tmp}", flush=True)
         for number in chosen:
             text, run = SCENARIOS[number]
             t0 = time.perf_counter()
+            record = (recorder.section(f"Scenario {number}: {text}") if args.write_docs
+                      else nullcontext())
             try:
-                run(ctx)
+                with record:
+                    run(ctx)
             except Exception as exc:
                 ctx.problem(f"scenario {number} could not run: {type(exc).__name__}: {exc}")
                 ctx.summary.append((f"{number} {text.split(':')[0]}", "not measured", "-",
                                     "MISSED"))
             log(f"scenario {number} took {time.perf_counter() - t0:.0f} s")
-    print_table("Summary", ["scenario", "key figure", "target", "result"],
-                [list(row) for row in ctx.summary])
+    summary = Recorder()
+    with summary.section("Summary"):
+        print_table("Summary", ["scenario", "key figure", "target", "result"],
+                    [list(row) for row in ctx.summary])
     print()
     print(f"total wall time {time.perf_counter() - started:.0f} s")
-    if ctx.problems:
-        print(f"{len(ctx.problems)} problem(s) seen:")
-        for text in ctx.problems:
-            print(f"  - {text}")
-        return 1
-    print("no writer problem seen")
-    return 0
+    closing = report_problems(ctx.problems)
+    if args.write_docs:
+        run_text = (f"{'quick' if args.quick else 'full'} run of scenarios "
+                    f"{', '.join(map(str, chosen))}, medians of {ctx.repeat} repetitions")
+        write_page(args.write_docs, render_page(
+            time.strftime("%Y-%m-%d"), run_text, recorder.sections, summary.sections[0].text,
+            machine=machine, closing=closing))
+        print(f"tables written to {args.write_docs}")
+    return 1 if ctx.problems else 0
+
+
+def report_problems(problems: list[str]) -> str:
+    """Print the problems seen (or that there were none); the same in one sentence."""
+    if not problems:
+        print("no writer problem seen")
+        return "No writer problem seen."
+    print(f"{len(problems)} problem(s) seen:")
+    for text in problems:
+        print(f"  - {text}")
+    return f"{len(problems)} problem(s) seen: " + "; ".join(problems) + "."
 
 
 if __name__ == "__main__":

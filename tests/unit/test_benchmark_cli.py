@@ -92,3 +92,57 @@ def test_a_timed_baseline_gives_its_system_time_within_its_cpu_time():
     timing = timed(work)
     assert timing.sys is not None
     assert 0 <= timing.sys <= timing.cpu + 0.02  # two clocks, each to its own resolution
+
+
+def test_benchmark_can_write_its_tables_to_a_docs_page():
+    result = subprocess.run([sys.executable, "-m", "tests.benchmarks", "--help"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert "--write-docs PATH" in result.stdout
+
+
+def test_recorded_tables_are_printed_and_kept_per_section(capsys):
+    from tests.benchmarks.docs_page import Recorder
+
+    recorder = Recorder()
+    with recorder.section("Scenario 1: one"):
+        print("table one")
+    print("between")
+    with pytest.raises(RuntimeError):
+        with recorder.section("Scenario 2: two"):
+            print("half a table")
+            raise RuntimeError("scenario failed")
+    assert capsys.readouterr().out == "table one\nbetween\nhalf a table\n"
+    assert [(s.title, s.text) for s in recorder.sections] == [
+        ("Scenario 1: one", "table one\n"), ("Scenario 2: two", "half a table\n")]
+
+
+def test_the_docs_page_holds_every_table_as_printed():
+    from tests.benchmarks.docs_page import Section, render_page
+
+    summary = "\nSummary\nscenario  result\n----------------\n1 drain      met\n"
+    table = "1. 0D: 10 channels\nmeasure  wall s\n(a) disk   0.270\n\n(b) raw  0.223\n"
+    page = render_page("2026-11-22", "full run of scenarios 1, 2", [
+        Section("Scenario 1: 0D: 10 channels x 1e6 float64", table),
+        Section("Scenario 2: many channels", "")], summary,
+        machine="machine: 2 CPUs", closing="No writer problem seen.")
+    lines = page.splitlines()
+    assert lines[:2] == ["Benchmark results", "================="]
+    assert "Results of 2026-11-22: full run of scenarios 1, 2." in page
+    for title in ("Summary", "Scenario 1: 0D: 10 channels x 1e6 float64",
+                  "Scenario 2: many channels"):
+        at = lines.index(title)
+        assert set(lines[at + 1]) == {"-"} and len(lines[at + 1]) == len(title)
+    for line in table.splitlines() + summary.splitlines()[1:]:
+        assert not line or f"    {line}" in lines
+    assert "(nothing printed)" in page and "No writer problem seen." in page
+
+
+def test_the_docs_page_is_valid_restructured_text():
+    docutils_core = pytest.importorskip("docutils.core")
+    from tests.benchmarks.docs_page import Section, render_page
+
+    page = render_page("2026-11-22", "quick run", [Section("Scenario 8: latency -> x", "a\nb")],
+                       "Summary\nx  y\n", machine="machine: 2 CPUs")
+    page = page.replace(":doc:`performance`", "the performance page")  # Sphinx-only role
+    docutils_core.publish_doctree(page, settings_overrides={"halt_level": 2,
+                                                            "report_level": 2})

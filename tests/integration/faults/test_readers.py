@@ -1,5 +1,5 @@
-"""Other processes reading the scan file, as the README's "Reader contract" says they
-may (or may not): real reader subprocesses with h5py, the real simulator publishing,
+"""Other processes reading the scan file, as the reader contract (docs/file-layout.rst)
+says they may (or may not): real reader subprocesses with h5py, the real simulator publishing,
 a real session writer in the test's main thread.
 
 The contract's case of a process that holds the file with locking in ``"r"`` mode
@@ -134,7 +134,8 @@ def test_reader_opening_in_append_mode_is_refused_and_the_writer_carries_on(
 
 #: What h5py raises for an HDF5 error (its translation table, and RuntimeError for the
 #: rest): the errors a reader without locking may meet while the writer updates the
-#: file's metadata (the README's reader contract). NotImplementedError is a RuntimeError.
+#: file's metadata (the reader contract, docs/file-layout.rst). NotImplementedError is a
+#: RuntimeError.
 READER_ERRORS = {"FileNotFoundError", "OSError", "KeyError", "ValueError", "TypeError",
                  "RuntimeError", "NotImplementedError"}
 
