@@ -28,7 +28,13 @@ from tango import AttrWriteType, DevState, GreenMode
 from tango.server import Device, attribute, command, device_property
 
 from channels.connection import redact
-from nexus_writer_service.errors import NexusWriterError, ScanStateError
+from nexus_writer_service.data.session_lease import SessionLease
+from nexus_writer_service.errors import (
+    NexusWriterError,
+    RedisUnavailableError,
+    ScanStateError,
+    SessionTakenError,
+)
 from nexus_writer_service.io import checks
 from nexus_writer_service.io.options import SaveOptions, option_help
 from nexus_writer_service.profiling import Profiler, ResourceProfiling
@@ -45,6 +51,7 @@ from .classic import (
     from_py_level,
     scan_info_columns,
 )
+from .session_hold import SessionHold
 from .throughput import PointRate
 
 __all__ = ["NexusWriter", "SAVE_OPTION_PROPERTIES", "UNSUPPORTED_PROPERTIES"]
@@ -149,6 +156,10 @@ class NexusWriter(Device):
     # supported (see UNSUPPORTED_PROPERTIES).
     stackmca = device_property(dtype=bool, default_value=False,
                                doc="same as stack_mcas (the name of BLISS <= 1.11)")
+    standby = device_property(
+        dtype=bool, default_value=False,
+        doc="when another writer writes the session, wait (state STANDBY) and take over "
+            "when it stops (default: refuse, FAULT, after one lease time)")
     noconfig = device_property(
         dtype=bool, default_value=False,
         doc="ignore the writer configuration in the scan_info (not supported yet)")
@@ -168,6 +179,7 @@ class NexusWriter(Device):
         self._rate = PointRate(_RATE_WINDOW)
         self._retry_at: Optional[float] = None
         self._retry_wait = FIRST_RETRY
+        self._hold: Optional[SessionHold] = None
         self._profiling = ResourceProfiling.OFF
         self._profiler: Optional[Profiler] = None
         self.set_state(DevState.INIT)
@@ -191,6 +203,8 @@ class NexusWriter(Device):
         if monitor is not None:
             monitor.kill()
         self._stop_writer()
+        if self._hold is not None:
+            self._hold.release()
         self._update()
         self._end_profiling()
         announcer, self._announcer = self._announcer, None
@@ -226,7 +240,38 @@ class NexusWriter(Device):
             self._fault = f"cannot start the writer: {exc}"
             logger.error("%s: %s", self.get_name(), self._fault)
             return
-        self._restart_writer(self._writer)
+        self._hold = SessionHold(SessionLease(
+            self._writer.node.connection, self._writer.node.name,
+            name=f"NexusWriter {self.get_name()}"))
+        self._take_session(patient=bool(self.standby))
+
+    def _take_session(self, patient: bool) -> None:
+        """Start the writer once it holds the session's lease (see :mod:`.session_hold`)."""
+        assert self._hold is not None
+        self._fault = None
+        self._hold.begin(patient)
+        self._follow_lease()
+
+    def _follow_lease(self) -> None:
+        """Take the lease when waiting for it, and stop writing when it is lost."""
+        hold, writer = self._hold, self._writer
+        if hold is None or writer is None:
+            return
+        if hold.waiting:
+            try:
+                taken = hold.try_take()
+            except (SessionTakenError, RedisUnavailableError) as exc:
+                self._fault = f"cannot start the writer: {exc}"
+                logger.error("%s: %s", self.get_name(), self._fault)
+                return
+            if taken:
+                self._restart_writer(writer)
+        elif hold.lost:
+            logger.error("%s: %s: stopping the writer (its scans stay resumable) until it "
+                         "holds the session again", self.get_name(), hold.lease.lost_reason)
+            self._stop_writer()
+            hold.release()
+            self._take_session(patient=True)
 
     def _restart_writer(self, writer: NexusSessionWriter) -> None:
         """Start ``writer`` (again: the scans it listed stay listed)."""
@@ -265,8 +310,12 @@ class NexusWriter(Device):
         notes = "".join(f"\nWarning: {note}" for note in self._notes)
         if self._fault is not None:
             retry = (f"; retrying every {RETRY_PERIOD:g} s" if writer is not None
-                     and writer.state is SubscriberState.FAULT else "")
+                     and writer.state is SubscriberState.FAULT else
+                     "; retrying" if self._hold is not None and self._hold.waiting else "")
             return DevState.FAULT, self._fault + retry + notes
+        if self._hold is not None and self._hold.waiting and self._fault is None:
+            return DevState.STANDBY, (f"standby: {self._hold.why or 'taking the session'}; "
+                                      "writing as soon as it is free") + notes
         if writer is None or writer.state is SubscriberState.INIT:
             return DevState.INIT, "starting the writer" + notes
         if writer.state is SubscriberState.FAULT:
@@ -314,6 +363,7 @@ class NexusWriter(Device):
         while True:
             gevent.sleep(_MONITOR_PERIOD)
             try:
+                self._follow_lease()
                 self._retry()
                 self._rate.sample(self._records())
                 self._update()
@@ -328,7 +378,8 @@ class NexusWriter(Device):
         FIRST_RETRY, then twice as long each time, at most every RETRY_PERIOD. Once
         Redis is back, it resumes the unfinished scans."""
         writer = self._writer
-        if writer is None or writer.state is not SubscriberState.FAULT:
+        if (writer is None or writer.state is not SubscriberState.FAULT
+                or self._hold is None or not self._hold.lease.valid):
             self._retry_at = None
             return
         now = time.monotonic()
@@ -618,8 +669,11 @@ class NexusWriter(Device):
             return
         if self._options is None:
             _throw("NexusWriter_Configuration", f"{self._fault}", f"{self.get_name()}.start")
-        if writer is not None and writer.done():
-            self._restart_writer(writer)
+        if writer is not None and writer.done() and self._hold is not None:
+            if self._hold.lease.valid:
+                self._restart_writer(writer)
+            else:
+                self._take_session(patient=bool(self.standby))
         else:
             self._start_writer()
         self._update()
@@ -638,6 +692,8 @@ class NexusWriter(Device):
                    f"{len(running)} scan(s) are being written ({', '.join(running)}): wait "
                    "for them, or stop_scan/kill_scan them first", f"{self.get_name()}.stop")
         self._stop_writer()
+        if self._hold is not None:
+            self._hold.release()  # a standby elsewhere may take over
         self._update()
 
     @command(doc_in="forget the finished scans (their files stay)")

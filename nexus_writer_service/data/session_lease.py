@@ -147,6 +147,7 @@ class SessionLease:
         except redis.RedisError:
             pass  # it expires by itself within ttl
         self._sent_at = None
+        self._lost_reason = ""
 
     def __enter__(self) -> "SessionLease":
         self.acquire()
