@@ -17,7 +17,6 @@ acknowledgement. Properties read by other threads are plain snapshots.
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import time
@@ -34,6 +33,7 @@ from ..io import checks, masterfiles
 from ..io.layout import NodeSpec, ScanDescription, ScanLayout, plan_scan
 from ..io.nexus import NexusFile, now_iso
 from ..io.options import SaveOptions
+from .file_status import WriterStatus, check_status_transition
 from .states import SubscriberMode
 from .subscriber import Subscriber, SubscriberEvent
 
@@ -44,15 +44,6 @@ logger = logging.getLogger(__name__)
 #: A flush that takes ``t`` seconds is followed by the next one ``FLUSH_DUTY * t``
 #: seconds later at the soonest (``flush_period`` when that is longer).
 FLUSH_DUTY = 10
-
-
-class WriterStatus(str, enum.Enum):
-    """What the file's ``writer/status`` says."""
-
-    STARTING = "STARTING"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
 
 
 class NexusScanWriter(Subscriber):
@@ -215,7 +206,7 @@ class NexusScanWriter(Subscriber):
         if self.resumed:
             self._file.set_text(f"/{self.entries[0]}/writer/resumed",
                                 f"resumed at {now_iso()}: the file was completed from Redis")
-        self._set_status(WriterStatus.STARTING)
+        self._write_status(self.status)
         self._link_master_files(info, path)
         self._acknowledge("0-0")
         self._start_ticker()
@@ -323,7 +314,11 @@ class NexusScanWriter(Subscriber):
             self._acked = position
 
     def _set_status(self, status: WriterStatus, message: Optional[str] = None) -> None:
-        self.status = status
+        """Change the status (see :mod:`.file_status`), then write it to the file."""
+        self.status = check_status_transition(self.status, status, self.name)
+        self._write_status(status, message)
+
+    def _write_status(self, status: WriterStatus, message: Optional[str] = None) -> None:
         if self._file is None or self._file.closed:
             return
         for entry in self.entries:
@@ -342,8 +337,12 @@ class NexusScanWriter(Subscriber):
             self._file.set_text(f"/{entry}/writer/end_reason", self.end_reason)
         message = f"scan ended: {self.end_reason}" + (
             f" ({self.end_message})" if self.end_message else "")
-        self._set_status(WriterStatus.SUCCEEDED, message)
+        check_status_transition(self.status, WriterStatus.SUCCEEDED, self.name)
+        self._write_status(WriterStatus.SUCCEEDED, message)
         self._flush_file()
+        # final once the file holds it: a flush that fails leaves the status as it
+        # was, and the fault that follows makes it FAILED
+        self.status = WriterStatus.SUCCEEDED
         self._file.close()
         self._ended = True
         self._acknowledge(event_data.position)
@@ -409,8 +408,6 @@ class NexusScanWriter(Subscriber):
                     self._set_status(WriterStatus.FAILED, reason)
         finally:
             file.close()
-        if self._fault_reason is None and self._run is not None and self._run.killed:
-            self.status = WriterStatus.FAILED
 
 
 #: numpy kinds a channel's dataset can hold: numbers, bool, bytes and opaque bytes.
