@@ -32,6 +32,7 @@ from channels.connection import redact
 from nexus_writer_service.errors import NexusWriterError, ScanStateError
 from nexus_writer_service.io import checks
 from nexus_writer_service.io.options import SaveOptions, option_help
+from nexus_writer_service.io.parking import ParkedFiles
 from nexus_writer_service.profiling import Profiler, ResourceProfiling
 from nexus_writer_service.subscribers import NexusSessionWriter, ScanRecord, SubscriberState
 
@@ -154,6 +155,10 @@ class NexusWriter(Device):
     # -- life cycle -----------------------------------------------------------
 
     def init_device(self) -> None:
+        if not hasattr(self, "_parked"):
+            # kept across Init: the writer of a new Init completes and closes the
+            # files the previous one could not close when the disk was full
+            self._parked = ParkedFiles()
         self._writer: Optional[NexusSessionWriter] = None
         self._options: Optional[SaveOptions] = None
         self._url: Optional[str] = None
@@ -221,7 +226,7 @@ class NexusWriter(Device):
         self._fault = None
         try:
             self._writer = NexusSessionWriter(self.session.strip(), self._url,
-                                              options=self._options)
+                                              options=self._options, parked=self._parked)
         except NexusWriterError as exc:
             self._fault = f"cannot start the writer: {exc}"
             logger.error("%s: %s", self.get_name(), self._fault)

@@ -33,6 +33,7 @@ from ..io import checks, masterfiles
 from ..io.layout import NodeSpec, ScanDescription, ScanLayout, plan_scan
 from ..io.nexus import NexusFile, now_iso
 from ..io.options import SaveOptions
+from ..io.parking import ParkedFiles
 from .file_status import WriterStatus, check_status_transition
 from .states import SubscriberMode
 from .subscriber import Subscriber, SubscriberEvent
@@ -57,17 +58,20 @@ class NexusScanWriter(Subscriber):
     (register it with ``SessionNode.register_reader`` so the publisher keeps
     unwritten data). A bad path, a locked file, a full disk or a foreign entry of
     the same name put the writer in FAULT with the reason; the file keeps every
-    point received until then.
+    point received until then. ``parked``: where a file that cannot be closed for
+    lack of space is kept open (the session writer's; a new one when None).
     """
 
     def __init__(self, scan_node: Any, options: Optional[SaveOptions] = None,
                  worker: Optional[Thread] = None, reader_name: Optional[str] = None,
-                 name: Optional[str] = None, poll_interval: float = 0.25) -> None:
+                 name: Optional[str] = None, poll_interval: float = 0.25,
+                 parked: Optional[ParkedFiles] = None) -> None:
         super().__init__(scan_node, SubscriberMode.PARALLEL, worker=worker,
                          name=name or f"NexusScanWriter({scan_node.key})",
                          poll_interval=poll_interval)
         self.options = options or SaveOptions()
         self._reader_name = reader_name
+        self._parked = ParkedFiles() if parked is None else parked
         self.status = WriterStatus.STARTING
         self.filename: str = ""
         self.entries: list[str] = []
@@ -191,7 +195,7 @@ class NexusScanWriter(Subscriber):
         # name, say) leaves no file behind
         layout = self._plan()
         try:
-            self._file = NexusFile(path, options)
+            self._file = NexusFile(path, options, self._parked)
             existing = self._file.check_entries(layout, self.node.key, self.node.uid)
         except Exception:
             # the entries belong to someone else, or the file cannot be used: close
@@ -223,7 +227,8 @@ class NexusScanWriter(Subscriber):
         for level, master in masters.items():
             try:
                 masterfiles.link_entries(master, path, self.entries, options.allowed_roots,
-                                         options.lock_retry_time, options.file_mode)
+                                         options.lock_retry_time, options.file_mode,
+                                         self._parked)
             except (OSError, ValueError, NexusWriterError) as exc:
                 problems.append(f"{level}: {exc}")
         if problems:
