@@ -534,7 +534,7 @@ class NexusFile:
         """Close without writing anything more; the file is removed if this object
         created it and nothing was written to it yet (a scan refused before its first
         entry leaves no empty file behind). Idempotent."""
-        if self.file.id.valid:
+        if self.file:  # open (h5py: its id is valid)
             self.file.close()
         if self._identity is not None and not self._root_ready:
             discard(self.path, self._identity)
@@ -543,4 +543,4 @@ class NexusFile:
     @property
     def closed(self) -> bool:
         """Closed, or parked after the disk filled up: not to be used any more."""
-        return self._parked or not self.file.id.valid
+        return self._parked or not self.file
