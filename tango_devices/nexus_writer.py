@@ -152,13 +152,15 @@ class NexusWriter(Device):
         dtype=bool, default_value=False,
         doc="ignore the writer configuration in the scan_info (not supported yet)")
 
+    #: The files the writers of this server could not close when the disk was full,
+    #: shared by its devices and kept across Init: the writer of a new Init completes
+    #: and closes what its predecessor left open, and a master file that one
+    #: session's writer left open is released before another's opens it.
+    parked_files = ParkedFiles()
+
     # -- life cycle -----------------------------------------------------------
 
     def init_device(self) -> None:
-        if not hasattr(self, "_parked"):
-            # kept across Init: the writer of a new Init completes and closes the
-            # files the previous one could not close when the disk was full
-            self._parked = ParkedFiles()
         self._writer: Optional[NexusSessionWriter] = None
         self._options: Optional[SaveOptions] = None
         self._url: Optional[str] = None
@@ -226,7 +228,7 @@ class NexusWriter(Device):
         self._fault = None
         try:
             self._writer = NexusSessionWriter(self.session.strip(), self._url,
-                                              options=self._options, parked=self._parked)
+                                              options=self._options, parked=self.parked_files)
         except NexusWriterError as exc:
             self._fault = f"cannot start the writer: {exc}"
             logger.error("%s: %s", self.get_name(), self._fault)
