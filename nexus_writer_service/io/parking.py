@@ -8,8 +8,8 @@ same :class:`ParkedFiles` to release that path.
 
 Ownership: the session writer owns one :class:`ParkedFiles` and passes it to its scan
 writers, their scan files and the master-file updates; a writer started again in the
-same process gets the same one from its owner (the Tango device keeps one for its
-whole life), so it can complete and close what the previous one parked. Thread-safe:
+same process gets the same one from its owner (the Tango server shares one among
+its devices), so it can complete and close what the previous one parked. Thread-safe:
 the worker thread parks, any thread may release.
 """
 
