@@ -87,6 +87,10 @@ class SubscriberStateError(NexusWriterError, RuntimeError):
     """A subscriber was asked for a state change its transition table forbids."""
 
 
+class WriterStatusError(ScanStateError):
+    """A scan file's writer status was asked for a change its transition table forbids."""
+
+
 class PathNotAllowedError(NexusWriterError, PermissionError):
     """A path is outside the allowed roots, or this process may not write there."""
 

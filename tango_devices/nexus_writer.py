@@ -37,6 +37,7 @@ from nexus_writer_service.errors import (
 )
 from nexus_writer_service.io import checks
 from nexus_writer_service.io.options import SaveOptions, option_help
+from nexus_writer_service.io.parking import ParkedFiles
 from nexus_writer_service.profiling import Profiler, ResourceProfiling
 from nexus_writer_service.subscribers import NexusSessionWriter, ScanRecord, SubscriberState
 
@@ -164,6 +165,12 @@ class NexusWriter(Device):
         dtype=bool, default_value=False,
         doc="ignore the writer configuration in the scan_info (not supported yet)")
 
+    #: The files the writers of this server could not close when the disk was full,
+    #: shared by its devices and kept across Init: the writer of a new Init completes
+    #: and closes what its predecessor left open, and a master file that one
+    #: session's writer left open is released before another's opens it.
+    parked_files = ParkedFiles()
+
     # -- life cycle -----------------------------------------------------------
 
     def init_device(self) -> None:
@@ -235,7 +242,7 @@ class NexusWriter(Device):
         self._fault = None
         try:
             self._writer = NexusSessionWriter(self.session.strip(), self._url,
-                                              options=self._options)
+                                              options=self._options, parked=self.parked_files)
         except NexusWriterError as exc:
             self._fault = f"cannot start the writer: {exc}"
             logger.error("%s: %s", self.get_name(), self._fault)

@@ -14,13 +14,14 @@ and closes the master file, so readers are blocked for milliseconds at most.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import h5py
 
 from ..errors import ConfigurationError, DiskSpaceError
 from .checks import check_path_allowed, makedirs_allowed
-from .nexus import close_or_park, open_for_writing
+from .files import open_for_writing
+from .parking import ParkedFiles
 
 __all__ = ["master_file_paths", "link_entries"]
 
@@ -42,13 +43,16 @@ def master_file_paths(scan_info: Mapping[str, Any]) -> dict[str, str]:
 
 
 def link_entries(master: str, scan_file: str, entries: Sequence[str], roots: Sequence[str],
-                 retry_time: float = 3.0, file_mode: int = 0o664) -> list[str]:
+                 retry_time: float = 3.0, file_mode: int = 0o664,
+                 parked: Optional[ParkedFiles] = None) -> list[str]:
     """Link each of ``entries`` of ``scan_file`` into ``master``; returns the names linked.
 
     An entry name already linked to the same target is kept; one that points
     elsewhere is left alone and reported in the returned list as ``"<name> (taken)"``.
     A new master file has exactly the permissions ``file_mode`` from the moment it
-    appears.
+    appears. ``parked``: the owner's files left open when the disk was full (see
+    :mod:`.parking`): a master file it holds is closed first, and one that cannot be
+    closed now is left there (a new one when None: nobody releases it then).
 
     :raises PathNotAllowedError: ``master`` is relative or outside the allowed roots
         (checked again on the file opened, so a symbolic link swapped after the check
@@ -57,11 +61,12 @@ def link_entries(master: str, scan_file: str, entries: Sequence[str], roots: Seq
     master = check_path_allowed(master, roots, "master file")
     makedirs_allowed(os.path.dirname(master), roots)
     relative = os.path.relpath(scan_file, os.path.dirname(master))
-    h5 = open_for_writing(master, retry_time, "master file", file_mode, roots)
+    parked = ParkedFiles() if parked is None else parked
+    h5 = open_for_writing(master, retry_time, "master file", file_mode, roots, parked)
     try:
         done = _link(h5, relative, entries)
     finally:
-        closed = close_or_park(h5, master)
+        closed = parked.close_or_park(h5, master)
     if not closed:
         raise DiskSpaceError(
             f"no space left on device to update master file {master}: it stays open in this "

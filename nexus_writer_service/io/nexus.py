@@ -1,50 +1,35 @@
-"""Materialise a planned layout with h5py and write a scan's points into it.
+"""Tree materialisation: a planned layout made into a scan file, and the scan's
+points, frames and status written into it.
+
+A :class:`NexusFile` opens its file through :mod:`.files` (secure creation and
+locking), creates the planned groups, fields, streams and links (objects through
+:mod:`._lowlevel`), hands each channel's points to its stream (:mod:`.streams`),
+and leaves a file it cannot close for lack of space to its owner's
+:class:`~.parking.ParkedFiles`.
 
 Ownership: a :class:`NexusFile` belongs to the thread that opened it (the writers'
 worker thread); nothing here is thread-safe and nothing here talks to Redis.
-
-Writing is idempotent by point index: a block of points ``[first, first + n)``
-always lands at rows ``[first, first + n)``, so a writer that replays a scan from
-its beginning after a restart completes the file without doubling anything.
-Points are buffered per channel and written in chunk-aligned pieces; whatever is
-buffered is written by :meth:`NexusFile.flush`, which the writer calls at least
-every ``flush_period`` seconds, so readers see data while the scan runs.
 """
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import datetime
-import errno
 import functools
-import io
 import json
-import math
 import os
-import secrets
-import threading
 import time
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 import h5py
 import numpy as np
 
 from .. import __version__
-from ..errors import (
-    DiskSpaceError,
-    EntryExistsError,
-    FileLockedError,
-    NexusWriterError,
-    PathNotAllowedError,
-)
-from .checks import (
-    MIB,
-    check_opened_file_allowed,
-    describe_holders,
-    free_disk_space,
-    opened_file_path,
-)
+from ..errors import DiskSpaceError, EntryExistsError, NexusWriterError
+from ._lowlevel import create_group, create_stream_dataset, open_uncached, soft_link
+from ._lowlevel import set_attrs as _set_attrs
+from ._lowlevel import stored_as_given
+from .checks import MIB, free_disk_space
+from .files import CHUNK_CACHE_SLOTS, discard, open_for_writing, open_or_create
 from .layout import (
     FieldPlan,
     GridPlan,
@@ -56,36 +41,30 @@ from .layout import (
     StreamPlan,
 )
 from .lima_files import LimaFrameFiles, NotLinkableError, frame_runs, unplot_references
-from .objects import create_group, create_stream_dataset, open_uncached, soft_link
-from .objects import set_attrs as _set_attrs
 from .options import SaveOptions
+from .parking import MIN_FREE_DISK_SPACE, ParkedFiles, met_disk_full
+from .streams import RAGGED_SLICE_BYTES, ColumnStream, Scratch, Stack, Stream, ragged_slices
 
-__all__ = ["NexusFile", "ImageSource", "now_iso", "open_for_writing", "open_or_create"]
+__all__ = [
+    "CHUNK_CACHE_SLOTS",
+    "MIN_FREE_DISK_SPACE",
+    "RAGGED_SLICE_BYTES",
+    "ImageSource",
+    "NexusFile",
+    "ParkedFiles",
+    "now_iso",
+    "open_for_writing",
+    "open_or_create",
+    "ragged_slices",
+]
 
-Array = np.ndarray[Any, Any]
 _STR = h5py.string_dtype()
 #: (filename, path in file, index in file) of every saved frame, given its number.
-ImageSource = Callable[[int], tuple[str, str | None, int]]
-#: MiB kept free on the disk whatever ``required_disk_space`` says: what HDF5 needs to
-#: write the status and close the file once the scan stops for lack of space.
-MIN_FREE_DISK_SPACE = 1.0
+ImageSource = Callable[[int], tuple[str, Optional[str], int]]
 _Method = TypeVar("_Method", bound=Callable[..., Any])
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-#: What link() says on a file system that has no hard links (vfat, some network ones).
-_NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV)
-#: (st_dev, st_ino): which file a path named when this process created it.
-_Identity = tuple[int, int]
 #: Seconds and bytes that bound how long the free disk space is estimated, not asked.
 DISK_RECHECK_PERIOD = 0.5
 DISK_RECHECK_MARGIN = 64 * MIB
-#: Hash table slots of each dataset's chunk cache. HDF5 2.0 gives 8191 by default:
-#: 64 KiB allocated for every dataset opened, 32 MiB for a scan of 500 channels. A
-#: stream keeps at most a chunk or two in its cache (whole chunks go to the file
-#: directly), for which HDF5 1.x's default is plenty.
-CHUNK_CACHE_SLOTS = 521
-#: Most bytes of variable-length points padded in memory at once (one longer point
-#: is padded on its own).
-RAGGED_SLICE_BYTES = 64 * MIB
 
 
 def _disk_full_errors(method: _Method) -> _Method:
@@ -106,7 +85,7 @@ def _disk_full_errors(method: _Method) -> _Method:
         except NexusWriterError:
             raise
         except (OSError, RuntimeError) as exc:  # a failed flush is a RuntimeError
-            if not _met_disk_full(exc):
+            if not met_disk_full(exc, self.path):
                 raise
             self._disk_full = True
             raise full from None
@@ -153,543 +132,37 @@ def _compression(options: SaveOptions) -> dict[str, Any]:
     return {}
 
 
-def _no_space(what: str, path: str) -> DiskSpaceError:
-    return DiskSpaceError(
-        f"no space left on device (disk full or quota reached) to open {what} "
-        f"{path}: free disk space, then start the writer again")
-
-
-@functools.lru_cache(maxsize=1)
-def _empty_file_image() -> bytes:
-    """The bytes of a new, empty HDF5 file, as ``h5py.File(path, "w")`` writes them."""
-    buffer = io.BytesIO()
-    with h5py.File(buffer, "w"):
-        pass
-    return buffer.getvalue()
-
-
-def _same_file(path: str, identity: _Identity) -> bool:
-    try:
-        info = os.stat(path, follow_symlinks=False)
-    except OSError:
-        return False
-    return (info.st_dev, info.st_ino) == identity
-
-
-def _discard(path: str, identity: _Identity) -> None:
-    """Remove ``path`` if it is still the file ``identity`` that this process created."""
-    if _same_file(path, identity):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
-
-
-def _new_file(path: str, file_mode: int, what: str, roots: Sequence[str],
-              shown: str) -> _Identity:
-    """Create ``path`` (never through a symbolic link; FileExistsError if it exists) as
-    an empty HDF5 file with permissions ``file_mode``; until it has them, only this
-    user may open it. Returns its identity; on any error nothing is left behind.
-    ``shown`` is the path errors name."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600)
-    info = os.fstat(fd)
-    identity = (info.st_dev, info.st_ino)
-    try:
-        check_opened_file_allowed(fd, shown, roots, what, creating=True)
-        try:
-            os.fchmod(fd, file_mode)
-        except OSError as exc:
-            raise PathNotAllowedError(
-                f"cannot give {what} {shown} the permissions {file_mode:#o} (file_mode): "
-                f"{exc.strerror}; the file was not created: set file_mode to permissions "
-                "this file system accepts, or write to another file system") from None
-        view = memoryview(_empty_file_image())
-        while view:
-            view = view[os.write(fd, view):]
-    except BaseException:
-        opened = opened_file_path(fd) or path
-        os.close(fd)
-        _discard(opened, identity)
-        raise
-    os.close(fd)
-    return identity
-
-
-def _create_file(path: str, file_mode: int, what: str, roots: Sequence[str]
-                 ) -> _Identity | None:
-    """Create ``path`` as an empty HDF5 file that has exactly the permissions
-    ``file_mode`` from the moment it appears; returns its identity, or None when
-    ``path`` exists (it is left untouched).
-
-    The file is made under a unique temporary name in the same directory, then
-    hard-linked to ``path``, which fails if ``path`` appeared meanwhile: nothing is
-    ever truncated or replaced. The temporary name is removed in every case. On a
-    file system without hard links (vfat), ``path`` is created in place: only this
-    user may open it until it has ``file_mode``.
-
-    :raises PathNotAllowedError: the file system refuses ``file_mode``, or the
-        directory now leads outside ``roots`` (nothing is left behind)
-    :raises DiskSpaceError: no space left (nothing is left behind)
-    """
-    directory, name = os.path.split(path)
-    # under NAME_MAX (255 bytes) whatever the length of ``name``
-    temporary = os.path.join(directory, f".{name[:50]}.{secrets.token_hex(8)}.new")
-    try:
-        identity = _new_file(temporary, file_mode, what, roots, path)
-        try:
-            os.link(temporary, path, follow_symlinks=False)
-        except FileExistsError:
-            return None
-        except OSError as exc:
-            if exc.errno not in _NO_HARD_LINKS:
-                raise
-            try:
-                return _new_file(path, file_mode, what, roots, path)
-            except FileExistsError:
-                return None
-        return identity
-    except NexusWriterError:
-        raise
-    except OSError as exc:
-        if exc.errno in _DISK_FULL:
-            raise _no_space(what, path) from None
-        raise NexusWriterError(
-            f"cannot create {what} {path}: {exc.strerror or exc}; check the permissions "
-            f"of {directory} or change the scan's filename") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-
-
-def _open_existing(path: str) -> h5py.File:
-    """The one place a file is opened for writing: never creates, never truncates."""
-    return h5py.File(path, "r+", locking=True, rdcc_nslots=CHUNK_CACHE_SLOTS)
-
-
-def _check_opened(file: h5py.File, path: str, what: str, roots: Sequence[str],
-                  created: _Identity | None) -> None:
-    """Close ``file`` and refuse it when the file really opened lies outside ``roots``
-    (a symbolic link changed since the path was checked); a file this call created
-    there is removed."""
-    if not roots:
-        return
-    fd = file.id.get_vfd_handle()
-    try:
-        check_opened_file_allowed(fd, path, roots, what)
-    except PathNotAllowedError:
-        opened = opened_file_path(fd)
-        file.close()
-        if created is not None and opened is not None:
-            _discard(opened, created)
-        raise
-
-
-def open_or_create(path: str, retry_time: float, what: str = "scan file",
-                   file_mode: int = 0o664, roots: Sequence[str] = ()
-                   ) -> tuple[h5py.File, _Identity | None]:
-    """Open the HDF5 file ``path`` for writing, creating it if needed, with HDF5 file
-    locking; retry ``retry_time`` seconds while another process holds a lock.
-
-    A new file has exactly the permissions ``file_mode`` from the moment it appears
-    (see :func:`_create_file`); an existing file is never truncated and keeps its
-    permissions. After the open, the file really opened must lie inside ``roots``
-    (when given): a symbolic link swapped after the path was checked cannot lead
-    the writer out. Returns the file and, when this call created it, its identity
-    ``(st_dev, st_ino)`` (None otherwise).
-
-    A file of the same path that this process could not close when the disk was
-    full (see :func:`close_or_park`) is closed first, now that there is space.
-
-    :raises FileLockedError: still locked after the retries (names the holders)
-    :raises DiskSpaceError: no space left to create the file (none is left behind), or
-        to finish a file of this path that this process still holds since the disk
-        filled up
-    :raises PathNotAllowedError: the file opened lies outside ``roots`` (it was closed
-        untouched), or the file system refuses ``file_mode`` (no file is left behind)
-    :raises NexusWriterError: not an HDF5 file, or not writable (it was not modified)
-    """
-    release_parked(path, what)
-    deadline = time.monotonic() + retry_time
-    created: _Identity | None = None
-    missing = 0
-    while True:
-        try:
-            file = _open_existing(path)
-        except FileNotFoundError:
-            missing += 1
-            if missing > 3:
-                raise NexusWriterError(
-                    f"cannot open {what} {path}: it is a symbolic link to a missing file, or "
-                    "it is removed each time it is created; remove the link or change the "
-                    "scan's filename") from None
-            created = _create_file(path, file_mode, what, roots) or created
-            continue
-        except OSError as exc:
-            locked = "lock" in str(exc).lower() and exc.errno not in _DISK_FULL
-            if locked and time.monotonic() < deadline:
-                time.sleep(0.1)
-                continue
-            if exc.errno in _DISK_FULL:
-                error: NexusWriterError = _no_space(what, path)
-            elif locked:
-                error = FileLockedError(
-                    f"{what} {path} is locked by another process ({describe_holders(path)}); "
-                    "readers must open scan files with locking=False while scans are "
-                    "written (h5py.File(path, 'r', locking=False))")
-            else:
-                error = NexusWriterError(
-                    f"cannot open {what} {path} for writing: {exc} (if the file exists, it is "
-                    "not a valid HDF5 file or cannot be written; it was not modified)")
-            if created is not None:
-                _discard(path, created)  # the empty file it made and could not open
-            raise error from None
-        _check_opened(file, path, what, roots, created)
-        return file, created
-
-
-def open_for_writing(path: str, retry_time: float, what: str = "scan file",
-                     file_mode: int = 0o664, roots: Sequence[str] = ()) -> h5py.File:
-    """:func:`open_or_create` without the identity: the file, open for writing."""
-    return open_or_create(path, retry_time, what, file_mode, roots)[0]
-
-
-def _met_disk_full(exc: BaseException) -> bool:
-    """Whether HDF5 failed for lack of space (flush failures come as RuntimeError with
-    the errno in the message)."""
-    if isinstance(exc, DiskSpaceError):
-        return True
-    if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
-        return True
-    message = str(exc)
-    return any(f"errno = {code}," in message for code in _DISK_FULL)
-
-
-#: Files HDF5 could not flush for lack of space, by path, held open (and locked) by
-#: this process until a flush succeeds. They must not be closed before: HDF5 then
-#: fails to close them, and any later call on such a file (closing it again, or
-#: opening the same file) crashes the process. Guarded by _PARKED_LOCK (any thread).
-_PARKED: dict[str, h5py.File] = {}
-_PARKED_LOCK = threading.Lock()
-
-
-def close_or_park(file: h5py.File, path: str) -> bool:
-    """Flush and close ``file``; True when closed. When the flush fails for lack of
-    space, the file is parked instead (kept open, see :data:`_PARKED`) and False is
-    returned; :func:`release_parked` closes it once space is back. Other flush
-    errors are raised after the file is closed."""
-    try:
-        file.flush()
-    except Exception as exc:
-        if not _met_disk_full(exc):
-            file.close()
-            raise
-        _park(path, file)
-        return False
-    file.close()
-    return True
-
-
-def _park(path: str, file: h5py.File) -> None:
-    with _PARKED_LOCK:
-        _PARKED[path] = file
-
-
-def release_parked(path: str | None = None, what: str = "scan file") -> None:
-    """Close every parked file that can now be flushed (space was freed).
-
-    :raises DiskSpaceError: ``path`` is parked and still cannot be flushed
-    """
-    with _PARKED_LOCK:
-        for parked, file in list(_PARKED.items()):
-            if not _flushed_with_space(parked, file):
-                if parked == path:
-                    raise DiskSpaceError(
-                        f"{what} {path} is still open in this process since the disk filled "
-                        "up, and it still cannot be written: free disk space, then start "
-                        "the writer again")
-                continue
-            del _PARKED[parked]
-            file.close()
-
-
-def _flushed_with_space(path: str, file: h5py.File) -> bool:
-    """Flush a parked file, only if its disk has MIN_FREE_DISK_SPACE free again: a flush
-    on a full disk may report a success it did not have. The first flush after a
-    failed one fails ("slist already enabled") and resets HDF5's state; the next
-    writes what is pending."""
-    if free_disk_space(path) < MIN_FREE_DISK_SPACE * MIB:
-        return False
-    for _ in range(2):
-        try:
-            file.flush()
-            return True
-        except Exception:  # closing a file that cannot be flushed would be fatal
-            continue
-    return False
-
-
-def ragged_slices(lengths: Sequence[int], itemsize: int, limit: int
-                  ) -> list[tuple[int, int]]:
-    """Consecutive row ranges ``[start, stop)`` covering ``lengths`` such that each
-    range padded to its longest point takes at most ``limit`` bytes; a point larger
-    than ``limit`` gets a range of its own."""
-    slices = []
-    start, longest = 0, 0
-    for i, length in enumerate(lengths):
-        wider = max(longest, length)
-        if i > start and (i + 1 - start) * wider * itemsize > limit:
-            slices.append((start, i))
-            start, wider = i, length
-        longest = wider
-    if start < len(lengths):
-        slices.append((start, len(lengths)))
-    return slices
-
-
-def _stored_as_given(dataset: h5py.Dataset) -> bool:
-    """Whether a whole chunk of ``dataset`` is stored as the bytes of its rows: chunked,
-    no filter (compression), chunks spanning whole points, fixed-size numbers. Such
-    chunks can be written straight to the file (HDF5's direct chunk write), without
-    passing through the chunk cache."""
-    dcpl = dataset.id.get_create_plist()
-    return (dcpl.get_layout() == h5py.h5d.CHUNKED and dcpl.get_nfilters() == 0
-            and dataset.chunks is not None and dataset.chunks[1:] == dataset.shape[1:]
-            and dataset.dtype.kind in "biufc")
-
-
-class _Scratch:
-    """One reusable buffer, in which the pieces of a chunk are put together before it
-    is written: the same memory each time, rather than a new array per chunk."""
-
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-
-    def rows(self, n: int, like: Array) -> Array:
-        """An uninitialised array of ``n`` points shaped and typed like ``like``'s."""
-        size = n * math.prod(like.shape[1:])
-        if len(self.buffer) < size * like.itemsize:
-            self.buffer = bytearray(size * like.itemsize)
-        return np.frombuffer(self.buffer, dtype=like.dtype, count=size
-                             ).reshape((n,) + like.shape[1:])
-
-
-class _Stream:
-    """The buffer of one channel's dataset; writes whole chunks, the rest on flush.
-
-    A whole chunk held in one received block is written from that block; one spread
-    over several blocks is put together in the file's scratch buffer. Whole chunks of
-    a dataset stored as given (see :func:`_stored_as_given`) go straight to the file.
-    """
-
-    def __init__(self, dataset: h5py.Dataset, plan: StreamPlan,
-                 lengths: h5py.Dataset | None, scratch: _Scratch,
-                 known: tuple[int, np.dtype[Any], bool] | None = None) -> None:
-        """``known``: the dataset's length, dtype and whether it is stored as given,
-        when the caller knows them (asking HDF5 costs more than the rest)."""
-        self.dataset = dataset
-        self.plan = plan
-        self.lengths = lengths
-        self.rows = plan.chunk_rows
-        self.pending: collections.deque[Array] = collections.deque()
-        self.scratch = scratch
-        self.start = 0
-        self.count = 0
-        if known is None:
-            known = (int(dataset.shape[0]), dataset.dtype,
-                     lengths is None and _stored_as_given(dataset))
-            self.tail = tuple(dataset.shape[1:])
-        else:
-            self.tail = tuple(plan.point_shape)
-        self.written, self.dtype, self.direct = known
-
-    def add(self, first: int, data: Any) -> None:
-        if self.lengths is not None:
-            self._write_ragged(first, data)
-            return
-        if self.count and first != self.start + self.count:
-            self.flush()
-        if not self.count:
-            self.start = first
-        self.pending.append(data)
-        self.count += len(data)
-        end = self.start + self.count
-        boundary = (end // self.rows) * self.rows
-        if boundary > self.start and self.count >= self.rows:
-            self._write_until(boundary)
-
-    def _write_until(self, stop: int) -> None:
-        """Write the held points up to ``stop``, one chunk (or part of one) per write."""
-        while self.start < stop:
-            end = min(stop, (self.start // self.rows + 1) * self.rows)
-            self._write(self.start, self._take(end - self.start))
-            self.start = end
-
-    def _take(self, n: int) -> Array:
-        """The first ``n`` held points, no longer held: a view of the first block when
-        it has them all, else copied into the scratch buffer (valid until its next use)."""
-        pending = self.pending
-        self.count -= n
-        head = pending[0]
-        if len(head) >= n:
-            if len(head) == n:
-                pending.popleft()
-            else:
-                pending[0] = head[n:]
-            return head[:n]
-        block = self.scratch.rows(n, head)
-        filled = 0
-        while filled < n:
-            head = pending[0]
-            k = min(len(head), n - filled)
-            block[filled:filled + k] = head[:k]
-            filled += k
-            if k == len(head):
-                pending.popleft()
-            else:
-                pending[0] = head[k:]
-        return block
-
-    def _write(self, first: int, block: Array) -> None:
-        stop = first + len(block)
-        if self.lengths is not None:  # padded points, as wide as the widest so far
-            if stop > self.written:  # the dataset's length (h5py's shape is slow to ask)
-                self.dataset.resize(stop, axis=0)
-            # the columns past the block's width are the fill value
-            if block.shape[1]:
-                self.dataset[first:stop, :block.shape[1]] = block
-            self.written = max(self.written, stop)
-            return
-        dsid = self.dataset.id
-        fresh = first >= self.written  # nothing in the file at or after first
-        if stop > self.written:
-            dsid.set_extent((stop,) + self.tail)
-            self.written = stop
-        if block.dtype != self.dtype or not block.flags.c_contiguous:
-            self.dataset[first:stop] = block  # h5py converts
-        elif self.direct and not first % self.rows and (len(block) == self.rows or fresh):
-            # a whole chunk, stored as it is: straight to the file. The first part of
-            # a new chunk (a flush) too, padded: HDF5 would write it whole anyway,
-            # padded with the fill value, after more work; the padding lies past the
-            # dataset's end, where no reader sees it, until the next points replace it
-            if len(block) < self.rows:
-                block = self._padded(block)
-            dsid.write_direct_chunk((first,) + (0,) * len(self.tail), block)
-        else:  # what dataset[first:stop] = block does, without its checks
-            space = dsid.get_space()
-            space.select_hyperslab((first,) + (0,) * len(self.tail), block.shape)
-            dsid.write(h5py.h5s.create_simple(block.shape), space, block)
-
-    def _padded(self, block: Array) -> Array:
-        """``block`` (the first rows of a chunk) followed by zeros up to a whole
-        chunk, in the scratch buffer (``block`` may already be there, at its start)."""
-        chunk = self.scratch.rows(self.rows, block)
-        n = len(block)
-        if block.__array_interface__["data"][0] != chunk.__array_interface__["data"][0]:
-            chunk[:n] = block  # (numpy copies overlapping memory safely)
-        chunk[n:] = 0
-        return chunk
-
-    def _write_ragged(self, first: int, points: Sequence[Array]) -> None:
-        """Pad points to a common width in slices of rows, each padded slice under
-        RAGGED_SLICE_BYTES: one long point does not pad the whole block in memory.
-        Cells past a slice's width keep the dataset's fill value (the padding)."""
-        lengths = [len(p) for p in points]
-        width = max(lengths + [self.dataset.shape[1]])
-        if width > self.dataset.shape[1]:
-            self.dataset.resize(width, axis=1)
-        itemsize = self.dataset.dtype.itemsize
-        for start, stop in ragged_slices(lengths, itemsize, RAGGED_SLICE_BYTES):
-            block = np.full((stop - start, max(lengths[start:stop])), self.plan.fill,
-                            dtype=self.dataset.dtype)
-            for i in range(start, stop):
-                block[i - start, :lengths[i]] = points[i]
-            self._write(first + start, block)
-            del block
-        assert self.lengths is not None
-        stop = first + len(points)
-        if stop > self.lengths.shape[0]:
-            self.lengths.resize(stop, axis=0)
-        self.lengths[first:stop] = lengths
-
-    def flush(self) -> None:
-        if self.count:
-            self._write_until(self.start + self.count)
-
-
-class _Stack:
-    """A dataset shared by several channels, one column each (``stack_mcas``).
-
-    ``counts[i]`` is the number of points of column ``i`` in the file; it is saved in
-    the dataset's ``detector_points`` attribute after the data, so a resumed writer
-    knows what each column holds (the dataset's length is that of the longest one).
-    """
-
-    def __init__(self, dataset: h5py.Dataset, plan: StackPlan) -> None:
-        self.dataset = dataset
-        self.plan = plan
-        self.rows = int(dataset.shape[0])
-        self.counts = np.zeros(len(plan.channels), dtype=np.int64)
-        saved = dataset.attrs.get("detector_points")
-        if saved is not None and len(saved) == len(self.counts):
-            self.counts[:] = saved
-
-    def write(self, column: int, first: int, block: Array) -> None:
-        stop = first + len(block)
-        if stop > self.rows:
-            self.dataset.resize(stop, axis=0)
-            self.rows = stop
-        self.dataset[first:stop, column] = block
-        if stop > self.counts[column]:
-            self.counts[column] = stop
-            self.dataset.attrs["detector_points"] = self.counts
-
-
-class _ColumnStream(_Stream):
-    """The buffer of one channel written into its column of a :class:`_Stack`."""
-
-    def __init__(self, stack: _Stack, column: int, scratch: _Scratch) -> None:
-        self.stack = stack
-        self.column = column
-        self.dataset = stack.dataset
-        self.lengths = None
-        self.rows = stack.plan.chunk_rows
-        self.pending = collections.deque()
-        self.scratch = scratch
-        self.start = 0
-        self.count = 0
-        self.written = int(stack.counts[column])
-        self.dtype = stack.dataset.dtype
-        self.direct = False
-        self.tail = tuple(stack.plan.point_shape)
-
-    def _write(self, first: int, block: Array) -> None:
-        self.stack.write(self.column, first, block)
-        self.written = max(self.written, first + len(block))
-
-
 class NexusFile:
     """One scan file, open for writing from the moment it is created.
 
     ``NexusFile(path, options)`` opens (or creates) the file in append mode with
     HDF5 file locking, retrying ``options.lock_retry_time`` seconds while another
-    process holds a lock. An existing file is never truncated, and nothing is
-    written to it before the first :meth:`materialise` (so a file refused by
-    :meth:`check_entries` is left as it was).
+    process holds a lock (see :func:`~.files.open_or_create`); ``parked``: the
+    owner's files left open when the disk was full (see :mod:`.parking`). An
+    existing file is never truncated, and nothing is written to it before the first
+    :meth:`materialise` (so a file refused by :meth:`check_entries` is left as it
+    was).
 
     :raises FileLockedError: still locked after the retries (names the holders)
     :raises NexusWriterError: the file exists and is not an HDF5 file, or cannot be opened
     """
 
-    def __init__(self, path: str, options: SaveOptions) -> None:
+    def __init__(self, path: str, options: SaveOptions,
+                 parked: Optional[ParkedFiles] = None) -> None:
         self.path = path
         self.options = options
         self._compression = _compression(options)
+        # a file left open when the disk was full is released from, or parked in,
+        # the owner's ParkedFiles; without one, this file keeps its own
+        self._parked_files = ParkedFiles() if parked is None else parked
         self.file, self._identity = open_or_create(path, options.lock_retry_time, "scan file",
-                                                   options.file_mode, options.allowed_roots)
+                                                   options.file_mode, options.allowed_roots,
+                                                   self._parked_files)
         self.created = self._identity is not None
         self._parked = False
         self._disk_full = False  # HDF5 met a full disk: no more flushing, see close()
-        self._streams: dict[str, _Stream] = {}
-        self._scratch = _Scratch()
+        self._streams: dict[str, Stream] = {}
+        self._scratch = Scratch()
         self._images: dict[str, int] = {}
         self._root_ready = False
         # entries this object created, and the paths it created in them: asking h5py
@@ -810,8 +283,8 @@ class NexusFile:
             dataset = create_stream_dataset(
                 self.file, plan.path, (0,) + shape, (None,) + shape,
                 (plan.chunk_rows,) + shape, dtype, None, self._compression, cached=not direct)
-            self._streams[plan.channel] = _Stream(dataset, plan, None, self._scratch,
-                                                  (0, dtype, direct))
+            self._streams[plan.channel] = Stream(dataset, plan, None, self._scratch,
+                                                 (0, dtype, direct))
         _set_attrs(dataset, plan.attrs, new=True)
         if plan.channel not in self._streams:
             self._open_stream(plan, dataset)
@@ -820,11 +293,11 @@ class NexusFile:
         lengths = self.file[plan.lengths_path] if plan.lengths_path else None
         if dataset is None:
             dataset = self.file[plan.path]
-            if lengths is None and _stored_as_given(dataset):
+            if lengths is None and stored_as_given(dataset):
                 # closed first: an object opened twice shares the cache of its first opening
                 del dataset
                 dataset = open_uncached(self.file, plan.path)
-        self._streams[plan.channel] = _Stream(dataset, plan, lengths, self._scratch)
+        self._streams[plan.channel] = Stream(dataset, plan, lengths, self._scratch)
 
     def _create_stack(self, plan: StackPlan) -> None:
         written = [c for c in plan.channels if c in self._streams]
@@ -853,9 +326,9 @@ class NexusFile:
                 f"{self.path}::{plan.path} stacks the MCA channels {saved}, but the scan now "
                 f"declares {list(plan.channels)} (a detector was declared after the "
                 "dataset was created); write this scan without stack_mcas")
-        stack = _Stack(dataset, plan)
+        stack = Stack(dataset, plan)
         for column, channel in enumerate(plan.channels):
-            self._streams[channel] = _ColumnStream(stack, column, self._scratch)
+            self._streams[channel] = ColumnStream(stack, column, self._scratch)
 
     def _create_placeholder(self, plan: ImagesPlan) -> None:
         self._images_dataset(plan, plan.storage)
@@ -1034,8 +507,9 @@ class NexusFile:
 
         :raises DiskSpaceError: HDF5 met a full disk while writing this file. HDF5
             cannot close such a file then, so it stays open (and locked) in this
-            process (see :data:`_PARKED`) until space is freed and the same path is
-            opened again (by a writer started again), or the process ends;
+            process (parked, see :mod:`.parking`) until space is freed and the same
+            path is opened again (by a writer started again with the same owner), or
+            the process ends;
             :attr:`closed` is true from now on.
         """
         if self.closed:
@@ -1048,9 +522,9 @@ class NexusFile:
             except BaseException:
                 self.file.close()
                 raise
-        if self._disk_full or not close_or_park(self.file, self.path):
+        if self._disk_full or not self._parked_files.close_or_park(self.file, self.path):
             self._disk_full = self._parked = True
-            _park(self.path, self.file)
+            self._parked_files.park(self.path, self.file)
             raise DiskSpaceError(
                 f"no space left on device to finish {self.path}: it stays open in this "
                 "process until space is freed; free disk space, then start the writer "
@@ -1060,13 +534,13 @@ class NexusFile:
         """Close without writing anything more; the file is removed if this object
         created it and nothing was written to it yet (a scan refused before its first
         entry leaves no empty file behind). Idempotent."""
-        if self.file.id.valid:
+        if self.file:  # open (h5py: its id is valid)
             self.file.close()
         if self._identity is not None and not self._root_ready:
-            _discard(self.path, self._identity)
+            discard(self.path, self._identity)
             self._identity = None
 
     @property
     def closed(self) -> bool:
         """Closed, or parked after the disk filled up: not to be used any more."""
-        return self._parked or not self.file.id.valid
+        return self._parked or not self.file

@@ -17,7 +17,6 @@ acknowledgement. Properties read by other threads are plain snapshots.
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import time
@@ -34,6 +33,8 @@ from ..io import checks, masterfiles
 from ..io.layout import NodeSpec, ScanDescription, ScanLayout, plan_scan
 from ..io.nexus import NexusFile, now_iso
 from ..io.options import SaveOptions
+from ..io.parking import ParkedFiles
+from .file_status import WriterStatus, check_status_transition
 from .states import SubscriberMode
 from .subscriber import Subscriber, SubscriberEvent
 
@@ -44,15 +45,6 @@ logger = logging.getLogger(__name__)
 #: A flush that takes ``t`` seconds is followed by the next one ``FLUSH_DUTY * t``
 #: seconds later at the soonest (``flush_period`` when that is longer).
 FLUSH_DUTY = 10
-
-
-class WriterStatus(str, enum.Enum):
-    """What the file's ``writer/status`` says."""
-
-    STARTING = "STARTING"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
 
 
 class NexusScanWriter(Subscriber):
@@ -66,17 +58,20 @@ class NexusScanWriter(Subscriber):
     (register it with ``SessionNode.register_reader`` so the publisher keeps
     unwritten data). A bad path, a locked file, a full disk or a foreign entry of
     the same name put the writer in FAULT with the reason; the file keeps every
-    point received until then.
+    point received until then. ``parked``: where a file that cannot be closed for
+    lack of space is kept open (the session writer's; a new one when None).
     """
 
     def __init__(self, scan_node: Any, options: Optional[SaveOptions] = None,
                  worker: Optional[Thread] = None, reader_name: Optional[str] = None,
-                 name: Optional[str] = None, poll_interval: float = 0.25) -> None:
+                 name: Optional[str] = None, poll_interval: float = 0.25,
+                 parked: Optional[ParkedFiles] = None) -> None:
         super().__init__(scan_node, SubscriberMode.PARALLEL, worker=worker,
                          name=name or f"NexusScanWriter({scan_node.key})",
                          poll_interval=poll_interval)
         self.options = options or SaveOptions()
         self._reader_name = reader_name
+        self._parked = ParkedFiles() if parked is None else parked
         self.status = WriterStatus.STARTING
         self.filename: str = ""
         self.entries: list[str] = []
@@ -200,7 +195,7 @@ class NexusScanWriter(Subscriber):
         # name, say) leaves no file behind
         layout = self._plan()
         try:
-            self._file = NexusFile(path, options)
+            self._file = NexusFile(path, options, self._parked)
             existing = self._file.check_entries(layout, self.node.key, self.node.uid)
         except Exception:
             # the entries belong to someone else, or the file cannot be used: close
@@ -215,7 +210,7 @@ class NexusScanWriter(Subscriber):
         if self.resumed:
             self._file.set_text(f"/{self.entries[0]}/writer/resumed",
                                 f"resumed at {now_iso()}: the file was completed from Redis")
-        self._set_status(WriterStatus.STARTING)
+        self._write_status(self.status)
         self._link_master_files(info, path)
         self._acknowledge("0-0")
         self._start_ticker()
@@ -232,7 +227,8 @@ class NexusScanWriter(Subscriber):
         for level, master in masters.items():
             try:
                 masterfiles.link_entries(master, path, self.entries, options.allowed_roots,
-                                         options.lock_retry_time, options.file_mode)
+                                         options.lock_retry_time, options.file_mode,
+                                         self._parked)
             except (OSError, ValueError, NexusWriterError) as exc:
                 problems.append(f"{level}: {exc}")
         if problems:
@@ -323,7 +319,11 @@ class NexusScanWriter(Subscriber):
             self._acked = position
 
     def _set_status(self, status: WriterStatus, message: Optional[str] = None) -> None:
-        self.status = status
+        """Change the status (see :mod:`.file_status`), then write it to the file."""
+        self.status = check_status_transition(self.status, status, self.name)
+        self._write_status(status, message)
+
+    def _write_status(self, status: WriterStatus, message: Optional[str] = None) -> None:
         if self._file is None or self._file.closed:
             return
         for entry in self.entries:
@@ -342,8 +342,12 @@ class NexusScanWriter(Subscriber):
             self._file.set_text(f"/{entry}/writer/end_reason", self.end_reason)
         message = f"scan ended: {self.end_reason}" + (
             f" ({self.end_message})" if self.end_message else "")
-        self._set_status(WriterStatus.SUCCEEDED, message)
+        check_status_transition(self.status, WriterStatus.SUCCEEDED, self.name)
+        self._write_status(WriterStatus.SUCCEEDED, message)
         self._flush_file()
+        # final once the file holds it: a flush that fails leaves the status as it
+        # was, and the fault that follows makes it FAILED
+        self.status = WriterStatus.SUCCEEDED
         self._file.close()
         self._ended = True
         self._acknowledge(event_data.position)
@@ -409,8 +413,6 @@ class NexusScanWriter(Subscriber):
                     self._set_status(WriterStatus.FAILED, reason)
         finally:
             file.close()
-        if self._fault_reason is None and self._run is not None and self._run.killed:
-            self.status = WriterStatus.FAILED
 
 
 #: numpy kinds a channel's dataset can hold: numbers, bool, bytes and opaque bytes.

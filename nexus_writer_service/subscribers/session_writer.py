@@ -27,6 +27,7 @@ from ..data import EventData, EventType, SessionNode, get_session_node
 from ..data.reader import StopHandle
 from ..errors import MalformedEventError, NodeNotFoundError, ScanStateError, WaitTimeout
 from ..io.options import SaveOptions
+from ..io.parking import ParkedFiles
 from .scan_writer import NexusScanWriter
 from .states import SubscriberMode, SubscriberState
 from .subscriber import Subscriber, SubscriberEvent
@@ -78,11 +79,16 @@ class NexusSessionWriter(Subscriber):
     ``session`` is a session name or a :class:`~nexus_writer_service.data.SessionNode`.
     ``reader_name`` is registered with the session so the publisher keeps what the
     writer has not written yet; ``resume`` completes unfinished scans on start.
+    ``parked``: the files its scans could not close when the disk was full (see
+    :mod:`~nexus_writer_service.io.parking`); the writer owns a new one when None.
+    Give a writer that replaces another in the same process the one of its
+    predecessor, so that it completes and closes what that one left open.
     """
 
     def __init__(self, session: "str | SessionNode", redis_url: Optional[str] = None,
                  options: Optional[SaveOptions] = None, reader_name: str = "nexus_writer",
-                 resume: bool = True, poll_interval: float = 0.25) -> None:
+                 resume: bool = True, poll_interval: float = 0.25,
+                 parked: Optional[ParkedFiles] = None) -> None:
         node = session if isinstance(session, SessionNode) else get_session_node(
             session, redis_url)
         super().__init__(node, SubscriberMode.SEQUENTIAL,
@@ -90,6 +96,7 @@ class NexusSessionWriter(Subscriber):
         self.options = options or SaveOptions()
         self.reader_name = reader_name
         self.resume = resume
+        self.parked = ParkedFiles() if parked is None else parked
         self._records: dict[str, ScanRecord] = {}
         self._records_lock = threading.Lock()
         self._scan_worker: Optional[Thread] = None
@@ -207,7 +214,7 @@ class NexusSessionWriter(Subscriber):
         writer = NexusScanWriter(scan, self.options, worker=self._scan_worker,
                                  reader_name=self.reader_name,
                                  name=f"NexusScanWriter({name})",
-                                 poll_interval=self._poll_interval)
+                                 poll_interval=self._poll_interval, parked=self.parked)
         with self._records_lock:
             self._records[scan.key] = ScanRecord(scan.key, name, writer)
         logger.info("%s: writing scan %s to %s", self.name, name, info.get("filename"))

@@ -17,9 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nexus_writer_service.io.layout import StreamPlan
-from nexus_writer_service.io.nexus import (
-    CHUNK_CACHE_SLOTS, NexusFile, _Scratch, _Stream, _stored_as_given, open_or_create)
-from nexus_writer_service.io.objects import create_stream_dataset, open_uncached
+from nexus_writer_service.io._lowlevel import (
+    create_stream_dataset, open_uncached, stored_as_given)
+from nexus_writer_service.io.files import CHUNK_CACHE_SLOTS, open_or_create
+from nexus_writer_service.io.nexus import NexusFile
+from nexus_writer_service.io.streams import Scratch, Stream
 from nexus_writer_service.io.options import SaveOptions
 
 ROWS = 16
@@ -27,17 +29,17 @@ GZIP = {"compression": "gzip", "compression_opts": 1}
 
 
 def new_stream(file: h5py.File, dtype: Any = "f8", point: tuple[int, ...] = (),
-               compression: dict[str, Any] | None = None, scratch: _Scratch | None = None,
-               name: str = "data", cached: bool = True) -> _Stream:
+               compression: dict[str, Any] | None = None, scratch: Scratch | None = None,
+               name: str = "data", cached: bool = True) -> Stream:
     dataset = create_stream_dataset(file, name, (0,) + point, (None,) + point,
                                     (ROWS,) + point, np.dtype(dtype), None, compression,
                                     cached=cached)
     plan = StreamPlan(path=name, channel=name, dtype=str(np.dtype(dtype)), point_shape=point,
                       chunk_rows=ROWS)
-    return _Stream(dataset, plan, None, scratch or _Scratch())
+    return Stream(dataset, plan, None, scratch or Scratch())
 
 
-def send(stream: _Stream, values: np.ndarray, sizes: list[int], first: int = 0) -> None:
+def send(stream: Stream, values: np.ndarray, sizes: list[int], first: int = 0) -> None:
     """``values`` in blocks of ``sizes`` (cycled), each a read-only view of its own
     bytes, as the reader hands them over."""
     start, i = 0, 0
@@ -86,7 +88,7 @@ def test_streams_sharing_one_scratch_buffer_keep_their_own_points(tmp_path: Path
     path = tmp_path / "scan.h5"
     rng = np.random.default_rng(1)
     a, b = rng.random(10 * ROWS), rng.random(10 * ROWS)
-    scratch = _Scratch()
+    scratch = Scratch()
     with h5py.File(path, "w") as f:
         sa = new_stream(f, scratch=scratch, name="a")
         sb = new_stream(f, compression=GZIP, scratch=scratch, name="b")
@@ -126,7 +128,7 @@ def test_a_replayed_scan_rewrites_whole_chunks_in_place(tmp_path: Path) -> None:
         send(new_stream(f), first, [ROWS])
     with h5py.File(path, "r+") as f:
         dataset = f["data"]
-        stream = _Stream(dataset, new_plan(), None, _Scratch())
+        stream = Stream(dataset, new_plan(), None, Scratch())
         assert stream.written == 4 * ROWS
         send(stream, second, [7])
         size = dataset.id.get_storage_size()
@@ -143,7 +145,7 @@ def test_a_replay_flushed_in_part_keeps_the_later_points_already_in_the_file(
     with h5py.File(path, "w") as f:
         send(new_stream(f, cached=False), values, [ROWS])
     with h5py.File(path, "r+") as f:
-        stream = _Stream(open_uncached(f, "data"), new_plan(), None, _Scratch())
+        stream = Stream(open_uncached(f, "data"), new_plan(), None, Scratch())
         assert stream.direct
         stream.add(ROWS, values[ROWS:ROWS + 3])
         stream.flush()
@@ -216,7 +218,7 @@ def test_chunks_split_across_a_point_are_written_through_the_cache(tmp_path: Pat
                                    chunks=(ROWS, 4))
         plan = StreamPlan(path="data", channel="data", dtype="float64", point_shape=(8,),
                           chunk_rows=ROWS)
-        stream = _Stream(dataset, plan, None, _Scratch())
+        stream = Stream(dataset, plan, None, Scratch())
         assert not stream.direct
         send(stream, values, [ROWS])
     np.testing.assert_array_equal(read(path), values)
@@ -236,7 +238,7 @@ def test_a_new_stream_knows_without_asking_what_hdf5_would_say(
         stream = nexus_file._streams["x"]
         dataset = stream.dataset
         assert (stream.written, stream.dtype, stream.direct) == (
-            dataset.shape[0], dataset.dtype, _stored_as_given(dataset))
+            dataset.shape[0], dataset.dtype, stored_as_given(dataset))
         assert stream.direct is (compression == "none")
     finally:
         nexus_file.close()

@@ -29,6 +29,7 @@ import pytest
 
 from nexus_writer_service.data import Publisher, ScanPublisher
 from nexus_writer_service.io.nexus import NexusFile
+from nexus_writer_service.io.parking import ParkedFiles
 from tests.integration.faults.conftest import (
     TIME,
     assert_nothing_lost,
@@ -208,8 +209,9 @@ def test_disk_filled_from_outside_mid_write_releases_the_file_once_space_is_free
     """The free-space check passes, then another program fills the disk before the
     points are written: HDF5 itself meets the full disk. The scan goes FAULT saying
     so; the file cannot be closed then and stays open in this process; once space is
-    freed, a writer started again in the same process completes it and closes it
-    (the small disk unmounts: nothing holds it)."""
+    freed, a writer started again in the same process (given the files its
+    predecessor parked, as the Tango device does across Init) completes it and closes
+    it (the small disk unmounts: nothing holds it)."""
     filename = small_disk / "scan.h5"
     filler = small_disk / "filler.bin"
     npoints = 60
@@ -221,7 +223,9 @@ def test_disk_filled_from_outside_mid_write_releases_the_file_once_space_is_free
             fill_up(filler)
 
     monkeypatch.setattr(NexusFile, "_check_disk_space", check_then_fill)
-    with session_writer(redis_url, SESSION, OPTIONS, poll_interval=0.05) as writer:
+    parked = ParkedFiles()
+    with session_writer(redis_url, SESSION, OPTIONS, poll_interval=0.05,
+                        parked=parked) as writer:
         with Publisher(SESSION, redis_url, lease=3, retention=120) as publisher:
             publish_mca_scan(publisher, filename, 1, npoints)
             record = wait_scans_done(writer, 1, timeout=60)[0]
@@ -229,14 +233,17 @@ def test_disk_filled_from_outside_mid_write_releases_the_file_once_space_is_free
     assert_record(record, "FAULT", "FAILED", "DiskSpaceError", "no space left on device",
                   str(filename), "free disk space", "start the writer again")
     assert fds_on(filename), "the file HDF5 could not close is expected to stay open"
+    assert str(filename) in parked, "the file HDF5 could not close is not parked"
 
     filler.unlink()
     monkeypatch.undo()
-    with session_writer(redis_url, SESSION, OPTIONS, poll_interval=0.05) as writer:
+    with session_writer(redis_url, SESSION, OPTIONS, poll_interval=0.05,
+                        parked=parked) as writer:
         wait_until(lambda: bool(writer.scans()) and writer.scans()[0].writer.done(), 60,
                    "the stopped scan completed")
         resumed = writer.scans()
     assert [r.key for r in resumed] == [record.key], [r.as_dict() for r in resumed]
     assert_record(resumed[0], "OFF", "SUCCEEDED", "finished")
     assert fds_on(filename) == [], "the file is still open in this process"
+    assert len(parked) == 0, "the file is still parked"
     assert_nothing_lost(filename, record.key, spectra(1, 0, npoints), "SUCCEEDED", "SUCCESS")

@@ -22,6 +22,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -31,9 +32,10 @@ import pytest
 import redis
 
 from nexus_writer_service.data import Publisher
-from nexus_writer_service.errors import PathNotAllowedError
-from nexus_writer_service.io import masterfiles, nexus
-from nexus_writer_service.io.nexus import NexusFile, open_or_create
+from nexus_writer_service.errors import FileLockedError, NexusWriterError, PathNotAllowedError
+from nexus_writer_service.io import files, masterfiles
+from nexus_writer_service.io.files import open_or_create
+from nexus_writer_service.io.nexus import NexusFile
 from nexus_writer_service.subscribers import ScanRecord, SubscriberState
 from tests.integration.faults.conftest import (
     assert_fault, fast_options, publish_loopscan, run_session_scans, text)
@@ -162,7 +164,7 @@ def test_file_appearing_while_it_is_created_is_opened_never_replaced(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Another program creates the file between the writer's "not there" and its link."""
     path = tmp_path / "scan.h5"
-    real_new_file = nexus._new_file
+    real_new_file = files._new_file
 
     def other_program_first(*args: Any) -> Any:
         with h5py.File(path, "w") as h5:
@@ -170,7 +172,7 @@ def test_file_appearing_while_it_is_created_is_opened_never_replaced(
         os.chmod(path, 0o640)
         return real_new_file(*args)
 
-    monkeypatch.setattr(nexus, "_new_file", other_program_first)
+    monkeypatch.setattr(files, "_new_file", other_program_first)
     file, created = open_or_create(str(path), 1.0, file_mode=0o600)
     file.close()
     assert created is None
@@ -222,7 +224,7 @@ def swap_directory_before_open(monkeypatch: pytest.MonkeyPatch, directory: Path,
                                outside: Path) -> list[str]:
     """Just before the writer's first real open: ``directory`` becomes a symbolic link
     to ``outside`` (the real directory is kept aside). Returns the paths opened."""
-    real_open = nexus._open_existing
+    real_open = files._open_existing
     opened: list[str] = []
 
     def swapping_open(path: str) -> h5py.File:
@@ -232,7 +234,7 @@ def swap_directory_before_open(monkeypatch: pytest.MonkeyPatch, directory: Path,
         opened.append(path)
         return real_open(path)
 
-    monkeypatch.setattr(nexus, "_open_existing", swapping_open)
+    monkeypatch.setattr(files, "_open_existing", swapping_open)
     return opened
 
 
@@ -277,3 +279,35 @@ def test_master_file_directory_swapped_after_the_check_is_refused_untouched(
     assert "master file" in str(info.value) and repr(str(root)) in str(info.value)
     assert str(outside / "master.h5") in str(info.value)
     assert snapshot(outside) == before
+
+
+# -- a file this process holds open ------------------------------------------------------
+
+
+def test_file_held_open_here_without_locking_is_waited_for_like_a_lock(
+        tmp_path: Path) -> None:
+    """HDF5 refuses to open a file again with other locking flags (an OSError without
+    errno, told apart from a file that is not HDF5 without reading the message): the
+    writer waits for it as for another process's lock, and opens it once released."""
+    path = tmp_path / "scan.h5"
+    with h5py.File(path, "w") as h5:
+        h5["data"] = np.arange(3.0)
+    holder = h5py.File(path, "r+", locking=False)
+    try:
+        started = time.monotonic()
+        with pytest.raises(FileLockedError, match="locked"):
+            open_or_create(str(path), 0.3)
+        assert time.monotonic() - started >= 0.3, "not retried"
+    finally:
+        holder.close()
+    file, created = open_or_create(str(path), 0.3)
+    file.close()
+    assert created is None
+
+    not_hdf5 = tmp_path / "text.h5"
+    not_hdf5.write_text("not HDF5")
+    started = time.monotonic()
+    with pytest.raises(NexusWriterError, match="not a valid HDF5 file") as info:
+        open_or_create(str(not_hdf5), 5.0)
+    assert not isinstance(info.value, FileLockedError)
+    assert time.monotonic() - started < 5.0, "retried as if locked"

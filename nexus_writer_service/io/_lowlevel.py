@@ -1,25 +1,64 @@
-"""Creating HDF5 objects in one low-level call each.
+"""h5py's low-level API, in one place: the writer's fast paths into HDF5.
 
-h5py's high-level ``create_group``, ``create_dataset``, ``attrs[...] =`` and
-``group[name] = SoftLink(...)`` check, convert and build property lists on every
-call. A scan file with hundreds of channels creates thousands of objects, so the
-writer creates them through these functions instead: the same objects, with the
-same property lists as h5py's defaults (UTF-8 link names where needed, intermediate
-groups created, no time tracking, variable-length UTF-8 string attributes), built
-once and reused. Anything unusual (an attribute that is not a string, an existing
-name) goes through the high-level API, so the results are always identical.
+Why it exists: h5py's high-level calls (``create_group``, ``create_dataset``,
+``attrs[...] =``, ``group[name] = SoftLink(...)``, ``dataset.resize``,
+``dataset[a:b] = block``) check, convert and build property lists on every call. A
+scan writes millions of points into hundreds of datasets and creates thousands of
+objects, so the writer goes through HDF5's own calls instead, here and nowhere else
+in ``io``. Every function gives exactly what the high-level call would (same
+objects, same property lists as h5py's defaults: UTF-8 link names where needed,
+intermediate groups created, no time tracking, variable-length UTF-8 string
+attributes); anything unusual (an attribute that is not a string, an existing name,
+data h5py must convert) goes through the high-level API.
+
+What it measured (side by side, same stream, same machine; the story is in the
+commit log of ``io``):
+
+* whole chunks of uncompressed streams written straight to the file (HDF5's direct
+  chunk write) rather than through the chunk cache: HDF5 writes and flushes of the
+  scenario 1 drain went from 0.25 s to 0.07-0.13 s CPU (blocks of 1000), the whole
+  drain from 0.29-0.45 s to 0.18-0.23 s CPU, its peak RSS from 190-200 MiB to
+  105-135 MiB;
+* the first part of a new chunk (a flush) written the same way, padded to a whole
+  chunk: flushing part of a chunk in each of 500 datasets took a median of 32 ms
+  against 42 ms;
+* datasets resized and written through ``set_extent`` and ``H5Dwrite``: 37 us
+  instead of 81 us per resize and write; with a new dataset's length, type and
+  layout known without asking HDF5, the scenario 2 drain went from 0.78-1.0 s to
+  0.43-0.49 s CPU;
+* one datatype and one dataspace shared by every new dataset of that type and shape
+  (HDF5 copies them): building the 500-channel tree took a median of 93 ms against
+  107 ms;
+* streams of whole-point chunks opened without a chunk cache, so part of a chunk
+  flushed for readers goes straight to its place: a drain that met a flush spent
+  0.06-0.08 s less CPU and 6,000 fewer page faults.
+
+Not thread-safe beyond what HDF5 is: called from the thread that owns the file.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Mapping
+import os
+from typing import Any, Mapping, Optional
 
 import h5py
 import numpy as np
 
-__all__ = ["create_group", "create_stream_dataset", "open_uncached", "set_attrs", "soft_link"]
+__all__ = [
+    "create_group",
+    "create_stream_dataset",
+    "file_descriptor",
+    "grow",
+    "held_here",
+    "open_uncached",
+    "set_attrs",
+    "soft_link",
+    "stored_as_given",
+    "write_chunk",
+    "write_rows",
+]
 
 _STR = h5py.string_dtype()
 _STR_FILE_TYPE = h5py.h5t.py_create(_STR, logical=True)
@@ -167,3 +206,70 @@ def soft_link(file: h5py.File, path: str, target: str) -> None:
     """A soft link at ``path`` to ``target`` (missing parents created)."""
     name, lcpl = _name(path)
     file.id.links.create_soft(name, target.encode("utf-8"), lcpl=lcpl)
+
+
+# -- streams -----------------------------------------------------------------------
+
+
+def stored_as_given(dataset: h5py.Dataset) -> bool:
+    """Whether a whole chunk of ``dataset`` is stored as the bytes of its rows: chunked,
+    no filter (compression), chunks spanning whole points, fixed-size numbers. Such
+    chunks can be written straight to the file (:func:`write_chunk`), without
+    passing through the chunk cache."""
+    dcpl = dataset.id.get_create_plist()
+    return (dcpl.get_layout() == h5py.h5d.CHUNKED and dcpl.get_nfilters() == 0
+            and dataset.chunks is not None and dataset.chunks[1:] == dataset.shape[1:]
+            and dataset.dtype.kind in "biufc")
+
+
+def grow(dsid: h5py.h5d.DatasetID, shape: tuple[int, ...]) -> None:
+    """Set the dataset's extent to ``shape`` (``dataset.resize`` without its checks)."""
+    dsid.set_extent(shape)
+
+
+def write_chunk(dsid: h5py.h5d.DatasetID, offset: tuple[int, ...], chunk: Any) -> None:
+    """Write the whole chunk at ``offset`` as it is, past the chunk cache and the
+    filters (the dataset must be :func:`stored_as_given`)."""
+    dsid.write_direct_chunk(offset, chunk)
+
+
+def write_rows(dsid: h5py.h5d.DatasetID, offset: tuple[int, ...], block: Any) -> None:
+    """Write ``block`` (C-contiguous, of the dataset's dtype) at ``offset``: what
+    ``dataset[...] = block`` does, without its checks and conversions."""
+    space = dsid.get_space()
+    space.select_hyperslab(offset, block.shape)
+    dsid.write(h5py.h5s.create_simple(block.shape), space, block)
+
+
+# -- open files --------------------------------------------------------------------
+
+
+def file_descriptor(file: h5py.File) -> int:
+    """The descriptor of the file the HDF5 driver really opened."""
+    return int(file.id.get_vfd_handle())
+
+
+def held_here(path: str) -> Optional[tuple[bool, bool]]:
+    """How this process holds ``path`` open through HDF5, if it does:
+    ``(read_only, locking)`` of one of its openings; None if it does not.
+
+    HDF5 opens a file once per process. Opening it again with another intent or other
+    locking flags fails with an ``OSError`` without errno, like a file that is not
+    HDF5; this is how the two are told apart without reading the message.
+    """
+    try:
+        wanted = os.stat(path)
+    except OSError:
+        return None
+    for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        try:
+            name = os.fsdecode(fid.name)
+            info = os.stat(name)
+            if (info.st_dev, info.st_ino) != (wanted.st_dev, wanted.st_ino):
+                continue
+            read_only = fid.get_intent() == h5py.h5f.ACC_RDONLY
+            locking = bool(fid.get_access_plist().get_file_locking()[0])
+        except (OSError, ValueError, RuntimeError):
+            continue
+        return read_only, locking
+    return None

@@ -1,0 +1,260 @@
+"""Chunked streams: a channel's points buffered and written into its dataset.
+
+Writing is idempotent by point index: a block of points ``[first, first + n)``
+always lands at rows ``[first, first + n)``, so a writer that replays a scan from
+its beginning after a restart completes the file without doubling anything.
+Points are held per channel and written in chunk-aligned pieces; whatever is held
+is written by ``flush``, which the scan file calls at least every ``flush_period``
+seconds, so readers see data while the scan runs.
+
+Ownership: a stream belongs to the thread that owns its file; nothing here is
+thread-safe and nothing here talks to Redis. HDF5 is reached through
+:mod:`._lowlevel` where h5py's high-level API costs more than the write.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from typing import Any, Sequence
+
+import h5py
+import numpy as np
+
+from .checks import MIB
+from .layout import StackPlan, StreamPlan
+from ._lowlevel import grow, stored_as_given, write_chunk, write_rows
+
+__all__ = ["RAGGED_SLICE_BYTES", "ragged_slices", "Scratch", "Stream", "Stack", "ColumnStream"]
+
+Array = np.ndarray[Any, Any]
+#: Most bytes of variable-length points padded in memory at once (one longer point
+#: is padded on its own).
+RAGGED_SLICE_BYTES = 64 * MIB
+
+
+def ragged_slices(lengths: Sequence[int], itemsize: int, limit: int
+                  ) -> list[tuple[int, int]]:
+    """Consecutive row ranges ``[start, stop)`` covering ``lengths`` such that each
+    range padded to its longest point takes at most ``limit`` bytes; a point larger
+    than ``limit`` gets a range of its own."""
+    slices = []
+    start, longest = 0, 0
+    for i, length in enumerate(lengths):
+        wider = max(longest, length)
+        if i > start and (i + 1 - start) * wider * itemsize > limit:
+            slices.append((start, i))
+            start, wider = i, length
+        longest = wider
+    if start < len(lengths):
+        slices.append((start, len(lengths)))
+    return slices
+
+
+class Scratch:
+    """One reusable buffer, in which the pieces of a chunk are put together before it
+    is written: the same memory each time, rather than a new array per chunk."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+
+    def rows(self, n: int, like: Array) -> Array:
+        """An uninitialised array of ``n`` points shaped and typed like ``like``'s."""
+        size = n * math.prod(like.shape[1:])
+        if len(self.buffer) < size * like.itemsize:
+            self.buffer = bytearray(size * like.itemsize)
+        return np.frombuffer(self.buffer, dtype=like.dtype, count=size
+                             ).reshape((n,) + like.shape[1:])
+
+
+class Stream:
+    """The buffer of one channel's dataset; writes whole chunks, the rest on flush.
+
+    A whole chunk held in one received block is written from that block; one spread
+    over several blocks is put together in the file's scratch buffer. Whole chunks of
+    a dataset stored as given (see :func:`~._lowlevel.stored_as_given`) go straight
+    to the file.
+    """
+
+    def __init__(self, dataset: h5py.Dataset, plan: StreamPlan,
+                 lengths: h5py.Dataset | None, scratch: Scratch,
+                 known: tuple[int, np.dtype[Any], bool] | None = None) -> None:
+        """``known``: the dataset's length, dtype and whether it is stored as given,
+        when the caller knows them (asking HDF5 costs more than the rest)."""
+        self.dataset = dataset
+        self.plan = plan
+        self.lengths = lengths
+        self.rows = plan.chunk_rows
+        self.pending: collections.deque[Array] = collections.deque()
+        self.scratch = scratch
+        self.start = 0
+        self.count = 0
+        if known is None:
+            known = (int(dataset.shape[0]), dataset.dtype,
+                     lengths is None and stored_as_given(dataset))
+            self.tail = tuple(dataset.shape[1:])
+        else:
+            self.tail = tuple(plan.point_shape)
+        self.written, self.dtype, self.direct = known
+
+    def add(self, first: int, data: Any) -> None:
+        if self.lengths is not None:
+            self._write_ragged(first, data)
+            return
+        if self.count and first != self.start + self.count:
+            self.flush()
+        if not self.count:
+            self.start = first
+        self.pending.append(data)
+        self.count += len(data)
+        end = self.start + self.count
+        boundary = (end // self.rows) * self.rows
+        if boundary > self.start and self.count >= self.rows:
+            self._write_until(boundary)
+
+    def _write_until(self, stop: int) -> None:
+        """Write the held points up to ``stop``, one chunk (or part of one) per write."""
+        while self.start < stop:
+            end = min(stop, (self.start // self.rows + 1) * self.rows)
+            self._write(self.start, self._take(end - self.start))
+            self.start = end
+
+    def _take(self, n: int) -> Array:
+        """The first ``n`` held points, no longer held: a view of the first block when
+        it has them all, else copied into the scratch buffer (valid until its next use)."""
+        pending = self.pending
+        self.count -= n
+        head = pending[0]
+        if len(head) >= n:
+            if len(head) == n:
+                pending.popleft()
+            else:
+                pending[0] = head[n:]
+            return head[:n]
+        block = self.scratch.rows(n, head)
+        filled = 0
+        while filled < n:
+            head = pending[0]
+            k = min(len(head), n - filled)
+            block[filled:filled + k] = head[:k]
+            filled += k
+            if k == len(head):
+                pending.popleft()
+            else:
+                pending[0] = head[k:]
+        return block
+
+    def _write(self, first: int, block: Array) -> None:
+        stop = first + len(block)
+        if self.lengths is not None:  # padded points, as wide as the widest so far
+            if stop > self.written:  # the dataset's length (h5py's shape is slow to ask)
+                self.dataset.resize(stop, axis=0)
+            # the columns past the block's width are the fill value
+            if block.shape[1]:
+                self.dataset[first:stop, :block.shape[1]] = block
+            self.written = max(self.written, stop)
+            return
+        dsid = self.dataset.id
+        fresh = first >= self.written  # nothing in the file at or after first
+        if stop > self.written:
+            grow(dsid, (stop,) + self.tail)
+            self.written = stop
+        if block.dtype != self.dtype or not block.flags.c_contiguous:
+            self.dataset[first:stop] = block  # h5py converts
+        elif self.direct and not first % self.rows and (len(block) == self.rows or fresh):
+            # a whole chunk, stored as it is: straight to the file. The first part of
+            # a new chunk (a flush) too, padded: HDF5 would write it whole anyway,
+            # padded with the fill value, after more work; the padding lies past the
+            # dataset's end, where no reader sees it, until the next points replace it
+            if len(block) < self.rows:
+                block = self._padded(block)
+            write_chunk(dsid, (first,) + (0,) * len(self.tail), block)
+        else:  # what dataset[first:stop] = block does, without its checks
+            write_rows(dsid, (first,) + (0,) * len(self.tail), block)
+
+    def _padded(self, block: Array) -> Array:
+        """``block`` (the first rows of a chunk) followed by zeros up to a whole
+        chunk, in the scratch buffer (``block`` may already be there, at its start)."""
+        chunk = self.scratch.rows(self.rows, block)
+        n = len(block)
+        if block.__array_interface__["data"][0] != chunk.__array_interface__["data"][0]:
+            chunk[:n] = block  # (numpy copies overlapping memory safely)
+        chunk[n:] = 0
+        return chunk
+
+    def _write_ragged(self, first: int, points: Sequence[Array]) -> None:
+        """Pad points to a common width in slices of rows, each padded slice under
+        RAGGED_SLICE_BYTES: one long point does not pad the whole block in memory.
+        Cells past a slice's width keep the dataset's fill value (the padding)."""
+        lengths = [len(p) for p in points]
+        width = max(lengths + [self.dataset.shape[1]])
+        if width > self.dataset.shape[1]:
+            self.dataset.resize(width, axis=1)
+        itemsize = self.dataset.dtype.itemsize
+        for start, stop in ragged_slices(lengths, itemsize, RAGGED_SLICE_BYTES):
+            block = np.full((stop - start, max(lengths[start:stop])), self.plan.fill,
+                            dtype=self.dataset.dtype)
+            for i in range(start, stop):
+                block[i - start, :lengths[i]] = points[i]
+            self._write(first + start, block)
+            del block
+        assert self.lengths is not None
+        stop = first + len(points)
+        if stop > self.lengths.shape[0]:
+            self.lengths.resize(stop, axis=0)
+        self.lengths[first:stop] = lengths
+
+    def flush(self) -> None:
+        if self.count:
+            self._write_until(self.start + self.count)
+
+
+class Stack:
+    """A dataset shared by several channels, one column each (``stack_mcas``).
+
+    ``counts[i]`` is the number of points of column ``i`` in the file; it is saved in
+    the dataset's ``detector_points`` attribute after the data, so a resumed writer
+    knows what each column holds (the dataset's length is that of the longest one).
+    """
+
+    def __init__(self, dataset: h5py.Dataset, plan: StackPlan) -> None:
+        self.dataset = dataset
+        self.plan = plan
+        self.rows = int(dataset.shape[0])
+        self.counts = np.zeros(len(plan.channels), dtype=np.int64)
+        saved = dataset.attrs.get("detector_points")
+        if saved is not None and len(saved) == len(self.counts):
+            self.counts[:] = saved
+
+    def write(self, column: int, first: int, block: Array) -> None:
+        stop = first + len(block)
+        if stop > self.rows:
+            self.dataset.resize(stop, axis=0)
+            self.rows = stop
+        self.dataset[first:stop, column] = block
+        if stop > self.counts[column]:
+            self.counts[column] = stop
+            self.dataset.attrs["detector_points"] = self.counts
+
+
+class ColumnStream(Stream):
+    """The buffer of one channel written into its column of a :class:`Stack`."""
+
+    def __init__(self, stack: Stack, column: int, scratch: Scratch) -> None:
+        self.stack = stack
+        self.column = column
+        self.dataset = stack.dataset
+        self.lengths = None
+        self.rows = stack.plan.chunk_rows
+        self.pending = collections.deque()
+        self.scratch = scratch
+        self.start = 0
+        self.count = 0
+        self.written = int(stack.counts[column])
+        self.dtype = stack.dataset.dtype
+        self.direct = False
+        self.tail = tuple(stack.plan.point_shape)
+
+    def _write(self, first: int, block: Array) -> None:
+        self.stack.write(self.column, first, block)
+        self.written = max(self.written, first + len(block))
