@@ -26,6 +26,7 @@ from ..errors import MalformedEventError
 from .blocks import BlockMerger, DataDecoder, fields_dict
 from .events import EntryKind, EventData, EventType, NodeType, decode_entry
 from .nodes import LimaNode, Node, make_node
+from .source import Event
 
 __all__ = [
     "Event",
@@ -36,8 +37,6 @@ __all__ = [
     "data_page_count",
 ]
 
-#: One event as a walk yields it: ``(event_type, node, event_data)``.
-Event = tuple[EventType, Any, EventData]
 #: A stream entry as the server sends it: its ID and ``[field, value, field, value, ...]``.
 RawEntry = tuple[bytes, list[bytes]]
 

@@ -1,5 +1,9 @@
 """Reading scans back from Redis: ``get_session_node`` and the walks.
 
+Our Redis streams as a scan source (:mod:`.source`): :class:`SessionNode` and
+:class:`ScanNode` implement its protocol. What the entries mean is parsed by
+:mod:`.parser`; this module reads, acknowledges and checks leases.
+
 Walks are plain blocking generators (use them from a native thread, or from the
 gevent hub's threadpool in a green program). They read streams in batches with
 ``XREAD BLOCK`` in short slices so that a ``stop`` handle (anything with
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator
 
 import redis
 
@@ -32,21 +36,16 @@ from .events import (
 )
 from .keys import ScanKeys, SessionKeys, check_name
 from .nodes import Node, make_node
-from .parser import Event, RawEntry, ScanStreamParser
+from .parser import RawEntry, ScanStreamParser
+from .source import Event, StopHandle
 
-__all__ = ["get_session_node", "get_scan_node", "SessionNode", "ScanNode", "Event"]
+__all__ = ["get_session_node", "get_scan_node", "SessionNode", "ScanNode", "Event",
+           "StopHandle"]
 
 logger = logging.getLogger(__name__)
 
 #: Entries of the first read of a stream, before their size is known.
 FIRST_BATCH = 50
-
-
-class StopHandle(Protocol):
-    """What tells a blocking walk or read to stop: anything with ``is_set()``, such
-    as a ``threading.Event``."""
-
-    def is_set(self) -> bool: ...
 
 
 def _parse_id(position: str | bytes) -> tuple[int, int]:
