@@ -1,14 +1,19 @@
-"""Scan data in Redis: the event model, the publisher and the reader.
+"""Scan data: the event model, the scan-source protocol and its sources.
 
-Readers use :func:`get_session_node` and the walks; acquisition programs use
-:class:`Publisher`. Everything travels in Redis streams, as JSON and raw numpy bytes.
+Writers read scans through the protocol of :mod:`.source` (:class:`ScanSource`,
+:class:`SessionSource`). Our Redis streams are one source: readers use
+:func:`get_session_node` and the walks, acquisition programs :class:`Publisher`;
+everything travels in Redis streams, as JSON and raw numpy bytes. :mod:`.memory`
+is another source, in one process, without a server.
 """
 
 from .connection import connect, resolve_redis_url
 from .events import EndReason, EventData, EventType, LimaProgress, NodeType
+from .memory import MemoryScan, MemorySession
 from .nodes import ChannelNode, ImageReference, LimaNode, Node, SubscanNode
 from .publisher import Publisher, ScanPublisher
-from .reader import ScanNode, SessionNode, StopHandle, get_scan_node, get_session_node
+from .reader import ScanNode, SessionNode, get_scan_node, get_session_node
+from .source import ScanSource, SessionSource, StopHandle
 
 __all__ = [
     "connect",
@@ -24,6 +29,10 @@ __all__ = [
     "Node",
     "SubscanNode",
     "StopHandle",
+    "ScanSource",
+    "SessionSource",
+    "MemoryScan",
+    "MemorySession",
     "Publisher",
     "ScanPublisher",
     "ScanNode",

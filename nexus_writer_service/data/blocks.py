@@ -9,22 +9,25 @@ each entry is then only checked: whole points, point continuity. An entry that d
 not fit (a field given twice, an undeclared channel, a gap, a bad number) goes the
 general way, through a dict of its fields, which names the channel and the problem
 in its error. Both ways give the same blocks and the same errors. A merging reader
-goes further: consecutive entries of one layout are checked together, a column per
-channel (:meth:`DataDecoder.merge_run`), and at any doubt one by one again.
+goes further: consecutive entries of packed blocks of one layout are checked
+together (:meth:`DataDecoder.merge_run`), and at any doubt one by one again.
+
+Fixed-size points travel packed (``p``, ``k``, ``f``); only variable-length points
+have fields of their own. A block of fixed-size points in fields of its own (how
+older publishers sent them) is refused by the general way, naming the encoding.
 
 Not thread-safe: one :class:`DataDecoder` and one :class:`BlockMerger` per walk.
 """
 
 from __future__ import annotations
 
-from itertools import chain
 from operator import itemgetter
 from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
 from ..errors import MalformedEventError
-from .events import EventData, EventType, iter_data_blocks, packing
+from .events import EventData, EventType, iter_wire_blocks, old_encoding, packing
 from .nodes import ChannelNode, Node
 
 __all__ = ["Block", "DataDecoder", "BlockMerger", "fields_dict"]
@@ -81,12 +84,6 @@ class _Layout(NamedTuple):
     slots: tuple[_ChannelSlot, ...]
     #: the channel index of each slot
     channels: tuple[int, ...]
-    #: bytes per point of each slot, as a column; ``None`` if a channel has
-    #: variable-length points or there is no channel
-    point_sizes: Any
-    #: ``flat -> (value of each slot)`` and ``flat -> (first index of each slot)``
-    data_values: Callable[[Sequence[bytes]], tuple[bytes, ...]]
-    first_values: Callable[[Sequence[bytes]], tuple[bytes, ...]]
     #: packed blocks: where ``k``, ``p`` and ``f`` are, the ``k`` this layout is for,
     #: the size of ``p``; -1 and ``b""`` without packed blocks
     which_at: int = -1
@@ -97,7 +94,7 @@ class _Layout(NamedTuple):
     npacked: int = 0
     #: ``memoryview of p -> (each packed block, a view)``
     packed_values: Callable[[Any], tuple[Any, ...]] = tuple
-    #: every block is packed (then runs are taken apart by :meth:`DataDecoder._merge_packed`)
+    #: every block is packed (only such runs are merged, by :meth:`DataDecoder.merge_run`)
     packed_only: bool = False
 
 
@@ -200,19 +197,15 @@ class DataDecoder:
                 return None
             node = self.by_index.get(index)
             first_at = at.get(b"f" + suffix)
-            if first_at is None or not isinstance(node, ChannelNode) or index in seen:
+            # fields of its own: variable-length points only (else the general way
+            # names the old encoding)
+            if first_at is None or not isinstance(node, ChannelNode) or index in seen \
+                    or not node.variable_length:
                 return None
             seen.add(index)
             packed_only = False
-            size = 0 if node.variable_length else node.point_size
-            slots.append(_ChannelSlot(node, index, at[key], first_at, at.get(b"l" + suffix),
-                                      size))
-        sizes = [slot.point_size for slot in slots]
-        point_sizes = np.array(sizes, dtype=np.int64)[:, None] if sizes and all(sizes) \
-            else None
+            slots.append(_ChannelSlot(node, index, at[key], first_at, at.get(b"l" + suffix), 0))
         return _Layout(keys, at[b"t"], tuple(slots), tuple(slot.channel for slot in slots),
-                       point_sizes, _getter([slot.data_at for slot in slots]),
-                       _getter([slot.first_at for slot in slots]),
                        which_at, packed_at, packed_first_at, which, begin,
                        sum(slot.begin >= 0 for slot in slots),
                        _getter([slice(slot.begin, slot.end) for slot in slots
@@ -287,63 +280,9 @@ class DataDecoder:
         gives the same blocks or names the problem."""
         flat = page[start][1]
         layout = self._layout(flat)
-        if layout is None or layout.point_sizes is None or flat[layout.kind_at] != b"data":
+        if layout is None or not layout.packed_only or flat[layout.kind_at] != b"data":
             return 0, start + 1
-        if layout.which_at >= 0:
-            if not layout.packed_only:
-                return 0, start + 1
-            return self._merge_packed(page, start, merger, limit, layout)
-        # only the entries that may fit under ``limit`` are looked at (the size of the
-        # first one tells about how many): the rest of a long run of large entries
-        # comes with the next call
-        first_bytes = sum(map(len, layout.data_values(flat)))
-        last = len(page)
-        if first_bytes:
-            room = max(0, limit - merger.nbytes)
-            last = min(last, start + max(MIN_RUN, 2 * (room // first_bytes) + 2))
-        keys, kind_at, size = layout.keys, layout.kind_at, len(flat)
-        end = start + 1
-        while end < last:
-            other = page[end][1]
-            if len(other) != size or other[kind_at] != b"data" or other[0::2] != keys:
-                break
-            end += 1
-        if end - start < MIN_RUN:
-            return 0, end
-        flats = list(map(itemgetter(1), page[start:end]))
-        # one row per entry: the values of every slot, picked out in one call each
-        values = list(map(layout.data_values, flats))
-        nslots = len(layout.slots)
-        lengths = np.fromiter(map(len, chain.from_iterable(values)), dtype=np.int64,
-                              count=len(values) * nslots).reshape(len(values), nslots).T
-        total = np.cumsum(lengths.sum(axis=0)) + merger.nbytes
-        count = min(len(flats), int(np.searchsorted(total, limit)) + 1)
-        if count < len(flats):
-            end = start + count
-            flats, values, lengths = flats[:count], values[:count], lengths[:, :count]
-        points, rest = np.divmod(lengths, layout.point_sizes)
-        if rest.any():
-            return 0, end
-        try:
-            given = self._first_indices(layout, flats, nslots)
-        except (ValueError, OverflowError):
-            return 0, end
-        expected = self.expected
-        if self.first_point is None:
-            begins = [expected.get(channel, first)
-                      for channel, first in zip(layout.channels, given[:, 0].tolist())]
-        else:
-            begins = [expected.get(channel, self.first_point) for channel in layout.channels]
-        # all >= 0 first, so that differences cannot overflow
-        if min(begins) < 0 or given.min() < 0 or not np.array_equal(given[:, 0], begins) or (
-                count > 1 and not np.array_equal(np.diff(given, axis=1), points[:, :-1])):
-            return 0, end
-        expected.update(zip(layout.channels, (np.array(begins, dtype=np.int64)
-                                              + points.sum(axis=1)).tolist()))
-        merger.add_columns([(slot.node, first, list(column)) for slot, first, column
-                            in zip(layout.slots, begins, zip(*values))],
-                           int(lengths.sum()), page[end - 1][0].decode())
-        return count, end
+        return self._merge_packed(page, start, merger, limit, layout)
 
     def _merge_packed(self, page: Sequence[Sequence[Any]], start: int, merger: "BlockMerger",
                       limit: int, layout: _Layout) -> tuple[int, int]:
@@ -410,31 +349,20 @@ class DataDecoder:
                            columns_of_rows=rows is not None)
         return count, end
 
-    @staticmethod
-    def _first_indices(layout: _Layout, flats: list[Sequence[bytes]], nslots: int) -> Any:
-        """The first point index of each slot (row) in each entry (column) of ``flats``.
-
-        A publisher gives every channel of an entry the same first index: then one
-        number per entry is parsed (the same text in every slot), not one per block.
-        :raises ValueError: a first index is not a number"""
-        firsts = list(map(layout.first_values, flats))
-        if all(len(set(row)) == 1 for row in firsts):
-            column = np.array([int(row[0]) for row in firsts], dtype=np.int64)
-            return np.broadcast_to(column, (nslots, len(firsts)))
-        return np.array(list(map(int, chain.from_iterable(firsts))),
-                        dtype=np.int64).reshape(len(firsts), nslots).T
-
     def general(self, fields: dict[bytes, bytes], decode: bool) -> list[Block]:
-        """The blocks of the data entry ``fields``, checking point continuity.
+        """The blocks of the data entry ``fields``, checking point continuity and
+        that fixed-size points come packed.
 
         Without ``decode``, blocks of fixed-size points stay raw bytes (checked)."""
         out = []
         by_index = self.by_index
         expected = self.expected
-        for index, first, raw, lengths in iter_data_blocks(fields):
+        for index, first, raw, lengths, packed in iter_wire_blocks(fields):
             node = by_index.get(index)
             if not isinstance(node, ChannelNode):
                 raise MalformedEventError(f"data for undeclared channel #{index}")
+            if not packed and not node.variable_length:
+                raise MalformedEventError(old_encoding(node.name, index))
             start = expected.get(index, first if self.first_point is None else self.first_point)
             if first != start:
                 raise MalformedEventError(

@@ -10,9 +10,10 @@ A scan is one Redis stream of entries. Each entry is a small dict of byte fields
           raw bytes one block after the other, ``k`` whose blocks as
           ``<x>:<bytes>`` comma separated, ``f`` their first point index (one number
           when they all start there, else one per block in ``k``'s order);
-          and/or one block per field set: ``d<x>`` raw bytes, ``f<x>`` first point
-          index, ``l<x>`` int64 point lengths (variable-length 1D channels, which
-          are never packed)
+          and/or, for variable-length 1D channels (never packed), one block per
+          field set: ``d<x>`` raw bytes, ``f<x>`` first point index, ``l<x>`` int64
+          point lengths. Older publishers sent fixed-size points that way too; such
+          an entry is refused with an error naming it and the encoding.
 ``lima``  lima progress: ``n`` name, ``a`` last image acquired, ``s`` last saved
 ``end``   the scan ended: ``r`` reason, ``m`` message
 ========  ==============================================================
@@ -35,6 +36,8 @@ from . import codec
 
 __all__ = [
     "EventType",
+    "EntryKind",
+    "SessionEntryKind",
     "EndReason",
     "NodeType",
     "EventData",
@@ -50,6 +53,10 @@ __all__ = [
     "packing",
     "decode_entry",
     "iter_data_blocks",
+    "iter_wire_blocks",
+    "WireBlock",
+    "entry_kind",
+    "old_encoding",
     "decode_block",
     "encode_session_new",
     "encode_session_end",
@@ -66,6 +73,23 @@ class EventType(enum.Enum):
     NEW_DATA = "NEW_DATA"
     PREPARED_SCAN = "PREPARED_SCAN"
     END_SCAN = "END_SCAN"
+
+
+class EntryKind(enum.Enum):
+    """What a scan stream entry is: the value of its ``t`` field."""
+
+    NODE = b"node"
+    PREPARED = b"prep"
+    DATA = b"data"
+    LIMA = b"lima"
+    END = b"end"
+
+
+class SessionEntryKind(enum.Enum):
+    """What a session stream entry says: the value of its ``t`` field."""
+
+    NEW = b"new"
+    END = b"end"
 
 
 class EndReason(str, enum.Enum):
@@ -136,7 +160,7 @@ class DataBlock:
 class Entry:
     """A decoded scan stream entry; exactly one of the optional parts is set."""
 
-    kind: str
+    kind: EntryKind
     node: NodeDeclaration | None = None
     data: DataBlock | None = None
     lima: tuple[str, LimaProgress] | None = None
@@ -172,7 +196,7 @@ def encode_node(name: str, node_type: NodeType, index: int, info: Mapping[str, A
 
 
 def encode_prepared() -> dict:
-    return {b"t": b"prep"}
+    return {b"t": EntryKind.PREPARED.value}
 
 
 def encode_end(reason: EndReason, message: str = "") -> dict:
@@ -260,13 +284,25 @@ def _packed_blocks(fields: Fields) -> Iterator[RawBlock]:
         at += size
 
 
-def iter_data_blocks(fields: Fields) -> Iterator[RawBlock]:
-    """``(channel index, first point index, raw bytes, raw point lengths)`` of a data entry."""
+class WireBlock(NamedTuple):
+    """One channel block of a data entry as it travels, not checked against the
+    channel's declaration: ``packed`` tells whether it came in ``p``/``k``/``f``
+    (fixed-size points) or in its own fields ``d<x>``/``f<x>``/``l<x>``."""
+
+    channel: int
+    first: int
+    raw: bytes
+    lengths: bytes | None
+    packed: bool
+
+
+def iter_wire_blocks(fields: Fields) -> Iterator[WireBlock]:
+    """The blocks of a data entry, packed ones first, each as a :class:`WireBlock`."""
     packed: set[int] = set()
     if b"p" in fields or b"k" in fields:
-        for block in _packed_blocks(fields):
-            packed.add(block[0])
-            yield block
+        for index, first, raw, lengths in _packed_blocks(fields):
+            packed.add(index)
+            yield WireBlock(index, first, raw, lengths, True)
     for key, raw in fields.items():
         if key[:1] != b"d":
             continue
@@ -281,7 +317,21 @@ def iter_data_blocks(fields: Fields) -> Iterator[RawBlock]:
             raise MalformedEventError(f"negative first index {first} for {key!r}")
         if index in packed:
             raise MalformedEventError(f"channel #{index} is both packed and given in {key!r}")
-        yield index, first, raw, fields.get(b"l" + suffix)
+        yield WireBlock(index, first, raw, fields.get(b"l" + suffix), False)
+
+
+def iter_data_blocks(fields: Fields) -> Iterator[RawBlock]:
+    """``(channel index, first point index, raw bytes, raw point lengths)`` of a data entry."""
+    for index, first, raw, lengths, _ in iter_wire_blocks(fields):
+        yield index, first, raw, lengths
+
+
+def old_encoding(name: str, index: int) -> str:
+    """Why a block of fixed-size points given in its own fields is refused."""
+    return (f"channel {name!r} has fixed-size points, but they come in the fields d{index}/"
+            f"f{index}, the per-channel encoding of older publishers, which is no longer "
+            "read: publish with this version (fixed-size points travel packed, in the "
+            "fields 'p', 'k' and 'f')")
 
 
 def _decode_data(fields: Fields, what: str) -> DataBlock:
@@ -291,12 +341,21 @@ def _decode_data(fields: Fields, what: str) -> DataBlock:
         raise MalformedEventError(f"{what}: {exc}") from None
 
 
+def entry_kind(fields: Fields, what: str) -> EntryKind:
+    """The kind of a scan stream entry; ``what`` names the entry in the error."""
+    kind = fields.get(b"t")
+    try:
+        return EntryKind(kind)
+    except ValueError:
+        raise MalformedEventError(f"{what}: unknown entry kind {kind!r}") from None
+
+
 def decode_entry(fields: Fields, what: str) -> Entry:
     """Decode one scan stream entry; ``what`` names the key and entry ID in errors."""
-    kind = fields.get(b"t")
-    if kind == b"data":
-        return Entry("data", data=_decode_data(fields, what))
-    if kind == b"node":
+    kind = entry_kind(fields, what)
+    if kind is EntryKind.DATA:
+        return Entry(kind, data=_decode_data(fields, what))
+    if kind is EntryKind.NODE:
         type_text = _text(fields, b"y", what)
         try:
             node_type = NodeType(type_text)
@@ -306,20 +365,18 @@ def decode_entry(fields: Fields, what: str) -> Entry:
         if not isinstance(info, dict):
             raise MalformedEventError(f"{what}: node info is not a JSON object")
         decl = NodeDeclaration(_text(fields, b"n", what), node_type, _int(fields, b"x", what), info)
-        return Entry("node", node=decl)
-    if kind == b"lima":
+        return Entry(kind, node=decl)
+    if kind is EntryKind.LIMA:
         progress = LimaProgress(_int(fields, b"a", what), _int(fields, b"s", what))
-        return Entry("lima", lima=(_text(fields, b"n", what), progress))
-    if kind == b"prep":
-        return Entry("prep")
-    if kind == b"end":
-        reason_text = _text(fields, b"r", what)
-        try:
-            reason = EndReason(reason_text)
-        except ValueError:
-            raise MalformedEventError(f"{what}: unknown end reason {reason_text!r}") from None
-        return Entry("end", end=(reason, fields.get(b"m", b"").decode(errors="replace")))
-    raise MalformedEventError(f"{what}: unknown entry kind {kind!r}")
+        return Entry(kind, lima=(_text(fields, b"n", what), progress))
+    if kind is EntryKind.PREPARED:
+        return Entry(kind)
+    reason_text = _text(fields, b"r", what)
+    try:
+        reason = EndReason(reason_text)
+    except ValueError:
+        raise MalformedEventError(f"{what}: unknown end reason {reason_text!r}") from None
+    return Entry(kind, end=(reason, fields.get(b"m", b"").decode(errors="replace")))
 
 
 def decode_block(
@@ -343,15 +400,18 @@ def encode_session_end(scan_key: str, reason: EndReason) -> dict:
     return {b"t": b"end", b"k": scan_key.encode(), b"r": EndReason(reason).value.encode()}
 
 
-def decode_session_entry(fields: Fields, what: str) -> tuple[str, str, EndReason | None]:
+def decode_session_entry(fields: Fields, what: str
+                         ) -> tuple[SessionEntryKind, str, EndReason | None]:
     """``(kind, scan_key, reason)`` of a session stream entry."""
-    kind = fields.get(b"t")
+    raw_kind = fields.get(b"t")
     key = _text(fields, b"k", what)
-    if kind == b"new":
-        return "new", key, None
-    if kind == b"end":
-        try:
-            return "end", key, EndReason(_text(fields, b"r", what))
-        except ValueError:
-            raise MalformedEventError(f"{what}: unknown end reason") from None
-    raise MalformedEventError(f"{what}: unknown session entry kind {kind!r}")
+    try:
+        kind = SessionEntryKind(raw_kind)
+    except ValueError:
+        raise MalformedEventError(f"{what}: unknown session entry kind {raw_kind!r}") from None
+    if kind is SessionEntryKind.NEW:
+        return kind, key, None
+    try:
+        return kind, key, EndReason(_text(fields, b"r", what))
+    except ValueError:
+        raise MalformedEventError(f"{what}: unknown end reason") from None

@@ -22,6 +22,7 @@ import redis
 
 from ..errors import ConfigurationError, ScanStateError
 from . import codec
+from ._fast_redis import StreamWriter
 from .connection import SESSION_STREAM_MAXLEN, Client, connect, end_scan, redis_errors
 from .events import (
     EndReason,
@@ -41,90 +42,6 @@ __all__ = ["Publisher", "ScanPublisher"]
 logger = logging.getLogger(__name__)
 
 LIMA_FORMATS = ("hdf5", "edf")
-
-
-class _StreamWriter:
-    """Writes commands on one dedicated connection without waiting for each reply.
-
-    Every command is on the wire (so visible to readers) when ``send`` returns;
-    replies are read once more than ``window`` are outstanding, and all of them
-    by :meth:`flush`. An error reply is raised by the ``send``/``flush`` that
-    reads it. Thread-safe; commands keep their order.
-    """
-
-    def __init__(self, client: Client, window: int = 64):
-        self._pool = client.connection_pool
-        self._connection: Any = None
-        self._pending = 0
-        self._window = window
-        self._lock = threading.Lock()
-
-    def send(self, what: str, *args: Any) -> None:
-        with self._lock, redis_errors(what):
-            if self._connection is None:
-                self._connection = self._pool.get_connection()
-            try:
-                self._check_connection()
-                self._connection.send_command(*args)
-                self._pending += 1
-                while self._pending > self._window:
-                    self._read_one()
-            except BaseException:
-                self._discard()
-                raise
-
-    def _check_connection(self) -> None:
-        """Before sending: read the replies that have arrived, without waiting. A
-        connection the server closed (Redis restarted) is replaced when no reply is
-        outstanding; otherwise its error is raised now. Either way the next command
-        never vanishes into a dead socket with only a later call failing."""
-        try:
-            while self._pending and self._connection.can_read(timeout=0):
-                self._read_one()
-            closed = not self._pending and self._connection.can_read(timeout=0)
-        except (redis.ConnectionError, OSError):
-            if self._pending:
-                raise
-            closed = True
-        if closed:
-            self._connection.disconnect()
-            self._connection.connect()
-
-    def _read_one(self) -> None:
-        """Read one reply; a reply lost with the connection stays outstanding."""
-        try:
-            self._connection.read_response()
-        except redis.ResponseError:
-            self._pending -= 1
-            raise
-        self._pending -= 1
-
-    def flush(self, what: str) -> None:
-        with self._lock, redis_errors(what):
-            try:
-                while self._pending:
-                    self._read_one()
-            except BaseException:
-                self._discard()
-                raise
-
-    def _discard(self) -> None:
-        if self._connection is not None:
-            self._connection.disconnect()
-            self._pool.release(self._connection)
-        self._connection = None
-        self._pending = 0
-
-    def close(self) -> None:
-        with self._lock:
-            if self._connection is not None:
-                try:
-                    while self._pending:
-                        self._read_one()
-                finally:
-                    self._pool.release(self._connection)
-                    self._connection = None
-                    self._pending = 0
 
 
 class _Channel:
@@ -342,7 +259,7 @@ class Publisher:
         self._keys = SessionKeys(self.session)
         self._client = client if client is not None else connect(redis_url)
         self._own_client = client is None
-        self._writer = _StreamWriter(self._client)
+        self._writer = StreamWriter(self._client)
         self._scans: dict[str, ScanPublisher] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()

@@ -1,5 +1,9 @@
 """Reading scans back from Redis: ``get_session_node`` and the walks.
 
+Our Redis streams as a scan source (:mod:`.source`): :class:`SessionNode` and
+:class:`ScanNode` implement its protocol. What the entries mean is parsed by
+:mod:`.parser`; this module reads, acknowledges and checks leases.
+
 Walks are plain blocking generators (use them from a native thread, or from the
 gevent hub's threadpool in a green program). They read streams in batches with
 ``XREAD BLOCK`` in short slices so that a ``stop`` handle (anything with
@@ -11,17 +15,15 @@ right after it, without loss or duplicates.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator
 
 import redis
-from redis.client import NEVER_DECODE
 
 from ..errors import DataLostError, EventTimeout, MalformedEventError, NodeNotFoundError
-from . import codec
-from .blocks import BlockMerger, DataDecoder, fields_dict
+from . import _fast_redis, codec, parser
+from .blocks import fields_dict
 from .connection import Client, connect, end_scan, redis_errors
 from .events import (
     EndReason,
@@ -29,47 +31,21 @@ from .events import (
     EventType,
     NodeDeclaration,
     NodeType,
-    decode_entry,
+    SessionEntryKind,
     decode_session_entry,
 )
 from .keys import ScanKeys, SessionKeys, check_name
-from .nodes import LimaNode, Node, make_node
+from .nodes import Node, make_node
+from .parser import RawEntry, ScanStreamParser
+from .source import Event, StopHandle
 
-__all__ = ["get_session_node", "get_scan_node", "SessionNode", "ScanNode", "Event"]
+__all__ = ["get_session_node", "get_scan_node", "SessionNode", "ScanNode", "Event",
+           "StopHandle"]
 
 logger = logging.getLogger(__name__)
 
-Event = tuple[EventType, Any, EventData]
-BATCH = 1000
-#: Entries of the first read, before their size is known.
+#: Entries of the first read of a stream, before their size is known.
 FIRST_BATCH = 50
-#: Entries of a scan stream read after a page that held no data entry (or first):
-#: the channel declarations that open a scan are small, the data after them may
-#: be a thousand times larger, so the size of the first is no guide to the second.
-PROBE_BATCH = 16
-#: Bytes a read asks for (entries per read adapt to the size of the last ones), so
-#: that large entries are handled while the next ones are read, in bounded memory.
-PAGE_BYTES = 8 << 20
-#: Bytes of merged blocks (``merge_blocks``) given out at once, so that a consumer
-#: starts on a large page before all of it is decoded; with many channels, up to
-#: MERGE_CHANNEL_BYTES per channel (at most MERGE_MOST_BYTES), so that each block
-#: handed over is worth its handling.
-MERGE_BYTES = 2 << 20
-#: Seconds between reads of a stream written to all the time, with ``merge_blocks``
-#: (see :func:`read_raw_pages`): blocks come merged by the few hundred entries, not
-#: one by one, for a delay much shorter than a writer's ``flush_period``.
-MERGE_READ_INTERVAL = 0.005
-MERGE_CHANNEL_BYTES = 64 << 10
-#: Most bytes of merged blocks held at once: with many channels, blocks of a channel
-#: are merged over several pages (while more entries wait) up to MERGE_CHANNEL_BYTES.
-MERGE_MOST_BYTES = 4 * PAGE_BYTES
-
-
-class StopHandle(Protocol):
-    """What tells a blocking walk or read to stop: anything with ``is_set()``, such
-    as a ``threading.Event``."""
-
-    def is_set(self) -> bool: ...
 
 
 def _parse_id(position: str | bytes) -> tuple[int, int]:
@@ -109,48 +85,6 @@ def _stream_info(client: Client, key: str) -> dict[str, Any] | None:
         raise
 
 
-#: A stream entry as the server sends it: its ID and ``[field, value, field, value, ...]``.
-RawEntry = tuple[bytes, list[bytes]]
-XRead = Callable[[str, str, int, int], list[RawEntry]]
-
-
-def _raw_xread(client: Client) -> XRead:
-    """``xread(key, position, count, block_ms)``: the entries of one XREAD, as the
-    server sends them.
-
-    redis-py turns every entry into a dict, which costs more CPU time than the rest
-    of reading small entries; here the reply is kept as it comes, through a second
-    client on ``client``'s own connection pool (same connections, timeouts, retries
-    and health checks), with that conversion left out. A client of another kind
-    (or bound to a single connection) is read the usual way, then flattened."""
-    if isinstance(client, redis.Redis) and client.connection is None:
-        raw = redis.Redis(connection_pool=client.connection_pool)
-        if "XREAD" in raw.response_callbacks:
-            del raw.response_callbacks["XREAD"]
-
-        def read(key: str, position: str, count: int, block_ms: int) -> list[RawEntry]:
-            reply = raw.execute_command("XREAD", "COUNT", count, "BLOCK", block_ms,
-                                        "STREAMS", key, position, **{NEVER_DECODE: True})
-            if not reply:
-                return []
-            # RESP3 answers {key: entries}, RESP2 [[key, entries]]; each entry is
-            # [ID, fields] (XREAD never gives None fields, as XREADGROUP can)
-            entries: list[RawEntry] = (next(iter(reply.values())) if isinstance(reply, dict)
-                                       else reply[0][1])
-            return entries
-        return read
-
-    def read_flattened(key: str, position: str, count: int, block_ms: int
-                       ) -> list[RawEntry]:
-        reply = client.xread({key: position}, count=count, block=block_ms)
-        if not reply:
-            return []
-        entries = reply[0][1]
-        return [(entry_id, [item for pair in (fields or {}).items() for item in pair])
-                for entry_id, fields in entries]
-    return read_flattened
-
-
 def read_raw_pages(
     client: Client, key: str, position: str, *, stop: StopHandle | None,
     timeout: float | None, poll_interval: float, on_idle: Callable[[], None] | None = None,
@@ -168,14 +102,14 @@ def read_raw_pages(
     than an entry or two at a time.
 
     ``first_count`` entries are asked for first, then ``page_count(last page)``
-    (by default, about :data:`PAGE_BYTES` at the size of the last page's entries).
+    (by default, about :data:`.parser.PAGE_BYTES` at the size of the last page's entries).
     ``idle_pages``: an empty page is given after each read that found nothing."""
     timeout = _check_timeout(timeout)
-    page_count = page_count or _page_count
+    page_count = page_count or parser.page_count
     block_ms = max(1, int(poll_interval * 1000))
     last_activity = time.monotonic()
     count = first_count
-    xread = _raw_xread(client)
+    xread = _fast_redis.raw_xread(client)
     next_read = 0.0
     while stop is None or not stop.is_set():
         delay = next_read - time.monotonic()
@@ -200,41 +134,6 @@ def read_raw_pages(
         yield page
         if on_batch is not None:
             on_batch(position)
-
-
-def _page_count(page: list[RawEntry]) -> int:
-    """Entries to ask for next so that a page holds about :data:`PAGE_BYTES`."""
-    # b"".join(fields) would copy the page; lengths of its values alone are enough
-    values = itertools.chain.from_iterable(fields[1::2] for _, fields in page)
-    size = sum(map(len, values))
-    return max(1, min(BATCH, PAGE_BYTES * len(page) // max(size, 1)))
-
-
-def _data_page_count(page: list[RawEntry]) -> int:
-    """Like :func:`_page_count` for a scan stream, from the size of its data entries
-    alone: :data:`PROBE_BATCH` after a page without any."""
-    size = entries = 0
-    for _, fields in page:
-        if fields[1:2] == [b"data"] and fields[0] == b"t":
-            entries += 1
-            size += sum(map(len, fields[1::2]))
-    if not entries:
-        return PROBE_BATCH
-    return max(1, min(BATCH, PAGE_BYTES * entries // max(size, 1)))
-
-
-class _PageSizer:
-    """``page_count`` of a scan walk (:func:`_data_page_count`) that also tells
-    whether the last page was full: more entries were waiting."""
-
-    def __init__(self) -> None:
-        self.asked = PROBE_BATCH
-        self.full = False
-
-    def __call__(self, page: list[RawEntry]) -> int:
-        self.full = len(page) >= self.asked
-        self.asked = _data_page_count(page)
-        return self.asked
 
 
 def read_pages(
@@ -434,114 +333,41 @@ class ScanNode:
         an event's position may give again points already received (same
         indices), never skip one.
         """
-        include = _filter(include_filter)
-        exclude = _filter(exclude_filter) or set()
         position = from_position or "0-0"
         self._load()
         self._check_not_trimmed(position)
         by_index = {node.index: node for node in self.nodes().values()}
-        # from the stream's start (nothing trimmed: checked above) every channel starts
-        # at point 0; after a position, a channel's first block may start anywhere
-        first_point = 0 if position == "0-0" else None
-
-        def wanted(node_type: NodeType) -> bool:
-            return (include is None or node_type.value in include) and (
-                node_type.value not in exclude)
+        # merged blocks may be held from one page to the next while more entries wait,
+        # unless every page read is acknowledged (what is held would not be given out)
+        stream = ScanStreamParser(self, by_index, position, include=_filter(include_filter),
+                                  exclude=_filter(exclude_filter) or (),
+                                  merge_blocks=merge_blocks, hold_over=not ack_as,
+                                  what=self.keys.events)
 
         def on_idle() -> None:
             if self.end_reason is None:
                 self.check_publisher()
 
         on_batch = (lambda pos: self.acknowledge(ack_as, pos)) if ack_as else None
-        sizer = _PageSizer()
-        # merged blocks may be held from one page to the next while more entries wait,
-        # unless every page read is acknowledged (what is held would not be given out)
-        hold_over = merge_blocks and not ack_as
         pages = read_raw_pages(self._client, self.keys.events, position, stop=stop,
                                timeout=timeout, poll_interval=poll_interval, on_idle=on_idle,
-                               on_batch=on_batch,
-                               read_interval=MERGE_READ_INTERVAL if merge_blocks else 0.0,
-                               first_count=sizer.asked, page_count=sizer,
-                               idle_pages=hold_over)
-        decoder = DataDecoder(by_index, first_point)
-        merger = BlockMerger(position, MERGE_BYTES, MERGE_CHANNEL_BYTES, MERGE_MOST_BYTES) \
-            if merge_blocks else None
-        want_data = wanted(NodeType.CHANNEL)
+                               on_batch=on_batch, read_interval=stream.read_interval,
+                               first_count=stream.sizer.asked, page_count=stream.sizer,
+                               idle_pages=stream.hold_over)
         for page in pages:
             if not page:  # nothing new (idle_pages): give out what is held
-                if merger is not None:
-                    yield from merger.flush()
+                yield from stream.idle()
                 continue
-            # runs of entries alike are checked and merged together; the others (and
-            # a run with any doubt) one by one
-            run_from = 0 if merger is not None and want_data else len(page)
-            i = 0
-            while i < len(page):
-                if merger is not None and i >= run_from:
-                    merged, run_from = decoder.merge_run(page, i, merger, merger.limit)
-                    if merged:
-                        # let go of the merged entries (the merger holds their values)
-                        gone: Iterable[Any] = itertools.repeat(None, merged)
-                        page[i:i + merged] = gone
-                        i += merged
-                        if merger.nbytes >= merger.limit:
-                            yield from merger.flush()
-                        continue
-                entry_id, flat = page[i]
-                i += 1
-                position = entry_id.decode()
-                try:
-                    found = decoder.blocks(flat, decode=merger is None)
-                except MalformedEventError as exc:
-                    if merger is not None:
-                        yield from merger.flush()
-                    raise MalformedEventError(f"{self.keys.events} entry {position}: {exc}") \
-                        from None
-                if found is not None:
-                    if not want_data:
-                        continue
-                    blocks, nbytes = found
-                    if merger is not None:
-                        merger.add(blocks, nbytes, position)
-                        if merger.nbytes >= merger.limit:
-                            yield from merger.flush()
-                        continue
-                    for channel, first, data in blocks:
-                        yield EventType.NEW_DATA, channel, EventData(position, first, data)
-                    continue
-                if merger is not None:
-                    yield from merger.flush()
-                    merger.passed(position)
-                fields = fields_dict(flat)
-                entry = decode_entry(fields, f"{self.keys.events} entry {position}")
-                if entry.node is not None:
-                    declared = by_index.get(entry.node.index) or make_node(self, entry.node)
-                    by_index[declared.index] = declared
-                    if wanted(declared.type):
-                        yield EventType.NEW_NODE, declared, EventData(position)
-                elif entry.lima is not None:
-                    name, progress = entry.lima
-                    lima = next((n for n in by_index.values() if n.name == name), None)
-                    if not isinstance(lima, LimaNode):
-                        raise MalformedEventError(
-                            f"{self.keys.events} entry {position}: progress for undeclared "
-                            f"lima {name!r}")
-                    if wanted(NodeType.LIMA):
-                        yield EventType.NEW_DATA, lima, EventData(position, 0, progress)
-                elif entry.kind == "prep":
-                    yield EventType.PREPARED_SCAN, self, EventData(position)
-                elif entry.end is not None:
-                    if ack_as:
-                        self.acknowledge(ack_as, position)
-                    reason, message = entry.end
-                    yield EventType.END_SCAN, self, EventData(position, reason=reason,
-                                                              message=message)
-                    return
-            if merger is not None and not (hold_over and sizer.full
-                                           and merger.nbytes < merger.limit):
-                yield from merger.flush()
-        if merger is not None:  # stopped
-            yield from merger.flush()
+            if ack_as:
+                for event in stream.feed(page):
+                    if event[0] is EventType.END_SCAN:
+                        self.acknowledge(ack_as, event[2].position)
+                    yield event
+            else:
+                yield from stream.feed(page)
+            if stream.ended:
+                return
+        yield from stream.close()  # stopped
 
     def walk_on_new_events(self, **kwargs: Any) -> Iterator[Event]:
         """Like :meth:`walk_events`, starting at the server's current end of the scan."""
@@ -586,11 +412,11 @@ class SessionNode:
             announced = self._announced(position.decode(), fields)
             if announced is not None:
                 kind, key, _ = announced
-                ended[key] = ended.get(key, False) or kind != "new"
+                ended[key] = ended.get(key, False) or kind is not SessionEntryKind.NEW
         return list(ended.items())
 
     def _announced(self, position: str, fields: dict[bytes, bytes]
-                   ) -> tuple[str, str, EndReason | None] | None:
+                   ) -> tuple[SessionEntryKind, str, EndReason | None] | None:
         """The decoded session entry, or None (logged) when it cannot name one of this
         session's scans: one bad entry must not stop the walk over every other scan."""
         what = f"{self.keys.stream} entry {position}"
@@ -656,7 +482,7 @@ class SessionNode:
             if not scan.exists():
                 logger.info("scan %s has expired from Redis; skipped", key)
                 continue
-            if kind == "new":
+            if kind is SessionEntryKind.NEW:
                 running[key] = scan
                 yield EventType.NEW_NODE, scan, EventData(position)
             else:

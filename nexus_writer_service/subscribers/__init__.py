@@ -1,4 +1,4 @@
-"""Subscribers: listen to the events of a Redis node and process them.
+"""Subscribers: listen to the events of a scan source and process them.
 
 :class:`Subscriber` is the base class of the writers; its states and modes live in
 :mod:`.states`, and the writer status of a scan file in :mod:`.file_status`.

@@ -9,8 +9,8 @@ flushes buffered points every ``flush_period``, refreshes lima virtual datasets
 and checks the free disk space; it never runs while the consumer is inside an
 HDF5 call (same hub, no I/O yields), so the file has one owner at a time.
 
-Progress is acknowledged to Redis (``reader_name``) only after the points are
-flushed to the file, so the publisher never trims what the file does not hold,
+Progress is acknowledged to the scan source (``reader_name``) only after the points
+are flushed to the file, so the publisher never trims what the file does not hold,
 and a restarted writer that finds the stream trimmed resumes after its last
 acknowledgement. Properties read by other threads are plain snapshots.
 """
@@ -25,9 +25,9 @@ from typing import Any, Iterator, Optional
 import gevent
 
 from ..concurrency import Event, Thread
-from ..data import EventData, EventType
-from ..data.reader import StopHandle
+from ..data.events import EventData, EventType
 from ..data.nodes import ChannelNode, LimaNode
+from ..data.source import ScanSource, StopHandle
 from ..errors import DataLostError, NexusWriterError, ScanStateError
 from ..io import checks, masterfiles
 from ..io.layout import NodeSpec, ScanDescription, ScanLayout, plan_scan
@@ -48,7 +48,8 @@ FLUSH_DUTY = 10
 
 
 class NexusScanWriter(Subscriber):
-    """Write the scan ``scan_node`` to ``scan_info["filename"]``.
+    """Write the scan ``scan_node`` (a :class:`~..data.source.ScanSource`) to
+    ``scan_info["filename"]``.
 
     ``NexusScanWriter(scan_node, options=SaveOptions(), worker=None,
     reader_name=None, name=None, poll_interval=0.25)``
@@ -62,7 +63,7 @@ class NexusScanWriter(Subscriber):
     lack of space is kept open (the session writer's; a new one when None).
     """
 
-    def __init__(self, scan_node: Any, options: Optional[SaveOptions] = None,
+    def __init__(self, scan_node: ScanSource, options: Optional[SaveOptions] = None,
                  worker: Optional[Thread] = None, reader_name: Optional[str] = None,
                  name: Optional[str] = None, poll_interval: float = 0.25,
                  parked: Optional[ParkedFiles] = None) -> None:

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
 from ..concurrency import Thread
-from ..data import EventData, EventType, SessionNode, get_session_node
-from ..data.reader import StopHandle
+from ..data.events import EventData, EventType
+from ..data.opener import open_session
+from ..data.source import ScanSource, SessionSource, StopHandle
 from ..errors import MalformedEventError, NodeNotFoundError, ScanStateError, WaitTimeout
 from ..io.options import SaveOptions
 from ..io.parking import ParkedFiles
@@ -76,7 +77,9 @@ class NexusSessionWriter(Subscriber):
     ``NexusSessionWriter(session, redis_url=None, options=None,
     reader_name="nexus_writer", resume=True, poll_interval=0.25)``
 
-    ``session`` is a session name or a :class:`~nexus_writer_service.data.SessionNode`.
+    ``session`` is a session name (its source is chosen by
+    :func:`~nexus_writer_service.data.opener.open_session`) or a
+    :class:`~nexus_writer_service.data.source.SessionSource`.
     ``reader_name`` is registered with the session so the publisher keeps what the
     writer has not written yet; ``resume`` completes unfinished scans on start.
     ``parked``: the files its scans could not close when the disk was full (see
@@ -85,12 +88,11 @@ class NexusSessionWriter(Subscriber):
     predecessor, so that it completes and closes what that one left open.
     """
 
-    def __init__(self, session: "str | SessionNode", redis_url: Optional[str] = None,
+    def __init__(self, session: "str | SessionSource", redis_url: Optional[str] = None,
                  options: Optional[SaveOptions] = None, reader_name: str = "nexus_writer",
                  resume: bool = True, poll_interval: float = 0.25,
                  parked: Optional[ParkedFiles] = None) -> None:
-        node = session if isinstance(session, SessionNode) else get_session_node(
-            session, redis_url)
+        node = open_session(session, redis_url) if isinstance(session, str) else session
         super().__init__(node, SubscriberMode.SEQUENTIAL,
                          name=f"NexusSessionWriter({node.name})", poll_interval=poll_interval)
         self.options = options or SaveOptions()
@@ -162,7 +164,7 @@ class NexusSessionWriter(Subscriber):
         return self._events(stop)
 
     def _events(self, stop: StopHandle) -> Iterator[SubscriberEvent]:
-        node: SessionNode = self.node
+        node: SessionSource = self.node
         position = node.current_position()
         if self.resume:
             for key in self._unfinished(node):
@@ -170,7 +172,7 @@ class NexusSessionWriter(Subscriber):
         yield from node.walk_on_new_events(from_position=position, stop=stop,
                                            poll_interval=self._poll_interval)
 
-    def _unfinished(self, node: SessionNode) -> list[str]:
+    def _unfinished(self, node: SessionSource) -> list[str]:
         """Scans running in Redis, and ended scans whose file this writer started
         but did not finish (its acknowledgement is short of the scan's end)."""
         keys = []
@@ -193,7 +195,7 @@ class NexusSessionWriter(Subscriber):
             logger.info("%s: scan %s ended (%s)", self.name, node.key,
                         event_data.reason.value if event_data.reason else "?")
 
-    def _start_scan(self, scan: Any) -> None:
+    def _start_scan(self, scan: ScanSource) -> None:
         known = self._records.get(scan.key)
         if known is not None and not known.writer.done():
             return  # already being written

@@ -1,4 +1,4 @@
-"""Process the events of one Redis node: the base class of the writers.
+"""Process the events of one node of a scan source: the base class of the writers.
 
 Ownership: the thread that calls :meth:`Subscriber.start` (the *start thread*)
 owns the subscriber's greenlets; the subscriber owns one native *reader* thread
@@ -18,11 +18,10 @@ wakes :meth:`Subscriber.join`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from typing import Any, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, ContextManager, Dict, Iterator, Optional, Tuple, Union
 
 import gevent
 import gevent.queue
@@ -30,9 +29,10 @@ from gevent import GreenletExit
 
 from ..concurrency import AsyncResult, Event, Queue, Thread
 from ..concurrency._timeouts import check_timeout
-from ..data import EventData, EventType
-from ..data.reader import StopHandle
+from ..data.events import EventData, EventType
+from ..data.source import StopHandle
 from ..errors import ConfigurationError, SubscriberStateError, ThreadStoppedError, WaitTimeout
+from ._reader_pause import ReadGate, reader_paused
 from .states import SubscriberMode, SubscriberState, check_transition
 
 __all__ = ["Subscriber", "SubscriberEvent"]
@@ -45,7 +45,7 @@ SubscriberEvent = Tuple[EventType, Any, EventData]
 #: Seconds the finishing listener waits for the reader thread and an owned worker.
 _JOIN_TIMEOUT = 10.0
 #: Bytes of events read but not processed yet above which the reader waits (the rest
-#: stays in Redis), so a consumer slower than its publisher holds bounded memory.
+#: stays in the source), so a consumer slower than its publisher holds bounded memory.
 MAX_BACKLOG_BYTES = 64 << 20
 _EVENT_OVERHEAD = 256
 
@@ -77,7 +77,7 @@ class _Run:
         self.consumer_done = Event()
         self.finished = Event()
         self.inbox: Queue[_Item] = Queue()
-        # cleared while the consumer asks the reader to pause (see _reader_paused)
+        # cleared while the consumer pauses the reader (see ._reader_pause)
         self.reading_allowed = threading.Event()
         self.reading_allowed.set()
         self.killed = False
@@ -93,31 +93,13 @@ class _Run:
         self.consumer_result: Optional[AsyncResult[Any]] = None
 
 
-class _ReadGate:
-    """The ``stop`` handle given to a run's walk (reader thread): ``is_set()`` tells
-    whether to stop reading, after waiting while the consumer pauses the reader
-    (:meth:`Subscriber._reader_paused`). Walks check it before each read."""
-
-    __slots__ = ("_run",)
-
-    def __init__(self, run: _Run) -> None:
-        self._run = run
-
-    def is_set(self) -> bool:
-        run = self._run
-        while not run.reading_allowed.wait(0.05):
-            if run.killed or run.stop_reading.is_set() or run.consumer_done.is_set():
-                break
-        return run.stop_reading.is_set()
-
-
 class Subscriber:
     """Listen to the events of ``node`` and process them, in one of three modes.
 
     ``Subscriber(node, mode="sequential", worker=None, name=None, poll_interval=0.25)``
 
-    * ``node``: a Redis node with a ``walk_events(stop=..., poll_interval=...)``
-      blocking generator (a scan or session node of :mod:`nexus_writer_service.data`).
+    * ``node``: a node with a ``walk_events(stop=..., poll_interval=...)`` blocking
+      generator: a scan or a session of a scan source (:mod:`..data.source`).
     * ``mode``: a :class:`SubscriberMode` or its value (see there).
     * ``worker``: parallel mode only; a started :class:`~..concurrency.Thread` the
       consumer runs in. It stays the caller's: the subscriber never stops it.
@@ -164,7 +146,7 @@ class Subscriber:
 
     @property
     def node(self) -> Any:
-        """The Redis node listened to (immutable; safe from any thread or greenlet)."""
+        """The node listened to (immutable; safe from any thread or greenlet)."""
         return self._node
 
     @property
@@ -260,7 +242,7 @@ class Subscriber:
 
     @property
     def backlog(self) -> tuple[int, int]:
-        """``(events, bytes)`` read from Redis and not processed yet (a snapshot)."""
+        """``(events, bytes)`` read from the source and not processed yet (a snapshot)."""
         run = self._run
         if run is None:
             return 0, 0
@@ -377,7 +359,7 @@ class Subscriber:
         end = _End()
         events: Optional[Iterator[SubscriberEvent]] = None
         try:
-            events = self._walk_events(_ReadGate(run))
+            events = self._walk_events(ReadGate(run))
             run.listening.send()
             for event in events:
                 run.read_bytes += _cost(event)
@@ -401,26 +383,11 @@ class Subscriber:
                and not run.stop_reading.is_set() and not run.consumer_done.is_set()):
             time.sleep(0.002)
 
-    @contextlib.contextmanager
-    def _reader_paused(self) -> Iterator[None]:
-        """Consumer: inside, the reader thread reads nothing more from Redis (its walk
-        stops before its next read, see :class:`_ReadGate`; what is not read yet
-        waits there). For work made of
-        many short HDF5 calls, such as creating the groups and datasets of hundreds
-        of channels: h5py lets go of the interpreter lock around each call, and while
-        another thread of the process runs Python code, each call then waits to get
-        it back, at a cost in CPU time several times that of the work itself. A stop
-        or kill is still seen at once. Not nested: an inner use does nothing."""
-        run = self._run
-        if (run is None or not run.reading_allowed.is_set()
-                or threading.current_thread() is run.reader):
-            yield
-            return
-        run.reading_allowed.clear()
-        try:
-            yield
-        finally:
-            run.reading_allowed.set()
+    def _reader_paused(self) -> ContextManager[None]:
+        """Consumer: inside, the reader thread reads nothing more from the source (see
+        :mod:`._reader_pause` for why). A stop or kill is still seen at once. Not
+        nested: an inner use does nothing."""
+        return reader_paused(self._run)
 
     def _listen_sequential(self, run: _Run) -> None:
         """Sequential mode: one greenlet listens and consumes."""

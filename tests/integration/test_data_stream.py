@@ -22,6 +22,7 @@ from nexus_writer_service.data import (
     get_scan_node,
     get_session_node,
 )
+from nexus_writer_service.data.events import encode_data
 from nexus_writer_service.errors import (
     ConfigurationError,
     DataLostError,
@@ -317,7 +318,7 @@ def test_merged_blocks_give_the_same_points_and_positions_safe_to_resume_from(
 
 
 def test_merged_blocks_are_given_out_in_pieces_of_bounded_size(publisher, redis_url):
-    from nexus_writer_service.data.reader import MERGE_BYTES
+    from nexus_writer_service.data.parser import MERGE_BYTES
     with publisher.create_scan({"title": "big"}) as scan:
         scan.add_channel("x", "f8", (1000,))
         block = np.ones((100, 1000))
@@ -486,8 +487,8 @@ def test_gap_in_a_channel_is_reported(redis_url, redis_client):
         scan.add_channel("x", "f8")
         scan.send({"x": [1.0]})
         index = 1  # the channel's index after the subscan
-        redis_client.xadd(scan.keys.events, {"t": "data", f"d{index}": np.zeros(1).tobytes(),
-                                             f"f{index}": "5"})
+        redis_client.xadd(scan.keys.events, encode_data([(index, 5, np.zeros(1).tobytes(),
+                                                          None)]))
         with pytest.raises(MalformedEventError, match="starts at point 5, expected 1 .gap"):
             list(get_scan_node(scan.key, redis_url).walk_events(timeout=1))
 
@@ -531,8 +532,8 @@ def test_data_after_many_declarations_is_read_in_pages_of_bounded_size(
     larger: the first read after the declarations asks for a few entries, not as
     many as the size of the declarations would allow, so no page holds the whole
     scan in memory at once."""
-    from nexus_writer_service.data import reader
-    from nexus_writer_service.data.reader import PAGE_BYTES, PROBE_BATCH
+    from nexus_writer_service.data import _fast_redis
+    from nexus_writer_service.data.parser import PAGE_BYTES, PROBE_BATCH
     nch, entries = 200, 30
     block = np.ones((512, 1))  # 4 KiB per channel and entry: 800 KiB per entry
     with publisher.create_scan({"title": "wide"}) as scan:
@@ -541,7 +542,7 @@ def test_data_after_many_declarations_is_read_in_pages_of_bounded_size(
         for _ in range(entries):
             scan.send({f"c{i}": block for i in range(nch)})
     pages: list[int] = []
-    raw_xread = reader._raw_xread
+    raw_xread = _fast_redis.raw_xread
 
     def measured(client):
         read = raw_xread(client)
@@ -552,7 +553,7 @@ def test_data_after_many_declarations_is_read_in_pages_of_bounded_size(
             return page
         return xread
 
-    monkeypatch.setattr(reader, "_raw_xread", measured)
+    monkeypatch.setattr(_fast_redis, "raw_xread", measured)
     node = get_scan_node(scan.key, redis_url)
     points = sum(len(d.data) for e, n, d in node.walk_events(timeout=10, merge_blocks=True)
                  if e is EventType.NEW_DATA)
@@ -567,9 +568,9 @@ def test_many_channels_behind_get_blocks_merged_over_several_pages(
         publisher, redis_url, monkeypatch):
     """A reader behind a scan of many channels merges each channel's blocks over
     several pages (while more entries wait), into fewer, larger blocks."""
-    from nexus_writer_service.data import reader
-    monkeypatch.setattr(reader, "PAGE_BYTES", 256 << 10)
-    monkeypatch.setattr(reader, "MERGE_MOST_BYTES", 1 << 20)
+    from nexus_writer_service.data import parser
+    monkeypatch.setattr(parser, "PAGE_BYTES", 256 << 10)
+    monkeypatch.setattr(parser, "MERGE_MOST_BYTES", 1 << 20)
     nch, entries = 64, 64
     block = np.arange(16.0)  # 128 B per channel and entry: 8 KiB per entry
     with publisher.create_scan({"title": "wide"}) as scan:
@@ -591,7 +592,7 @@ def test_blocks_held_over_a_full_page_come_out_when_the_stream_pauses(
         publisher, redis_url, redis_client):
     """The scan pauses right after a full page: what the reader holds is given out
     at the next read that finds nothing, while the scan is still running."""
-    from nexus_writer_service.data.reader import PROBE_BATCH
+    from nexus_writer_service.data.parser import PROBE_BATCH
     scan = publisher.create_scan({"title": "paused"})
     scan.add_channel("x", "f8")
     sent = 0

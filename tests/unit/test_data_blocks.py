@@ -33,13 +33,37 @@ def nodes() -> dict[int, Node]:
 
 
 def entry(first: int, npoints: int = 2) -> list[bytes]:
-    """A data entry as the publisher sends it: t, then d/f (and l) per channel."""
+    """A data entry as the publisher sends it (:func:`events.encode_data`): channels 1
+    and 2 packed in p/k/f, channel 3 (variable-length points) in d3/f3/l3."""
     ragged, lengths, _ = codec.ragged_to_bytes(
         [np.arange(first % 3 + 1, dtype="<f4") for _ in range(npoints)], np.dtype("<f4"), "t")
+    return flat_fields(events.encode_data([
+        (1, first, np.arange(first, first + npoints, dtype="<f8").tobytes(), None),
+        (2, first, np.ones((npoints, 3), dtype="<i4").tobytes(), None),
+        (3, first, ragged, lengths)]))
+
+
+def flat_fields(fields: dict[bytes, bytes]) -> list[bytes]:
+    """``fields`` as the flat list a reader gets: ``[field, value, ...]``."""
+    return [item for pair in fields.items() for item in pair]
+
+
+def old_entry(first: int, npoints: int = 2) -> list[bytes]:
+    """A data entry as older publishers sent it: fixed-size points in d<x>/f<x>."""
     return [b"t", b"data",
             b"d1", np.arange(first, first + npoints, dtype="<f8").tobytes(), b"f1", b"%d" % first,
-            b"d2", np.ones((npoints, 3), dtype="<i4").tobytes(), b"f2", b"%d" % first,
-            b"d3", ragged, b"l3", lengths, b"f3", b"%d" % first]
+            b"d2", np.ones((npoints, 3), dtype="<i4").tobytes(), b"f2", b"%d" % first]
+
+
+def changed(flat: list[bytes], **values: bytes | None) -> list[bytes]:
+    """``flat`` with each field named set to its value (removed for ``None``)."""
+    fields = fields_dict(flat)
+    for key, value in values.items():
+        if value is None:
+            del fields[key.encode()]
+        else:
+            fields[key.encode()] = value
+    return flat_fields(fields)
 
 
 def plain(data: object) -> object:
@@ -49,11 +73,12 @@ def plain(data: object) -> object:
     return data if isinstance(data, bytes) else np.asarray(data).tolist()
 
 
-def both_ways(entries: list[list[bytes]], decode: bool, first_point: int | None = 0) -> list:
+def both_ways(entries: list[list[bytes]], decode: bool, first_point: int | None = 0,
+              extra: dict[int, Node] | None = None) -> list:
     """Outcome of every entry, once by ``blocks`` and once by ``general`` alone."""
     outcomes = []
     for way in ("blocks", "general"):
-        decoder = DataDecoder(nodes(), first_point)
+        decoder = DataDecoder({**nodes(), **(extra or {})}, first_point)
         seen: list[Any] = []
         for flat in entries:
             try:
@@ -93,38 +118,52 @@ def test_raw_blocks_are_counted_for_merging():
 
 @pytest.mark.parametrize("decode", [False, True])
 @pytest.mark.parametrize("change, message", [
-    (lambda e: e.__setitem__(5, b"3"), "channel 'ch1' block starts at point 3, expected 2 (gap)"),
-    (lambda e: e.__setitem__(9, b"1"), "channel 'ch2' block starts at point 1, expected 2"),
-    (lambda e: e.__setitem__(5, b"two"), "has no valid first index"),
-    (lambda e: e.__setitem__(5, b"-1"), "negative first index -1"),
-    (lambda e: e.__setitem__(3, b"x" * 9), "9 bytes is not a whole number of 8-byte points"),
-    (lambda e: e.__setitem__(7, b"x" * 5), "5 bytes is not a whole number of 12-byte points"),
-    (lambda e: e.__setitem__(13, b"\x01" * 8), "point lengths add up to"),
-    (lambda e: e.__setitem__(slice(2, 5, 2), [b"d9", b"f9"]), "undeclared channel #9"),
-    (lambda e: e.__setitem__(slice(2, 5, 2), [b"d0", b"f0"]), "undeclared channel #0"),
-    (lambda e: e.__setitem__(2, b"d7"), "field b'd7' has no valid first index b'f7'"),
+    (dict(f=b"3,2"), "channel 'ch1' block starts at point 3, expected 2 (gap)"),
+    (dict(f=b"2,1"), "channel 'ch2' block starts at point 1, expected 2"),
+    (dict(f3=b"two"), "has no valid first index"),
+    (dict(f3=b"-1"), "negative first index -1"),
+    (dict(k=b"1:9,2:31"), "9 bytes is not a whole number of 8-byte points"),
+    (dict(k=b"1:16,2:5", p=b"\0" * 21), "5 bytes is not a whole number of 12-byte points"),
+    (dict(l3=b"\x01" * 8), "point lengths add up to"),
+    (dict(k=b"9:16,2:24"), "undeclared channel #9"),
+    (dict(k=b"0:16,2:24"), "undeclared channel #0"),
+    (dict(d3=None, d7=b"\0" * 4), "field b'd7' has no valid first index b'f7'"),
 ])
 def test_bad_entry_gives_the_error_of_the_general_way(decode, change, message):
-    bad = entry(2)
-    change(bad)
+    bad = changed(entry(2), **change)
     fast, general = both_ways([entry(0), bad, entry(4)], decode)
     assert fast == general
     kind, text = fast[-1]
     assert kind == "error" and message in text
 
 
+@pytest.mark.parametrize("decode", [False, True])
+@pytest.mark.parametrize("bad", [
+    old_entry(2),
+    entry(2) + [b"d4", b"\0" * 8, b"f4", b"2"],
+    changed(entry(2), k=b"1:16", p=b"\0" * 16, d2=b"\1" * 24, f2=b"2", l2=b"\0" * 8),
+])
+def test_fixed_size_points_in_fields_of_their_own_are_refused_naming_the_old_encoding(
+        decode, bad):
+    found = {4: channel(4)}
+    fast, general = both_ways([entry(0), bad], decode, extra=found)
+    assert fast == general
+    kind, text = fast[-1]
+    assert kind == "error" and "per-channel encoding of older publishers" in text
+    assert "'p', 'k' and 'f'" in text
+
+
 @pytest.mark.parametrize("first", [b"+2", b" 2", b"2 ", b"0_2", b"02"])
 def test_first_index_that_int_reads_is_accepted_as_before(first):
-    odd = entry(2)
-    odd[5] = first
+    odd = changed(entry(2), f=first, f3=first)
     fast, general = both_ways([entry(0), odd, entry(4)], decode=False)
     assert fast == general and len(fast) == 3 and fast[1][0][1] == 2
 
 
 def test_unusual_field_lists_go_the_general_way():
-    doubled = entry(2) + [b"f1", b"2"]          # a field twice: its last value counts
+    doubled = entry(2) + [b"f3", b"2"]          # a field twice: its last value counts
     reordered = entry(4)
-    reordered[2:6] = [b"f1", b"4", b"d1", reordered[3]]
+    reordered[2:] = reordered[-2:] + reordered[2:-2]   # the last field first
     extra = entry(6) + [b"zz", b"ignored"]
     truncated = entry(8)[:-1]                   # odd length: the last field has no value
     fast, general = both_ways([entry(0), doubled, reordered, extra, truncated], False)
@@ -132,8 +171,7 @@ def test_unusual_field_lists_go_the_general_way():
 
 
 def test_entry_without_a_first_index_is_refused():
-    bad = entry(0)
-    del bad[4:6]
+    bad = changed(entry(0), f3=None)
     fast, general = both_ways([bad], False)
     assert fast == general and "no valid first index" in fast[0][1]
 
@@ -234,7 +272,7 @@ def merged_walk(page: list[list[Any]], runs: bool, limit: int,
 
 def fixed_entry(first: int, npoints: int = 2) -> list[bytes]:
     """A data entry of the fixed-size channels only (the ones merged in runs)."""
-    return entry(first, npoints)[:10]
+    return packed_entry(first, npoints, ragged=False)
 
 
 def fixed_page(sizes: list[int]) -> list[list[Any]]:
@@ -255,14 +293,16 @@ def test_runs_merge_as_entries_one_by_one(limit):
 
 
 @pytest.mark.parametrize("at", [0, 5, 20, 39])
-@pytest.mark.parametrize("field, value", [
-    (5, b"7"), (5, b"-1"), (5, b"x"), (5, b"+%d"), (5, b"99999999999999999999999"),
-    (9, b"0"), (3, b"\0" * 7), (7, b"\0" * 13), (2, b"d9"), (4, b"f2"),
+@pytest.mark.parametrize("change", [
+    dict(f=b"7"), dict(f=b"-1"), dict(f=b"x"), dict(f=b"+%d"), dict(f=b"99999999999999999999999"),
+    dict(f=b"%d,0"), dict(k=b"1:7,2:24", p=b"\0" * 31), dict(k=b"1:16,2:13", p=b"\0" * 29),
+    dict(k=b"9:16,2:24"), dict(f=None),
 ])
-def test_runs_with_a_bad_entry_give_what_entries_one_by_one_give(at, field, value):
+def test_runs_with_a_bad_entry_give_what_entries_one_by_one_give(at, change):
     page = fixed_page([2, 3, 1, 4] * 10)
-    flat = page[at][1]
-    flat[field] = value % int(flat[5]) if b"%d" in value else value
+    here = int(fields_dict(page[at][1])[b"f"])
+    page[at][1] = changed(page[at][1], **{key: value if value is None or b"%d" not in value
+                                          else value % here for key, value in change.items()})
     by_runs = merged_walk(page, True, 300)
     assert by_runs == merged_walk(page, False, 300)
 
@@ -283,8 +323,9 @@ def test_runs_of_channels_at_different_first_indices_merge_as_entries_one_by_one
     """Channels of one entry need not start at the same index (a walk from a position,
     channels at different rates): each channel's own first index is checked."""
     page = fixed_page([2, 3, 1, 4] * 10)
-    for _, flat in page:
-        flat[9] = b"%d" % (int(flat[9]) + shift)
+    for item in page:
+        first = int(fields_dict(item[1])[b"f"])
+        item[1] = changed(item[1], f=b"%d,%d" % (first, first + shift))
     by_runs = merged_walk(page, True, 10**9, first_point)
     assert by_runs == merged_walk(page, False, 10**9, first_point)
     if first_point is None or not shift:
@@ -431,6 +472,13 @@ def test_bad_packed_entry_gives_the_error_of_the_general_way(decode, key, value,
     assert kind == "error" and message in text
 
 
+def swapped_entry(first: int) -> list[bytes]:
+    """Two points of channels 1 and 2, packed in the other order (another layout)."""
+    return flat_fields(events.encode_data([
+        (2, first, np.ones((2, 3), dtype="<i4").tobytes(), None),
+        (1, first, np.arange(first, first + 2, dtype="<f8").tobytes(), None)]))
+
+
 def packed_page(sizes: list[int]) -> list[list[Any]]:
     """Entries of packed fixed-size blocks only (the ones merged in runs)."""
     page, first = [], 0
@@ -449,7 +497,7 @@ def test_runs_of_packed_entries_merge_as_entries_one_by_one(limit, rows_bytes, m
     monkeypatch.setattr(blocks, "ROWS_BYTES", rows_bytes)
     page = packed_page([2, 3, 1, 4] * 4 + [2] * 20 + [2, 3, 1, 4] * 4)
     page.insert(17, [b"1-x", [b"t", b"prep"]])
-    page.insert(30, [b"1-y", fixed_entry(int(fields_dict(page[29][1])[b"f"]) + 2)])
+    page.insert(30, [b"1-y", swapped_entry(int(fields_dict(page[29][1])[b"f"]) + 2)])
     for i in range(31, len(page)):  # the entry of every channel above moved them on by 2
         flat = page[i][1]
         at = flat.index(b"f") + 1

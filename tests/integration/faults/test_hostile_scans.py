@@ -35,6 +35,7 @@ from nexus_writer_service.data import EndReason, Publisher, ScanPublisher
 from nexus_writer_service.data import codec
 from nexus_writer_service.data.events import (
     NodeType,
+    encode_data,
     encode_end,
     encode_node,
     encode_prepared,
@@ -117,7 +118,8 @@ class RawScan:
             "dtype": codec.dtype_to_text(dtype), "shape": list(shape), "subscan": "timer"})
 
     def data(self, index: int, first: int, raw: bytes) -> None:
-        self.entry({b"t": b"data", b"d%d" % index: raw, b"f%d" % index: b"%d" % first})
+        """One block of fixed-size points, encoded as the publisher does."""
+        self.entry(encode_data([(index, first, raw, None)]))
 
     def prepare(self) -> None:
         self.entry(encode_prepared())

@@ -41,6 +41,7 @@ from channels.sync import client as sync_client
 from nexus_writer_service.data import EndReason, Publisher
 from nexus_writer_service.data.events import (
     NodeType,
+    encode_data,
     encode_end,
     encode_node,
     encode_session_new,
@@ -172,8 +173,7 @@ def test_pickle_bomb_sent_as_channel_data_is_refused_or_kept_as_inert_numbers(
         scan.add_channel("cam:raw", dtype, subscan="timer")
         scan.prepare()
         index = 1
-        redis_client.xadd(scan.keys.events, {b"t": b"data", b"d%d" % index: payload,
-                                             b"f%d" % index: b"0"})
+        redis_client.xadd(scan.keys.events, encode_data([(index, 0, payload, None)]))
         scan.end()
 
     record = run_scans(redis_url, options(), publish_bomb)[0]
