@@ -23,6 +23,7 @@ import time
 from typing import Any, Callable, Optional, TypeVar
 
 import gevent
+import numpy.typing  # noqa: F401  pytango 10.3.1 reads np.typing, which numpy < 2 loads on demand
 import tango
 from tango import AttrWriteType, DevState, GreenMode
 from tango.server import Device, attribute, command, device_property
