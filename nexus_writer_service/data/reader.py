@@ -48,6 +48,26 @@ logger = logging.getLogger(__name__)
 FIRST_BATCH = 50
 
 
+# Records a reader's acknowledgement and, in the same step, trims the scan's event
+# stream up to the oldest position every registered reader (the fields of the acks
+# hash, set when the scan was created) has acknowledged. A reader that acknowledged
+# nothing yet holds "0-0", and then nothing is trimmed.
+_ACK_AND_TRIM = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local oldest, oldest_ms, oldest_seq = nil, 0, 0
+for _, position in ipairs(redis.call('HVALS', KEYS[1])) do
+  local dash = string.find(position, '-', 1, true)
+  local ms = tonumber(string.sub(position, 1, dash - 1))
+  local seq = tonumber(string.sub(position, dash + 1))
+  if oldest == nil or ms < oldest_ms or (ms == oldest_ms and seq < oldest_seq) then
+    oldest, oldest_ms, oldest_seq = position, ms, seq
+  end
+end
+if oldest == nil or oldest == '0-0' then return 0 end
+return redis.call('XTRIM', KEYS[2], 'MINID', oldest)
+"""
+
+
 def _parse_id(position: str | bytes) -> tuple[int, int]:
     text = position.decode() if isinstance(position, bytes) else str(position)
     try:
@@ -278,10 +298,14 @@ class ScanNode:
         return decl
 
     def acknowledge(self, reader: str, position: str) -> None:
-        """Tell the publisher that ``reader`` has processed everything up to ``position``."""
+        """Tell the publisher that ``reader`` has processed everything up to ``position``,
+        and drop the entries every registered reader has acknowledged (see
+        :data:`_ACK_AND_TRIM`): Redis holds a scan's data only until the last of its
+        writers has it, during the scan and after its end alike."""
         _parse_id(position)
         with redis_errors(f"acknowledging {self.key}"):
-            self._client.hset(self.keys.acks, reader, position)
+            self._client.eval(_ACK_AND_TRIM, 2, self.keys.acks, self.keys.events, reader,
+                              position)
 
     def acknowledged(self, reader: str) -> str | None:
         """The position ``reader`` acknowledged last, ``None`` if it never did."""
