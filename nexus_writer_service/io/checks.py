@@ -86,9 +86,13 @@ def check_path_allowed(path: StrPath, roots: Iterable[StrPath], what: str = "fil
     means any absolute path is allowed.
 
     Raises :class:`PathNotAllowedError` (a :class:`PermissionError`) when the
-    path is relative or outside every root.
+    path is relative, holds a NUL byte, or lies outside every root.
     """
     text = os.fspath(path)
+    if "\0" in text:
+        raise PathNotAllowedError(
+            f"{what} path {text!r} holds a NUL byte, which no path may hold: the "
+            "acquisition program must give a valid file name")
     if not os.path.isabs(text):
         raise PathNotAllowedError(f"{what} path must be an absolute path, got {text!r}")
     resolved = os.path.realpath(text)

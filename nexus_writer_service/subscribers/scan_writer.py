@@ -184,7 +184,8 @@ class NexusScanWriter(Subscriber):
                 f"scan {self.node.key} has no 'filename' in its scan_info: the acquisition "
                 "program must say where to save the scan")
         options = self.options
-        path = checks.check_path_allowed(filename, options.allowed_roots, "scan file")
+        path = checks.check_path_allowed(filename, options.allowed_roots,
+                                         f"scan file (scan_info['filename'] of {self.node.key})")
         self.filename = path
         checks.makedirs_allowed(os.path.dirname(path), options.allowed_roots)
         checks.check_writable(path)

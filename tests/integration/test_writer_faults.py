@@ -179,7 +179,8 @@ def test_symlink_inside_root_to_outside_faults(
 @pytest.mark.parametrize("filename, words", [
     ("relative/scan.h5", ("must be an absolute path", "relative/scan.h5")),
     (None, ("no 'filename'", "scan_info")),
-], ids=["relative", "missing"])
+    ("/tmp/nul\0scan.h5", ("NUL byte", "scan_info['filename'] of nws:", "valid file name")),
+], ids=["relative", "missing", "nul-byte"])
 def test_relative_or_missing_filename_faults(
         redis_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
         filename: str | None, words: Sequence[str]) -> None:
