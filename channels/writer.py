@@ -232,11 +232,11 @@ class Writer:
         for index, item in enumerate(batch):
             try:
                 reply = conn.read_response()
+            except redis.exceptions.NoScriptError:
+                unknown_script.append(item)
+                continue
             except redis.exceptions.ResponseError as exc:
-                if str(exc).startswith("NOSCRIPT"):
-                    unknown_script.append(item)
-                else:
-                    self._fail([item], exc)
+                self._fail([item], exc)
                 continue
             except _NETWORK_ERRORS as exc:
                 self._disconnect()

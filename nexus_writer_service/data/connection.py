@@ -91,14 +91,30 @@ def connect(redis_url: str | None = None, socket_timeout: float = 30.0, *,
         raise ConfigurationError(f"invalid Redis URL {redact(url)!r}: {exc}") from None
 
 
+#: Error codes of Redis replies (their first word, as errno for system calls) that
+#: mean a key holds a value of another kind than ours: written by someone else.
+_FOREIGN_CODES = frozenset({"WRONGTYPE"})
+
+
+def _error_code(exc: redis.ResponseError) -> str:
+    """The error code of a Redis error reply: its first word (``ERR``, ``WRONGTYPE``...)."""
+    words = str(exc.args[0] if exc.args else "").split(None, 1)
+    return words[0] if words else ""
+
+
 @contextlib.contextmanager
-def redis_errors(what: str) -> Iterator[None]:
-    """Translate redis-py errors into ours; ``what`` names the key or operation."""
+def redis_errors(what: str, foreign_on_error: bool = False) -> Iterator[None]:
+    """Translate redis-py errors into ours; ``what`` names the key or operation.
+
+    A key of another kind (``WRONGTYPE``) is a :class:`ForeignKeyError`; so is any
+    refusal when ``foreign_on_error`` (for commands whose only refusal is a key holding
+    a foreign value, such as ``INCR`` of a key that holds no integer: a generic
+    ``ERR``).
+    """
     try:
         yield
     except redis.ResponseError as exc:
-        text = str(exc)
-        if "WRONGTYPE" in text or "not an integer" in text:
+        if foreign_on_error or _error_code(exc) in _FOREIGN_CODES:
             raise ForeignKeyError(
                 f"{what}: a key holds another type of value ({exc}); it was not written "
                 "by nexus_writer_service, use another session name or delete the key"

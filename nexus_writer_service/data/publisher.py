@@ -283,7 +283,8 @@ class Publisher:
             raise ValueError("scan_info['acquisition_chain'] must be a dict of top masters")
         subscans = list(chain) or ["main"]
         with redis_errors(f"creating a scan in session {self.session!r} "
-                          f"(keys {self._keys.counter}, {self._keys.readers})"):
+                          f"(keys {self._keys.counter}, {self._keys.readers})",
+                          foreign_on_error=True):
             readers = self._client.smembers(self._keys.readers)
             scan_id = int(self._client.incr(self._keys.counter))
         if number is None:

@@ -19,8 +19,6 @@ import logging
 import time
 from typing import Any, Callable, Iterable, Iterator
 
-import redis
-
 from ..errors import DataLostError, EventTimeout, MalformedEventError, NodeNotFoundError
 from . import _fast_redis, codec, parser
 from .blocks import fields_dict
@@ -97,12 +95,17 @@ def _filter(value: str | Iterable[str] | None) -> set[str] | None:
 
 
 def _stream_info(client: Client, key: str) -> dict[str, Any] | None:
-    try:
-        return client.xinfo_stream(key)
-    except redis.ResponseError as exc:
-        if "no such key" in str(exc).lower():
-            return None
-        raise
+    """``XINFO STREAM key``, None when there is no such stream (Redis answers a
+    missing key with a generic error: asked first, in the same round trip)."""
+    pipe = client.pipeline(transaction=True)
+    pipe.exists(key)
+    pipe.xinfo_stream(key)
+    exists, info = pipe.execute(raise_on_error=False)
+    if not exists:
+        return None
+    if isinstance(info, Exception):
+        raise info
+    return info
 
 
 def read_raw_pages(

@@ -572,3 +572,15 @@ def test_a_set_that_could_not_reach_redis_is_raised_by_a_later_set(tmp_path):
             assert c.value == 4
     finally:
         server.cleanup()
+
+
+def test_setting_after_the_server_forgot_its_scripts_loads_them_again(
+        redis_url, redis_client):
+    """SCRIPT FLUSH (or a restarted server) answers NOSCRIPT: the set is sent again with
+    the script, not failed."""
+    with Channel("flushed", default_value=0, redis_url=redis_url) as channel:
+        channel.value = 1
+        redis_client.script_flush()
+        channel.value = 2
+        with Channel("flushed", redis_url=redis_url) as other:
+            assert other.value == 2
