@@ -58,8 +58,10 @@ _SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def resolve_url(redis_url: str | None = None) -> str:
-    """The Redis URL to use: the argument, else ``$REDIS_URL``, else a clear error."""
-    url = redis_url if redis_url is not None else os.environ.get("REDIS_URL")
+    """The Redis URL to use: the argument, else ``$REDIS_URL`` (read now, never at
+    import), else a clear error. An empty argument counts as not given, as an unset
+    device property does. The one rule of both packages."""
+    url = redis_url if redis_url else os.environ.get("REDIS_URL")
     if url is None or url == "":
         raise ConfigurationError(
             "no Redis URL: pass redis_url='redis://host:port/db' or set the REDIS_URL "
@@ -69,7 +71,8 @@ def resolve_url(redis_url: str | None = None) -> str:
         raise InvalidTypeError(f"redis_url must be a str, not {type(url).__name__}")
     if not url.startswith(_SCHEMES):
         raise ConfigurationError(
-            f"unsupported Redis URL {redact(url)!r}: use redis://, rediss:// or unix://"
+            f"unsupported Redis URL {redact(url)!r}: expected redis://, rediss:// or "
+            "unix://"
         )
     return url
 

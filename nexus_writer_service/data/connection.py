@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from typing import Any, Iterator
 
 import redis
+from channels.connection import redact, resolve_url
+from channels.errors import ConfigurationError as ChannelsConfigurationError
+from channels.errors import InvalidTypeError
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -37,25 +39,13 @@ Client = Any
 SESSION_STREAM_MAXLEN = 100_000
 
 
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe to show)."""
-    url = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
-    return re.sub(r"(password=)[^&]*", r"\1***", url)
-
-
 def resolve_redis_url(redis_url: str | None = None) -> str:
-    """The explicit ``redis_url``, else the ``REDIS_URL`` environment variable."""
-    url = redis_url or os.environ.get("REDIS_URL")
-    if not url:
-        raise ConfigurationError(
-            "no Redis URL: pass redis_url=... (e.g. redis://127.0.0.1:6379/0) "
-            "or set the REDIS_URL environment variable"
-        )
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigurationError(
-            f"invalid Redis URL {redact(url)!r}: expected redis://, rediss:// or unix://"
-        )
-    return url
+    """The explicit ``redis_url``, else the ``REDIS_URL`` environment variable (the
+    rule of :func:`channels.connection.resolve_url`, shared by both packages)."""
+    try:
+        return resolve_url(redis_url)
+    except (ChannelsConfigurationError, InvalidTypeError) as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 #: How a reading client rides out a dropped connection: the command is sent again on a

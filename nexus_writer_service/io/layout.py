@@ -35,6 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
+from ..data.codec import jsonable
 from .options import SaveOptions
 
 __all__ = [
@@ -53,7 +54,6 @@ __all__ = [
     "entry_name",
     "plan_scan",
     "chunk_rows",
-    "jsonable",
     "mca_stacks",
 ]
 
@@ -219,19 +219,6 @@ class ScanLayout:
     stacks: dict[str, StackPlan] = field(default_factory=dict)
     #: what the writer should tell the user about the layout (MCAs not stacked...)
     notes: list[str] = field(default_factory=list)
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` with numpy scalars/arrays and tuples made JSON-friendly."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def safe_name(name: str) -> str:
