@@ -23,7 +23,7 @@ import tango.server
 
 from nexus_writer_service.cli.session_writer import (
     LOG_LEVELS, add_logging_options, configure_logging)
-from nexus_writer_service.concurrency import use_one_malloc_arena, use_switch_interval
+from nexus_writer_service.tuning import use_one_malloc_arena, use_switch_interval
 
 from .nexus_writer import NexusWriter
 

@@ -24,7 +24,7 @@ from typing import Any, NoReturn, Sequence
 import gevent
 import gevent.event
 
-from ..concurrency import use_one_malloc_arena, use_switch_interval
+from ..tuning import use_one_malloc_arena, use_switch_interval
 from ..data import get_session_node
 from ..data.session_lease import SessionLease
 from ..errors import (

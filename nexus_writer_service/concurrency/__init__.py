@@ -4,14 +4,12 @@ Nothing here monkey-patches. Each primitive lives in its own module, whose openi
 lines say which thread or hub owns what.
 """
 
-from .arenas import use_one_malloc_arena
 from .async_result import AsyncResult
 from .event import Event
 from .hub_trigger import HubTrigger
 from .launcher import Launcher
 from .lock import Lock, RLock
 from .queue import Queue
-from .switching import WRITER_SWITCH_INTERVAL, use_switch_interval
 from .thread import Thread
 from .thread_resource import ThreadResource
 
@@ -25,7 +23,4 @@ __all__ = [
     "RLock",
     "Thread",
     "ThreadResource",
-    "WRITER_SWITCH_INTERVAL",
-    "use_one_malloc_arena",
-    "use_switch_interval",
 ]

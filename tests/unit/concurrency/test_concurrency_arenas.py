@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc",
 # Threads that allocate at the same time, then glibc's own report of its arenas.
 SCRIPT = """
 import ctypes, sys, threading
-from nexus_writer_service.concurrency import use_one_malloc_arena
+from nexus_writer_service.tuning import use_one_malloc_arena
 print(use_one_malloc_arena() if sys.argv[1] == "one" else None, flush=True)
 barrier = threading.Barrier(4)
 def allocate():

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from nexus_writer_service.concurrency import WRITER_SWITCH_INTERVAL, use_switch_interval
+from nexus_writer_service.tuning import WRITER_SWITCH_INTERVAL, use_switch_interval
 from nexus_writer_service.errors import ArgumentTypeError, ConfigurationError
 
 
