@@ -81,7 +81,8 @@ SAVE_OPTION_PROPERTIES = (
     "strict_names", "stack_mcas", "allowed_roots", "required_disk_space",
     "recommended_disk_space",
     "chunk_bytes", "compression", "flush_period", "lima_refresh_period", "purge_delay",
-    "disk_check_period", "file_mode", "lock_retry_time",
+    "disk_check_period", "file_mode", "lock_retry_time", "max_channels", "max_info_bytes",
+    "max_dataset_bytes",
 )
 
 #: Save options of the BLISS writer this writer does not implement: accepted as
@@ -154,6 +155,9 @@ class NexusWriter(Device):
     disk_check_period = _option_property("disk_check_period", float)
     file_mode = _option_property("file_mode", str)
     lock_retry_time = _option_property("lock_retry_time", float)
+    max_channels = _option_property("max_channels", int)
+    max_info_bytes = _option_property("max_info_bytes", int)
+    max_dataset_bytes = _option_property("max_dataset_bytes", int)
     # Classic names: ``stackmca`` (BLISS <= 1.11) is stack_mcas; ``noconfig`` is not
     # supported (see UNSUPPORTED_PROPERTIES).
     stackmca = device_property(dtype=bool, default_value=False,

@@ -50,6 +50,7 @@ _VALUES: dict[str, Any] = {
     "allowed_roots": str, "required_disk_space": float, "recommended_disk_space": float,
     "chunk_bytes": int, "flush_period": float, "lima_refresh_period": float,
     "purge_delay": float, "disk_check_period": float, "lock_retry_time": float,
+    "max_channels": int, "max_info_bytes": int, "max_dataset_bytes": int,
 }
 
 

@@ -41,6 +41,12 @@ _HELP = {
     "disk_check_period": "seconds between free-space checks during a scan",
     "file_mode": "permissions of new scan files (octal), set exactly: the umask does not apply",
     "lock_retry_time": "seconds to retry opening a file locked by another process",
+    "max_channels": "channels and lima detectors one scan may declare; a scan that "
+                    "declares more goes FAULT (no real scan comes near the default)",
+    "max_info_bytes": "bytes of JSON a scan's scan_info, or one channel's info, may take; "
+                      "a scan over it goes FAULT",
+    "max_dataset_bytes": "bytes one channel's dataset may take (points expected x point "
+                         "size); a scan declaring more goes FAULT",
 }
 
 
@@ -84,6 +90,9 @@ class SaveOptions:
     disk_check_period: float = 5.0
     file_mode: int = 0o664
     lock_retry_time: float = 3.0
+    max_channels: int = 10_000
+    max_info_bytes: int = 16 << 20
+    max_dataset_bytes: int = 1 << 44
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allowed_roots", _parse_roots(self.allowed_roots))
@@ -104,6 +113,10 @@ class SaveOptions:
             if not getattr(self, name) >= 0:
                 raise ConfigurationError(
                     f"save option {name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("max_channels", "max_info_bytes", "max_dataset_bytes"):
+            if not getattr(self, name) >= 1:
+                raise ConfigurationError(
+                    f"save option {name} must be >= 1, got {getattr(self, name)!r}")
         if not 0 <= self.file_mode <= 0o777:
             raise ConfigurationError(
                 f"save option file_mode must be between 0o000 and 0o777, got {self.file_mode:o}")

@@ -17,6 +17,7 @@ acknowledgement. Properties read by other threads are plain snapshots.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -178,6 +179,11 @@ class NexusScanWriter(Subscriber):
     def _open(self) -> None:
         info = self.node.info
         self.start_time = now_iso()
+        info_bytes = _json_bytes(info)
+        if info_bytes > self.options.max_info_bytes:
+            raise NexusWriterError(
+                f"scan {self.node.key}: its scan_info takes {info_bytes} bytes of JSON, over "
+                f"the limit max_info_bytes={self.options.max_info_bytes}; no file written")
         filename = info.get("filename")
         if not isinstance(filename, str) or not filename:
             raise NexusWriterError(
@@ -256,6 +262,9 @@ class NexusScanWriter(Subscriber):
         self._dirty = False
 
     def _declare(self, node: Any) -> None:
+        if isinstance(node, (ChannelNode, LimaNode)):
+            _check_limits(node, len(self._nodes) + (node.name not in self._nodes),
+                          self.npoints_expected, self.options)
         if isinstance(node, ChannelNode):
             _check_storable(node)
             self._nodes[node.name] = NodeSpec(node.name, "channel", node.subscan,
@@ -421,6 +430,37 @@ class NexusScanWriter(Subscriber):
 _STORABLE_KINDS = "biufcSV"
 #: An HDF5 chunk holds less than 4 GiB, and a chunk holds at least one point.
 _MAX_POINT_BYTES = 2**32 - 1
+
+
+def _json_bytes(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), default=str))
+
+
+def _check_limits(node: "ChannelNode | LimaNode", count: int, npoints: int,
+                  options: SaveOptions) -> None:
+    """Refuse a scan over the limits of ``options`` (hostile or broken publishers),
+    naming the limit and the value, before anything big is planned or allocated."""
+    what = f"scan {node.scan.key}"
+    if count > options.max_channels:
+        raise NexusWriterError(
+            f"{what} declares more than {options.max_channels} channels and lima detectors "
+            f"({node.name!r} is number {count}): over the limit max_channels; raise it if "
+            "the scan is real")
+    info_bytes = _json_bytes(node.info)
+    if info_bytes > options.max_info_bytes:
+        raise NexusWriterError(
+            f"{what}: the info of {node.name!r} takes {info_bytes} bytes of JSON, over the "
+            f"limit max_info_bytes={options.max_info_bytes}")
+    if isinstance(node, ChannelNode):
+        values = 1
+        for dim in node.shape:
+            values *= max(dim, 1)
+        total = node.dtype.itemsize * values * max(npoints, 1)
+        if total > options.max_dataset_bytes:
+            raise NexusWriterError(
+                f"{what}: channel {node.name!r} would take {total} bytes ({max(npoints, 1)} "
+                f"points of shape {node.shape} and dtype {node.dtype}), over the limit "
+                f"max_dataset_bytes={options.max_dataset_bytes}")
 
 
 def _check_storable(channel: ChannelNode) -> None:

@@ -469,3 +469,49 @@ def test_written_files_pass_nxcheck(redis_url: str, tmp_path: Any, strict: bool)
         with h5py.File(filename, "r") as h5:
             assert list(h5) == [entry]
         assert_valid(filename, strict=strict)
+
+
+# -- limits for hostile scale ---------------------------------------------------------
+
+
+def _four_channels(filename: Any) -> Any:
+    def publish(publisher: Publisher) -> None:
+        names = (DIODE, "diode:two", "diode:three")
+        scan = publisher.create_scan(make_info(filename, 2, scalars=names),
+                                     name="loopscan", number=1)
+        scan.add_channel(TIME, "float64", subscan="timer")
+        for name in names:
+            scan.add_channel(name, "float64", subscan="timer")
+        scan.prepare()
+        scan.end()
+    return publish
+
+
+@pytest.mark.parametrize("options, publish, words, file_left", [
+    ({"max_channels": 3}, lambda filename: _four_channels(filename),
+     ("more than 3 channels", "number 4", "max_channels"), True),
+    ({"max_info_bytes": 2000},
+     lambda filename: lambda pub: publish_scan(pub, filename, 1, 5, info=make_info(
+         filename, 5, comment="x" * 5000)),
+     ("scan_info takes", "max_info_bytes=2000", "no file written"), False),
+    ({"max_dataset_bytes": 1000},
+     lambda filename: lambda pub: publish_scan(pub, filename, 1, 200),
+     ("would take 1600 bytes", "200 points", "max_dataset_bytes=1000"), True),
+], ids=["channels", "scan_info", "dataset"])
+def test_a_scan_over_a_limit_faults_naming_it_and_the_next_is_written(
+        redis_url: str, tmp_path: Any, options: dict[str, Any], publish: Any,
+        words: Sequence[str], file_left: bool) -> None:
+    over, good = tmp_path / "over.h5", tmp_path / "good.h5"
+    with session_writer(redis_url, SESSION, fast_options(**options),
+                        poll_interval=0.05) as writer:
+        with Publisher(SESSION, redis_url, lease=2.0, retention=60) as publisher:
+            publish(over)(publisher)
+            (record,) = wait_scans_done(writer, 1, timeout=30)
+            _, sent = publish_scan(publisher, good, 2, 3)
+            records = wait_scans_done(writer, 2, timeout=30)
+        assert writer.state is SubscriberState.ON
+    assert_fault(record, *words)
+    assert over.exists() is file_left
+    assert records[1].state is SubscriberState.OFF
+    with h5py.File(good, "r") as h5:
+        assert h5["2.1/writer/status"][()] == b"SUCCEEDED"
