@@ -47,6 +47,8 @@ __all__ = [
     "Entry",
     "encode_node",
     "encode_prepared",
+    "encode_info",
+    "merge_info",
     "encode_end",
     "encode_lima",
     "encode_data",
@@ -72,6 +74,7 @@ class EventType(enum.Enum):
     NEW_NODE = "NEW_NODE"
     NEW_DATA = "NEW_DATA"
     PREPARED_SCAN = "PREPARED_SCAN"
+    INFO_UPDATE = "INFO_UPDATE"
     END_SCAN = "END_SCAN"
 
 
@@ -82,6 +85,7 @@ class EntryKind(enum.Enum):
     PREPARED = b"prep"
     DATA = b"data"
     LIMA = b"lima"
+    INFO = b"info"
     END = b"end"
 
 
@@ -120,7 +124,8 @@ class EventData:
     resume after it. For NEW_DATA of a channel, ``data`` is a numpy array whose first
     axis is the point index starting at ``first_index`` (a list of 1D arrays for
     variable-length channels); for a lima node it is a :class:`LimaProgress`.
-    For END_SCAN, ``reason`` and ``message`` say why the scan ended.
+    For END_SCAN, ``reason`` and ``message`` say why the scan ended. For INFO_UPDATE,
+    ``info`` holds the keys of the scan_info that changed (see :func:`merge_info`).
     """
 
     position: str
@@ -128,6 +133,7 @@ class EventData:
     data: Any = None
     reason: EndReason | None = None
     message: str = ""
+    info: dict[str, Any] | None = None
 
     @property
     def npoints(self) -> int:
@@ -165,6 +171,7 @@ class Entry:
     data: DataBlock | None = None
     lima: tuple[str, LimaProgress] | None = None
     end: tuple[EndReason, str] | None = None
+    info: dict[str, Any] | None = None
 
 
 def _text(fields: Fields, key: bytes, what: str) -> str:
@@ -201,6 +208,25 @@ def encode_prepared() -> dict:
 
 def encode_end(reason: EndReason, message: str = "") -> dict:
     return {b"t": b"end", b"r": EndReason(reason).value.encode(), b"m": message.encode()}
+
+
+def encode_info(changes: Mapping[str, Any]) -> dict:
+    """An info update: the keys of the scan_info that changed (JSON)."""
+    return {b"t": EntryKind.INFO.value, b"i": codec.to_json(changes)}
+
+
+def merge_info(info: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``info`` updated with ``changes``, as BLISS completes a scan_info: a key whose
+    old and new values are both objects is merged key by key, any other is replaced.
+    ``info`` itself is left as it was."""
+    merged = dict(info)
+    for key, value in changes.items():
+        old = merged.get(key)
+        if isinstance(old, dict) and isinstance(value, Mapping):
+            merged[key] = merge_info(old, value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def encode_lima(name: str, progress: LimaProgress) -> dict:
@@ -371,6 +397,11 @@ def decode_entry(fields: Fields, what: str) -> Entry:
         return Entry(kind, lima=(_text(fields, b"n", what), progress))
     if kind is EntryKind.PREPARED:
         return Entry(kind)
+    if kind is EntryKind.INFO:
+        changes = codec.from_json(fields.get(b"i", b"{}"), f"{what} info update")
+        if not isinstance(changes, dict):
+            raise MalformedEventError(f"{what}: an info update is not a JSON object")
+        return Entry(kind, info=changes)
     reason_text = _text(fields, b"r", what)
     try:
         reason = EndReason(reason_text)

@@ -248,6 +248,8 @@ class ScanStreamParser:
             return None
         if kind is EntryKind.PREPARED:
             return EventType.PREPARED_SCAN, self.scan, EventData(position)
+        if kind is EntryKind.INFO:
+            return EventType.INFO_UPDATE, self.scan, EventData(position, info=entry.info)
         # END (a data entry never comes here: DataDecoder.blocks answers for those)
         assert entry.end is not None
         reason, message = entry.end

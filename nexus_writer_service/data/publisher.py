@@ -30,9 +30,11 @@ from .events import (
     NodeType,
     RawBlock,
     encode_data,
+    encode_info,
     encode_lima,
     encode_node,
     encode_prepared,
+    merge_info,
     encode_session_new,
 )
 from .keys import ScanKeys, SessionKeys, check_name
@@ -212,6 +214,33 @@ class ScanPublisher:
         with redis_errors(f"updating lima {name!r} of {self.key}"):
             self._client.xadd(self.keys.events, encode_lima(name, progress))
         self._lima[name] = progress
+
+    def update_info(self, changes: Mapping[str, Any]) -> None:
+        """Complete the scan's scan_info, as BLISS does at PREPARED (``devices``,
+        ``channels``) and at its end (``positioners_end``, ``end_time``, ``comments``...):
+        ``changes`` are merged into it (objects key by key, see
+        :func:`~nexus_writer_service.data.events.merge_info`) for readers to come, and
+        sent to the readers of the scan as an INFO_UPDATE event.
+
+        :raises ScanStateError: the scan has ended (an update then reaches no file)
+        """
+        if self.ended:
+            raise ScanStateError(
+                f"scan {self.name!r} ({self.key}) has ended: an info update after the end "
+                "reaches no file; send it before end()")
+        if not isinstance(changes, Mapping):
+            raise TypeError(f"an info update must be a dict, not {type(changes).__name__}")
+        changes = codec.jsonable(changes)
+        entry = encode_info(changes)
+        self._writer.flush(f"sending data to {self.key}")
+        with redis_errors(f"updating the scan_info of {self.key}"):
+            raw = self._client.hget(self.keys.info, "scan_info")
+            info = codec.from_json(raw or b"{}", f"scan_info of {self.key}")
+            merged = merge_info(info if isinstance(info, dict) else {}, changes)
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hset(self.keys.info, "scan_info", codec.to_json(merged))
+            pipe.xadd(self.keys.events, entry)
+            pipe.execute()
 
     def end(self, reason: EndReason | str = EndReason.SUCCESS, message: str = "") -> bool:
         """End the scan; False if it had already ended (e.g. lease lost)."""

@@ -26,7 +26,8 @@ from typing import Any, Iterator, Optional
 import gevent
 
 from ..concurrency import Event, Thread
-from ..data.events import EventData, EventType
+from ..data.codec import jsonable
+from ..data.events import EventData, EventType, merge_info
 from ..data.nodes import ChannelNode, LimaNode
 from ..data.source import ScanSource, StopHandle
 from ..errors import DataLostError, NexusWriterError, ScanStateError
@@ -79,6 +80,8 @@ class NexusScanWriter(Subscriber):
         self.entries: list[str] = []
         self.start_time: Optional[str] = None
         self.end_time: Optional[str] = None
+        #: the scan_info as the publisher has completed it so far (INFO_UPDATE events)
+        self.scan_info: dict[str, Any] = {}
         self.end_reason: Optional[str] = None
         self.end_message = ""
         self.resumed = False
@@ -173,11 +176,13 @@ class NexusScanWriter(Subscriber):
             self._housekeeping(time.monotonic())
         elif event_type is EventType.PREPARED_SCAN:
             self._set_status(WriterStatus.RUNNING)
+        elif event_type is EventType.INFO_UPDATE:
+            self._update_info(event_data.info or {})
         elif event_type is EventType.END_SCAN:
             self._end(event_data)
 
     def _open(self) -> None:
-        info = self.node.info
+        info = self.scan_info = dict(self.node.info)
         self.start_time = now_iso()
         info_bytes = _json_bytes(info)
         if info_bytes > self.options.max_info_bytes:
@@ -245,7 +250,7 @@ class NexusScanWriter(Subscriber):
 
     def _plan(self) -> ScanLayout:
         node = self.node
-        description = ScanDescription(node.key, node.name, node.number, node.info,
+        description = ScanDescription(node.key, node.name, node.number, self.scan_info,
                                       tuple(self._nodes.values()), node.uid)
         layout = self._layout = plan_scan(description, self.options)
         self.entries = [entry.name for entry in layout.entries]
@@ -342,15 +347,37 @@ class NexusScanWriter(Subscriber):
             if message is not None:
                 self._file.set_text(f"/{entry}/writer/message", message)
 
+    def _update_info(self, changes: dict[str, Any]) -> None:
+        """Merge a scan_info update; the file shows it at the next materialisation
+        (new groups, such as ``positioners_end``) and at the end (``end_time``, the
+        scan_info kept in ``writer/scan_info``)."""
+        for key, value in changes.items():
+            kind = _INFO_UPDATE_KINDS.get(key)
+            if kind is None:
+                logger.debug("%s: scan_info update of %r, not used by the writer", self.name,
+                             key)
+            elif not isinstance(value, kind):
+                raise NexusWriterError(
+                    f"scan {self.node.key}: the scan_info update of {key!r} is a "
+                    f"{type(value).__name__}, not a {kind.__name__}: the acquisition "
+                    "program sent a malformed scan_info")
+        self.scan_info = merge_info(self.scan_info, changes)
+        self._dirty = True
+
     def _end(self, event_data: EventData) -> None:
         assert self._file is not None
         self._refresh_images(final=True)
+        if self._dirty:
+            self._materialise()
         self.end_reason = event_data.reason.value if event_data.reason else "UNKNOWN"
         self.end_message = event_data.message
-        self.end_time = now_iso()
+        published_end = self.scan_info.get("end_time")
+        self.end_time = published_end if isinstance(published_end, str) else now_iso()
+        final_info = json.dumps(jsonable(self.scan_info))
         for entry in self.entries:
             self._file.set_text(f"/{entry}/end_time", self.end_time)
             self._file.set_text(f"/{entry}/writer/end_reason", self.end_reason)
+            self._file.set_text(f"/{entry}/writer/scan_info", final_info)
         message = f"scan ended: {self.end_reason}" + (
             f" ({self.end_message})" if self.end_message else "")
         check_status_transition(self.status, WriterStatus.SUCCEEDED, self.name)
@@ -430,6 +457,14 @@ class NexusScanWriter(Subscriber):
 _STORABLE_KINDS = "biufcSV"
 #: An HDF5 chunk holds less than 4 GiB, and a chunk holds at least one point.
 _MAX_POINT_BYTES = 2**32 - 1
+
+
+#: The scan_info keys BLISS completes during a scan that the writer uses, and their kind:
+#: an update of one with another kind faults the scan, naming the key.
+_INFO_UPDATE_KINDS: dict[str, type] = {
+    "positioners": dict, "end_time": str, "end_reason": str, "comments": list,
+    "devices": dict, "channels": dict, "plots": list, "display_extra": dict,
+}
 
 
 def _json_bytes(value: Any) -> int:

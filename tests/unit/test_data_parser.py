@@ -18,9 +18,11 @@ from nexus_writer_service.data.events import (
     NodeType,
     encode_data,
     encode_end,
+    encode_info,
     encode_lima,
     encode_node,
     encode_prepared,
+    merge_info,
 )
 from nexus_writer_service.data.nodes import ChannelNode, LimaNode, Node
 from nexus_writer_service.data.parser import PageSizer, RawEntry, ScanStreamParser
@@ -115,7 +117,8 @@ def points(events: list[Any]) -> dict[str, list[Any]]:
 
 
 def test_entry_kinds_are_an_enum_of_the_wire_values():
-    assert {kind.value for kind in EntryKind} == {b"node", b"prep", b"data", b"lima", b"end"}
+    assert {kind.value for kind in EntryKind} == {b"node", b"prep", b"data", b"lima",
+                                                  b"info", b"end"}
     assert EntryKind(encode_prepared()[b"t"]) is EntryKind.PREPARED
 
 
@@ -238,3 +241,42 @@ def test_page_sizer_probes_after_declarations_and_sizes_data_pages():
     entry_bytes = sum(map(len, data[0][1][1::2]))
     assert sizer(data) == min(parser.BATCH, parser.PAGE_BYTES // entry_bytes)
     assert sizer.full is True
+
+
+@pytest.mark.parametrize("merge_blocks", [False, True])
+def test_an_info_update_comes_in_its_place_between_the_data(merge_blocks):
+    stream = Stream()
+    x = stream.channel("x", "<f8")
+    stream.add(encode_prepared())
+    stream.send(0, x=(x, np.arange(3, dtype="<f8")))
+    stream.add(encode_info({"positioners": {"positioners_end": {"samy": 2.5}},
+                            "end_time": "2026-12-07T09:07:41+00:00"}))
+    stream.send(3, x=(x, np.arange(3, 6, dtype="<f8")))
+    stream.add(encode_end(EndReason.SUCCESS, "done"))
+    events, walk = parse(stream, merge_blocks=merge_blocks)
+    kinds = [event for event, _, _ in events if event is not EventType.NEW_NODE]
+    update = kinds.index(EventType.INFO_UPDATE)
+    assert kinds[:update] == [EventType.PREPARED_SCAN, EventType.NEW_DATA]
+    assert kinds[update + 1:] == [EventType.NEW_DATA, EventType.END_SCAN]
+    info = next(data.info for event, _, data in events if event is EventType.INFO_UPDATE)
+    assert info == {"positioners": {"positioners_end": {"samy": 2.5}},
+                    "end_time": "2026-12-07T09:07:41+00:00"}
+    assert points(events) == {"x": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]}
+
+
+def test_an_info_update_that_is_no_object_is_refused_naming_the_entry():
+    stream = Stream()
+    stream.add({b"t": b"info", b"i": b"[1, 2]"})
+    with pytest.raises(MalformedEventError, match="info update is not a JSON object"):
+        parse(stream)
+
+
+def test_merge_info_merges_objects_key_by_key_and_replaces_the_rest():
+    info = {"positioners": {"positioners_start": {"a": 1}}, "comments": [1], "title": "t"}
+    merged = merge_info(info, {"positioners": {"positioners_end": {"a": 2}},
+                               "comments": [2], "end_time": "now"})
+    assert merged == {"positioners": {"positioners_start": {"a": 1},
+                                      "positioners_end": {"a": 2}},
+                      "comments": [2], "title": "t", "end_time": "now"}
+    assert info == {"positioners": {"positioners_start": {"a": 1}}, "comments": [1],
+                    "title": "t"}, "the info merged into is left as it was"
