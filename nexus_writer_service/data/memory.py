@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from ..errors import DataLostError, ScanStateError
 from . import codec
-from .events import EndReason, EventData, EventType, LimaProgress, NodeDeclaration, NodeType
+from .events import (
+    EndReason,
+    EventData,
+    EventType,
+    LimaProgress,
+    NodeDeclaration,
+    NodeType,
+    merge_info,
+)
 from .keys import check_name
 from .nodes import ChannelNode, LimaNode, Node, make_node
 from .source import Event, ScanSource, SessionSource, StopHandle
@@ -222,6 +230,13 @@ class MemoryScan:
             first = self._points[name]
             self._points[name] = first + len(points)
             self._log.append(EventType.NEW_DATA, node, first_index=first, data=points)
+
+    def update_info(self, changes: Mapping[str, Any]) -> None:
+        """Complete the scan_info (see :meth:`~.publisher.ScanPublisher.update_info`)."""
+        self._check_running()
+        changes = codec.jsonable(changes)
+        self._info = merge_info(self._info, changes)
+        self._log.append(EventType.INFO_UPDATE, self, info=changes)
 
     def update_lima(self, name: str, last_image_acquired: int, last_image_saved: int) -> None:
         self._check_running()

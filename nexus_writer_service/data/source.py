@@ -15,8 +15,9 @@ A writer needs four things of wherever scans come from, and nothing else:
 
 Everything a walk yields is the event model of :mod:`.events`:
 ``(event_type, node, event_data)`` with NEW_NODE before any NEW_DATA of its node,
-PREPARED_SCAN, NEW_DATA (channel blocks as numpy arrays, lima progress), and
-END_SCAN last, with its reason. Nodes are those of :mod:`.nodes`. Our Redis streams
+PREPARED_SCAN, NEW_DATA (channel blocks as numpy arrays, lima progress),
+INFO_UPDATE (keys of the scan_info the publisher completed), and END_SCAN last,
+with its reason. Nodes are those of :mod:`.nodes`. Our Redis streams
 (:mod:`.reader`) are one source, :mod:`.memory` another; the writers
 (:mod:`nexus_writer_service.subscribers`) never know which.
 

@@ -170,3 +170,19 @@ def test_memory_walks_give_the_event_model_from_a_resumable_position() -> None:
     assert events[-1][2].reason is EndReason.ABORTED and events[-1][2].message == "user"
     after = list(scan.walk_events(from_position=events[2][2].position))
     assert after[0][2].first_index == 2 and after[0][2].data.tolist() == [3.0]
+
+
+def test_info_updates_reach_the_file_through_any_source(tmp_path: Path) -> None:
+    """The writers take INFO_UPDATE from the source protocol, whatever the source."""
+    filename = tmp_path / "updated.h5"
+    scan = MemorySession("memory").create_scan(scan_info(filename, 4), number=3)
+    writer = NexusScanWriter(scan, options(tmp_path), poll_interval=0.05)
+    writer.start(wait=True, timeout=10)
+    publish(scan, 4)
+    scan.update_info({"end_time": "2026-12-07T10:00:00+00:00", "comments": []})
+    scan.end(EndReason.SUCCESS)
+    writer.join(timeout=30)
+    assert writer.state is SubscriberState.OFF, writer.state_reason
+    assert writer.scan_info["end_time"] == "2026-12-07T10:00:00+00:00"
+    with h5py.File(filename, "r") as h5:
+        assert h5["3.1/end_time"][()] == b"2026-12-07T10:00:00+00:00"
