@@ -44,13 +44,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The name under which the demo reads the scans back from Redis.
+_READ_BACK = "nexus_writer_demo_read_back"
+
+
 def summarize(scan: Any) -> str:
     """One line on what a reader gets from Redis for ``scan``."""
     points: Counter[str] = Counter()
     frames = 0
     nodes: Counter[str] = Counter()
     reason = "?"
-    for event, node, data in scan.walk_events(timeout=10):
+    for event, node, data in scan.walk_events(timeout=10, ack_as=_READ_BACK):
         if event is EventType.NEW_NODE:
             nodes[node.type.value] += 1
         elif event is EventType.NEW_DATA and node.type.value == "channel":
@@ -80,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             if not args.keep:
                 stack.callback(shutil.rmtree, root, ignore_errors=True)
         session = get_session_node(args.session, url)
+        # the writer's acknowledgements trim what it wrote: the read back below is a
+        # reader of its own, registered so that the scans keep their data for it
+        session.register_reader(_READ_BACK)
+        stack.callback(session.unregister_reader, _READ_BACK)
         start = session.current_position()
         sim_args = ["--redis-url", url, "--session", args.session, "--root", root,
                     "--seed", str(args.seed)]
