@@ -241,10 +241,22 @@ class NexusFile:
                     continue
                 self._create(item)
                 self._created.add(item.path)
+            self._set_member_attrs(entry.items)
             if entry.default:
                 self.file[entry.name].attrs["default"] = entry.default
         if not self.file.attrs.get("default") and layout.root_attrs.get("default"):
             self.file.attrs["default"] = layout.root_attrs["default"]
+
+    def _set_member_attrs(self, items: list[Any]) -> None:
+        """The attributes groups give their members, once the members exist."""
+        for item in items:
+            if not isinstance(item, GroupPlan) or not item.member_attrs:
+                continue
+            group = self.file[item.path]
+            for name, attrs in item.member_attrs.items():
+                member = group.get(name)
+                if member is not None:
+                    _set_attrs(member, attrs)
 
     def _has_link(self, path: str) -> bool:
         parent, name = path.rsplit("/", 1)

@@ -69,9 +69,15 @@ class ScanDescription:
 
 @dataclass(frozen=True)
 class GroupPlan:
+    """A group with ``attrs``, which are set again whenever the layout is re-planned
+    (plot signals and axes change as channels are declared). ``member_attrs``:
+    attributes of the objects the group holds, by member name, set (again) once its
+    members exist, on the objects themselves (through links: on their targets)."""
+
     path: str
     nx_class: str
     attrs: Mapping[str, Any] = field(default_factory=dict)
+    member_attrs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,32 @@ def _grid_shape(scan_info: Mapping[str, Any]) -> tuple[int, int] | None:
     return (n2, n1) if n1 > 0 and n2 > 0 and int(scan_info.get("data_dim", 1)) == 2 else None
 
 
+def _scatter_axes(members: Sequence[Placed], axes: Sequence[str], names: Mapping[str, str]
+                  ) -> dict[str, dict[str, Any]]:
+    """The axes of a scatter plot (signal and axes 1D of the same length, fast axis
+    first), as the ``axes`` attribute of each signal (``"samy:samz"``).
+
+    silx shows an NXdata group as a scatter when its 1D signal has two axes of its
+    length, but NeXus wants the group's ``@axes`` to have as many names as the signal
+    has dimensions (one): ``nxcheck`` calls two an error. The signal's own ``@axes``
+    (the form NeXus had before the group's) is read by silx when the group has none,
+    and ``nxcheck`` only notes the missing group attribute, so the axes go there.
+    """
+    if not axes:
+        return {}
+    value = ":".join(axes)
+    return {names[p.node.name]: {"axes": value} for p in members}
+
+
 def plan_plots(entry: EntryPlan, scan_info: Mapping[str, Any], placed: Sequence[Placed],
                names: Mapping[str, str], paths: Mapping[str, str], options: SaveOptions) -> None:
+    """Add the plot groups of ``placed`` to ``entry`` and choose its default plot.
+
+    ``names``: each node's link name, ``paths``: its dataset. A grid scan (amesh) is
+    shown as a grid with ``keepshape`` (virtual datasets in the grid's shape), else as
+    a scatter of its counters against its two motors, as is a scan whose first plot is
+    a scatter plot; any other scan shows its counters against its first axis.
+    """
     preferred, preferred_axes, kind = _plot_preferences(scan_info)
     rank = {name: i for i, name in enumerate(preferred)}
     by_dim: dict[int, list[Placed]] = {}
@@ -62,6 +86,7 @@ def plan_plots(entry: EntryPlan, scan_info: Mapping[str, Any], placed: Sequence[
         if p not in axes:
             axes.append(p)
     grid = _grid_shape(scan_info) if options.keepshape else None
+    scatter = grid is None and (_grid_shape(scan_info) is not None or kind == "scatter-plot")
     created = {}
     for dim, members in sorted(by_dim.items()):
         if dim == 2 and all(p.node.type == "lima"
@@ -79,8 +104,12 @@ def plan_plots(entry: EntryPlan, scan_info: Mapping[str, Any], placed: Sequence[
             attrs["interpretation"] = "spectrum"
         elif dim == 2:
             attrs["interpretation"] = "image"
-        plot_axes = axes[:2] if (dim == 0 and grid) else axes[:1] if dim == 0 else []
-        if grid and dim == 0:
+        plot_axes = axes[:2] if (dim == 0 and (grid or scatter)) else axes[:1] if dim == 0 else []
+        member_attrs = {}
+        if scatter and dim == 0:
+            member_attrs = _scatter_axes(members, [names[p.node.name] for p in plot_axes],
+                                         names)
+        elif grid and dim == 0:
             attrs["axes"] = [names[p.node.name] for p in reversed(plot_axes)] or ["."]
             for p in plot_axes:
                 attrs[f"{names[p.node.name]}_indices"] = [0, 1]
@@ -89,7 +118,7 @@ def plan_plots(entry: EntryPlan, scan_info: Mapping[str, Any], placed: Sequence[
         elif dim:
             attrs["axes"] = ["."] * (len(members[0].node.shape) + 1 if members[0].members
                                      else dim + 1)
-        entry.add(GroupPlan(plot, "NXdata", attrs))
+        entry.add(GroupPlan(plot, "NXdata", attrs, member_attrs))
         # every candidate axis is linked, so a later declaration only changes @axes
         extra_axes = [p for p in axes if p not in members] if dim == 0 else []
         for p in members + extra_axes:

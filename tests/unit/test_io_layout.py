@@ -337,6 +337,43 @@ def test_amesh_without_keepshape_has_no_grid():
     assert all(isinstance(item, LinkPlan) for item in members.values())
 
 
+def test_amesh_without_keepshape_is_a_scatter_of_the_counters_over_both_motors():
+    layout = layout_of("amesh")
+    group = by_path(layout)[f"/{NUMBER}.1/plot0D"]
+    assert isinstance(group, GroupPlan)
+    assert group.attrs["signal"] == "diode1"
+    assert "axes" not in group.attrs  # one name per signal dimension, or nxcheck errs
+    signals = [group.attrs["signal"], *group.attrs["auxiliary_signals"]]
+    assert group.member_attrs == {name: {"axes": "samy:samz"} for name in signals}
+    assert {"samy", "samz"} <= set(children(layout, group.path))
+
+
+def test_amesh_scatter_axes_follow_the_motors_declared_so_far():
+    plan = scan_plan("amesh")
+    nodes = [n for n in node_specs(plan) if n.name != "axis:samz"]
+    group = by_path(plan_scan(describe(plan, nodes), SaveOptions()))[f"/{NUMBER}.1/plot0D"]
+    assert isinstance(group, GroupPlan)
+    assert group.member_attrs and all(attrs == {"axes": "samy"}
+                                      for attrs in group.member_attrs.values())
+
+
+def test_a_scatter_plot_preference_gives_a_scatter_without_a_grid():
+    plan = scan_plan("a2scan")
+    info = dict(plan.scan_info, plots=[{"kind": "scatter-plot", "items": [
+        {"kind": "scatter", "x": "axis:samy", "y": "axis:samz", "value": "diode:diode2"}]}])
+    description = ScanDescription("k", plan.name, NUMBER, info, tuple(node_specs(plan)))
+    group = by_path(plan_scan(description, SaveOptions()))[f"/{NUMBER}.1/plot0D"]
+    assert isinstance(group, GroupPlan)
+    assert group.attrs["signal"] == "diode2"
+    assert group.member_attrs["diode2"] == {"axes": "samy:samz"}
+
+
+@pytest.mark.parametrize("kind", sorted(set(SCAN_TYPES) - {"amesh"}))
+def test_line_scans_have_no_scatter(kind):
+    for item in all_items(layout_of(kind)):
+        assert not (isinstance(item, GroupPlan) and item.member_attrs), item
+
+
 @pytest.mark.parametrize("kind", sorted(set(SCAN_TYPES) - {"amesh"}))
 def test_keepshape_does_nothing_to_line_scans(kind):
     layout = layout_of(kind, SaveOptions(keepshape=True))

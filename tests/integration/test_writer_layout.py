@@ -1,0 +1,89 @@
+"""The file layout as our users' readers see it, on scans published by the simulator:
+the default plot silx opens, the frames nexusformat reads, the names nxcheck knows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+from silx.io import nxdata
+
+from nexus_writer_service.io import SaveOptions
+from nexus_writer_service.simulation import PublishedScan, SimulationOptions, read_truth
+from nexus_writer_service.simulation import TruthScan, simulate
+from nexus_writer_service.subscribers import SubscriberState
+from tests.nxcheck import nxcheck_errors
+from tests.silx_views import silx_view
+from tests.writer_support import session_writer, wait_scans_done
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _write(redis_url: str, tmp_path: Any, session: str, scans: tuple[str, ...],
+           options: SaveOptions | None = None, **kwargs: Any
+           ) -> list[tuple[PublishedScan, TruthScan]]:
+    """Publish ``scans`` with the writer running; each scan with its truth."""
+    root = str(tmp_path / "data")
+    options = SaveOptions.from_mapping(dict((options or SaveOptions()).as_dict(),
+                                            allowed_roots=[root]))
+    truth = str(tmp_path / f"truth-{session}.h5")
+    with session_writer(redis_url, session, options) as writer:
+        published = simulate(SimulationOptions(session=session, redis_url=redis_url,
+                                               root=root, truth=truth, scans=scans,
+                                               block_size=7, **kwargs))
+        records = wait_scans_done(writer, len(published))
+        assert [r.state for r in records] == [SubscriberState.OFF] * len(published)
+    truths = list(read_truth(truth).values())
+    return list(zip(published, truths))
+
+
+def _default_plot(h5: h5py.File) -> h5py.Group:
+    entry = h5[_text(h5.attrs["default"])]
+    return entry[_text(entry.attrs["default"])]
+
+
+def test_amesh_opens_in_silx_as_a_scatter_of_the_signal_over_both_motors(
+        redis_url: str, tmp_path: Any) -> None:
+    ((scan, truth),) = _write(redis_url, tmp_path, "scatter", ("amesh",), npoints=30)
+    signal_name = truth.scan_info["plots"][0]["items"][0]["value"]
+    with h5py.File(scan.filename, "r") as h5:
+        plot = _default_plot(h5)
+        assert silx_view(plot) == "scatter"
+        signal = plot[_text(plot.attrs["signal"])]
+        np.testing.assert_array_equal(signal[()], truth.channels[signal_name])
+        nxd = nxdata.NXdata(plot)
+        assert nxd.axes_dataset_names == ["samy", "samz"]  # x fast, y slow
+        np.testing.assert_array_equal(nxd.axes[0][()], truth.channels["axis:samy"])
+        np.testing.assert_array_equal(nxd.axes[1][()], truth.channels["axis:samz"])
+        for name in nxd.auxiliary_signals_names:
+            assert plot[name].shape == signal.shape
+    assert nxcheck_errors(scan.filename, ignore_entry_names=True) == []
+
+
+@pytest.mark.xfail(strict=True, reason="keepshape's axes are 2D grids (samy and samz per "
+                   "point), which silx does not take as axes: it rejects the NXdata group")
+def test_amesh_with_keepshape_opens_in_silx_as_an_image(
+        redis_url: str, tmp_path: Any) -> None:
+    ((scan, truth),) = _write(redis_url, tmp_path, "grid", ("amesh",),
+                              SaveOptions(keepshape=True), npoints=30)
+    n1, n2 = truth.scan_info["npoints1"], truth.scan_info["npoints2"]
+    with h5py.File(scan.filename, "r") as h5:
+        plot = _default_plot(h5)
+        assert silx_view(plot) == "image"
+        signal = plot[_text(plot.attrs["signal"])]
+        np.testing.assert_array_equal(signal[()].ravel(),
+                                      truth.channels["diode:diode1"])
+        assert signal.shape == (n2, n1)
+    assert nxcheck_errors(scan.filename, ignore_entry_names=True) == []
+
+
+def test_line_scans_open_in_silx_as_curves(redis_url: str, tmp_path: Any) -> None:
+    for scan, truth in _write(redis_url, tmp_path, "curves", ("ascan", "a2scan")):
+        with h5py.File(scan.filename, "r") as h5:
+            plot = _default_plot(h5)
+            assert silx_view(plot) == "curve"
+            assert _text(plot.attrs["axes"][0]) == "samy"
