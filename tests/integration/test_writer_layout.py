@@ -3,14 +3,17 @@ the default plot silx opens, the frames nexusformat reads, the names nxcheck kno
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import h5py
 import numpy as np
 import pytest
+from nexusformat.nexus import nxload
 from silx.io import nxdata
 
 from nexus_writer_service.io import SaveOptions
+from nexus_writer_service.io import nexus as nexus_module
 from nexus_writer_service.simulation import PublishedScan, SimulationOptions, read_truth
 from nexus_writer_service.simulation import TruthScan, simulate
 from nexus_writer_service.subscribers import SubscriberState
@@ -87,3 +90,35 @@ def test_line_scans_open_in_silx_as_curves(redis_url: str, tmp_path: Any) -> Non
             plot = _default_plot(h5)
             assert silx_view(plot) == "curve"
             assert _text(plot.attrs["axes"][0]) == "samy"
+
+
+def _frame_checksums(frames: np.ndarray) -> np.ndarray:
+    return np.array([zlib.crc32(np.ascontiguousarray(f).tobytes()) for f in frames],
+                    dtype=np.uint32)
+
+
+def test_lima_frames_in_several_files_open_in_nexusformat(redis_url: str, tmp_path: Any
+                                                          ) -> None:
+    ((scan, truth),) = _write(redis_url, tmp_path, "nexusformat", ("lima",), npoints=25)
+    (lima,) = truth.limas.values()
+    assert len({filename for filename, _, _ in lima.references}) == 3  # 10 frames a file
+    root = nxload(scan.filename)
+    for path in ("1.1/instrument/lima_simulator/data", "1.1/measurement/lima_simulator",
+                 "1.1/plot2D/lima_simulator"):
+        field = root[path]
+        assert field.shape == (25, 64, 80), path
+        np.testing.assert_array_equal(_frame_checksums(field.nxdata), lima.checksums)
+        np.testing.assert_array_equal(_frame_checksums(field[7:12].nxdata),
+                                      lima.checksums[7:12])
+    assert nxcheck_errors(scan.filename, ignore_entry_names=True) == []
+
+
+def test_lima_frames_beyond_the_mapping_limit_keep_one_mapping_per_file(
+        redis_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nexus_module, "FRAME_MAPPINGS_MAX", 20)
+    ((scan, truth),) = _write(redis_url, tmp_path, "runs", ("lima",), npoints=25)
+    (lima,) = truth.limas.values()
+    with h5py.File(scan.filename, "r") as h5:
+        dataset = h5["1.1/instrument/lima_simulator/data"]
+        assert len(dataset.virtual_sources()) == 3
+        np.testing.assert_array_equal(_frame_checksums(dataset[()]), lima.checksums)
