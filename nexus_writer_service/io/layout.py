@@ -30,6 +30,7 @@ the plot groups in :mod:`.plots`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any, Iterable, Mapping, Sequence
@@ -236,6 +237,16 @@ def _units(units: Any, motor: str) -> dict[str, Any]:
     return {"units": unit} if unit else {}
 
 
+def _published_unit(node: NodeSpec, channels: Any) -> NodeSpec:
+    """``node`` with the unit ``scan_info["channels"]`` publishes for it (as BLISS does)
+    when the node itself was declared without one."""
+    if node.unit or not isinstance(channels, Mapping):
+        return node
+    published = channels.get(node.name)
+    unit = published.get("unit") if isinstance(published, Mapping) else None
+    return dataclasses.replace(node, unit=unit) if isinstance(unit, str) and unit else node
+
+
 def _entry(description: ScanDescription, options: SaveOptions, subscan: str, index: int,
            expected: int) -> tuple[EntryPlan, dict[str, StreamPlan], dict[str, ImagesPlan]]:
     info = description.scan_info
@@ -260,7 +271,8 @@ def _entry(description: ScanDescription, options: SaveOptions, subscan: str, ind
         if inst_info.get("source"):
             entry.add(GroupPlan(f"{instrument}/source", "NXsource"))
             entry.add(FieldPlan(f"{instrument}/source/name", str(inst_info["source"])))
-    nodes = [n for n in description.nodes if n.subscan == subscan]
+    nodes = [_published_unit(n, info.get("channels")) for n in description.nodes
+             if n.subscan == subscan]
     masters = _masters(info, subscan)
     stacks, entry.notes = mca_stacks(nodes, masters) if options.stack_mcas else ({}, [])
     stacked = {n.name for fields in stacks.values() for group in fields.values()

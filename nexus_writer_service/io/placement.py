@@ -19,6 +19,8 @@ __all__ = [
     "Placed",
     "MCAStacks",
     "RESERVED",
+    "MCA_FIELDS",
+    "mca_field",
     "place_all",
     "mca_stacks",
     "stack_devices",
@@ -29,6 +31,9 @@ __all__ = [
 ]
 
 _MCA = re.compile(r"^(?P<ctrl>[^:]+):(?P<quantity>[A-Za-z]+(?:_[A-Za-z]+)*)_det(?P<n>\d+)$")
+#: The NXdetector field of an MCA quantity, where NeXus has a name for it (the others
+#: keep the quantity's name: ``icr``, ``ocr``, ``livetime``, ``deadtime``...).
+MCA_FIELDS = {"realtime": "real_time"}
 #: Names the planner itself uses inside ``instrument``.
 RESERVED = frozenset({"positioners", "positioners_start", "positioners_end",
                       "positioners_dial_start", "positioners_dial_end", "source", "name"})
@@ -53,10 +58,16 @@ def _place(node: NodeSpec, masters: set[str]) -> tuple[str, str, str, bool]:
         return safe_name(node.short_name), "NXpositioner", "value", True
     mca = _MCA.match(node.name)
     if mca:
-        leaf = "data" if node.shape else mca["quantity"]
-        return safe_name(f"{mca['ctrl']}_det{mca['n']}"), "NXdetector", safe_name(leaf), False
+        leaf = mca_field(mca["quantity"], node.shape)
+        return safe_name(f"{mca['ctrl']}_det{mca['n']}"), "NXdetector", leaf, False
     device = f"{parts[0]}_{parts[-1]}" if len(parts) > 2 else node.short_name
     return safe_name(device), "NXdetector", "data", False
+
+
+def mca_field(quantity: str, shape: Sequence[int]) -> str:
+    """The NXdetector field of an MCA channel: ``data`` for the spectrum, the NeXus
+    name of the quantity if it has one, else the quantity."""
+    return "data" if shape else safe_name(MCA_FIELDS.get(quantity, quantity))
 
 
 def place_all(nodes: Sequence[NodeSpec], masters: set[str],
@@ -100,7 +111,7 @@ def mca_stacks(nodes: Sequence[NodeSpec], masters: Iterable[str] = ()
         if (node.type != "channel" or match is None
                 or (node.name in masters and not node.shape)):
             continue
-        leaf = safe_name("data" if node.shape else match["quantity"])
+        leaf = mca_field(match["quantity"], node.shape)
         fields = by_ctrl.setdefault(match["ctrl"], {}).setdefault(int(match["n"]), {})
         if leaf in fields:
             clashes.add(match["ctrl"])

@@ -270,7 +270,9 @@ def test_mca_detector_group_holds_spectrum_and_rates():
     detector = by_path(layout)[group]
     assert isinstance(detector, GroupPlan) and detector.nx_class == "NXdetector"
     members = children(layout, group)
-    assert set(members) == {"data", "icr", "ocr", "livetime", "realtime", "deadtime"}
+    # NeXus names realtime real_time (NXdetector); the others have no NeXus name
+    assert set(members) == {"data", "icr", "ocr", "livetime", "real_time", "deadtime"}
+    assert members["real_time"] == layout.streams["mca1:realtime_det0"]
     data = members["data"]
     assert isinstance(data, StreamPlan) and data.channel == "mca1:spectrum_det0"
     assert data.point_shape == (signals.MCA_CHANNELS,)
@@ -700,7 +702,7 @@ def test_stack_mcas_plans_one_nxdetector_per_controller():
     assert instrument["mca1"] == GroupPlan(f"{entry}/instrument/mca1", "NXdetector")
     stacks = {item.path: item for item in all_items(layout) if isinstance(item, StackPlan)}
     assert sorted(stacks) == sorted(f"{entry}/instrument/mca1/{leaf}" for leaf in (
-        "data", "icr", "ocr", "livetime", "realtime", "deadtime"))
+        "data", "icr", "ocr", "livetime", "real_time", "deadtime"))
     data = stacks[f"{entry}/instrument/mca1/data"]
     assert data.channels == tuple(f"mca1:spectrum_det{n}" for n in range(3))
     assert data.point_shape == (signals.MCA_CHANNELS,) and data.dtype == "<u4"
@@ -728,3 +730,17 @@ def test_stack_mcas_with_one_detector_keeps_the_usual_layout_and_says_why():
     note = by_path(layout)[f"/{NUMBER}.1/notes/mca_stacking"]
     assert isinstance(note, FieldPlan) and "MCA mca1: detectors not stacked" in note.value
     assert layout.notes == [f"{NUMBER}.1: {note.value}"]
+
+
+# -- standard names and units ---------------------------------------------------------
+
+
+def test_counter_declared_without_unit_gets_the_unit_scan_info_publishes():
+    plan = scan_plan("ascan")
+    info = dict(plan.scan_info, channels=dict(plan.scan_info["channels"]))
+    info["channels"]["diode:diode1"] = dict(info["channels"]["diode:diode1"], unit="cps")
+    description = ScanDescription("k", plan.name, NUMBER, info, tuple(node_specs(plan)))
+    streams = plan_scan(description, SaveOptions()).streams
+    assert streams["diode:diode1"].attrs["units"] == "cps"
+    assert "units" not in streams["diode:diode2"].attrs
+    assert streams["timer:elapsed_time"].attrs["units"] == "s"
