@@ -1,11 +1,13 @@
-"""Run the ``nxcheck`` validator of nexusformat on a file and return its errors.
+"""Run the ``nxcheck`` validator of nexusformat on a file and return its errors or
+warnings.
 
-Used by the demo and the tests. ``nxcheck -e`` prints a header, the
-path of each group or field it checks, each error in red below its path, and
-finally ``Total number of errors: N``. The exit status is 0 whether or not
-errors are found, so the helpers here parse the output and cross-check the
-number of red lines against ``N``; output that cannot be understood (or a missing or hanging
-``nxcheck``) raises :class:`NxcheckError` with the whole output.
+Used by the demo and the tests. ``nxcheck -e`` prints a header, the path of each
+group or field it checks, each error in red below its path, and finally ``Total
+number of errors: N``; ``nxcheck -w`` also prints each warning in orange, and ``Total
+number of warnings: N`` before the errors' total. The exit status is 0 whether or not
+errors are found, so the helpers here parse the output and cross-check the number of
+coloured lines against ``N``; output that cannot be understood (or a missing or
+hanging ``nxcheck``) raises :class:`NxcheckError` with the whole output.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import sys
 
 from ..errors import NexusWriterError
 
-__all__ = ["nxcheck_errors", "nxcheck_report", "nxcheck_executable", "NxcheckError"]
+__all__ = ["nxcheck_errors", "nxcheck_warnings", "nxcheck_report", "nxcheck_executable",
+           "NxcheckError"]
 
 TIMEOUT = 120.0
 
@@ -30,7 +33,8 @@ class NxcheckError(NexusWriterError, RuntimeError):
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _LEADING_ANSI = re.compile(r"^(?:\x1b\[[0-9;]*m)+")
 _ERROR_COLOUR = "\x1b[38;5;1m"
-_TOTAL = re.compile(r"^Total number of errors: (\d+)\s*$")
+_WARNING_COLOUR = "\x1b[38;2;255;165;0m"
+_TOTAL = re.compile(r"^Total number of (errors|warnings): (\d+)\s*$")
 _ENTRY = re.compile(r"^NXentry: /([^/]+)$")
 _INVALID_NAME = re.compile(r'^"(.*)" is an invalid name$')
 
@@ -48,8 +52,8 @@ def nxcheck_executable() -> str:
     return found
 
 
-def _run(path: str) -> str:
-    command = [nxcheck_executable(), "-e", os.fspath(path)]
+def _run(path: str, level: str = "-e") -> str:
+    command = [nxcheck_executable(), level, os.fspath(path)]
     try:
         result = subprocess.run(
             command,
@@ -77,36 +81,43 @@ def _clean(line: str) -> str:
     return _ANSI.sub("", line).rstrip()
 
 
-def _parse(raw: str) -> list[tuple[str, str]]:
-    """``(error, path line above it)`` for each error; checks the reported total."""
-    errors: list[tuple[str, str]] = []
+def _parse(raw: str, kind: str = "errors") -> list[tuple[str, str]]:
+    """``(message, path line above it)`` for each error (``kind="errors"``) or
+    warning (``"warnings"``); checks the reported total."""
+    colour = _ERROR_COLOUR if kind == "errors" else _WARNING_COLOUR
+    messages: list[tuple[str, str]] = []
     context = ""
-    in_error = False
-    total = None
+    in_message = False
+    totals: dict[str, int] = {}
     for line in raw.splitlines():
         text = _clean(line)
         match = _TOTAL.match(text)
         if match:
-            total = int(match.group(1))
-            break
+            totals[match.group(1)] = int(match.group(2))
+            continue
+        if totals:
+            continue
         colours = _LEADING_ANSI.match(line)
         if colours is None:
-            if in_error and text:
-                errors[-1] = (errors[-1][0] + "\n" + text.strip(), errors[-1][1])
+            if in_message and text:
+                messages[-1] = (messages[-1][0] + "\n" + text.strip(), messages[-1][1])
             continue
-        in_error = _ERROR_COLOUR in colours.group(0)
-        if in_error:
-            errors.append((text.strip(), context))
-        elif text.strip():
+        in_message = colour in colours.group(0)
+        if in_message:
+            messages.append((text.strip(), context))
+        elif text.strip() and not any(c in colours.group(0)
+                                      for c in (_ERROR_COLOUR, _WARNING_COLOUR)):
             context = text.strip()
     cleaned = _ANSI.sub("", raw)
+    total = totals.get(kind)
     if total is None:
-        raise NxcheckError(f"nxcheck reported no 'Total number of errors'; output:\n{cleaned}")
-    if total != len(errors):
+        raise NxcheckError(f"nxcheck reported no 'Total number of {kind}'; output:\n{cleaned}")
+    if total != len(messages):
         raise NxcheckError(
-            f"nxcheck reported {total} error(s) but printed {len(errors)}; output:\n{cleaned}"
+            f"nxcheck reported {total} {kind[:-1]}(s) but printed {len(messages)}; "
+            f"output:\n{cleaned}"
         )
-    return errors
+    return messages
 
 
 def _is_entry_name_error(error: str, context: str) -> bool:
@@ -128,6 +139,12 @@ def nxcheck_errors(path: str, ignore_entry_names: bool = False) -> list[str]:
         for error, context in errors
         if not (ignore_entry_names and _is_entry_name_error(error, context))
     ]
+
+
+def nxcheck_warnings(path: str) -> list[tuple[str, str]]:
+    """The warnings ``nxcheck -w`` gives on the file ``path``, without colour codes, each
+    with the path of the group or field it is about (``"Field: /1.1/writer/status"``)."""
+    return _parse(_run(path, "-w"), "warnings")
 
 
 def nxcheck_report(path: str) -> str:

@@ -299,12 +299,13 @@ class NexusScanWriter(Subscriber):
     def _refresh_images(self, final: bool = False) -> None:
         """Show the frames saved so far. Frames to copy or link whose files cannot be
         read yet are retried at the next refresh; ``final`` (the scan ended) raises
-        instead, so the scan goes FAULT with the file and the reason."""
+        instead, so the scan goes FAULT with the file and the reason, and gives the
+        frames of virtual datasets their final mapping (see NexusFile.update_images)."""
         assert self._file is not None and self._layout is not None
         self._last_lima = time.monotonic()
         for name, saved in self._lima_saved.items():
             plan = self._layout.images.get(name)
-            if plan is None or saved <= self._file.frames_shown(name):
+            if plan is None or (saved <= self._file.frames_shown(name) and not final):
                 continue
             lima = self._lima_nodes[name]
             self._file.update_images(plan, saved, _image_source(lima), final)

@@ -270,7 +270,9 @@ def test_mca_detector_group_holds_spectrum_and_rates():
     detector = by_path(layout)[group]
     assert isinstance(detector, GroupPlan) and detector.nx_class == "NXdetector"
     members = children(layout, group)
-    assert set(members) == {"data", "icr", "ocr", "livetime", "realtime", "deadtime"}
+    # NeXus names realtime real_time (NXdetector); the others have no NeXus name
+    assert set(members) == {"data", "icr", "ocr", "livetime", "real_time", "deadtime"}
+    assert members["real_time"] == layout.streams["mca1:realtime_det0"]
     data = members["data"]
     assert isinstance(data, StreamPlan) and data.channel == "mca1:spectrum_det0"
     assert data.point_shape == (signals.MCA_CHANNELS,)
@@ -335,6 +337,43 @@ def test_amesh_without_keepshape_has_no_grid():
     assert not any(isinstance(item, GridPlan) for item in all_items(layout))
     members = children(layout, f"/{NUMBER}.1/plot0D")
     assert all(isinstance(item, LinkPlan) for item in members.values())
+
+
+def test_amesh_without_keepshape_is_a_scatter_of_the_counters_over_both_motors():
+    layout = layout_of("amesh")
+    group = by_path(layout)[f"/{NUMBER}.1/plot0D"]
+    assert isinstance(group, GroupPlan)
+    assert group.attrs["signal"] == "diode1"
+    assert "axes" not in group.attrs  # one name per signal dimension, or nxcheck errs
+    signals = [group.attrs["signal"], *group.attrs["auxiliary_signals"]]
+    assert group.member_attrs == {name: {"axes": "samy:samz"} for name in signals}
+    assert {"samy", "samz"} <= set(children(layout, group.path))
+
+
+def test_amesh_scatter_axes_follow_the_motors_declared_so_far():
+    plan = scan_plan("amesh")
+    nodes = [n for n in node_specs(plan) if n.name != "axis:samz"]
+    group = by_path(plan_scan(describe(plan, nodes), SaveOptions()))[f"/{NUMBER}.1/plot0D"]
+    assert isinstance(group, GroupPlan)
+    assert group.member_attrs and all(attrs == {"axes": "samy"}
+                                      for attrs in group.member_attrs.values())
+
+
+def test_a_scatter_plot_preference_gives_a_scatter_without_a_grid():
+    plan = scan_plan("a2scan")
+    info = dict(plan.scan_info, plots=[{"kind": "scatter-plot", "items": [
+        {"kind": "scatter", "x": "axis:samy", "y": "axis:samz", "value": "diode:diode2"}]}])
+    description = ScanDescription("k", plan.name, NUMBER, info, tuple(node_specs(plan)))
+    group = by_path(plan_scan(description, SaveOptions()))[f"/{NUMBER}.1/plot0D"]
+    assert isinstance(group, GroupPlan)
+    assert group.attrs["signal"] == "diode2"
+    assert group.member_attrs["diode2"] == {"axes": "samy:samz"}
+
+
+@pytest.mark.parametrize("kind", sorted(set(SCAN_TYPES) - {"amesh"}))
+def test_line_scans_have_no_scatter(kind):
+    for item in all_items(layout_of(kind)):
+        assert not (isinstance(item, GroupPlan) and item.member_attrs), item
 
 
 @pytest.mark.parametrize("kind", sorted(set(SCAN_TYPES) - {"amesh"}))
@@ -663,7 +702,7 @@ def test_stack_mcas_plans_one_nxdetector_per_controller():
     assert instrument["mca1"] == GroupPlan(f"{entry}/instrument/mca1", "NXdetector")
     stacks = {item.path: item for item in all_items(layout) if isinstance(item, StackPlan)}
     assert sorted(stacks) == sorted(f"{entry}/instrument/mca1/{leaf}" for leaf in (
-        "data", "icr", "ocr", "livetime", "realtime", "deadtime"))
+        "data", "icr", "ocr", "livetime", "real_time", "deadtime"))
     data = stacks[f"{entry}/instrument/mca1/data"]
     assert data.channels == tuple(f"mca1:spectrum_det{n}" for n in range(3))
     assert data.point_shape == (signals.MCA_CHANNELS,) and data.dtype == "<u4"
@@ -691,3 +730,17 @@ def test_stack_mcas_with_one_detector_keeps_the_usual_layout_and_says_why():
     note = by_path(layout)[f"/{NUMBER}.1/notes/mca_stacking"]
     assert isinstance(note, FieldPlan) and "MCA mca1: detectors not stacked" in note.value
     assert layout.notes == [f"{NUMBER}.1: {note.value}"]
+
+
+# -- standard names and units ---------------------------------------------------------
+
+
+def test_counter_declared_without_unit_gets_the_unit_scan_info_publishes():
+    plan = scan_plan("ascan")
+    info = dict(plan.scan_info, channels=dict(plan.scan_info["channels"]))
+    info["channels"]["diode:diode1"] = dict(info["channels"]["diode:diode1"], unit="cps")
+    description = ScanDescription("k", plan.name, NUMBER, info, tuple(node_specs(plan)))
+    streams = plan_scan(description, SaveOptions()).streams
+    assert streams["diode:diode1"].attrs["units"] == "cps"
+    assert "units" not in streams["diode:diode2"].attrs
+    assert streams["timer:elapsed_time"].attrs["units"] == "s"
