@@ -41,3 +41,12 @@ def wait_scans_done(writer: NexusSessionWriter, count: int, timeout: float = 60.
                f"{count} scans written by {writer.name} "
                f"(now: {[r.as_dict()['state'] for r in writer.scans()]})")
     return writer.scans()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

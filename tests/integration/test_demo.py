@@ -14,6 +14,7 @@ import pytest
 
 from nexus_writer_service.cli import demo
 from tango_devices import demo as tango_demo
+from tests.writer_support import process_alive
 
 
 def test_demo_reads_back_what_it_published(capsys, tmp_path):
@@ -107,31 +108,19 @@ def test_tango_demo_keep_running_stops_everything_it_started(
         assert "keeps running" in out, out
         pids = [int(p) for p in re.findall(r"pid (\d+)", out)]
         assert len(pids) == 3, out
-        assert all(_alive(pid) for pid in pids)
+        assert all(process_alive(pid) for pid in pids)
         demo_process.send_signal(sig)
         assert demo_process.wait(60) == code
         deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        while any(process_alive(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not any(_alive(pid) for pid in pids)
+        assert not any(process_alive(pid) for pid in pids)
     finally:
         if demo_process.poll() is None:
             demo_process.kill()
             demo_process.wait(10)
         assert demo_process.stdout is not None
         demo_process.stdout.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_tango_demo_rejects_an_unknown_scan_type(capsys, tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from nexus_writer_service import die_with_parent
+from tests.writer_support import process_alive
 
 #: Starts a guarded ``sleep`` and prints its PID, then waits to be killed.
 _PARENT = """
@@ -23,14 +24,6 @@ time.sleep(120)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_guarded_child_dies_when_its_parent_is_killed(sig: int) -> None:
     parent = subprocess.Popen([sys.executable, "-c", _PARENT], stdout=subprocess.PIPE,
@@ -39,15 +32,15 @@ def test_guarded_child_dies_when_its_parent_is_killed(sig: int) -> None:
         assert parent.stdout is not None
         child = int(parent.stdout.readline())
         time.sleep(0.2)
-        assert _alive(child), "the guarded command did not start"
+        assert process_alive(child), "the guarded command did not start"
         with open(f"/proc/{child}/cmdline", "rb") as cmdline:
             assert cmdline.read().split(b"\0")[:2] == [b"sleep", b"120"], "not exec'd in place"
         parent.send_signal(sig)
         parent.wait(10)
         deadline = time.monotonic() + 10
-        while _alive(child) and time.monotonic() < deadline:
+        while process_alive(child) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(child), "the child outlived its parent"
+        assert not process_alive(child), "the child outlived its parent"
     finally:
         if parent.poll() is None:
             parent.kill()

@@ -35,6 +35,7 @@ from nexus_writer_service.data import (
     get_scan_node,
     get_session_node,
 )
+from nexus_writer_service.embedded import EmbeddedRedis, free_port
 from nexus_writer_service.io import SaveOptions
 from nexus_writer_service.subscribers import ScanRecord, SubscriberState
 from tests.nxcheck import nxcheck_errors
@@ -292,3 +293,39 @@ def resources() -> dict[str, int]:
 def simulate_command(redis_url: str, session: str, root: Any, *args: str) -> list[str]:
     return [SIMULATE, "--redis-url", redis_url, "--session", session, "--root", str(root),
             *args]
+
+
+# -- a Redis of the test's own, and the command-line writer -----------------------------
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis server of the test's own, on a fixed port so it restarts on the same URL,
+    with an append-only file (``appendfsync always``: nothing acknowledged is lost)."""
+    server = EmbeddedRedis(port=free_port(), workdir=tmp_path / "redis", config={
+        "appendonly": "yes", "appendfsync": "always"})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+def cli_writer(session: str, redis_url: str, root: Path, log: Path, *extra: str) -> list[str]:
+    """The command line of ``NexusSessionWriter`` writing ``session`` under ``root``,
+    logging at INFO to ``log`` only."""
+    return [sys.executable, "-m", "nexus_writer_service.cli.session_writer", session,
+            "--redis-url", redis_url, "--allowed-roots", str(root), "--flush-period", "0.05",
+            "--log", "info", "--logfile", str(log), "--nologstdout", *extra]
+
+
+def file_status(filename: Path) -> str:
+    """``"<writer status> <points of the elapsed time>"`` of entry 1.1, read without
+    locking ("" while the file cannot be read: the reader contract)."""
+    try:
+        with h5py.File(filename, "r", locking=False) as h5:
+            status = text(h5["1.1/writer/status"][()])
+            points = h5["1.1/measurement/elapsed_time"].shape[0]
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError):
+        return ""
+    return f"{status} {points}"

@@ -10,12 +10,10 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import h5py
 import pytest
 
 from nexus_writer_service.data import EndReason, Publisher, connect
@@ -23,6 +21,8 @@ from nexus_writer_service.data.session_lease import SessionLease
 from nexus_writer_service.errors import SessionTakenError
 from tests.integration.faults.conftest import (
     TIME,
+    cli_writer,
+    file_status,
     assert_nothing_lost,
     loopscan_points,
     published_points,
@@ -30,12 +30,6 @@ from tests.integration.faults.conftest import (
     start_loopscan,
 )
 from tests.writer_support import wait_until
-
-
-def _writer(session: str, redis_url: str, root: Path, log: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "nexus_writer_service.cli.session_writer", session,
-            "--redis-url", redis_url, "--allowed-roots", str(root), "--flush-period", "0.05",
-            "--log", "info", "--logfile", str(log), "--nologstdout", *extra]
 
 
 def test_second_lease_is_refused_naming_the_holder_until_released(redis_url: str) -> None:
@@ -103,11 +97,11 @@ def test_a_lease_not_renewed_lapses_before_it_expires_on_the_server(redis_url: s
 def test_second_cli_writer_refuses_to_start_naming_the_first(
         redis_url: str, tmp_path: Path, processes: list[subprocess.Popen[Any]]) -> None:
     session = "twice"
-    first = subprocess.Popen(_writer(session, redis_url, tmp_path, tmp_path / "first.log"))
+    first = subprocess.Popen(cli_writer(session, redis_url, tmp_path, tmp_path / "first.log"))
     processes.append(first)
     client = connect(redis_url)
     wait_until(lambda: client.exists(f"nws:{session}:writer"), 30, "the first writer started")
-    second = subprocess.run(_writer(session, redis_url, tmp_path, tmp_path / "second.log"),
+    second = subprocess.run(cli_writer(session, redis_url, tmp_path, tmp_path / "second.log"),
                             capture_output=True, text=True, timeout=60, check=False)
     client.close()
     assert second.returncode == 1, second.stderr
@@ -124,18 +118,18 @@ def test_standby_takes_over_when_the_writer_is_killed_and_completes_its_scan(
     filename = root / "standby.h5"
     standby_log = tmp_path / "standby.log"
     register_audit(redis_url, session)
-    holder = subprocess.Popen(_writer(session, redis_url, root, tmp_path / "holder.log"))
+    holder = subprocess.Popen(cli_writer(session, redis_url, root, tmp_path / "holder.log"))
     processes.append(holder)
     client = connect(redis_url)
     wait_until(lambda: client.exists(f"nws:{session}:writer"), 30, "the holder started")
-    standby = subprocess.Popen(_writer(session, redis_url, root, standby_log, "--standby"))
+    standby = subprocess.Popen(cli_writer(session, redis_url, root, standby_log, "--standby"))
     processes.append(standby)
     wait_until(lambda: standby_log.exists() and "waiting for the session" in
                standby_log.read_text(), 30, "the standby waiting")
     with Publisher(session, redis_url, lease=60, retention=60) as publisher:
         scan = start_loopscan(publisher, filename, 1, 200)
         scan.send(loopscan_points(1, 0, 60))
-        wait_until(lambda: filename.exists() and b"RUNNING" in _status(filename), 30,
+        wait_until(lambda: filename.exists() and "RUNNING" in file_status(filename), 30,
                    "the holder writing")
         holder.send_signal(signal.SIGKILL)
         holder.wait(10)
@@ -144,7 +138,7 @@ def test_standby_takes_over_when_the_writer_is_killed_and_completes_its_scan(
             scan.send(loopscan_points(1, first, min(35, 200 - first)))
         scan.end()
         key = scan.key
-    wait_until(lambda: b"SUCCEEDED" in _status(filename), 60, "the standby completed the file")
+    wait_until(lambda: "SUCCEEDED" in file_status(filename), 60, "the standby completed the file")
     assert standby.poll() is None
     took_over = _logged_at(standby_log.read_text(), "took over session")
     client.close()
@@ -152,14 +146,6 @@ def test_standby_takes_over_when_the_writer_is_killed_and_completes_its_scan(
     published, reason = published_points(redis_url, key)
     assert reason is EndReason.SUCCESS and len(published[TIME]) == 200
     assert_nothing_lost(filename, key, published, "SUCCEEDED", "SUCCESS")
-
-
-def _status(filename: Path) -> bytes:
-    try:
-        with h5py.File(filename, "r", locking=False) as h5:
-            return bytes(h5["1.1/writer/status"][()])
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError):  # reader contract
-        return b""
 
 
 def _logged_at(text: str, words: str) -> float:

@@ -14,12 +14,10 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Iterator
-
-import pytest
+from typing import Any
 
 from nexus_writer_service.data import EndReason, Publisher
-from nexus_writer_service.embedded import EmbeddedRedis, free_port
+from nexus_writer_service.embedded import EmbeddedRedis
 from nexus_writer_service.subscribers import NexusSessionWriter, SubscriberState
 from tests.integration.faults.conftest import (
     assert_nothing_lost,
@@ -68,19 +66,6 @@ def test_publisher_sigkilled_mid_scan_ends_publisher_lost_with_every_point(
     note = assert_nothing_lost(record.writer.filename, record.key, published,
                                "SUCCEEDED", "PUBLISHER_LOST")
     assert "lease" in str(note["message"]), note
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A Redis server of the test's own, on a fixed port so it restarts on the same URL,
-    with an append-only file (``appendfsync always``: nothing acknowledged is lost)."""
-    server = EmbeddedRedis(port=free_port(), workdir=tmp_path / "redis", config={
-        "appendonly": "yes", "appendfsync": "always"})
-    server.start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 def _restart_after_outage(writer: NexusSessionWriter) -> None:

@@ -8,19 +8,19 @@ are named ``nexus_writer_service:<pid>`` so that the test (and an operator readi
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import h5py
 import pytest
 import redis
 
 from nexus_writer_service.data import EndReason, Publisher
-from nexus_writer_service.embedded import EmbeddedRedis, free_port
+from nexus_writer_service.embedded import EmbeddedRedis
 from tests.integration.faults.conftest import (
     TIME,
+    cli_writer,
+    file_status,
     assert_nothing_lost,
     loopscan_points,
     published_points,
@@ -28,12 +28,6 @@ from tests.integration.faults.conftest import (
     start_loopscan,
 )
 from tests.writer_support import wait_until
-
-
-def _writer(session: str, redis_url: str, root: Path, log: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "nexus_writer_service.cli.session_writer", session,
-            "--redis-url", redis_url, "--allowed-roots", str(root), "--flush-period", "0.05",
-            "--logfile", str(log), "--nologstdout", *extra]
 
 
 def _connections_of(client: redis.Redis, pid: int) -> list[dict[str, Any]]:
@@ -47,16 +41,6 @@ def _drop_connections_of(client: redis.Redis, pid: int) -> int:
     return dropped
 
 
-def _status(filename: Path) -> str:
-    try:
-        with h5py.File(filename, "r", locking=False) as h5:
-            value = h5["1.1/writer/status"][()]
-            points = h5["1.1/measurement/elapsed_time"].shape[0]
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError):  # reader contract
-        return ""
-    return f"{value.decode() if isinstance(value, bytes) else value} {points}"
-
-
 @pytest.mark.slow
 def test_cli_writer_rides_out_its_connections_being_dropped(
         redis_url: str, tmp_path: Path, processes: list[subprocess.Popen[Any]]) -> None:
@@ -66,13 +50,13 @@ def test_cli_writer_rides_out_its_connections_being_dropped(
     log = tmp_path / "writer.log"
     client = redis.Redis.from_url(redis_url)
     register_audit(redis_url, session)
-    writer = subprocess.Popen(_writer(session, redis_url, root, log, "--log", "info"))
+    writer = subprocess.Popen(cli_writer(session, redis_url, root, log))
     processes.append(writer)
     wait_until(lambda: len(_connections_of(client, writer.pid)) >= 1, 30, "writer connected")
     with Publisher(session, redis_url, lease=30, retention=60) as publisher:
         scan = start_loopscan(publisher, filename, 1, 200)
         scan.send(loopscan_points(1, 0, 40))
-        wait_until(lambda: _status(filename) == "RUNNING 40", 30, "40 points in the file")
+        wait_until(lambda: file_status(filename) == "RUNNING 40", 30, "40 points in the file")
         for _ in range(2):  # the drop, and the drop of the connections made again
             assert _drop_connections_of(client, writer.pid) >= 1
             wait_until(lambda: len(_connections_of(client, writer.pid)) >= 1, 30,
@@ -81,25 +65,12 @@ def test_cli_writer_rides_out_its_connections_being_dropped(
             scan.send(loopscan_points(1, first, 40))
         scan.end()
         key = scan.key
-    wait_until(lambda: _status(filename) == "SUCCEEDED 200", 60, "the file completed")
+    wait_until(lambda: file_status(filename) == "SUCCEEDED 200", 60, "the file completed")
     assert writer.poll() is None, f"the writer exited: {log.read_text()[-2000:]}"
     published, reason = published_points(redis_url, key)
     assert reason is EndReason.SUCCESS and len(published[TIME]) == 200
     assert_nothing_lost(filename, key, published, "SUCCEEDED", "SUCCESS")
     client.close()
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A Redis server of the test's own, on a fixed port so it restarts on the same URL,
-    with an append-only file (nothing acknowledged is lost across the restart)."""
-    server = EmbeddedRedis(port=free_port(), workdir=tmp_path / "redis", config={
-        "appendonly": "yes", "appendfsync": "always"})
-    server.start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.mark.slow
@@ -112,7 +83,7 @@ def test_cli_writer_restarts_after_redis_restarts_and_completes_the_scan(
     filename = root / "restart.h5"
     log = tmp_path / "writer.log"
     register_audit(url, session)
-    writer = subprocess.Popen(_writer(session, url, root, log, "--log", "info"))
+    writer = subprocess.Popen(cli_writer(session, url, root, log))
     processes.append(writer)
     client = redis.Redis.from_url(url)
     wait_until(lambda: len(_connections_of(client, writer.pid)) >= 1, 30, "writer connected")
@@ -120,7 +91,7 @@ def test_cli_writer_restarts_after_redis_restarts_and_completes_the_scan(
     with Publisher(session, url, lease=60, retention=60) as publisher:
         scan = start_loopscan(publisher, filename, 1, 200)
         scan.send(loopscan_points(1, 0, 40))
-        wait_until(lambda: _status(filename) == "RUNNING 40", 30, "40 points in the file")
+        wait_until(lambda: file_status(filename) == "RUNNING 40", 30, "40 points in the file")
         own_redis.stop()
         wait_until(lambda: "the session writer failed" in log.read_text(), 30,
                    "the failure logged")
@@ -131,7 +102,7 @@ def test_cli_writer_restarts_after_redis_restarts_and_completes_the_scan(
             scan.send(loopscan_points(1, first, 40))
         scan.end()
         key = scan.key
-    wait_until(lambda: _status(filename) == "SUCCEEDED 200", 60, "the file completed")
+    wait_until(lambda: file_status(filename) == "SUCCEEDED 200", 60, "the file completed")
     assert writer.poll() is None, f"the writer exited: {log.read_text()[-2000:]}"
     text = log.read_text()
     assert "the session writer failed" in text and "runs again" in text, text[-3000:]
@@ -145,7 +116,7 @@ def test_cli_writer_gives_up_after_the_time_it_was_given(
         processes: list[subprocess.Popen[Any]]) -> None:
     url = own_redis.url + "/0"
     log = tmp_path / "writer.log"
-    writer = subprocess.Popen(_writer("giveup", url, tmp_path, log, "--give-up-after", "1.5"),
+    writer = subprocess.Popen(cli_writer("giveup", url, tmp_path, log, "--give-up-after", "1.5"),
                               stderr=subprocess.PIPE, text=True)
     processes.append(writer)
     client = redis.Redis.from_url(url)
