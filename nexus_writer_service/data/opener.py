@@ -18,7 +18,7 @@ from .keys import SessionKeys, check_name
 from .reader import get_session_node
 from .source import SessionSource
 
-__all__ = ["open_session", "choose_data_source", "DATA_SOURCES"]
+__all__ = ["open_session", "choose_data_source", "check_data_source", "DATA_SOURCES"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,9 @@ _BLISSDATA_KEYS = ("_PROTOCOL_VERSION_", "_SCAN_HISTORY_")
 
 
 def check_data_source(data_source: str) -> str:
+    """``data_source`` as one of :data:`DATA_SOURCES` (empty: ``auto``).
+
+    :raises ConfigurationError: it is none of them"""
     value = (data_source or "auto").strip().lower()
     if value not in DATA_SOURCES:
         raise ConfigurationError(

@@ -3,6 +3,10 @@ writers, with the real blissdata package on both sides and a server with its mod
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from typing import Any
 
 import h5py
@@ -162,3 +166,104 @@ def test_scan_is_known_from_created(blissdata_url, tmp_path):
         scan.send(ascan_data(3))
         scan.end()
         wait_scans_done(writer, 1)
+
+
+def _length(path: str, dataset: str) -> int:
+    try:
+        with h5py.File(path, "r", locking=False) as h5:
+            return int(h5[dataset].shape[0])
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError):  # reader contract
+        return -1
+
+
+def _status(path: str) -> str:
+    try:
+        with h5py.File(path, "r", locking=False) as h5:
+            return _text(h5["/3.1/writer/status"][()])
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError):  # reader contract
+        return ""
+
+
+def _wait_for(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_writer_killed_mid_scan_completes_the_file_when_started_again(
+        blissdata_url, tmp_path, processes):
+    filename = str(tmp_path / "resume" / "scan.h5")
+    log = tmp_path / "writer.log"
+    command = [sys.executable, "-m", "nexus_writer_service.cli.session_writer", "demo",
+               "--redis-url", blissdata_url, "--allowed-roots", str(tmp_path),
+               "--flush-period", "0.05", "--logfile", str(log), "--nologstdout"]
+    first = subprocess.Popen(command)  # --data-source auto: blissdata, from the Redis
+    processes.append(first)
+    _wait_for(lambda: log.exists() and "data source blissdata" in log.read_text()
+              and "writing session" in log.read_text(), 30, "the writer did not start")
+    data = ascan_data(400)
+    scan = BlissScan(blissdata_url, reference_scan_info(filename, npoints=400))
+    scan.prepare_and_start()
+    parts = list(blocks(data, 10))
+    for part in parts[:20]:
+        scan.send(part)
+    dataset = "/3.1/instrument/diode/data"
+    _wait_for(lambda: _length(filename, dataset) >= 200, 30, "the first writer wrote nothing")
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    for part in parts[20:]:
+        scan.send(part)
+    scan.end()
+    second = subprocess.Popen(command + ["--data-source", "blissdata"])
+    processes.append(second)
+    _wait_for(lambda: _status(filename) == "SUCCEEDED", 30,
+              f"not completed: {_status(filename)!r}")
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(30) == 0
+    with h5py.File(filename, "r") as h5:
+        datasets = _channel_datasets(h5["3.1"])
+        for name, values in data.items():
+            np.testing.assert_array_equal(datasets[name][()], values, err_msg=name)
+        assert "resumed" in _text(h5["/3.1/writer/resumed"][()])
+    assert nxcheck_errors(filename, ignore_entry_names=True) == []
+
+
+def test_hostile_scan_document_faults_only_its_scan(blissdata_url, tmp_path):
+    import redis
+
+    bad = BlissScan(blissdata_url, reference_scan_info(str(tmp_path / "bad.h5")), number=1)
+    client = redis.Redis.from_url(blissdata_url)
+    try:
+        client.execute_command("JSON.SET", bad.key, "$.id.number", '"one"')
+    finally:
+        client.close()
+    good = str(tmp_path / "good.h5")
+    with _Writer(blissdata_url, "demo", str(tmp_path)) as writer:
+        wait_until(lambda: any(r.state is SubscriberState.FAULT for r in writer.scans()), 10,
+                   "the hostile scan in FAULT")
+        (record,) = writer.scans()
+        assert bad.key in record.writer.state_reason
+        publish(blissdata_url, reference_scan_info(good, npoints=5), ascan_data(5), number=2)
+        records = wait_scans_done(writer, 2)
+        assert [r.state for r in records] == [SubscriberState.FAULT, SubscriberState.OFF]
+        assert writer.state is SubscriberState.ON
+    assert not (tmp_path / "bad.h5").exists()
+    assert nxcheck_errors(good, ignore_entry_names=True) == []
+
+
+def test_auto_chooses_the_source_from_what_redis_holds(blissdata_url, redis_url):
+    from nexus_writer_service.data import Publisher
+    from nexus_writer_service.data.opener import open_session
+    from nexus_writer_service.errors import ConfigurationError
+
+    assert open_session("demo", blissdata_url).data_source == "blissdata"
+    assert open_session("demo", redis_url).data_source == "nws"  # nothing there yet
+    assert open_session("demo", blissdata_url, "nws").data_source == "nws"
+    with Publisher("demo", blissdata_url) as publisher:  # our streams of that session
+        publisher.create_scan({"filename": "x.h5"}, name="loopscan", number=1).end()
+    assert open_session("demo", blissdata_url).data_source == "nws"
+    assert open_session("other", blissdata_url).data_source == "blissdata"
+    with pytest.raises(ConfigurationError, match="blissdata"):
+        open_session("demo", blissdata_url, "bliss")
