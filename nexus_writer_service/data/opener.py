@@ -57,27 +57,30 @@ def open_session(session: str, redis_url: str | None = None,
     ``data_source`` is one of :data:`DATA_SOURCES`. Only ``auto`` connects here (to
     look); the sources connect when first used.
 
+    ``auto`` looks once, without retries, so that a writer is not held up: a Redis it
+    cannot reach chooses ours (as before there was a choice), and the log says so.
+
     :raises ConfigurationError: unknown ``data_source``, or blissdata not installed
-    ``auto`` with a Redis it cannot reach chooses ours (and says so in the log).
     """
     source = check_data_source(data_source)
-    client = None
     if source == "auto":
-        client = connect(redis_url, retry_dropped=True)
+        client = connect(redis_url, once=True)
         try:
             source, why = choose_data_source(session, client)
         except RedisUnavailableError as exc:
-            # as before there was a choice: the writer reports the Redis when it starts
+            # the writer reports the Redis when it starts
             source, why = "nws", f"cannot look ({exc}); set data_source to choose"
             logger.warning("session %s: data source %s: %s", session, source, why)
         else:
             logger.info("session %s: data source %s: %s", session, source, why)
+        finally:
+            client.close()
     if source == "nws":
-        return get_session_node(session, redis_url, client=client)
+        return get_session_node(session, redis_url)
     try:
         from .blissdata_source import BlissdataSession
     except ImportError as exc:
         raise ConfigurationError(
             f"the blissdata data source needs the blissdata package ({exc}): "
             "pip install 'nexus-writer-service[blissdata]'") from None
-    return BlissdataSession(session, redis_url, client=client)
+    return BlissdataSession(session, redis_url)
