@@ -619,8 +619,25 @@ class BlissdataSession:
                 break
             if self._written(key, announce=False) is not None:
                 keys.append(key)
-        states = store.get_scans_state(keys) if keys else {}
+        states = self._states(store, keys)
         return [(key, states.get(key, ScanState.CLOSED) >= ScanState.CLOSED) for key in keys]
+
+    def _states(self, store: DataStore, keys: list[str]) -> dict[str, ScanState]:
+        """The state of each scan: all at once (``get_scans_state``), else one by one
+        (a scan that cannot be read, or is gone, counts as CLOSED: nothing will come)."""
+        if not keys:
+            return {}
+        try:
+            return dict(store.get_scans_state(keys))
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+            pass
+        states = {}
+        for key in keys:
+            try:
+                states[key] = ScanState(BlissdataScan(self, key)._load().state)
+            except (NodeNotFoundError, MalformedEventError, ValueError):
+                states[key] = ScanState.CLOSED
+        return states
 
     def register_reader(self, reader: str) -> None:
         """Nothing to do: blissdata keeps a scan until it is deleted, whoever reads it."""
@@ -658,15 +675,7 @@ class BlissdataSession:
                 ) -> Iterator[Event]:
         """END_SCAN for the running scans that were closed (or deleted)."""
         keys = list(running)
-        try:
-            states = store.get_scans_state(keys)
-        except (TypeError, ValueError, KeyError, IndexError):
-            states = {}
-            for key in keys:  # one at a time, to find the one that cannot be read
-                try:
-                    states.update(store.get_scans_state([key]))
-                except (TypeError, ValueError, KeyError, IndexError):
-                    states[key] = ScanState.CLOSED
+        states = self._states(store, keys)
         for key in keys:
             if states.get(key, ScanState.CLOSED) < ScanState.CLOSED:
                 continue
