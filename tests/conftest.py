@@ -4,6 +4,10 @@
   ``REDIS_URL`` environment variable when it is set.
 * ``redis_url`` (function): a URL on its own database index, flushed before the test.
 * ``redis_client`` (function): a ``redis.Redis`` on that database.
+* ``blissdata_server`` (session): an embedded Valkey with the RedisJSON and RediSearch
+  modules that blissdata 2.x needs (``BLISSDATA_REDIS_URL`` when it is set).
+* ``blissdata_url`` (function): its database 0 (RediSearch indexes no other), emptied
+  and set up for blissdata at the start of the test.
 * ``tango_database`` (session): the sqlite Tango database shipped with pytango.
 * every test fails if it leaves a thread or a live greenlet behind (mark it
   ``allow_leftovers`` with a reason when that is intended).
@@ -61,6 +65,36 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def blissdata_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a server with the modules blissdata 2.x needs, for the whole run."""
+    external = os.environ.get("BLISSDATA_REDIS_URL")
+    if external:
+        yield external
+        return
+    server = EmbeddedRedis(workdir=tmp_path_factory.mktemp("redis-blissdata"), blissdata=True)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def blissdata_url(blissdata_server: str) -> Iterator[str]:
+    """Database 0 of ``blissdata_server``, emptied and initialised as BLISS does."""
+    from blissdata.redis_engine.store import DataStore
+
+    url = f"{blissdata_server}/0"
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    DataStore(url, init_db=True)  # its connections close when it is collected
+    yield url
 
 
 @pytest.fixture(scope="session")

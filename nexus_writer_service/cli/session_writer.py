@@ -24,8 +24,7 @@ from typing import Any, NoReturn, Sequence
 import gevent
 import gevent.event
 
-from ..tuning import use_one_malloc_arena, use_switch_interval
-from ..data import get_session_node
+from ..data.opener import DATA_SOURCES, open_session
 from ..data.session_lease import SessionLease
 from ..errors import (
     ConfigurationError,
@@ -35,6 +34,7 @@ from ..errors import (
 )
 from ..io.options import COMPRESSIONS, SaveOptions, option_help
 from ..subscribers import NexusSessionWriter, SubscriberState
+from ..tuning import use_one_malloc_arena, use_switch_interval
 
 __all__ = ["main", "build_parser", "configure_logging", "add_save_options",
            "add_logging_options", "save_options_from_args", "read_redis_url_file",
@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--redis-url-file", metavar="PATH",
                        help="read the Redis URL from this file, which only its owner may "
                        "read (chmod 600)")
+    parser.add_argument("--data-source", choices=DATA_SOURCES, default="auto",
+                        help="where the scans come from: our own streams (nws), BLISS 2.x's "
+                        "blissdata, or auto: chosen from what the Redis holds, and logged "
+                        "(default: auto)")
     parser.add_argument("--no-resume", dest="resume", action="store_false",
                         help="do not complete scans left unfinished by a previous run")
     parser.add_argument("--reader-name", default="nexus_writer",
@@ -261,7 +265,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         url = args.redis_url
         if args.redis_url_file is not None:
             url = read_redis_url_file(args.redis_url_file)
-        node = get_session_node(args.session, url)
     except (ConfigurationError, TypeError, ValueError) as exc:
         parser.error(str(exc))
     try:
@@ -269,6 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                           not args.nologstdout)
     except OSError as exc:
         parser.error(f"cannot open the log file: {exc}")
+    try:
+        node: Any = open_session(args.session, url, args.data_source)
+    except (ConfigurationError, TypeError, ValueError) as exc:
+        parser.error(str(exc))
     log = logging.getLogger("nexus_writer_service.cli")
     if args.redis_url and url_has_password(args.redis_url):
         log.warning("%s: the password given with --redis-url can be read by every user of "

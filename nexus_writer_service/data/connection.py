@@ -18,7 +18,7 @@ import redis
 from channels.connection import redact, resolve_url
 from channels.errors import ConfigurationError as ChannelsConfigurationError
 from channels.errors import InvalidTypeError
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from ..errors import (
@@ -57,13 +57,15 @@ _DROP_BACKOFF = (0.02, 0.5)  # first wait, longest wait (s)
 
 
 def connect(redis_url: str | None = None, socket_timeout: float = 30.0, *,
-            retry_dropped: bool = False) -> redis.Redis:
+            retry_dropped: bool = False, once: bool = False) -> redis.Redis:
     """A client for ``redis_url`` (see :func:`resolve_redis_url`).
 
     Its connections are named ``nexus_writer_service:<pid>`` (``CLIENT LIST`` tells
     whose they are). With ``retry_dropped``, a command whose connection is dropped is
     sent again (see :data:`DROP_RETRIES`): only for commands that may run twice, as
-    reads, acknowledgements and trims do; a publisher's writes may not.
+    reads, acknowledgements and trims do; a publisher's writes may not. With ``once``,
+    a command is never sent again, whatever redis-py would do by default (for a quick
+    look that must not hold its caller up).
     """
     url = resolve_redis_url(redis_url)
     retry: dict[str, Any] = {}
@@ -71,6 +73,8 @@ def connect(redis_url: str | None = None, socket_timeout: float = 30.0, *,
         base, cap = _DROP_BACKOFF
         retry = {"retry": Retry(ExponentialBackoff(cap=cap, base=base), DROP_RETRIES),
                  "retry_on_error": [redis.ConnectionError]}
+    elif once:
+        retry = {"retry": Retry(NoBackoff(), 0)}
     try:
         return redis.Redis.from_url(
             url, socket_timeout=socket_timeout, socket_connect_timeout=5.0,

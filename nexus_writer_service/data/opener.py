@@ -2,19 +2,85 @@
 
 The writers take a :class:`~.source.SessionSource`; given only a session name (the
 Tango device's ``session`` property, the command line), they ask this module for
-one. Today every session is read from our own Redis streams; a second source is
-chosen here, without any change to the writers.
+one. Two sources read Redis: our own streams (``nws``) and blissdata 2.x, the data
+layer of BLISS 2.x (``blissdata``, :mod:`.blissdata_source`). ``auto`` looks at what
+the Redis holds: the session's own stream of ours, else a database set up for
+blissdata, else ours (nothing is there yet); the choice is logged.
 """
 
 from __future__ import annotations
 
+import logging
+
+from ..errors import ConfigurationError, RedisUnavailableError
+from .connection import Client, connect, redis_errors
+from .keys import SessionKeys, check_name
 from .reader import get_session_node
 from .source import SessionSource
 
-__all__ = ["open_session"]
+__all__ = ["open_session", "choose_data_source", "check_data_source", "DATA_SOURCES"]
+
+logger = logging.getLogger(__name__)
+
+#: The values of ``data_source`` (``--data-source``, the device property).
+DATA_SOURCES = ("auto", "nws", "blissdata")
+#: The keys that tell a Redis set up for blissdata (see :mod:`.blissdata_source`).
+_BLISSDATA_KEYS = ("_PROTOCOL_VERSION_", "_SCAN_HISTORY_")
 
 
-def open_session(session: str, redis_url: str | None = None) -> SessionSource:
-    """The source of ``session``: our Redis streams at ``redis_url`` (else
-    ``REDIS_URL``, read now). Creating it does not connect yet."""
-    return get_session_node(session, redis_url)
+def check_data_source(data_source: str) -> str:
+    """``data_source`` as one of :data:`DATA_SOURCES` (empty: ``auto``).
+
+    :raises ConfigurationError: it is none of them"""
+    value = (data_source or "auto").strip().lower()
+    if value not in DATA_SOURCES:
+        raise ConfigurationError(
+            f"unknown data source {data_source!r}: use one of {', '.join(DATA_SOURCES)}")
+    return value
+
+
+def choose_data_source(session: str, client: Client) -> tuple[str, str]:
+    """``(source, why)`` for ``session`` from what the Redis of ``client`` holds."""
+    with redis_errors("looking for the data source"):
+        ours = bool(client.exists(SessionKeys(check_name(session)).stream))
+        blissdata = bool(client.exists(*_BLISSDATA_KEYS))
+    if ours:
+        return "nws", f"the Redis holds our scan streams of session {session!r}"
+    if blissdata:
+        return "blissdata", "the Redis is set up for blissdata (BLISS 2.x)"
+    return "nws", "the Redis holds neither source yet"
+
+
+def open_session(session: str, redis_url: str | None = None,
+                 data_source: str = "auto") -> SessionSource:
+    """The source of ``session`` at ``redis_url`` (else ``REDIS_URL``, read now):
+    ``data_source`` is one of :data:`DATA_SOURCES`. Only ``auto`` connects here (to
+    look); the sources connect when first used.
+
+    ``auto`` looks once, without retries, so that a writer is not held up: a Redis it
+    cannot reach chooses ours (as before there was a choice), and the log says so.
+
+    :raises ConfigurationError: unknown ``data_source``, or blissdata not installed
+    """
+    source = check_data_source(data_source)
+    if source == "auto":
+        client = connect(redis_url, once=True)
+        try:
+            source, why = choose_data_source(session, client)
+        except RedisUnavailableError as exc:
+            # the writer reports the Redis when it starts
+            source, why = "nws", f"cannot look ({exc}); set data_source to choose"
+            logger.warning("session %s: data source %s: %s", session, source, why)
+        else:
+            logger.info("session %s: data source %s: %s", session, source, why)
+        finally:
+            client.close()
+    if source == "nws":
+        return get_session_node(session, redis_url)
+    try:
+        from .blissdata_source import BlissdataSession
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"the blissdata data source needs the blissdata package ({exc}): "
+            "pip install 'nexus-writer-service[blissdata]'") from None
+    return BlissdataSession(session, redis_url)

@@ -409,6 +409,8 @@ class SessionNode:
     """A session: the stream of its scans starting and ending."""
 
     type = NodeType.SESSION
+    #: which source this is (see :mod:`.opener`)
+    data_source = "nws"
 
     def __init__(self, client: Client, name: str):
         self._client = client

@@ -50,6 +50,26 @@ def test_embedded_redis_bad_config_names_log(tmp_path):
     assert not server.running
 
 
+def test_embedded_redis_loads_the_modules_blissdata_needs(tmp_path):
+    from blissdata.redis_engine.store import DataStore
+
+    with EmbeddedRedis(workdir=tmp_path, blissdata=True) as server:
+        client = redis.Redis.from_url(server.url)
+        names = {module[b"name"] for module in client.module_list()}
+        assert {b"ReJSON", b"search"} <= names
+        DataStore(server.url, init_db=True)  # refuses a server without them
+        client.close()
+
+
+def test_embedded_redis_without_modules_is_refused_by_blissdata(tmp_path):
+    from blissdata.redis_engine.store import DataStore
+
+    with EmbeddedRedis(workdir=tmp_path) as server:
+        # blissdata >= 2.4.5 names the missing module; older ones fail on its first command
+        with pytest.raises((RuntimeError, redis.ResponseError)):
+            DataStore(server.url, init_db=True)
+
+
 def test_embedded_redis_url_before_start_is_clear(tmp_path):
     with pytest.raises(EmbeddedServerError, match="start"):
         EmbeddedRedis(workdir=tmp_path).url

@@ -1,0 +1,125 @@
+"""Publishing scans as BLISS 2.x does, with blissdata's own API (imported by tests).
+
+A scan is created with its identity and scan_info (``DataStore.create_scan``), its
+streams are declared with their encoding (``Stream.make_definition`` and
+``scan.create_stream``), then ``prepare``, ``start``, ``stream.send`` per block,
+``stop``, the end reason and comments put in the scan_info, ``close``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+from blissdata.redis_engine.store import DataStore
+from blissdata.streams.default import Stream
+
+#: The scan_info of an ascan as BLISS 2.4 hands it to blissdata at the end of a scan
+#: (a diode, an MCA and a Lima detector, ESRF data policy).
+REFERENCE_SCAN_INFO = Path(__file__).parent / "data" / "bliss_scan_info.json"
+
+
+def reference_scan_info(filename: str, session: str = "demo", npoints: int = 10
+                        ) -> dict[str, Any]:
+    """The scan_info of an ascan as BLISS 2.4 creates it (``end_*`` keys, which come at
+    the end, removed), saving to ``filename``, without its lima detector."""
+    info = json.loads(REFERENCE_SCAN_INFO.read_text())
+    for key in ("end_time", "end_reason", "comments"):
+        info.pop(key, None)
+    positioners = info.get("positioners") or {}
+    positioners.pop("positioners_end", None)
+    positioners.pop("positioners_dial_end", None)
+    chain = info["acquisition_chain"]["axis"]
+    chain["images"] = []
+    info.get("channels", {}).pop("pilatus:image", None)
+    info["session_name"] = session
+    info["filename"] = filename
+    info["npoints"] = npoints
+    info.pop("images_path", None)
+    info.pop("nexuswriter", None)
+    return info
+
+
+#: The channels of the reference ascan (without its lima detector): dtype, point shape.
+ASCAN_CHANNELS: dict[str, tuple[Any, tuple[int, ...]]] = {
+    "axis:samy": (np.float64, ()),
+    "timer:elapsed_time": (np.float64, ()),
+    "timer:epoch": (np.float64, ()),
+    "simulation_diode_sampling_controller:diode": (np.int32, ()),
+    "mca1:spectrum_det0": (np.int32, (128,)),
+    "mca1:realtime_det0": (np.float64, ()),
+    "mca1:trigger_livetime_det0": (np.float64, ()),
+    "mca1:icr_det0": (np.float64, ()),
+    "mca1:ocr_det0": (np.float64, ()),
+    "mca1:deadtime_det0": (np.float64, ()),
+}
+
+
+def ascan_data(npoints: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Values of every :data:`ASCAN_CHANNELS` channel (random, so bit-exactness shows)."""
+    rng = np.random.default_rng(seed)
+    data: dict[str, np.ndarray] = {}
+    for name, (dtype, shape) in ASCAN_CHANNELS.items():
+        if np.dtype(dtype).kind == "f":
+            data[name] = rng.standard_normal((npoints,) + shape).astype(dtype)
+        else:
+            data[name] = rng.integers(-2**31, 2**31 - 1, (npoints,) + shape, dtype=dtype)
+    return data
+
+
+class BlissScan:
+    """One scan published through blissdata, step by step."""
+
+    def __init__(self, url: str, info: Mapping[str, Any], *, session: str = "demo",
+                 name: str = "ascan", number: int = 3,
+                 channels: Mapping[str, tuple[Any, tuple[int, ...]]] = ASCAN_CHANNELS
+                 ) -> None:
+        self.store = DataStore(url)
+        identity = {"name": name, "number": number, "data_policy": "no_policy",
+                    "session": session, "path": info.get("filename")}
+        self.scan = self.store.create_scan(identity, info=dict(info))
+        self.key: str = self.scan.key
+        self.streams = {}
+        for channel, (dtype, shape) in channels.items():
+            unit = (info.get("channels") or {}).get(channel, {}).get("unit")
+            extra = {"unit": unit} if unit else {}
+            definition = Stream.make_definition(channel, dtype, shape, info=extra)
+            self.streams[channel] = self.scan.create_stream(definition)
+
+    def prepare_and_start(self) -> None:
+        self.scan.prepare()
+        self.scan.start()
+
+    def send(self, blocks: Mapping[str, np.ndarray]) -> None:
+        for channel, data in blocks.items():
+            self.streams[channel].send(data)
+
+    def end(self, reason: str = "SUCCESS", comment: str | None = None) -> None:
+        """Stop (seals the streams), then close with ``reason`` as BLISS does."""
+        self.scan.stop()
+        self.scan.info["end_reason"] = reason
+        self.scan.info["end_time"] = "2026-12-07T09:07:41.252407+00:00"
+        if comment is not None:
+            self.scan.info["comments"] = [{"date": "2026-12-07T09:07:41+00:00",
+                                           "message": comment}]
+        self.scan.close()
+
+
+def blocks(data: Mapping[str, np.ndarray], size: int) -> Iterator[dict[str, np.ndarray]]:
+    """``data`` in blocks of ``size`` points."""
+    npoints = len(next(iter(data.values())))
+    for start in range(0, npoints, size):
+        yield {name: values[start:start + size] for name, values in data.items()}
+
+
+def publish(url: str, info: Mapping[str, Any], data: Mapping[str, np.ndarray], *,
+            block: int = 7, reason: str = "SUCCESS", **kwargs: Any) -> BlissScan:
+    """A whole scan: created, prepared, started, ``data`` sent in blocks, ended."""
+    scan = BlissScan(url, info, **kwargs)
+    scan.prepare_and_start()
+    for part in blocks(data, block):
+        scan.send(part)
+    scan.end(reason)
+    return scan

@@ -1,0 +1,269 @@
+"""The blissdata 2.x source: scans BLISS 2.x publishes with blissdata, written by our
+writers, with the real blissdata package on both sides and a server with its modules."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+
+from nexus_writer_service.data.blissdata_source import BlissdataSession
+from nexus_writer_service.data.events import EndReason, EventType
+from nexus_writer_service.io import SaveOptions
+from nexus_writer_service.subscribers import NexusSessionWriter, SubscriberState
+from tests.blissdata_support import (
+    ASCAN_CHANNELS,
+    BlissScan,
+    ascan_data,
+    blocks,
+    publish,
+    reference_scan_info,
+)
+from tests.nxcheck import nxcheck_errors
+from tests.writer_support import wait_scans_done, wait_until
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _channel_datasets(entry: h5py.Group) -> dict[str, h5py.Dataset]:
+    found: dict[str, h5py.Dataset] = {}
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset) and "channel" in obj.attrs:
+            found.setdefault(_text(obj.attrs["channel"]), obj)
+
+    entry["instrument"].visititems(visit)
+    return found
+
+
+class _Writer:
+    """A NexusSessionWriter of a blissdata session, started in the test's thread."""
+
+    def __init__(self, url: str, session: str, root: str) -> None:
+        self.writer = NexusSessionWriter(BlissdataSession(session, url),
+                                         options=SaveOptions(allowed_roots=(root,)),
+                                         poll_interval=0.05)
+
+    def __enter__(self) -> NexusSessionWriter:
+        self.writer.start(wait=True, timeout=10)
+        return self.writer
+
+    def __exit__(self, *exc: Any) -> None:
+        self.writer.stop(wait=True, timeout=60)
+
+
+def test_0d_and_mca_scan_is_written_bit_exact_and_valid(blissdata_url, tmp_path):
+    filename = str(tmp_path / "sample1" / "sample1_0001.h5")
+    info = reference_scan_info(filename, npoints=50)
+    data = ascan_data(50)
+    with _Writer(blissdata_url, "demo", str(tmp_path)) as writer:
+        publish(blissdata_url, info, data, block=7)
+        (record,) = wait_scans_done(writer, 1)
+        assert record.name == "3_ascan"
+        assert record.state is SubscriberState.OFF, record.writer.state_reason
+        assert record.writer.end_reason == "SUCCESS"
+    with h5py.File(filename, "r") as h5:
+        entry = h5["3.1"]
+        assert _text(entry["writer/status"][()]) == "SUCCEEDED"
+        assert _text(entry["title"][()]) == info["title"]
+        datasets = _channel_datasets(entry)
+        assert set(datasets) == set(ASCAN_CHANNELS)
+        for name, values in data.items():
+            assert datasets[name].dtype == values.dtype, name
+            np.testing.assert_array_equal(datasets[name][()], values, err_msg=name)
+        assert entry["instrument/samy/value"].attrs.get("units") in (None, "mm", b"mm")
+    assert nxcheck_errors(filename, ignore_entry_names=True) == []
+
+
+def test_scan_walk_gives_the_event_model_with_point_indices(blissdata_url, tmp_path):
+    info = reference_scan_info(str(tmp_path / "scan.h5"), npoints=20)
+    channels = {"axis:samy": (np.float64, ()), "mca1:spectrum_det0": (np.int32, (4,))}
+    data = {"axis:samy": np.arange(20.0), "mca1:spectrum_det0":
+            np.arange(80, dtype=np.int32).reshape(20, 4)}
+    scan = BlissScan(blissdata_url, info, channels=channels)
+    source = BlissdataSession("demo", blissdata_url).scan(scan.key)
+    assert (source.name, source.number) == ("ascan", 3)
+    assert source.info["filename"] == info["filename"]
+    scan.prepare_and_start()
+    for part in blocks(data, 6):
+        scan.send(part)
+    scan.end("USER_ABORT")
+    events = list(source.walk_events(poll_interval=0.05))
+    kinds = [event[0] for event in events]
+    assert kinds[:3] == [EventType.NEW_NODE] * 3  # the top master, then two channels
+    assert kinds[3] is EventType.PREPARED_SCAN and kinds[-1] is EventType.END_SCAN
+    assert events[-1][2].reason is EndReason.ABORTED
+    got: dict[str, list[np.ndarray]] = {}
+    for kind, node, event in events:
+        if kind is EventType.NEW_DATA:
+            assert event.first_index == sum(len(b) for b in got.get(node.name, []))
+            got.setdefault(node.name, []).append(event.data)
+    for name, values in data.items():
+        np.testing.assert_array_equal(np.concatenate(got[name]), values)
+    assert events[-1][2].position == source.current_position()
+    # a walk from a position gives what follows it, and nothing again
+    first = next(e[2] for e in events if e[0] is EventType.NEW_DATA)
+    rest = [e for e in source.walk_events(from_position=first.position, poll_interval=0.05)
+            if e[0] is EventType.NEW_DATA]
+    assert sum(e[2].npoints for e in rest) == 20 + 20 - first.npoints
+
+
+@pytest.mark.parametrize("session, changes", [
+    ("other", {}), ("demo", {"save": False}), ("demo", {"data_writer": "hdf5"}),
+])
+def test_scans_not_for_this_writer_are_not_written(blissdata_url, tmp_path, session, changes):
+    skipped = str(tmp_path / "skipped.h5")
+    written = str(tmp_path / "written.h5")
+    with _Writer(blissdata_url, "demo", str(tmp_path)) as writer:
+        info = dict(reference_scan_info(skipped, session=session, npoints=5), **changes)
+        publish(blissdata_url, info, ascan_data(5), session=session, number=1)
+        publish(blissdata_url, reference_scan_info(written, npoints=5), ascan_data(5),
+                number=2)
+        (record,) = wait_scans_done(writer, 1)
+        assert record.name == "2_ascan"
+    assert not (tmp_path / "skipped.h5").exists()
+
+
+@pytest.mark.parametrize("reason, ours", [
+    ("SUCCESS", "SUCCESS"), ("FAILURE", "FAILED"), ("USER_ABORT", "ABORTED"),
+    ("DELETION", "ABORTED"),
+])
+def test_end_reasons_are_mapped(blissdata_url, tmp_path, reason, ours):
+    filename = str(tmp_path / "scan.h5")
+    with _Writer(blissdata_url, "demo", str(tmp_path)) as writer:
+        scan = BlissScan(blissdata_url, reference_scan_info(filename, npoints=4))
+        scan.prepare_and_start()
+        scan.send(ascan_data(4))
+        if reason == "DELETION":  # while the writer writes it
+            wait_until(lambda: writer.scans() and writer.scans()[0].writer.status.value
+                       == "RUNNING", 10, "the scan being written")
+            scan.store.delete_scan(scan.key, force=True)
+        else:
+            scan.end(reason)
+        (record,) = wait_scans_done(writer, 1)
+        assert record.writer.end_reason == ours
+    with h5py.File(filename, "r") as h5:
+        assert _text(h5["3.1/writer/end_reason"][()]) == ours
+        assert len(h5["3.1/instrument/samy/value"]) == 4
+
+
+def test_scan_is_known_from_created(blissdata_url, tmp_path):
+    filename = str(tmp_path / "scan.h5")
+    with _Writer(blissdata_url, "demo", str(tmp_path)) as writer:
+        scan = BlissScan(blissdata_url, reference_scan_info(filename, npoints=3))
+        wait_until(lambda: [r.name for r in writer.scans()] == ["3_ascan"], 10,
+                   "the scan listed at CREATED")
+        assert writer.scan("3_ascan").key == scan.key
+        scan.prepare_and_start()
+        scan.send(ascan_data(3))
+        scan.end()
+        wait_scans_done(writer, 1)
+
+
+def _length(path: str, dataset: str) -> int:
+    try:
+        with h5py.File(path, "r", locking=False) as h5:
+            return int(h5[dataset].shape[0])
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError):  # reader contract
+        return -1
+
+
+def _status(path: str) -> str:
+    try:
+        with h5py.File(path, "r", locking=False) as h5:
+            return _text(h5["/3.1/writer/status"][()])
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError):  # reader contract
+        return ""
+
+
+def _wait_for(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_writer_killed_mid_scan_completes_the_file_when_started_again(
+        blissdata_url, tmp_path, processes):
+    filename = str(tmp_path / "resume" / "scan.h5")
+    log = tmp_path / "writer.log"
+    command = [sys.executable, "-m", "nexus_writer_service.cli.session_writer", "demo",
+               "--redis-url", blissdata_url, "--allowed-roots", str(tmp_path),
+               "--flush-period", "0.05", "--logfile", str(log), "--nologstdout"]
+    first = subprocess.Popen(command)  # --data-source auto: blissdata, from the Redis
+    processes.append(first)
+    _wait_for(lambda: log.exists() and "data source blissdata" in log.read_text()
+              and "writing session" in log.read_text(), 30, "the writer did not start")
+    data = ascan_data(400)
+    scan = BlissScan(blissdata_url, reference_scan_info(filename, npoints=400))
+    scan.prepare_and_start()
+    parts = list(blocks(data, 10))
+    for part in parts[:20]:
+        scan.send(part)
+    dataset = "/3.1/instrument/diode/data"
+    _wait_for(lambda: _length(filename, dataset) >= 200, 30, "the first writer wrote nothing")
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    for part in parts[20:]:
+        scan.send(part)
+    scan.end()
+    second = subprocess.Popen(command + ["--data-source", "blissdata"])
+    processes.append(second)
+    _wait_for(lambda: _status(filename) == "SUCCEEDED", 30,
+              f"not completed: {_status(filename)!r}")
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(30) == 0
+    with h5py.File(filename, "r") as h5:
+        datasets = _channel_datasets(h5["3.1"])
+        for name, values in data.items():
+            np.testing.assert_array_equal(datasets[name][()], values, err_msg=name)
+        assert "resumed" in _text(h5["/3.1/writer/resumed"][()])
+    assert nxcheck_errors(filename, ignore_entry_names=True) == []
+
+
+def test_hostile_scan_document_faults_only_its_scan(blissdata_url, tmp_path):
+    import redis
+
+    bad = BlissScan(blissdata_url, reference_scan_info(str(tmp_path / "bad.h5")), number=1)
+    client = redis.Redis.from_url(blissdata_url)
+    try:
+        client.execute_command("JSON.SET", bad.key, "$.id.number", '"one"')
+    finally:
+        client.close()
+    good = str(tmp_path / "good.h5")
+    with _Writer(blissdata_url, "demo", str(tmp_path)) as writer:
+        wait_until(lambda: any(r.state is SubscriberState.FAULT for r in writer.scans()), 10,
+                   "the hostile scan in FAULT")
+        (record,) = writer.scans()
+        assert bad.key in record.writer.state_reason
+        publish(blissdata_url, reference_scan_info(good, npoints=5), ascan_data(5), number=2)
+        records = wait_scans_done(writer, 2)
+        assert [r.state for r in records] == [SubscriberState.FAULT, SubscriberState.OFF]
+        assert writer.state is SubscriberState.ON
+    assert not (tmp_path / "bad.h5").exists()
+    assert nxcheck_errors(good, ignore_entry_names=True) == []
+
+
+def test_auto_chooses_the_source_from_what_redis_holds(blissdata_url, redis_url):
+    from nexus_writer_service.data import Publisher
+    from nexus_writer_service.data.opener import open_session
+    from nexus_writer_service.errors import ConfigurationError
+
+    assert open_session("demo", blissdata_url).data_source == "blissdata"
+    assert open_session("demo", redis_url).data_source == "nws"  # nothing there yet
+    assert open_session("demo", blissdata_url, "nws").data_source == "nws"
+    with Publisher("demo", blissdata_url) as publisher:  # our streams of that session
+        publisher.create_scan({"filename": "x.h5"}, name="loopscan", number=1).end()
+    assert open_session("demo", blissdata_url).data_source == "nws"
+    assert open_session("other", blissdata_url).data_source == "blissdata"
+    with pytest.raises(ConfigurationError, match="blissdata"):
+        open_session("demo", blissdata_url, "bliss")
