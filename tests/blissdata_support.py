@@ -42,6 +42,10 @@ def reference_scan_info(filename: str, session: str = "demo", npoints: int = 10
     return info
 
 
+#: The end time BLISS puts in the scan_info of the scans published here, at CLOSED.
+END_TIME = "2026-12-07T09:07:41.252407+00:00"
+
+
 #: The channels of the reference ascan (without its lima detector): dtype, point shape.
 ASCAN_CHANNELS: dict[str, tuple[Any, tuple[int, ...]]] = {
     "axis:samy": (np.float64, ()),
@@ -100,7 +104,15 @@ class BlissScan:
         """Stop (seals the streams), then close with ``reason`` as BLISS does."""
         self.scan.stop()
         self.scan.info["end_reason"] = reason
-        self.scan.info["end_time"] = "2026-12-07T09:07:41.252407+00:00"
+        self.scan.info["end_time"] = END_TIME
+        positioners = self.scan.info.get("positioners")
+        if isinstance(positioners, dict):  # where the motors were at the end
+            for kind in ("", "dial_"):
+                start = positioners.get(f"positioners_{kind}start") or {}
+                positioners[f"positioners_{kind}end"] = {
+                    name: value + 0.5 for name, value in start.items()
+                    if isinstance(value, (int, float))}
+            self.scan.info["positioners"] = positioners
         if comment is not None:
             self.scan.info["comments"] = [{"date": "2026-12-07T09:07:41+00:00",
                                            "message": comment}]

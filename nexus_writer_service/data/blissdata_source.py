@@ -323,6 +323,7 @@ class BlissdataScan:
                    ) -> Iterator[Event]:
         order = {stream.name: i for i, stream in enumerate(streams)}
         cursors = CursorGroup(list(streams)) if streams else None
+        seen = self.info  # what the writer planned with: BLISS completes it at CLOSED
         while stop is None or not stop.is_set():
             views, sealed = self._read(cursors, poll_interval)
             for stream, view in views.items():
@@ -344,7 +345,11 @@ class BlissdataScan:
                 if scan.state < ScanState.CLOSED or not sealed:
                     continue  # not sealed: read what came before the state changed
             progress.state = int(ScanState.CLOSED)
-            reason, message = _end_reason(self.info, self._key)
+            final = self.info
+            changes = {key: value for key, value in final.items() if seen.get(key) != value}
+            if changes:  # positioners_end, end_time, end_reason, comments...
+                yield EventType.INFO_UPDATE, self, EventData(progress.text(), info=changes)
+            reason, message = _end_reason(final, self._key)
             yield EventType.END_SCAN, self, EventData(progress.text(), reason=reason,
                                                       message=message)
             return

@@ -3,6 +3,7 @@ writers, with the real blissdata package on both sides and a server with its mod
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from nexus_writer_service.io import SaveOptions
 from nexus_writer_service.subscribers import NexusSessionWriter, SubscriberState
 from tests.blissdata_support import (
     ASCAN_CHANNELS,
+    END_TIME,
     BlissScan,
     ascan_data,
     blocks,
@@ -80,6 +82,15 @@ def test_0d_and_mca_scan_is_written_bit_exact_and_valid(blissdata_url, tmp_path)
             assert datasets[name].dtype == values.dtype, name
             np.testing.assert_array_equal(datasets[name][()], values, err_msg=name)
         assert entry["instrument/samy/value"].attrs.get("units") in (None, "mm", b"mm")
+        # completed at CLOSED: BLISS's end time and end positions reach the file
+        assert _text(entry["end_time"][()]) == END_TIME
+        start = entry["instrument/positioners_start"]
+        end = entry["instrument/positioners_end"]
+        assert set(end) == set(start) and len(end) > 0
+        for motor in end:
+            assert end[motor][()] == start[motor][()] + 0.5, motor
+        stored = json.loads(_text(entry["writer/scan_info"][()]))
+        assert stored["end_time"] == END_TIME and stored["end_reason"] == "SUCCESS"
     assert nxcheck_errors(filename, ignore_entry_names=True) == []
 
 
