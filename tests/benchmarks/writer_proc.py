@@ -31,7 +31,7 @@ import gevent.event
 
 from nexus_writer_service.cli.session_writer import (
     build_parser, configure_logging, save_options_from_args)
-from nexus_writer_service.concurrency import use_one_malloc_arena, use_switch_interval
+from nexus_writer_service.tuning import use_one_malloc_arena, use_switch_interval
 from nexus_writer_service.data import get_session_node
 from nexus_writer_service.subscribers import NexusSessionWriter, SubscriberState
 
