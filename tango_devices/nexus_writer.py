@@ -192,7 +192,7 @@ class NexusWriter(Device):
         self._notes: list[str] = []
         self._monitor: Optional[gevent.Greenlet] = None
         self._announcer: Optional[Announcer] = None
-        self._last_states: Optional[tuple[tuple[str, str], ...]] = None
+        self._last_states: Optional[tuple[tuple[str, SubscriberState], ...]] = None
         self._scan_news = ScanAnnouncements()
         self._rate = PointRate(_RATE_WINDOW)
         self._retry_at: Optional[float] = None
@@ -372,7 +372,7 @@ class NexusWriter(Device):
                                        "running": state == DevState.RUNNING})
         self._follow_profiling()
         records = self._records()
-        states = tuple((r.name, r.state.value) for r in records)
+        states = tuple((r.name, r.state) for r in records)
         if states != self._last_states:
             self._last_states = states
             self.push_change_event("scan_states", [SCAN_DEVSTATE[r.state] for r in records])
