@@ -395,13 +395,21 @@ class NexusFile:
         """Only points past the rows already in the file need space (a resumed scan
         writes its first points again, in place)."""
         count = len(data)
-        new = max(0, min(count, first + count - self._streams[channel].written))
+        stream = self._streams[channel]
+        new = max(0, min(count, first + count - stream.written))
         if not new:
             return
-        nbytes = getattr(data, "nbytes", None)
-        if nbytes is None:
-            nbytes = sum(np.asarray(point).nbytes for point in data)
-        nbytes = nbytes * new // count
+        claim = stream.chunk_claim(first, count)
+        nbytes: int
+        if claim is not None:
+            nbytes = claim  # the whole chunks HDF5 will allocate for them
+        else:
+            given = getattr(data, "nbytes", None)
+            if given is None:
+                given = sum(np.asarray(point).nbytes for point in data)
+            nbytes = int(given) * new // count
+        if not nbytes:
+            return
         keep = max(self.options.required_disk_space, MIN_FREE_DISK_SPACE)
         free = self._free_space(nbytes, keep * MIB)
         if free - nbytes < keep * MIB:
@@ -410,6 +418,7 @@ class NexusFile:
                 f"{nbytes / MIB:.2f} MiB of points of {channel!r} are to be written and "
                 f"{keep:g} MiB must stay free (required_disk_space); free disk space, then "
                 "start the writer again to complete the file from Redis")
+        stream.commit_claim(first, count)
         self._free = free - nbytes
 
     def _free_space(self, nbytes: int, keep: float) -> int:
@@ -419,7 +428,9 @@ class NexusFile:
         now = time.monotonic()
         if (self._free is None or now - self._free_at >= DISK_RECHECK_PERIOD
                 or self._free - nbytes < keep + DISK_RECHECK_MARGIN):
-            self._free = free_disk_space(self.path)
+            # the disk's free space, less what the points held were promised
+            self._free = free_disk_space(self.path) - sum(
+                stream.unallocated_bytes() for stream in self._streams.values())
             self._free_at = now
         return self._free
 

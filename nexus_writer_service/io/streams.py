@@ -96,6 +96,43 @@ class Stream:
         else:
             self.tail = tuple(plan.point_shape)
         self.written, self.dtype, self.direct = known
+        # chunks the points accepted so far need, and chunks HDF5 holds in the file:
+        # the difference is disk space promised but not taken yet (see chunk_claim)
+        self.claimed = self.allocated = -(-self.written // self.rows)
+
+    # -- disk space (whole chunks: a flush writes a partial chunk padded) -------------
+
+    @property
+    def _by_chunks(self) -> bool:
+        """Whether its disk space is counted by whole chunks: not for variable-length
+        points (padded to the widest) nor columns of a shared stack."""
+        return self.lengths is None and type(self) is Stream
+
+    def chunk_claim(self, first: int, count: int) -> int | None:
+        """Bytes of the chunks that points ``[first, first + count)`` would add to the
+        file beyond those claimed before (None: this stream is not counted by chunks,
+        its points' own bytes are)."""
+        if not self._by_chunks:
+            return None
+        last = (first + count - 1) // self.rows + 1
+        return max(0, last - self.claimed) * self.chunk_bytes
+
+    def commit_claim(self, first: int, count: int) -> None:
+        if self._by_chunks:
+            self.claimed = max(self.claimed, (first + count - 1) // self.rows + 1)
+
+    @property
+    def chunk_bytes(self) -> int:
+        values = 1
+        for dim in self.tail:
+            values *= dim
+        return self.rows * values * self.dtype.itemsize
+
+    def unallocated_bytes(self) -> int:
+        """Disk space claimed for the points held, not yet taken in the file."""
+        if not self._by_chunks:
+            return 0
+        return max(0, self.claimed - self.allocated) * self.chunk_bytes
 
     def add(self, first: int, data: Any) -> None:
         if self.lengths is not None:
@@ -155,6 +192,7 @@ class Stream:
             self.written = max(self.written, stop)
             return
         dsid = self.dataset.id
+        self.allocated = max(self.allocated, -(-stop // self.rows))
         fresh = first >= self.written  # nothing in the file at or after first
         if stop > self.written:
             grow(dsid, (stop,) + self.tail)

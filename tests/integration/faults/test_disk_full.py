@@ -247,3 +247,37 @@ def test_disk_filled_from_outside_mid_write_releases_the_file_once_space_is_free
     assert fds_on(filename) == [], "the file is still open in this process"
     assert len(parked) == 0, "the file is still parked"
     assert_nothing_lost(filename, record.key, spectra(1, 0, npoints), "SUCCEEDED", "SUCCESS")
+
+
+#: 32 channels whose first chunks (256 KiB each, padded to whole chunks at the first
+#: flush) take 8 MiB: twice the disk, before a tenth of their points are sent.
+_WIDE = [f"diode:d{index}" for index in range(32)]
+
+
+def test_writer_never_fills_the_disk_itself_with_chunks_it_allocates(
+        redis_url: str, tmp_path: Path, small_disk: Path) -> None:
+    """Nothing else writes there and no free space is required: the writer still stops
+    the scan before HDF5 meets a full disk, counting the whole chunks it will allocate
+    and the points it holds, so that the file closes cleanly with its message."""
+    filename = small_disk / "wide.h5"
+    npoints = 40_000
+    options = fast_options(chunk_bytes=1 << 18)
+    with session_writer(redis_url, SESSION, options, poll_interval=0.05) as writer:
+        with Publisher(SESSION, redis_url, lease=3, retention=120) as publisher:
+            info = loopscan_info(filename, npoints)
+            info["acquisition_chain"]["timer"]["scalars"] = _WIDE
+            scan = publisher.create_scan(info, name="wide", number=1)
+            scan.add_channel(TIME, "float64", subscan="timer", unit="s")
+            for name in _WIDE:
+                scan.add_channel(name, "float64", subscan="timer")
+            scan.prepare()
+            for first in range(0, npoints, 2000):
+                index = np.arange(first, first + 2000, dtype=np.float64)
+                scan.send({TIME: index, **{name: index + n for n, name in enumerate(_WIDE)}})
+            scan.end()
+            (record,) = wait_scans_done(writer, 1, timeout=60)
+    assert_record(record, "FAULT", "FAILED", "DiskSpaceError", "disk full", str(filename))
+    note = writer_note(filename, record.key)
+    assert note["status"] == "FAILED" and "disk full" in str(note["message"]), note
+    with h5py.File(filename, "r") as h5:
+        assert h5.attrs["NX_class"] == "NXroot"
