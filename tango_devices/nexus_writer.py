@@ -280,8 +280,10 @@ class NexusWriter(Device):
             try:
                 taken = hold.try_take()
             except (SessionTakenError, RedisUnavailableError) as exc:
-                self._fault = f"cannot start the writer: {exc}"
-                logger.error("%s: %s", self.get_name(), self._fault)
+                fault = f"cannot start the writer: {exc}"
+                if fault != self._fault:  # once per change, not at every attempt
+                    logger.error("%s: %s", self.get_name(), fault)
+                self._fault = fault
                 return
             if taken:
                 self._restart_writer(writer)
