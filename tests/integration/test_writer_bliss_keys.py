@@ -1,0 +1,118 @@
+"""The keys BLISS puts in a scan's scan_info, where BLISS users find them in the file.
+
+Every scan here is published through our own Redis streams with the scan_info of the
+reference ascan of BLISS 2.4 (tests/data/bliss_scan_info.json: a diode, an MCA, ESRF
+data policy), its paths moved under the test's directory; the file is checked with
+h5py, nxcheck and silx.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import h5py
+import numpy as np
+
+from nexus_writer_service.data import Publisher, ScanPublisher, connect, get_scan_node
+from nexus_writer_service.subscribers import ScanRecord, SubscriberState
+from tests.blissdata_support import ASCAN_CHANNELS, REFERENCE_SCAN_INFO, ascan_data
+from tests.integration.faults.conftest import assert_fault, fast_options
+from tests.nxcheck import nxcheck_errors
+from tests.writer_support import session_writer, wait_scans_done
+
+NPOINTS = 10
+#: The keys BLISS adds to the scan_info when the scan ends.
+AT_END = ("end_time", "end_reason", "comments")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def reference_info(root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The reference scan_info with its files under ``root``: (what BLISS publishes
+    when the scan starts, what it adds when the scan ends)."""
+    info = json.loads(REFERENCE_SCAN_INFO.read_text())
+    original = str(Path(info["filename"]).parents[2])
+    moved = json.loads(json.dumps(info).replace(original, str(root)))
+    moved["npoints"] = NPOINTS
+    moved["acquisition_chain"]["axis"]["images"] = []
+    moved["channels"].pop("pilatus:image")
+    del moved["devices"]["140005:pilatus"]
+    moved["devices"]["140002:timer"]["triggered_devices"].remove("140005:pilatus")
+    positioners = moved["positioners"]
+    ending: dict[str, Any] = {key: moved.pop(key) for key in AT_END}
+    ending["positioners"] = {key: positioners.pop(key)
+                             for key in ("positioners_end", "positioners_dial_end")}
+    return moved, ending
+
+
+def publish_ascan(publisher: Publisher, info: Mapping[str, Any],
+                  ending: Mapping[str, Any]) -> ScanPublisher:
+    """The reference ascan (without its lima detector), published as BLISS does: the
+    scan_info completed at its end."""
+    scan = publisher.create_scan(copy.deepcopy(dict(info)), name="ascan",
+                                 number=int(info["scan_nb"]))
+    units = {name: channel.get("unit") for name, channel in info["channels"].items()}
+    for name, (dtype, shape) in ASCAN_CHANNELS.items():
+        scan.add_channel(name, dtype, shape=shape, subscan="axis", unit=units.get(name))
+    scan.prepare()
+    scan.send(ascan_data(NPOINTS))
+    scan.update_info(dict(ending))
+    scan.end()
+    return scan
+
+
+def write_ascan(redis_url: str, root: Path, info: Mapping[str, Any],
+                ending: Mapping[str, Any], session: str = "demo"
+                ) -> tuple[ScanRecord, str]:
+    """The scan written by a session writer; its record and Redis key."""
+    with session_writer(redis_url, session, fast_options(allowed_roots=(str(root),)),
+                        poll_interval=0.05) as writer:
+        with Publisher(session, redis_url) as publisher:
+            scan = publish_ascan(publisher, info, ending)
+            (record,) = wait_scans_done(writer, 1)
+        assert writer.state is SubscriberState.ON, writer.state_reason
+    return record, scan.key
+
+
+def test_scan_for_another_writer_is_listed_as_skipped_and_acknowledged(
+        redis_url: str, tmp_path: Path) -> None:
+    info, ending = reference_info(tmp_path)
+    info["data_writer"] = "hdf5"
+    record, key = write_ascan(redis_url, tmp_path, info, ending)
+    assert record.state is SubscriberState.OFF, record.as_dict()
+    reason = record.writer.state_reason
+    assert "skipped" in reason and "data_writer='hdf5'" in reason, reason
+    assert record.as_dict()["filename"] == ""
+    assert not Path(info["filename"]).exists()
+    assert not any(tmp_path.rglob("*.h5"))
+    client = connect(redis_url)
+    try:
+        node = get_scan_node(key, client=client)
+        assert node.acknowledged("nexus_writer") == node.current_position()
+    finally:
+        client.close()
+
+
+def test_scan_for_nexus_is_written(redis_url: str, tmp_path: Path) -> None:
+    info, ending = reference_info(tmp_path)
+    record, _ = write_ascan(redis_url, tmp_path, info, ending)
+    assert record.state is SubscriberState.OFF, record.writer.state_reason
+    assert "skipped" not in record.writer.state_reason
+    with h5py.File(info["filename"], "r") as h5:
+        np.testing.assert_array_equal(
+            h5["3.1/measurement/diode"][()],
+            ascan_data(NPOINTS)["simulation_diode_sampling_controller:diode"])
+    assert nxcheck_errors(info["filename"], ignore_entry_names=True) == []
+
+
+def test_malformed_data_writer_faults_the_scan_naming_the_key(redis_url: str,
+                                                              tmp_path: Path) -> None:
+    info, ending = reference_info(tmp_path)
+    info["data_writer"] = ["nexus"]
+    record, _ = write_ascan(redis_url, tmp_path, info, ending)
+    assert_fault(record, "'data_writer'", "malformed scan_info")
