@@ -37,6 +37,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from . import scan_info as scan_info_keys
 from .options import SaveOptions
 from .placement import (
     RESERVED,
@@ -247,6 +248,23 @@ def _published_unit(node: NodeSpec, channels: Any) -> NodeSpec:
     return dataclasses.replace(node, unit=unit) if isinstance(unit, str) and unit else node
 
 
+def _notes(entry: EntryPlan, scan_info: Mapping[str, Any]) -> None:
+    """``notes``: what the writer tells about the layout (``mca_stacking``), and the
+    users' comments on the scan, one NXnote each (``note_01``...) as BLISS writes
+    them."""
+    notes = f"/{entry.name}/notes"
+    entry.add(GroupPlan(notes, "NXnote"))
+    if entry.notes:
+        entry.add(FieldPlan(f"{notes}/mca_stacking", "\n".join(entry.notes)))
+    for index, comment in enumerate(scan_info_keys.comments(scan_info), 1):
+        note = f"{notes}/note_{index:02d}"
+        entry.add(GroupPlan(note, "NXnote"))
+        entry.add(FieldPlan(f"{note}/data", comment.message))
+        entry.add(FieldPlan(f"{note}/type", "text/plain"))
+        if comment.date:
+            entry.add(FieldPlan(f"{note}/date", comment.date))
+
+
 def _entry(description: ScanDescription, options: SaveOptions, subscan: str, index: int,
            expected: int) -> tuple[EntryPlan, dict[str, StreamPlan], dict[str, ImagesPlan]]:
     info = description.scan_info
@@ -315,13 +333,7 @@ def _entry(description: ScanDescription, options: SaveOptions, subscan: str, ind
         entry.add(GroupPlan(f"{root}/sample", "NXsample"))
         for item in _text_fields(f"{root}/sample", sample):
             entry.add(item)
-    entry.add(GroupPlan(f"{root}/notes", "NXnote"))
-    if entry.notes:
-        entry.add(FieldPlan(f"{root}/notes/mca_stacking", "\n".join(entry.notes)))
-    comments = info.get("comments")
-    if isinstance(comments, list):
-        for i, comment in enumerate(comments, 1):
-            entry.add(FieldPlan(f"{root}/notes/note_{i:02d}", str(comment)))
+    _notes(entry, info)
     entry.add(GroupPlan(f"{root}/writer", "NXnote"))
     entry.add(FieldPlan(f"{root}/writer/scan_key", description.key))
     entry.add(FieldPlan(f"{root}/writer/scan_info", json.dumps(jsonable(info)),

@@ -8,11 +8,12 @@ scan goes FAULT with a reason the acquisition program's author can act on.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import datetime
+from typing import Any, Mapping, NamedTuple
 
 from ..errors import MalformedInfoError
 
-__all__ = ["WRITTEN_BY", "skip_reason"]
+__all__ = ["WRITTEN_BY", "Comment", "comments", "skip_reason"]
 
 #: The ``data_writer`` of the scans this writer writes.
 WRITTEN_BY = "nexus"
@@ -38,3 +39,38 @@ def skip_reason(info: Mapping[str, Any]) -> str:
         raise _malformed("data_writer", data_writer, "a writer name")
     return (f"skipped: scan_info data_writer={data_writer!r}, not {WRITTEN_BY!r}; "
             "no file written")
+
+
+class Comment(NamedTuple):
+    """A comment a user put on a scan (BLISS's ``scan.add_comment``)."""
+
+    date: str
+    message: str
+
+
+def comments(info: Mapping[str, Any]) -> list[Comment]:
+    """``scan_info["comments"]``: ``[{"date": ISO 8601, "message": text}]`` as BLISS 2.x
+    gives it; a bare text (no date) and BLISS 1.x's ``{"timestamp": epoch, "message"}``
+    are read too."""
+    value = info.get("comments")
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _malformed("comments", value, "a list of {date, message}")
+    found = []
+    for index, item in enumerate(value):
+        if isinstance(item, str):
+            found.append(Comment("", item))
+            continue
+        key = f"comments[{index}]"
+        if not isinstance(item, Mapping) or not isinstance(item.get("message"), str):
+            raise _malformed(key, item, "a {date, message} with a text message")
+        date = item.get("date")
+        timestamp = item.get("timestamp")
+        if date is None and isinstance(timestamp, (int, float)) \
+                and not isinstance(timestamp, bool):
+            date = datetime.datetime.fromtimestamp(timestamp).astimezone().isoformat()
+        if not isinstance(date, (str, type(None))):
+            raise _malformed(key, item, "a {date, message} with an ISO 8601 date")
+        found.append(Comment(date or "", item["message"]))
+    return found

@@ -116,3 +116,28 @@ def test_malformed_data_writer_faults_the_scan_naming_the_key(redis_url: str,
     info["data_writer"] = ["nexus"]
     record, _ = write_ascan(redis_url, tmp_path, info, ending)
     assert_fault(record, "'data_writer'", "malformed scan_info")
+
+
+def test_comments_are_nxnotes_with_date_and_message(redis_url: str, tmp_path: Path) -> None:
+    info, ending = reference_info(tmp_path)
+    ending["comments"] = ending["comments"] + [
+        {"date": "2026-12-07T09:07:42+00:00", "message": "beam lost at the end"}]
+    record, _ = write_ascan(redis_url, tmp_path, info, ending)
+    assert record.state is SubscriberState.OFF, record.writer.state_reason
+    with h5py.File(info["filename"], "r") as h5:
+        notes = h5["3.1/notes"]
+        assert _text(notes.attrs["NX_class"]) == "NXnote"
+        assert sorted(notes) == ["note_01", "note_02"]
+        for note, comment in zip((notes["note_01"], notes["note_02"]), ending["comments"]):
+            assert _text(note.attrs["NX_class"]) == "NXnote"
+            assert _text(note["data"][()]) == comment["message"]
+            assert _text(note["date"][()]) == comment["date"]
+            assert _text(note["type"][()]) == "text/plain"
+    assert nxcheck_errors(info["filename"], ignore_entry_names=True) == []
+
+
+def test_malformed_comment_faults_the_scan_naming_it(redis_url: str, tmp_path: Path) -> None:
+    info, ending = reference_info(tmp_path)
+    ending["comments"] = [{"date": "2026-12-07T09:07:42+00:00", "text": "no message"}]
+    record, _ = write_ascan(redis_url, tmp_path, info, ending)
+    assert_fault(record, "'comments[0]'", "malformed scan_info")
