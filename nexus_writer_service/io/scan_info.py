@@ -13,7 +13,11 @@ from typing import Any, Mapping, NamedTuple
 
 from ..errors import MalformedInfoError
 
-__all__ = ["WRITTEN_BY", "Comment", "comments", "skip_reason"]
+__all__ = ["WRITTEN_BY", "Comment", "categories", "comments", "instrument_info",
+           "skip_reason"]
+
+#: Categories of scan metadata the writer puts elsewhere than in a tree of their name.
+_PLACED_ELSEWHERE = ("positioners", "nexuswriter")
 
 #: The ``data_writer`` of the scans this writer writes.
 WRITTEN_BY = "nexus"
@@ -74,3 +78,40 @@ def comments(info: Mapping[str, Any]) -> list[Comment]:
             raise _malformed(key, item, "a {date, message} with an ISO 8601 date")
         found.append(Comment(date or "", item["message"]))
     return found
+
+
+def categories(info: Mapping[str, Any]) -> list[str]:
+    """The keys of the scan_info that are trees of scan metadata, each written as the
+    entry's group of that name: ``scan_meta_categories`` (BLISS), but ``positioners``
+    and ``nexuswriter``, which the writer places itself; and ``instrument`` in any
+    case, merged into the entry's NXinstrument."""
+    value = info.get("scan_meta_categories")
+    if value is None:
+        value = []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _malformed("scan_meta_categories", value, "a list of scan_info keys")
+    found = [name for name in value if name not in _PLACED_ELSEWHERE]
+    if "instrument" not in found and isinstance(info.get("instrument"), Mapping):
+        found.append("instrument")
+    return list(dict.fromkeys(found))
+
+
+def nexuswriter(info: Mapping[str, Any], key: str) -> Any:
+    """``scan_info["nexuswriter"][key]`` (None when absent)."""
+    section = info.get("nexuswriter")
+    if section is None:
+        return None
+    if not isinstance(section, Mapping):
+        raise _malformed("nexuswriter", section, "a mapping")
+    return section.get(key)
+
+
+def instrument_info(info: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``nexuswriter.instrument_info``: a tree written into the entry's NXinstrument
+    (``{"name": "ESRF-ID00", "name@short_name": "id00"}``)."""
+    value = nexuswriter(info, "instrument_info")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _malformed("nexuswriter/instrument_info", value, "a mapping")
+    return value

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import h5py
 import numpy as np
+from silx.io.dictdump import nxtodict
 
 from nexus_writer_service.data import Publisher, ScanPublisher, connect, get_scan_node
 from nexus_writer_service.subscribers import ScanRecord, SubscriberState
@@ -141,3 +142,88 @@ def test_malformed_comment_faults_the_scan_naming_it(redis_url: str, tmp_path: P
     ending["comments"] = [{"date": "2026-12-07T09:07:42+00:00", "text": "no message"}]
     record, _ = write_ascan(redis_url, tmp_path, info, ending)
     assert_fault(record, "'comments[0]'", "malformed scan_info")
+
+
+#: Scan metadata as beamlines fill BLISS's scan_meta_categories, with the conventions
+#: of silx's dicttonx: "@attr", "name@attr", ">link".
+INSTRUMENT = {
+    "@NX_class": "NXinstrument",
+    "primary_slit": {"@NX_class": "NXaperture", "x_gap": 0.25, "x_gap@units": "mm",
+                     "y_gap": 0.5, "y_gap@units": "mm"},
+    "monochromator": {"@NX_class": "NXmonochromator", "energy": 7.112,
+                      "energy@units": "keV"},
+    # metadata of a detector: merged into the writer's NXdetector of its channels
+    "mca1_det0": {"preset_mode": "REALTIME"},
+}
+TECHNIQUE = {
+    "@NX_class": "NXcollection",
+    "@description": "Fe K-edge absorption",
+    "edge": "Fe K",
+    "detectors": ["diode", "mca1"],
+    "xas": {"@NX_class": "NXcollection", "e0": 7.112, "e0@units": "keV"},
+    ">energy": "../instrument/monochromator/energy",
+    ">slit": "/3.1/instrument/primary_slit",
+}
+
+
+def test_metadata_categories_are_trees_with_dicttonx_conventions(redis_url: str,
+                                                                 tmp_path: Path) -> None:
+    info, ending = reference_info(tmp_path)
+    info["instrument"] = copy.deepcopy(INSTRUMENT)
+    info["technique"] = copy.deepcopy(TECHNIQUE)
+    info["scan_meta_categories"].append("proposal_notes")
+    info["proposal_notes"] = "collected for the test"
+    record, _ = write_ascan(redis_url, tmp_path, info, ending)
+    assert record.state is SubscriberState.OFF, record.writer.state_reason
+    with h5py.File(info["filename"], "r") as h5:
+        entry = h5["3.1"]
+        instrument = entry["instrument"]
+        assert _text(instrument.attrs["NX_class"]) == "NXinstrument"
+        # nexuswriter.instrument_info
+        assert _text(instrument["name"][()]) == "ESRF-ID00"
+        assert _text(instrument["name"].attrs["short_name"]) == "id00"
+        slit = instrument["primary_slit"]
+        assert _text(slit.attrs["NX_class"]) == "NXaperture"
+        assert slit["x_gap"][()] == 0.25 and _text(slit["x_gap"].attrs["units"]) == "mm"
+        assert instrument["monochromator/energy"][()] == 7.112
+        # the writer's own groups keep their class, and get the metadata
+        mca = instrument["mca1_det0"]
+        assert _text(mca.attrs["NX_class"]) == "NXdetector"
+        assert _text(mca["preset_mode"][()]) == "REALTIME"
+        assert mca["data"].shape == (NPOINTS, 128)
+        technique = entry["technique"]
+        assert _text(technique.attrs["NX_class"]) == "NXcollection"
+        assert _text(technique.attrs["description"]) == "Fe K-edge absorption"
+        assert _text(technique["edge"][()]) == "Fe K"
+        assert [_text(v) for v in technique["detectors"][()]] == ["diode", "mca1"]
+        assert technique["xas/e0"][()] == 7.112
+        assert _text(technique["xas/e0"].attrs["units"]) == "keV"
+        energy = technique.get("energy", getlink=True)
+        assert isinstance(energy, h5py.SoftLink)
+        assert energy.path == "/3.1/instrument/monochromator/energy"
+        assert technique["energy"][()] == 7.112
+        assert technique["slit/y_gap"][()] == 0.5
+        assert _text(entry["proposal_notes"][()]) == "collected for the test"
+    # silx reads the tree back as it was published
+    tree = nxtodict(info["filename"], path="/3.1/technique", dereference_links=False)
+    assert tree["@description"] == "Fe K-edge absorption"
+    assert tree["xas"]["e0@units"] == "keV"
+    assert tree[">energy"] == "/3.1/instrument/monochromator/energy"
+    assert nxcheck_errors(info["filename"], ignore_entry_names=True) == []
+
+
+def test_malformed_metadata_faults_the_scan_naming_where(
+        redis_url: str, tmp_path: Path) -> None:
+    info, ending = reference_info(tmp_path)
+    info["technique"] = {"xas": {"e0": 7.112, "e0@units": {"unit": "keV"}}}
+    record, _ = write_ascan(redis_url, tmp_path, info, ending)
+    assert_fault(record, "'technique/xas/e0@units'", "malformed scan_info")
+    assert not Path(info["filename"]).exists()
+
+
+def test_malformed_categories_fault_the_scan_naming_the_key(
+        redis_url: str, tmp_path: Path) -> None:
+    info, ending = reference_info(tmp_path)
+    info["scan_meta_categories"] = "instrument"
+    record, _ = write_ascan(redis_url, tmp_path, info, ending)
+    assert_fault(record, "'scan_meta_categories'", "malformed scan_info")
