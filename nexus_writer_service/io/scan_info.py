@@ -14,7 +14,7 @@ from typing import Any, Mapping, NamedTuple
 from ..errors import MalformedInfoError
 
 __all__ = ["WRITTEN_BY", "Comment", "categories", "comments", "instrument_info",
-           "skip_reason"]
+           "plotselect", "skip_reason"]
 
 #: Categories of scan metadata the writer puts elsewhere than in a tree of their name.
 _PLACED_ELSEWHERE = ("positioners", "nexuswriter")
@@ -115,3 +115,21 @@ def instrument_info(info: Mapping[str, Any]) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise _malformed("nexuswriter/instrument_info", value, "a mapping")
     return value
+
+
+def plotselect(info: Mapping[str, Any]) -> list[str]:
+    """``display_extra.plotselect``: the channels the user selected for display in
+    BLISS (``plotselect(diode)``), which the writer shows in the NXdata group
+    ``plotselect`` (BLISS 1.x: ``_display_extra``)."""
+    key = "display_extra" if "display_extra" in info else "_display_extra"
+    extra = info.get(key)
+    if extra is None:
+        return []
+    if not isinstance(extra, Mapping):
+        raise _malformed(key, extra, "a mapping")
+    selected = extra.get("plotselect")
+    if selected is None:
+        return []
+    if not isinstance(selected, list) or not all(isinstance(v, str) for v in selected):
+        raise _malformed(f"{key}/plotselect", selected, "a list of channel names")
+    return selected

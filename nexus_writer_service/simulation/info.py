@@ -194,6 +194,11 @@ def make_scan_info(
             ">energy": "../instrument/monochromator/energy",
         },
     }
+    selected = [item["y"] for plot in plots[:1] if plot.get("kind") == "curve-plot"
+                for item in plot.get("items", ()) if "y" in item]
+    if selected:
+        # what the user selected for display (BLISS's plotselect): the curves shown
+        info["display_extra"] = {"plotselect": selected}
     if extra:
         info.update(extra)
     return info

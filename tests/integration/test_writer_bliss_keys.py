@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import h5py
 import numpy as np
+from silx.io import nxdata
 from silx.io.dictdump import nxtodict
 
 from nexus_writer_service.data import Publisher, ScanPublisher, connect, get_scan_node
@@ -22,6 +23,7 @@ from nexus_writer_service.subscribers import ScanRecord, SubscriberState
 from tests.blissdata_support import ASCAN_CHANNELS, REFERENCE_SCAN_INFO, ascan_data
 from tests.integration.faults.conftest import assert_fault, fast_options
 from tests.nxcheck import nxcheck_errors
+from tests.silx_views import silx_view
 from tests.writer_support import session_writer, wait_scans_done
 
 NPOINTS = 10
@@ -227,3 +229,38 @@ def test_malformed_categories_fault_the_scan_naming_the_key(
     info["scan_meta_categories"] = "instrument"
     record, _ = write_ascan(redis_url, tmp_path, info, ending)
     assert_fault(record, "'scan_meta_categories'", "malformed scan_info")
+
+
+def test_plotselect_is_the_default_nxdata_group(redis_url: str, tmp_path: Path) -> None:
+    info, ending = reference_info(tmp_path)
+    diode = "simulation_diode_sampling_controller:diode"
+    assert info["display_extra"]["plotselect"] == [diode]
+    info["display_extra"]["plotselect"] += ["mca1:icr_det0", "mca1:spectrum_det0",
+                                            "not:declared"]
+    record, _ = write_ascan(redis_url, tmp_path, info, ending)
+    assert record.state is SubscriberState.OFF, record.writer.state_reason
+    data = ascan_data(NPOINTS)
+    with h5py.File(info["filename"], "r") as h5:
+        entry = h5["3.1"]
+        assert _text(entry.attrs["default"]) == "plotselect"
+        plot = entry["plotselect"]
+        assert _text(plot.attrs["NX_class"]) == "NXdata"
+        # the 1D spectrum and the undeclared channel cannot share the curve
+        assert _text(plot.attrs["signal"]) == "diode"
+        assert [_text(v) for v in plot.attrs["auxiliary_signals"]] == ["icr_det0"]
+        nxd = nxdata.NXdata(plot)
+        assert nxd.is_valid and nxd.is_curve
+        assert nxd.axes_dataset_names == ["samy"]
+        np.testing.assert_array_equal(nxd.signal[()], data[diode])
+        np.testing.assert_array_equal(nxd.axes[0][()], data["axis:samy"])
+        assert "plot0D" in entry and "plot1D" in entry
+        assert silx_view(plot) == "curve"
+    assert nxcheck_errors(info["filename"], ignore_entry_names=True) == []
+
+
+def test_malformed_plotselect_faults_the_scan_naming_the_key(
+        redis_url: str, tmp_path: Path) -> None:
+    info, ending = reference_info(tmp_path)
+    info["display_extra"]["plotselect"] = "diode"
+    record, _ = write_ascan(redis_url, tmp_path, info, ending)
+    assert_fault(record, "'display_extra/plotselect'", "malformed scan_info")
