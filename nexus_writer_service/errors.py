@@ -23,6 +23,10 @@ class MalformedEventError(NexusWriterError, ValueError):
     """Content read from Redis does not follow the scan data model."""
 
 
+class MalformedInfoError(MalformedEventError):
+    """A scan_info key the writer uses does not have the shape BLISS gives it."""
+
+
 class ForeignKeyError(NexusWriterError, TypeError):
     """A Redis key exists but does not hold what the data model expects."""
 

@@ -37,6 +37,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from . import scan_info as scan_info_keys
+from .metadata import tree_items
 from .options import SaveOptions
 from .placement import (
     RESERVED,
@@ -247,6 +249,23 @@ def _published_unit(node: NodeSpec, channels: Any) -> NodeSpec:
     return dataclasses.replace(node, unit=unit) if isinstance(unit, str) and unit else node
 
 
+def _notes(entry: EntryPlan, scan_info: Mapping[str, Any]) -> None:
+    """``notes``: what the writer tells about the layout (``mca_stacking``), and the
+    users' comments on the scan, one NXnote each (``note_01``...) as BLISS writes
+    them."""
+    notes = f"/{entry.name}/notes"
+    entry.add(GroupPlan(notes, "NXnote"))
+    if entry.notes:
+        entry.add(FieldPlan(f"{notes}/mca_stacking", "\n".join(entry.notes)))
+    for index, comment in enumerate(scan_info_keys.comments(scan_info), 1):
+        note = f"{notes}/note_{index:02d}"
+        entry.add(GroupPlan(note, "NXnote"))
+        entry.add(FieldPlan(f"{note}/data", comment.message))
+        entry.add(FieldPlan(f"{note}/type", "text/plain"))
+        if comment.date:
+            entry.add(FieldPlan(f"{note}/date", comment.date))
+
+
 def _entry(description: ScanDescription, options: SaveOptions, subscan: str, index: int,
            expected: int) -> tuple[EntryPlan, dict[str, StreamPlan], dict[str, ImagesPlan]]:
     info = description.scan_info
@@ -264,13 +283,6 @@ def _entry(description: ScanDescription, options: SaveOptions, subscan: str, ind
         entry.add(FieldPlan(f"{root}/experiment_identifier", str(proposal["name"])))
     instrument = f"{root}/instrument"
     entry.add(GroupPlan(instrument, "NXinstrument"))
-    inst_info = info.get("instrument")
-    if isinstance(inst_info, Mapping):
-        if inst_info.get("name"):
-            entry.add(FieldPlan(f"{instrument}/name", str(inst_info["name"])))
-        if inst_info.get("source"):
-            entry.add(GroupPlan(f"{instrument}/source", "NXsource"))
-            entry.add(FieldPlan(f"{instrument}/source/name", str(inst_info["source"])))
     nodes = [_published_unit(n, info.get("channels")) for n in description.nodes
              if n.subscan == subscan]
     masters = _masters(info, subscan)
@@ -315,20 +327,38 @@ def _entry(description: ScanDescription, options: SaveOptions, subscan: str, ind
         entry.add(GroupPlan(f"{root}/sample", "NXsample"))
         for item in _text_fields(f"{root}/sample", sample):
             entry.add(item)
-    entry.add(GroupPlan(f"{root}/notes", "NXnote"))
-    if entry.notes:
-        entry.add(FieldPlan(f"{root}/notes/mca_stacking", "\n".join(entry.notes)))
-    comments = info.get("comments")
-    if isinstance(comments, list):
-        for i, comment in enumerate(comments, 1):
-            entry.add(FieldPlan(f"{root}/notes/note_{i:02d}", str(comment)))
+    _notes(entry, info)
     entry.add(GroupPlan(f"{root}/writer", "NXnote"))
     entry.add(FieldPlan(f"{root}/writer/scan_key", description.key))
     entry.add(FieldPlan(f"{root}/writer/scan_info", json.dumps(jsonable(info)),
                         {"type": "application/json"}))
     entry.add(FieldPlan(f"{root}/writer/options", json.dumps(options.as_dict()),
                         {"type": "application/json"}))
+    _metadata(entry, info)
     return entry, streams, images
+
+
+def _metadata(entry: EntryPlan, scan_info: Mapping[str, Any]) -> None:
+    """The trees of scan metadata (:func:`~.scan_info.categories`), after everything
+    the writer plans itself, which they never replace (see :mod:`.metadata`)."""
+    planned: dict[str, PlanItem] = {item.path: item for item in entry.items}
+    root = f"/{entry.name}"
+    trees = [(f"{root}/instrument", scan_info_keys.instrument_info(scan_info),
+              "nexuswriter/instrument_info")]
+    for category in scan_info_keys.categories(scan_info):
+        value = scan_info.get(category)
+        path = f"{root}/{safe_name(category)}"
+        if isinstance(value, Mapping):
+            trees.append((path, value, category))
+        elif value is not None and path not in planned:
+            entry.add(FieldPlan(path, value))
+            planned[path] = entry.items[-1]
+    for path, tree, where in trees:
+        if not [key for key in tree if "@" not in key and key != "NX_class"]:
+            continue  # BLISS publishes empty categories: {"@NX_class": ...}
+        for item in tree_items(path, tree, where, planned):
+            entry.add(item)
+            planned[item.path] = item
 
 
 def plan_scan(description: ScanDescription, options: SaveOptions,

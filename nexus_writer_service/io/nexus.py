@@ -106,6 +106,8 @@ def _field_data(value: Any) -> Any:
     if isinstance(value, bool):
         return np.bool_(value)
     if isinstance(value, (list, tuple)):
+        if value and all(isinstance(item, str) for item in value):
+            return np.array(value, dtype=_STR)
         try:
             array = np.asarray(value)
         except ValueError:
@@ -175,6 +177,7 @@ class NexusFile:
         self._free: int | None = None
         self._free_at = 0.0
         self._created: set[str] = set()
+        self._group_class: dict[str, str] = {}
 
     def _init_root(self) -> None:
         attrs = self.file.attrs
@@ -240,8 +243,8 @@ class NexusFile:
                     elif isinstance(item, StackPlan) and any(
                             channel not in self._streams for channel in item.channels):
                         self._open_stack(item)
-                    elif isinstance(item, GroupPlan) and item.attrs:
-                        _set_attrs(self.file[item.path], item.attrs)
+                    elif isinstance(item, GroupPlan):
+                        self._update_group(item)
                     continue
                 self._create(item)
                 self._created.add(item.path)
@@ -250,6 +253,17 @@ class NexusFile:
                 self.file[entry.name].attrs["default"] = entry.default
         if not self.file.attrs.get("default") and layout.root_attrs.get("default"):
             self.file.attrs["default"] = layout.root_attrs["default"]
+
+    def _update_group(self, plan: GroupPlan) -> None:
+        """An existing group gets the attributes planned now, and its planned class
+        (a group made from scan metadata may turn out to be a detector's)."""
+        if self._group_class.get(plan.path) != plan.nx_class:
+            group = self.file[plan.path]
+            if _text_attr(group, "NX_class") != plan.nx_class:
+                group.attrs["NX_class"] = plan.nx_class
+            self._group_class[plan.path] = plan.nx_class
+        if plan.attrs:
+            _set_attrs(self.file[plan.path], plan.attrs)
 
     def _set_member_attrs(self, items: list[Any]) -> None:
         """The attributes groups give their members, once the members exist."""
@@ -270,6 +284,7 @@ class NexusFile:
     def _create(self, item: Any) -> None:
         if isinstance(item, GroupPlan):
             create_group(self.file, item.path, {"NX_class": item.nx_class, **item.attrs})
+            self._group_class[item.path] = item.nx_class
         elif isinstance(item, FieldPlan):
             dataset = self.file.create_dataset(item.path, data=_field_data(item.value))
             _set_attrs(dataset, item.attrs)
@@ -281,6 +296,8 @@ class NexusFile:
             self._create_placeholder(item)
         elif isinstance(item, GridPlan):
             self._create_grid(item)
+        elif isinstance(item, LinkPlan) and item.filename:
+            self.file[item.path] = h5py.ExternalLink(item.filename, item.target)
         elif isinstance(item, LinkPlan):
             soft_link(self.file, item.path, item.target)
 

@@ -158,10 +158,12 @@ class GridPlan:
 
 @dataclass(frozen=True)
 class LinkPlan:
-    """A soft link at ``path`` to ``target`` (absolute path in the same file)."""
+    """A soft link at ``path`` to ``target`` (absolute path in the same file), or with
+    ``filename`` an external link to ``target`` in that file."""
 
     path: str
     target: str
+    filename: str = ""
 
 
 PlanItem = Union[GroupPlan, FieldPlan, StreamPlan, StackPlan, ImagesPlan, GridPlan, LinkPlan]

@@ -5,10 +5,12 @@ data dimension, their signals and axes, and the entry's default plot, from
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from . import scan_info as scan_info_keys
 from .options import SaveOptions
 from .placement import Placed, lima_storage
 from .plan import EntryPlan, GridPlan, GroupPlan, LinkPlan
@@ -78,8 +80,7 @@ def plan_plots(entry: EntryPlan, scan_info: Mapping[str, Any], placed: Sequence[
     for p in placed:
         if p.positioner or p.node.variable_length or (p.members and p.leaf != "data"):
             continue
-        dim = 2 if p.node.type == "lima" else min(len(p.node.shape) - bool(p.members), 2)
-        by_dim.setdefault(dim, []).append(p)
+        by_dim.setdefault(_dim(p), []).append(p)
     axes: list[Placed] = []
     for p in [p for name in preferred_axes for p in placed
               if p.node.name == name and not p.node.shape] + [p for p in placed if p.positioner]:
@@ -95,40 +96,86 @@ def plan_plots(entry: EntryPlan, scan_info: Mapping[str, Any], placed: Sequence[
             continue
         members = sorted(members, key=lambda p: min(rank.get(n, len(rank))
                                                     for n in (p.node.name,) + p.members))
-        plot = f"/{entry.name}/plot{dim}D"
-        signal = names[members[0].node.name]
-        attrs: dict[str, Any] = {"signal": signal}
-        if len(members) > 1:
-            attrs["auxiliary_signals"] = [names[p.node.name] for p in members[1:]]
-        if dim == 1:
-            attrs["interpretation"] = "spectrum"
-        elif dim == 2:
-            attrs["interpretation"] = "image"
-        plot_axes = axes[:2] if (dim == 0 and (grid or scatter)) else axes[:1] if dim == 0 else []
-        member_attrs = {}
-        if scatter and dim == 0:
-            member_attrs = _scatter_axes(members, [names[p.node.name] for p in plot_axes],
-                                         names)
-        elif grid and dim == 0:
-            attrs["axes"] = [names[p.node.name] for p in reversed(plot_axes)] or ["."]
-            for p in plot_axes:
-                attrs[f"{names[p.node.name]}_indices"] = [0, 1]
-        elif plot_axes:
-            attrs["axes"] = [names[p.node.name] for p in plot_axes]
-        elif dim:
-            attrs["axes"] = ["."] * (len(members[0].node.shape) + 1 if members[0].members
-                                     else dim + 1)
-        entry.add(GroupPlan(plot, "NXdata", attrs, member_attrs))
-        # every candidate axis is linked, so a later declaration only changes @axes
-        extra_axes = [p for p in axes if p not in members] if dim == 0 else []
-        for p in members + extra_axes:
-            target = paths[p.node.name]
-            if grid and dim == 0:
-                dtype = np.dtype(p.node.dtype).str
-                entry.add(GridPlan(f"{plot}/{names[p.node.name]}", target, dtype, grid,
-                                   {"channel": p.node.name}))
-            else:
-                entry.add(LinkPlan(f"{plot}/{names[p.node.name]}", target))
+        layout = _PlotLayout(axes, grid, scatter, names, paths)
+        _plot_group(entry, f"plot{dim}D", dim, members, layout)
         created[dim] = f"plot{dim}D"
     wanted = {"image-plot": 2, "mca-plot": 1}.get(kind or "", 0)
     entry.default = created.get(wanted) or next(iter(created.values()), None)
+    selected = _selected(scan_info, by_dim)
+    if selected:
+        layout = _PlotLayout(axes, grid, scatter, names, paths)
+        _plot_group(entry, "plotselect", _dim(selected[0]), selected, layout)
+        entry.default = "plotselect"
+
+
+def _dim(placed: Placed) -> int:
+    if placed.node.type == "lima":
+        return 2
+    return min(len(placed.node.shape) - bool(placed.members), 2)
+
+
+def _selected(scan_info: Mapping[str, Any], by_dim: Mapping[int, Sequence[Placed]]
+              ) -> list[Placed]:
+    """The channels the user selected for display in BLISS
+    (``display_extra.plotselect``) that are declared and can be plotted, in the
+    order selected; those of another dimension than the first are left out."""
+    plottable = {name: p for members in by_dim.values() for p in members
+                 for name in (p.node.name,) + p.members}
+    selected: list[Placed] = []
+    for name in scan_info_keys.plotselect(scan_info):
+        p = plottable.get(name)
+        if p is not None and p not in selected and (
+                not selected or _dim(p) == _dim(selected[0])):
+            selected.append(p)
+    return selected
+
+
+@dataclass(frozen=True)
+class _PlotLayout:
+    """What every plot group of an entry shares: the candidate axes, the grid shape
+    (``keepshape``) or scatter view of a grid scan, link names and dataset paths."""
+
+    axes: Sequence[Placed]
+    grid: tuple[int, int] | None
+    scatter: bool
+    names: Mapping[str, str]
+    paths: Mapping[str, str]
+
+
+def _plot_group(entry: EntryPlan, name: str, dim: int, members: Sequence[Placed],
+                layout: _PlotLayout) -> None:
+    """The NXdata group ``name`` of ``members`` (signal first), their axes and links."""
+    names, grid, scatter, axes = layout.names, layout.grid, layout.scatter, layout.axes
+    plot = f"/{entry.name}/{name}"
+    attrs: dict[str, Any] = {"signal": names[members[0].node.name]}
+    if len(members) > 1:
+        attrs["auxiliary_signals"] = [names[p.node.name] for p in members[1:]]
+    if dim == 1:
+        attrs["interpretation"] = "spectrum"
+    elif dim == 2:
+        attrs["interpretation"] = "image"
+    plot_axes = list(axes[:2] if (dim == 0 and (grid or scatter)) else axes[:1] if dim == 0
+                     else [])
+    member_attrs = {}
+    if scatter and dim == 0:
+        member_attrs = _scatter_axes(members, [names[p.node.name] for p in plot_axes], names)
+    elif grid and dim == 0:
+        attrs["axes"] = [names[p.node.name] for p in reversed(plot_axes)] or ["."]
+        for p in plot_axes:
+            attrs[f"{names[p.node.name]}_indices"] = [0, 1]
+    elif plot_axes:
+        attrs["axes"] = [names[p.node.name] for p in plot_axes]
+    elif dim:
+        attrs["axes"] = ["."] * (len(members[0].node.shape) + 1 if members[0].members
+                                 else dim + 1)
+    entry.add(GroupPlan(plot, "NXdata", attrs, member_attrs))
+    # every candidate axis is linked, so a later declaration only changes @axes
+    extra_axes = [p for p in axes if p not in members] if dim == 0 else []
+    for p in list(members) + extra_axes:
+        target = layout.paths[p.node.name]
+        if grid and dim == 0:
+            dtype = np.dtype(p.node.dtype).str
+            entry.add(GridPlan(f"{plot}/{names[p.node.name]}", target, dtype, grid,
+                               {"channel": p.node.name}))
+        else:
+            entry.add(LinkPlan(f"{plot}/{names[p.node.name]}", target))

@@ -6,7 +6,10 @@ The keys a NeXus writer relies on: ``name``, ``type``, ``title``, ``npoints``
 and the ``scalars``/``spectra``/``images`` channel names), ``channels`` (per
 channel: ``dim``, ``unit``, ``display_name``), ``positioners`` (start/end, dial
 and units), ``filename`` (where the writer puts the file), ``sample``,
-``plots``, ``start_time`` (ISO 8601) and ``scan_nb``.
+``plots``, ``start_time`` (ISO 8601) and ``scan_nb``; ``data_writer``, and scan
+metadata as BLISS publishes it: ``scan_meta_categories`` with the ``instrument`` and
+``technique`` trees (silx ``dicttonx`` conventions) and ``nexuswriter``
+(``instrument_info``).
 """
 
 from __future__ import annotations
@@ -165,7 +168,7 @@ def make_scan_info(
         "data_dim": int(data_dim),
         "filename": filename,
         "save": True,
-        "writer": "nexus",
+        "data_writer": "nexus",
         "start_time": start_time,
         "acquisition_chain": dict(chain),
         "channels": dict(channels),
@@ -173,8 +176,29 @@ def make_scan_info(
         "plots": list(plots),
         "sample": {"name": "FeCu_foil_01", "description": "iron/copper foil, 10 um"},
         "proposal": {"name": "ih0000", "title": "simulated experiment"},
-        "instrument": {"name": "sim-beamline", "source": "simulated storage ring"},
+        "scan_meta_categories": ["positioners", "nexuswriter", "instrument", "technique"],
+        "nexuswriter": {
+            "instrument_info": {"name": "ESRF-SIM00", "name@short_name": "sim00"},
+        },
+        "instrument": {
+            "@NX_class": "NXinstrument",
+            "source": {"@NX_class": "NXsource", "name": "simulated storage ring",
+                       "type": "Synchrotron X-ray Source", "probe": "x-ray"},
+            "monochromator": {"@NX_class": "NXmonochromator", "energy": 7.112,
+                              "energy@units": "keV"},
+        },
+        "technique": {
+            "@NX_class": "NXcollection",
+            "name": "XAS",
+            "edge": "Fe K",
+            ">energy": "../instrument/monochromator/energy",
+        },
     }
+    selected = [item["y"] for plot in plots[:1] if plot.get("kind") == "curve-plot"
+                for item in plot.get("items", ()) if "y" in item]
+    if selected:
+        # what the user selected for display (BLISS's plotselect): the curves shown
+        info["display_extra"] = {"plotselect": selected}
     if extra:
         info.update(extra)
     return info

@@ -32,6 +32,7 @@ from ..data.nodes import ChannelNode, LimaNode
 from ..data.source import ScanSource, StopHandle
 from ..errors import DataLostError, NexusWriterError, ScanStateError
 from ..io import checks, masterfiles
+from ..io.scan_info import skip_reason
 from ..io.layout import NodeSpec, ScanDescription, ScanLayout, plan_scan
 from ..io.nexus import NexusFile, now_iso
 from ..io.options import SaveOptions
@@ -104,6 +105,9 @@ class NexusScanWriter(Subscriber):
         self._ticker_stop: Optional[Event] = None
         self._ended = False
         self._layout_notes: set[str] = set()
+        #: why the scan is not written (its data_writer is another writer), or ""
+        self.skipped = ""
+        self._last_ack = 0.0
 
     # -- snapshots for other threads -------------------------------------------
 
@@ -158,9 +162,16 @@ class NexusScanWriter(Subscriber):
     # -- consuming (worker thread) ---------------------------------------------
 
     def _process_event(self, event_type: EventType, node: Any, event_data: EventData) -> None:
-        if self._file is None:
-            self._open()
+        if self._file is None and not self.skipped:
+            self.skipped = skip_reason(self.node.info)
+            if self.skipped:
+                logger.info("%s: %s", self.name, self.skipped)
+            else:
+                self._open()
         self._position = event_data.position
+        if self.skipped:
+            self._pass_over(event_type, event_data)
+            return
         if event_type is EventType.NEW_NODE:
             self._declare(node)
             return
@@ -180,6 +191,20 @@ class NexusScanWriter(Subscriber):
             self._update_info(event_data.info or {})
         elif event_type is EventType.END_SCAN:
             self._end(event_data)
+
+    def _pass_over(self, event_type: EventType, event_data: EventData) -> None:
+        """A skipped scan: what it publishes is acknowledged (every ``flush_period``
+        and at its end), so the publisher trims it as if it were written."""
+        now = time.monotonic()
+        if event_type is EventType.END_SCAN or now - self._last_ack >= self.options.flush_period:
+            self._acknowledge(event_data.position)
+            self._last_ack = now
+        if event_type is EventType.END_SCAN:
+            self.end_reason = event_data.reason.value if event_data.reason else "UNKNOWN"
+            self._ended = True
+
+    def _finished_reason(self) -> str:
+        return self.skipped or super()._finished_reason()
 
     def _open(self) -> None:
         info = self.scan_info = dict(self.node.info)

@@ -292,6 +292,11 @@ class Subscriber:
         """Called once per run in the consumer greenlet after the last event, whatever
         ended the run (end of stream, stop, kill, fault). Default: nothing."""
 
+    def _finished_reason(self) -> str:
+        """The ``state_reason`` of OFF when the node's event stream ended (called
+        once the consumer is done)."""
+        return "finished: the node's event stream ended"
+
     # -- internals -----------------------------------------------------------
 
     def _set_state(self, state: SubscriberState, reason: str) -> None:
@@ -469,6 +474,6 @@ class Subscriber:
             elif run.stop_requested:
                 self._set_state(SubscriberState.OFF, "stopped on request")
             else:
-                self._set_state(SubscriberState.OFF, "finished: the node's event stream ended")
+                self._set_state(SubscriberState.OFF, self._finished_reason())
             self._ended_at = time.monotonic()
         run.finished.send()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -261,7 +262,14 @@ def test_ascan_plot0d_shows_diode1_against_samy_by_default():
     assert members["diode1"] == LinkPlan(members["diode1"].path,
                                          layout.streams["diode:diode1"].path)
     assert members["samy"] == LinkPlan(members["samy"].path, layout.streams["axis:samy"].path)
-    assert entry.default == "plot0D"
+    # the simulated ascan publishes BLISS's display_extra.plotselect (the curves the
+    # user shows), whose NXdata group is the default, as the classic writer makes it;
+    # without that key, plot0D is the default
+    assert entry.default == "plotselect"
+    plan = scan_plan("ascan")
+    info = {k: v for k, v in plan.scan_info.items() if k != "display_extra"}
+    description = dataclasses.replace(describe(plan), scan_info=info)
+    assert plan_scan(description, SaveOptions()).entries[0].default == "plot0D"
 
 
 def test_mca_detector_group_holds_spectrum_and_rates():

@@ -1,0 +1,135 @@
+"""What the writer reads from the keys BLISS puts in a scan's ``scan_info`` (pure).
+
+Each function reads one key, as BLISS publishes it, and gives what the writer needs.
+A key that is absent gives the default; a key that is there with another shape raises
+:class:`~nexus_writer_service.errors.MalformedInfoError` naming the key, so that the
+scan goes FAULT with a reason the acquisition program's author can act on.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Mapping, NamedTuple
+
+from ..errors import MalformedInfoError
+
+__all__ = ["WRITTEN_BY", "Comment", "categories", "comments", "instrument_info",
+           "plotselect", "skip_reason"]
+
+#: Categories of scan metadata the writer puts elsewhere than in a tree of their name.
+_PLACED_ELSEWHERE = ("positioners", "nexuswriter")
+
+#: The ``data_writer`` of the scans this writer writes.
+WRITTEN_BY = "nexus"
+
+
+def _malformed(key: str, value: Any, expected: str) -> MalformedInfoError:
+    return MalformedInfoError(
+        f"scan_info {key!r} is {value!r} ({type(value).__name__}), not {expected}: the "
+        "acquisition program sent a malformed scan_info")
+
+
+def skip_reason(info: Mapping[str, Any]) -> str:
+    """Why the scan is not to be written by this writer ("" when it is).
+
+    BLISS names the writer that saves a scan in ``data_writer``: only ``"nexus"``
+    scans are ours. A scan without the key (published by other programs than BLISS)
+    is written.
+    """
+    data_writer = info.get("data_writer")
+    if data_writer is None or data_writer == WRITTEN_BY:
+        return ""
+    if not isinstance(data_writer, str):
+        raise _malformed("data_writer", data_writer, "a writer name")
+    return (f"skipped: scan_info data_writer={data_writer!r}, not {WRITTEN_BY!r}; "
+            "no file written")
+
+
+class Comment(NamedTuple):
+    """A comment a user put on a scan (BLISS's ``scan.add_comment``)."""
+
+    date: str
+    message: str
+
+
+def comments(info: Mapping[str, Any]) -> list[Comment]:
+    """``scan_info["comments"]``: ``[{"date": ISO 8601, "message": text}]`` as BLISS 2.x
+    gives it; a bare text (no date) and BLISS 1.x's ``{"timestamp": epoch, "message"}``
+    are read too."""
+    value = info.get("comments")
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _malformed("comments", value, "a list of {date, message}")
+    found = []
+    for index, item in enumerate(value):
+        if isinstance(item, str):
+            found.append(Comment("", item))
+            continue
+        key = f"comments[{index}]"
+        if not isinstance(item, Mapping) or not isinstance(item.get("message"), str):
+            raise _malformed(key, item, "a {date, message} with a text message")
+        date = item.get("date")
+        timestamp = item.get("timestamp")
+        if date is None and isinstance(timestamp, (int, float)) \
+                and not isinstance(timestamp, bool):
+            date = datetime.datetime.fromtimestamp(timestamp).astimezone().isoformat()
+        if not isinstance(date, (str, type(None))):
+            raise _malformed(key, item, "a {date, message} with an ISO 8601 date")
+        found.append(Comment(date or "", item["message"]))
+    return found
+
+
+def categories(info: Mapping[str, Any]) -> list[str]:
+    """The keys of the scan_info that are trees of scan metadata, each written as the
+    entry's group of that name: ``scan_meta_categories`` (BLISS), but ``positioners``
+    and ``nexuswriter``, which the writer places itself; and ``instrument`` in any
+    case, merged into the entry's NXinstrument."""
+    value = info.get("scan_meta_categories")
+    if value is None:
+        value = []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _malformed("scan_meta_categories", value, "a list of scan_info keys")
+    found = [name for name in value if name not in _PLACED_ELSEWHERE]
+    if "instrument" not in found and isinstance(info.get("instrument"), Mapping):
+        found.append("instrument")
+    return list(dict.fromkeys(found))
+
+
+def nexuswriter(info: Mapping[str, Any], key: str) -> Any:
+    """``scan_info["nexuswriter"][key]`` (None when absent)."""
+    section = info.get("nexuswriter")
+    if section is None:
+        return None
+    if not isinstance(section, Mapping):
+        raise _malformed("nexuswriter", section, "a mapping")
+    return section.get(key)
+
+
+def instrument_info(info: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``nexuswriter.instrument_info``: a tree written into the entry's NXinstrument
+    (``{"name": "ESRF-ID00", "name@short_name": "id00"}``)."""
+    value = nexuswriter(info, "instrument_info")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _malformed("nexuswriter/instrument_info", value, "a mapping")
+    return value
+
+
+def plotselect(info: Mapping[str, Any]) -> list[str]:
+    """``display_extra.plotselect``: the channels the user selected for display in
+    BLISS (``plotselect(diode)``), which the writer shows in the NXdata group
+    ``plotselect`` (BLISS 1.x: ``_display_extra``)."""
+    key = "display_extra" if "display_extra" in info else "_display_extra"
+    extra = info.get(key)
+    if extra is None:
+        return []
+    if not isinstance(extra, Mapping):
+        raise _malformed(key, extra, "a mapping")
+    selected = extra.get("plotselect")
+    if selected is None:
+        return []
+    if not isinstance(selected, list) or not all(isinstance(v, str) for v in selected):
+        raise _malformed(f"{key}/plotselect", selected, "a list of channel names")
+    return selected
