@@ -39,6 +39,16 @@ class DataLostError(NexusWriterError, LookupError):
     """Data a reader still needed is no longer in Redis (trimmed or expired)."""
 
 
+class PointsLostError(DataLostError):
+    """Points a publisher accepted could not be stored in Redis; ``lost`` names them
+    (channel and point range) and the message says why."""
+
+    def __init__(self, message: str, lost: "list[tuple[str, int, int]] | None" = None):
+        super().__init__(message)
+        #: ``(channel, first point, point after the last)`` of every range lost
+        self.lost = list(lost or [])
+
+
 class ScanStateError(NexusWriterError, RuntimeError):
     """An operation is not allowed in the current state of a scan."""
 

@@ -13,7 +13,9 @@ on the hot path of every point a scan publishes or a writer reads:
   ``send_command``, their replies read later with ``read_response``, so that a
   publisher sends each block at once without waiting one round trip for it (3,000
   entries of 10 channels x 100 float64: 0.34 s one round trip each, 0.16 s through
-  the publisher, which also encodes and checks them).
+  the publisher, which also encodes and checks them). It keeps each command until
+  its reply is read, so that after a dropped connection its owner can tell which of
+  them Redis stored and send the others again (see :mod:`.publish_recovery`).
 
 If a redis-py release changes these internals, this module is the one to adapt.
 """
@@ -21,7 +23,9 @@ If a redis-py release changes these internals, this module is the one to adapt.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+import time
+from collections import deque
+from typing import Any, Callable, NamedTuple, Protocol
 
 import redis
 from redis.client import NEVER_DECODE
@@ -29,7 +33,7 @@ from redis.client import NEVER_DECODE
 from .connection import Client, redis_errors
 from .parser import RawEntry
 
-__all__ = ["XRead", "raw_xread", "StreamWriter"]
+__all__ = ["XRead", "raw_xread", "StreamWriter", "Unanswered", "RecoveryHandler"]
 
 #: ``xread(key, position, count, block_ms)``: the entries of one XREAD.
 XRead = Callable[[str, str, int, int], list[RawEntry]]
@@ -69,85 +73,136 @@ def raw_xread(client: Client) -> XRead:
     return read_flattened
 
 
+class Unanswered(NamedTuple):
+    """A command sent on the stream connection whose reply has not been read:
+    the caller's ``token`` for it and its arguments."""
+
+    token: Any
+    args: tuple[Any, ...]
+
+
+class RecoveryHandler(Protocol):
+    """What a :class:`StreamWriter` asks its owner when a command cannot go through."""
+
+    def recover(self, unanswered: list[Unanswered], cause: Exception, since: float
+                ) -> list[Unanswered]:
+        """The connection dropped (first at ``time.monotonic()`` ``since``) with
+        ``unanswered`` commands, in the order sent: wait for Redis (raising when
+        the caller should be told that it cannot wait more) and return those to send
+        again, in that order. Runs with the writer's lock held: no other command
+        goes out meanwhile."""
+
+    def refused(self, token: Any, error: redis.ResponseError) -> None:
+        """Redis refused the command ``token`` (out of memory, read-only replica...)."""
+
+
+#: Errors after which the replies of the commands in flight may be lost.
+CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
 class StreamWriter:
     """Writes commands on one dedicated connection without waiting for each reply.
 
     Every command is on the wire (so visible to readers) when ``send`` returns;
     replies are read once more than ``window`` are outstanding, and all of them
-    by :meth:`flush`. An error reply is raised by the ``send``/``flush`` that
-    reads it. Thread-safe; commands keep their order.
+    by :meth:`flush`. Commands whose reply has not come are kept: when the
+    connection drops, ``handler`` decides which of them to send again (see
+    :class:`RecoveryHandler`) and this writer sends them on a new connection before
+    anything else; a command Redis refuses is handed to ``handler``. Thread-safe;
+    commands keep their order.
     """
 
-    def __init__(self, client: Client, window: int = 64):
+    def __init__(self, client: Client, handler: RecoveryHandler, window: int = 64):
         self._pool = client.connection_pool
+        self._handler = handler
         self._connection: Any = None
-        self._pending = 0
+        self._sent: deque[Unanswered] = deque()
         self._window = window
         self._lock = threading.Lock()
 
-    def send(self, what: str, *args: Any) -> None:
+    def send(self, what: str, token: Any, *args: Any) -> None:
+        item = Unanswered(token, args)
         with self._lock, redis_errors(what):
-            if self._connection is None:
-                self._connection = self._pool.get_connection()
             try:
+                if self._connection is None:
+                    self._connection = self._pool.get_connection()
                 self._check_connection()
+            except CONNECTION_ERRORS as exc:
+                self._sent.append(item)  # not sent: the recovery sends it
+                self._recover(exc)
+                return
+            try:
+                # kept before it is sent: a command half-written is unanswered too
+                self._sent.append(item)
                 self._connection.send_command(*args)
-                self._pending += 1
-                while self._pending > self._window:
+                while len(self._sent) > self._window:
                     self._read_one()
-            except BaseException:
-                self._discard()
-                raise
+            except CONNECTION_ERRORS as exc:
+                self._recover(exc)
 
     def _check_connection(self) -> None:
         """Before sending: read the replies that have arrived, without waiting. A
-        connection the server closed (Redis restarted) is replaced when no reply is
-        outstanding; otherwise its error is raised now. Either way the next command
-        never vanishes into a dead socket with only a later call failing."""
-        try:
-            while self._pending and self._connection.can_read(timeout=0):
-                self._read_one()
-            closed = not self._pending and self._connection.can_read(timeout=0)
-        except (redis.ConnectionError, OSError):
-            if self._pending:
-                raise
-            closed = True
-        if closed:
+        connection the server closed (Redis restarted) with no reply outstanding is
+        replaced at once; with replies outstanding, its error starts the recovery."""
+        while self._sent and self._connection.can_read(timeout=0):
+            self._read_one()
+        if not self._sent and self._connection.can_read(timeout=0):
             self._connection.disconnect()
             self._connection.connect()
 
     def _read_one(self) -> None:
-        """Read one reply; a reply lost with the connection stays outstanding."""
+        """Read the oldest reply; a reply lost with the connection stays outstanding."""
         try:
             self._connection.read_response()
-        except redis.ResponseError:
-            self._pending -= 1
-            raise
-        self._pending -= 1
+        except redis.ResponseError as exc:
+            self._handler.refused(self._sent.popleft().token, exc)
+            return
+        self._sent.popleft()
+
+    def _recover(self, cause: Exception) -> None:
+        """The connection dropped: until every unanswered command is answered or
+        given up by the handler, ask the handler what to send again and send it on
+        a new connection."""
+        since = time.monotonic()
+        while True:
+            unanswered = list(self._sent)
+            self._sent.clear()
+            self._drop_connection()
+            resend = self._handler.recover(unanswered, cause, since)
+            if not resend:  # (the next command connects again)
+                return
+            pushed = 0
+            try:
+                self._connection = self._pool.get_connection()
+                for item in resend:
+                    self._sent.append(item)
+                    pushed += 1
+                    self._connection.send_command(*item.args)
+                while self._sent:
+                    self._read_one()
+                return
+            except CONNECTION_ERRORS as exc:
+                # answered ones have left ``_sent``; those never pushed are still due
+                cause = exc
+                self._sent.extend(resend[pushed:])
 
     def flush(self, what: str) -> None:
         with self._lock, redis_errors(what):
             try:
-                while self._pending:
+                while self._sent:
                     self._read_one()
-            except BaseException:
-                self._discard()
-                raise
+            except CONNECTION_ERRORS as exc:
+                self._recover(exc)
 
-    def _discard(self) -> None:
+    def _drop_connection(self) -> None:
         if self._connection is not None:
             self._connection.disconnect()
             self._pool.release(self._connection)
         self._connection = None
-        self._pending = 0
 
     def close(self) -> None:
+        self.flush("closing the stream connection")
         with self._lock:
             if self._connection is not None:
-                try:
-                    while self._pending:
-                        self._read_one()
-                finally:
-                    self._pool.release(self._connection)
-                    self._connection = None
-                    self._pending = 0
+                self._pool.release(self._connection)
+                self._connection = None

@@ -7,12 +7,23 @@ background thread owned by the ``Publisher`` and stopped by :meth:`Publisher.clo
 when the process dies the lease expires and readers end the scan with
 ``PUBLISHER_LOST``. The same ``ScanPublisher`` must not be used from two threads
 at once; different scans may be published from different threads.
+
+Nothing accepted is lost silently. Data entries go out without waiting for their
+replies; when the connection drops, the publisher reconnects (for at most
+``reconnect_timeout``), asks Redis which of the unanswered entries it stored (see
+:mod:`.losses`) and sends the others again. Points that cannot be stored (Redis
+did not come back in time, refused them, or came back without the scan) are
+named, channel and point range, by a :class:`~nexus_writer_service.errors.PointsLostError`
+raised to the caller and in the scan's end message (reason FAILED). A scan whose
+lease expired while Redis could not be reached is ended by the publisher, when
+Redis is back, with a message naming the outage.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from types import TracebackType
 from typing import Any, Iterable, Mapping, Sequence
@@ -20,7 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import redis
 
-from ..errors import ConfigurationError, ScanStateError
+from ..errors import ConfigurationError, PointsLostError, RedisUnavailableError, ScanStateError
 from . import codec
 from ._fast_redis import StreamWriter
 from .connection import SESSION_STREAM_MAXLEN, Client, connect, end_scan, redis_errors
@@ -38,6 +49,8 @@ from .events import (
     encode_session_new,
 )
 from .keys import ScanKeys, SessionKeys, check_name
+from .losses import PointRange, SentEntry, describe
+from .publish_recovery import Recovery
 
 __all__ = ["Publisher", "ScanPublisher"]
 
@@ -65,8 +78,14 @@ class ScanPublisher:
     """
 
     def __init__(self, publisher: "Publisher", keys: ScanKeys, name: str, number: int,
-                 subscans: list[str]):
+                 subscans: list[str], uid: str = ""):
         self._publisher = publisher
+        self.uid = uid
+        self._lost: list[PointRange] = []
+        self._lost_why = ""
+        self._lost_told = False
+        #: why the scan ended other than by :meth:`end`, for the caller's next call
+        self._ended_why = ""
         self._client = publisher._client
         self._writer = publisher._writer
         self.keys = keys
@@ -83,9 +102,33 @@ class ScanPublisher:
     def key(self) -> str:
         return self.keys.base
 
+    @property
+    def lost(self) -> list[PointRange]:
+        """The points accepted by :meth:`send` that could not be stored in Redis."""
+        return list(self._lost)
+
+    def _loss_message(self) -> str:
+        npoints = sum(r.stop - r.first for r in self._lost)
+        return (f"{npoints} points accepted by the publisher could not be stored in Redis "
+                f"({self._lost_why}): {describe(self._lost)}")
+
+    def _record_loss(self, ranges: list[PointRange], why: str) -> None:
+        """Called by the publisher (with its stream connection locked)."""
+        if ranges:
+            self._lost.extend(ranges)
+            self._lost_why = "; ".join(filter(None, [self._lost_why, why]))
+
+    def _raise_lost(self) -> None:
+        self._lost_told = True
+        raise PointsLostError(f"scan {self.name!r} ({self.key}): {self._loss_message()}",
+                              [(r.channel, r.first, r.stop) for r in self._lost])
+
     def _check_running(self) -> None:
+        if self._lost:
+            self._raise_lost()
         if self.ended:
-            raise ScanStateError(f"scan {self.name!r} ({self.key}) has already ended")
+            raise ScanStateError(f"scan {self.name!r} ({self.key}) has already ended"
+                                 + (f": {self._ended_why}" if self._ended_why else ""))
 
     def _subscan(self, subscan: str | None, what: str) -> str:
         if subscan is None:
@@ -171,10 +214,19 @@ class ScanPublisher:
         so publishing does not wait one round trip per block. Point indices are
         assigned here, consecutively per channel: a reader can therefore tell a
         gap or a duplicate from a block.
+
+        After a dropped connection this call may block up to the publisher's
+        ``reconnect_timeout`` while it reconnects and sends again what Redis did not
+        store.
+
+        :raises PointsLostError: points this scan accepted (in this call or an
+            earlier one) could not be stored; it names them, and every later call
+            of this scan raises it too (the scan cannot go on over a gap): end it
         """
         self._check_running()
         raw_blocks: list[RawBlock] = []
-        counts = []
+        channels = []
+        counts: list[int] = []
         for name, data in blocks.items():
             try:
                 channel = self._channels[name]
@@ -190,15 +242,19 @@ class ScanPublisher:
             else:
                 raw, n = codec.array_to_bytes(data, channel.dtype, channel.shape, what)
             raw_blocks.append((channel.index, channel.npoints, raw, lengths))
-            counts.append((channel, n))
+            channels.append(channel)
+            counts.append(n)
         if not counts:
             return
         args: list[Any] = ["XADD", self.keys.events, "*"]
         for item in encode_data(raw_blocks).items():
             args.extend(item)
-        self._writer.send(f"sending data to {self.key}", *args)
-        for channel, n in counts:
+        for channel, n in zip(channels, counts):
             channel.npoints += n
+        self._writer.send(f"sending data to {self.key}", SentEntry(self, raw_blocks, counts),
+                          *args)
+        if self._lost:
+            self._raise_lost()
 
     def npoints(self, name: str) -> int:
         """Number of points sent so far on channel ``name``."""
@@ -248,12 +304,21 @@ class ScanPublisher:
         if reason is EndReason.PUBLISHER_LOST:
             raise ValueError("PUBLISHER_LOST is reserved for scans whose publisher died")
         if self.ended:
+            if self._lost and not self._lost_told:
+                self._raise_lost()
             return False
         self.ended = True
         self._publisher._forget(self)
         self._writer.flush(f"sending data to {self.key}")
-        return end_scan(self._client, self.keys, reason, message,
-                        retention=self._publisher.retention)
+        if self._lost:
+            reason = EndReason.FAILED
+            message = "; ".join(filter(None, [self._loss_message(), message]))
+        try:
+            ended = self._publisher._end_in_redis(self, reason, message)
+        finally:
+            if self._lost and not self._lost_told:
+                self._raise_lost()
+        return ended
 
     def __enter__(self) -> "ScanPublisher":
         return self
@@ -273,23 +338,36 @@ class Publisher:
 
     ``lease`` (seconds): how long readers wait for a silent, dead publisher before
     ending its scans with PUBLISHER_LOST. ``retention`` (seconds): how long the keys
-    of an ended scan stay in Redis (0: forever).
+    of an ended scan stay in Redis (0: forever). ``reconnect_timeout`` (seconds,
+    default the lease): how long a call that sends data waits for Redis to come back
+    after the connection dropped before the unanswered points are given up (named
+    by a :class:`~nexus_writer_service.errors.PointsLostError`).
     """
 
     def __init__(self, session: str, redis_url: str | None = None, *, lease: float = 10.0,
-                 retention: float = 24 * 3600.0, client: Client | None = None):
+                 retention: float = 24 * 3600.0, client: Client | None = None,
+                 reconnect_timeout: float | None = None):
         self.session = check_name(session)
         if not lease > 0.2:
             raise ConfigurationError(f"lease must be more than 0.2 s, got {lease!r}")
         if retention < 0:
             raise ConfigurationError(f"retention must be >= 0 s, got {retention!r}")
+        if reconnect_timeout is not None and not reconnect_timeout >= 0:
+            raise ConfigurationError(
+                f"reconnect_timeout must be >= 0 s, got {reconnect_timeout!r}")
         self.lease = float(lease)
         self.retention = float(retention)
+        self.reconnect_timeout = self.lease if reconnect_timeout is None \
+            else float(reconnect_timeout)
         self._keys = SessionKeys(self.session)
         self._client = client if client is not None else connect(redis_url)
         self._own_client = client is None
-        self._writer = StreamWriter(self._client)
+        self._writer = StreamWriter(self._client, Recovery(self))
         self._scans: dict[str, ScanPublisher] = {}
+        #: scans ended while Redis could not be reached, ended in Redis when it is back
+        self._unended: list[tuple[ScanPublisher, EndReason, str]] = []
+        #: when the lease thread first failed to reach Redis (wall clock, for messages)
+        self._outage_since: float | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -321,12 +399,13 @@ class Publisher:
         name = str(name or info.get("name") or f"scan{number}")
         info.setdefault("scan_nb", number)
         keys = self._keys.scan(scan_id)
+        uid = uuid.uuid4().hex
         pipe = self._client.pipeline(transaction=True)
         pipe.set(keys.lease, b"1", px=int(self.lease * 1000))
         pipe.hset(keys.info, mapping={
             "name": name, "number": number, "session": self.session,
             "scan_info": codec.to_json(info), "retention": int(self.retention),
-            "lease": self.lease, "uid": uuid.uuid4().hex,
+            "lease": self.lease, "uid": uid,
         })
         for index, subscan in enumerate(subscans):
             fields = encode_node(subscan, NodeType.SUBSCAN, index, {"index": index + 1})
@@ -338,7 +417,7 @@ class Publisher:
                   maxlen=SESSION_STREAM_MAXLEN, approximate=True)
         with redis_errors(f"creating scan {keys.base}"):
             pipe.execute()
-        scan = ScanPublisher(self, keys, name, number, subscans)
+        scan = ScanPublisher(self, keys, name, number, subscans, uid)
         with self._lock:
             self._scans[keys.base] = scan
             self._ensure_lease_thread()
@@ -346,7 +425,19 @@ class Publisher:
 
     def _forget(self, scan: ScanPublisher) -> None:
         with self._lock:
-            self._scans.pop(scan.key, None)
+            if self._scans.get(scan.key) is scan:
+                del self._scans[scan.key]
+
+    def _end_in_redis(self, scan: ScanPublisher, reason: EndReason, message: str) -> bool:
+        """End ``scan`` in Redis; if Redis cannot be reached, the lease thread does it
+        when Redis is back (and this raises the error)."""
+        try:
+            return end_scan(self._client, scan.keys, reason, message, retention=self.retention)
+        except RedisUnavailableError:
+            with self._lock:
+                self._unended.append((scan, reason, message))
+                self._ensure_lease_thread()
+            raise
 
     def _ensure_lease_thread(self) -> None:
         if self._thread is None:
@@ -357,21 +448,70 @@ class Publisher:
             self._thread.start()
 
     def _refresh_leases(self) -> None:
-        """Runs in the lease thread until :meth:`close`; also trims acknowledged data."""
+        """Runs in the lease thread until :meth:`close`; also trims acknowledged data,
+        and ends the scans that could not be ended while Redis was unreachable."""
         period = self.lease / 3.0
         while not self._stop.wait(period):
             with self._lock:
                 scans = list(self._scans.values())
-            if not scans:
-                continue
+                unended, self._unended = self._unended, []
             try:
-                pipe = self._client.pipeline(transaction=False)
-                for scan in scans:
-                    pipe.pexpire(scan.keys.lease, int(self.lease * 1000))
-                pipe.execute()
-                self.trim(scans)
-            except redis.RedisError as exc:
+                self._end_unended(unended)
+                if scans:
+                    pipe = self._client.pipeline(transaction=False)
+                    for scan in scans:
+                        pipe.pexpire(scan.keys.lease, int(self.lease * 1000))
+                    renewed = pipe.execute()
+                    for scan, alive in zip(scans, renewed):
+                        if not alive:
+                            self._lease_lost(scan)
+                    self.trim(scans)
+                if self._outage_since is not None:
+                    logger.warning("session %s: Redis reachable again after %.1f s",
+                                   self.session, time.time() - self._outage_since)
+                    self._outage_since = None
+            except (redis.RedisError, RedisUnavailableError) as exc:
+                if self._outage_since is None:
+                    self._outage_since = time.time()
                 logger.warning("session %s: cannot refresh scan leases (%s)", self.session, exc)
+
+    def _end_unended(self, unended: list[tuple[ScanPublisher, EndReason, str]]) -> None:
+        for at, (scan, reason, message) in enumerate(unended):
+            try:
+                if self._same_scan(scan):
+                    end_scan(self._client, scan.keys, reason, message, retention=self.retention)
+            except BaseException:
+                with self._lock:
+                    self._unended[:0] = unended[at:]
+                raise
+
+    def _same_scan(self, scan: ScanPublisher) -> bool:
+        """Whether the keys of ``scan`` in Redis are still those of this scan (Redis
+        restarted without its data gives the same key to a new scan)."""
+        return self._client.hget(scan.keys.info, "uid") == scan.uid.encode()
+
+    def _outage(self) -> str:
+        if self._outage_since is None:
+            return (f"the publisher did not renew its lease of {self.lease:g} s in time "
+                    "(process suspended or overloaded)")
+        return (f"Redis could not be reached from "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self._outage_since))} "
+                f"for {time.time() - self._outage_since:.1f} s, longer than the publisher's "
+                f"lease of {self.lease:g} s")
+
+    def _lease_lost(self, scan: ScanPublisher) -> None:
+        """The lease of a running scan has expired: its readers may have ended it as
+        PUBLISHER_LOST already; otherwise end it FAILED, saying why."""
+        why = self._outage()
+        self._forget(scan)
+        scan.ended = True
+        if not self._same_scan(scan):
+            scan._ended_why = f"{why}, and its keys are gone from Redis"
+        elif end_scan(self._client, scan.keys, EndReason.FAILED, why, retention=self.retention):
+            scan._ended_why = f"ended FAILED by the publisher: {why}"
+        else:
+            scan._ended_why = f"ended by its readers (its lease expired): {why}"
+        logger.error("session %s: scan %s %s", self.session, scan.key, scan._ended_why)
 
     def trim(self, scans: Iterable[ScanPublisher] | None = None) -> None:
         """Drop entries that every registered reader has acknowledged."""
@@ -397,11 +537,17 @@ class Publisher:
         self._closed = True
         if end_running is not None:
             for scan in self.running_scans():
-                scan.end(end_running, "publisher closed while the scan was running")
+                try:
+                    scan.end(end_running, "publisher closed while the scan was running")
+                except (RedisUnavailableError, PointsLostError) as exc:
+                    logger.error("session %s: closing: %s", self.session, exc)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        if self._unended:
+            logger.error("session %s: closed before Redis could be reached to end %s",
+                         self.session, ", ".join(scan.key for scan, _, _ in self._unended))
         self._writer.close()
         if self._own_client:
             self._client.close()

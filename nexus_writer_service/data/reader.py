@@ -272,13 +272,24 @@ class ScanNode:
             return bool(self._client.exists(self.keys.lease))
 
     def check_publisher(self) -> bool:
-        """End the scan with PUBLISHER_LOST if its publisher's lease expired; True if so."""
+        """End the scan with PUBLISHER_LOST if its publisher's lease expired; True if so.
+
+        A lease that expired while Redis was down does not count until Redis has been
+        up for one lease again: a publisher that outlived the outage has that long
+        to come back and end its scan itself, saying what happened."""
         if self.publisher_alive():
             return False
+        info = self._load()
         try:
-            retention = float(self._load().get(b"retention", b"0"))
+            retention = float(info.get(b"retention", b"0"))
+            lease = float(info.get(b"lease", b"0"))
         except ValueError:
-            raise MalformedEventError(f"retention of scan {self.key} is not a number") from None
+            raise MalformedEventError(
+                f"retention or lease of scan {self.key} is not a number") from None
+        with redis_errors(f"reading the uptime of Redis for {self.key}"):
+            uptime = float(self._client.info("server").get("uptime_in_seconds", 0))
+        if uptime < lease:
+            return False
         return end_scan(self._client, self.keys, EndReason.PUBLISHER_LOST,
                         "the publisher stopped renewing its lease (process died or hung)",
                         retention=retention, only_if_lease_expired=True)
