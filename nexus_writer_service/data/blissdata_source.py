@@ -15,13 +15,16 @@ What the writers see is the event model of every source:
   ``save`` true and ``data_writer`` ``"nexus"`` in its scan_info; others are
   skipped, with the reason logged;
 * a scan walk waits for PREPARED, declares one subscan per top master of
-  ``scan_info["acquisition_chain"]`` and one channel per numeric stream, gives
+  ``scan_info["acquisition_chain"]``, one channel per numeric stream and one lima
+  node per lima detector whose frames are saved (:mod:`.blissdata_lima`), gives
   PREPARED_SCAN, then the blocks of points as the cursors read them (point index
-  and all), and END_SCAN once the scan is CLOSED and every stream was read, with
+  and all) and the last status of each lima stream read as its progress, and
+  END_SCAN once the scan is CLOSED and every stream was read, with
   ``scan_info["end_reason"]`` mapped onto ours (:data:`END_REASONS`).
 
 A position is ``"<state>:<n1>,<n2>,..."``: the scan state reached and how many
-points of each numeric stream (in the order of their names) were given; a writer
+points of each numeric stream, or statuses of each lima stream (in the order of
+their names), were given; a writer
 acknowledges it in a hash of ours, ``nws-blissdata:<scan key>:acks``, since
 blissdata keeps no readers' positions.
 
@@ -69,6 +72,7 @@ from ..errors import (
 )
 from . import codec
 from .connection import Client, connect, redis_errors, resolve_redis_url
+from .blissdata_lima import is_lima_info, lima_node_info, lima_progress
 from .events import EndReason, EventData, EventType, NodeDeclaration, NodeType
 from .keys import check_name
 from .nodes import Node, make_node
@@ -291,7 +295,7 @@ class BlissdataScan:
         self._remember(scan)
         if scan.state < ScanState.PREPARED:
             return {}
-        return self._declare(scan, _channel_streams(scan, self._key))
+        return self._declare(scan, _readable_streams(scan, self._key))
 
     def _declare(self, scan: Scan, streams: Sequence[Any]) -> dict[str, Node]:
         info = self.info
@@ -301,13 +305,22 @@ class BlissdataScan:
         channels = info.get("channels")
         units: dict[str, Any] = channels if isinstance(channels, dict) else {}
         for stream in streams:
-            declarations.append(self._channel(stream, len(declarations),
-                                              placement.get(stream.name, subscans[0]),
+            subscan = placement.get(stream.name, subscans[0])
+            if _is_lima(stream):
+                declarations.append(self._lima(stream, len(declarations), subscan))
+                continue
+            declarations.append(self._channel(stream, len(declarations), subscan,
                                               units.get(stream.name)))
         nodes = {decl.name: make_node(self, decl) for decl in declarations}
         with self._lock:
             self._nodes = dict(nodes)
         return nodes
+
+    def _lima(self, stream: Any, index: int, subscan: str) -> NodeDeclaration:
+        what = f"lima stream {stream.name!r} ({stream.key}) of scan {self._key}"
+        node_info = lima_node_info(stream.info or {}, subscan, what)
+        assert node_info is not None  # unsaved ones are not read (_readable_streams)
+        return NodeDeclaration(stream.name, NodeType.LIMA, index, node_info)
 
     def _channel(self, stream: Any, index: int, subscan: str, channel_info: Any
                  ) -> NodeDeclaration:
@@ -350,7 +363,7 @@ class BlissdataScan:
             if scan.state < ScanState.PREPARED and silence.expired():
                 yield self._publisher_lost(progress, silence)
                 return
-        streams = _channel_streams(scan, self._key)
+        streams = _readable_streams(scan, self._key)
         if not progress.counts:
             progress.counts = [0] * len(streams)
         elif len(progress.counts) != len(streams):
@@ -483,6 +496,15 @@ class BlissdataScan:
         if skip >= count:
             return None
         what = f"stream {stream.name!r} ({stream.key}) of scan {self._key}"
+        if _is_lima(stream):  # only the last status counts: given again when resumed
+            progress.counts[index] = first + count
+            try:
+                status = lima_progress(view.get_data(count - 1, None), what)
+            except IndexNoMoreThereError:
+                raise DataLostError(f"{what}: its last status is no longer in Redis") \
+                    from None
+            return EventType.NEW_DATA, node, EventData(progress.text(), first_index=first,
+                                                       data=status)
         try:
             data = view.get_data(skip, count)
         except IndexNoMoreThereError:
@@ -505,7 +527,7 @@ class BlissdataScan:
         scan = self._load()
         if scan.state < ScanState.PREPARED:
             return _START
-        streams = _channel_streams(scan, self._key)
+        streams = _readable_streams(scan, self._key)
         counts = []
         for stream in streams:
             try:
@@ -546,11 +568,35 @@ class BlissdataScan:
         return f"<BlissdataScan {self._key}>"
 
 
-def _channel_streams(scan: Scan, key: str) -> list[Any]:
-    """The numeric streams of ``scan`` by name; the others are logged and left out."""
-    streams = []
+def _is_lima(stream: Any) -> bool:
+    """Whether ``stream`` (of :func:`_readable_streams`) gives the statuses of a lima
+    detector."""
+    return bool(getattr(stream, "lima", False))
+
+
+class _LimaStatuses(Stream):
+    """The statuses of a lima detector's stream: its JSON events, read as they are
+    (blissdata's ``LimaStream`` turns them into frames, which are never read here)."""
+
+    lima = True
+
+
+def _readable_streams(scan: Scan, key: str) -> list[Any]:
+    """The numeric streams of ``scan`` and the statuses of its lima detectors whose
+    frames are saved, by name; the others are logged and left out.
+
+    :raises MalformedEventError: a lima stream is not as blissdata writes them"""
+    streams: list[Any] = []
     for name, stream in sorted(scan.streams.items()):
-        if isinstance(stream, Stream) and stream.kind == "array":
+        info = stream.info if isinstance(stream.info, dict) else {}
+        if is_lima_info(info):
+            what = f"lima stream {name!r} ({stream.key}) of scan {key}"
+            if lima_node_info(info, "", what) is not None:
+                streams.append(_LimaStatuses(stream.event_stream))
+            else:
+                logger.warning("scan %s: %s is not written: its frames are not saved", key,
+                               what)
+        elif isinstance(stream, Stream) and stream.kind == "array":
             streams.append(stream)
         else:
             logger.warning("scan %s: stream %r (%s, plugin %r) is not written: only numeric "
