@@ -142,6 +142,11 @@ class NexusWriter(Device):
         doc="where the scans come from: nws (our own streams), blissdata (BLISS 2.x), or "
             "auto: chosen from what the Redis holds when the writer starts (the status "
             "says which)")
+    blissdata_idle_timeout = device_property(
+        dtype=float, default_value=600.0,
+        doc="blissdata has no publisher lease: seconds without a point or a state change "
+            "after which a scan never closed is ended with PUBLISHER_LOST (keep it longer "
+            "than any pause of a scan)")
     keepshape = _option_property("keepshape", bool)
     multivalue_positioners = _option_property("multivalue_positioners", bool)
     disable_external_hdf5 = _option_property("disable_external_hdf5", bool)
@@ -252,7 +257,8 @@ class NexusWriter(Device):
         assert self._options is not None
         self._fault = None
         try:
-            source = open_session(self.session.strip(), self._url, self.data_source or "auto")
+            source = open_session(self.session.strip(), self._url, self.data_source or "auto",
+                                  blissdata_idle_timeout=self.blissdata_idle_timeout)
             self._writer = NexusSessionWriter(source, options=self._options,
                                               parked=self.parked_files)
         except NexusWriterError as exc:

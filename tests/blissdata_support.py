@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 from blissdata.redis_engine.store import DataStore
+from blissdata.streams import StreamDefinition
 from blissdata.streams.default import Stream
+from blissdata.streams.lima import LimaStream
 
 #: The scan_info of an ascan as BLISS 2.4 hands it to blissdata at the end of a scan
 #: (a diode, an MCA and a Lima detector, ESRF data policy).
@@ -73,13 +75,28 @@ def ascan_data(npoints: int, seed: int = 0) -> dict[str, np.ndarray]:
     return data
 
 
+def lima_definition(name: str, file_path: str, *, frames_per_file: int,
+                    frames_per_acquisition: int, file_offset: int = 0,
+                    data_path: str = "/entry_0000/measurement/data", file_format: str = "HDF5",
+                    shape: tuple[int, ...] = (6, 5), dtype: Any = np.uint16
+                    ) -> StreamDefinition:
+    """A lima detector's stream as BLISS declares it (blissdata's lima plugin), saving
+    to the printf template ``file_path``."""
+    saving = {"file_path": file_path, "data_path": data_path, "file_format": file_format,
+              "file_offset": file_offset, "frames_per_file": frames_per_file}
+    return LimaStream.make_definition(name, dtype, list(shape), server_url="id00/limaccds/cam",
+                                      buffer_max_number=100,
+                                      frames_per_acquisition=frames_per_acquisition,
+                                      acquisition_offset=0, saving=saving)
+
+
 class BlissScan:
     """One scan published through blissdata, step by step."""
 
     def __init__(self, url: str, info: Mapping[str, Any], *, session: str = "demo",
                  name: str = "ascan", number: int = 3,
-                 channels: Mapping[str, tuple[Any, tuple[int, ...]]] = ASCAN_CHANNELS
-                 ) -> None:
+                 channels: Mapping[str, tuple[Any, tuple[int, ...]]] = ASCAN_CHANNELS,
+                 limas: Sequence[StreamDefinition] = ()) -> None:
         self.store = DataStore(url)
         identity = {"name": name, "number": number, "data_policy": "no_policy",
                     "session": session, "path": info.get("filename")}
@@ -91,6 +108,13 @@ class BlissScan:
             extra = {"unit": unit} if unit else {}
             definition = Stream.make_definition(channel, dtype, shape, info=extra)
             self.streams[channel] = self.scan.create_stream(definition)
+        for definition in limas:
+            self.streams[definition.name] = self.scan.create_stream(definition)
+
+    def lima_status(self, name: str, last_index: int, last_index_saved: int) -> None:
+        """What BLISS sends as a lima detector acquires and saves frames."""
+        self.streams[name].send({"last_index": last_index,
+                                 "last_index_saved": last_index_saved})
 
     def prepare_and_start(self) -> None:
         self.scan.prepare()

@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where the scans come from: our own streams (nws), BLISS 2.x's "
                         "blissdata, or auto: chosen from what the Redis holds, and logged "
                         "(default: auto)")
+    parser.add_argument("--blissdata-idle-timeout", type=float, default=None,
+                        metavar="SECONDS",
+                        help="blissdata has no publisher lease: end a scan that was never "
+                        "closed with PUBLISHER_LOST after this long without a point or a "
+                        "state change; keep it longer than any pause of a scan (default: "
+                        "600)")
     parser.add_argument("--no-resume", dest="resume", action="store_false",
                         help="do not complete scans left unfinished by a previous run")
     parser.add_argument("--reader-name", default="nexus_writer",
@@ -273,7 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         parser.error(f"cannot open the log file: {exc}")
     try:
-        node: Any = open_session(args.session, url, args.data_source)
+        node: Any = open_session(args.session, url, args.data_source,
+                                 blissdata_idle_timeout=args.blissdata_idle_timeout)
     except (ConfigurationError, TypeError, ValueError) as exc:
         parser.error(str(exc))
     log = logging.getLogger("nexus_writer_service.cli")

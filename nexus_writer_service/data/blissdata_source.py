@@ -15,16 +15,27 @@ What the writers see is the event model of every source:
   ``save`` true and ``data_writer`` ``"nexus"`` in its scan_info; others are
   skipped, with the reason logged;
 * a scan walk waits for PREPARED, declares one subscan per top master of
-  ``scan_info["acquisition_chain"]`` and one channel per numeric stream, gives
+  ``scan_info["acquisition_chain"]``, one channel per numeric stream and one lima
+  node per lima detector whose frames are saved (:mod:`.blissdata_lima`), gives
   PREPARED_SCAN, then the blocks of points as the cursors read them (point index
-  and all), and END_SCAN once the scan is CLOSED and every stream was read, with
+  and all) and the last status of each lima stream read as its progress, and
+  END_SCAN once the scan is CLOSED and every stream was read, with
   ``scan_info["end_reason"]`` mapped onto ours (:data:`END_REASONS`).
 
 A position is ``"<state>:<n1>,<n2>,..."``: the scan state reached and how many
-points of each numeric stream (in the order of their names) were given; a writer
+points of each numeric stream, or statuses of each lima stream (in the order of
+their names), were given; a writer
 acknowledges it in a hash of ours, ``nws-blissdata:<scan key>:acks``, since
-blissdata keeps no readers' positions. blissdata has no publisher lease either: a
-scan is reported alive (:meth:`BlissdataScan.publisher_alive`).
+blissdata keeps no readers' positions.
+
+blissdata has no publisher lease either: a scan whose publisher died is never
+closed. A walk takes the publisher as lost when the scan was given no point and
+changed no state for ``idle_timeout`` seconds (a session option, 10 minutes by
+default: BLISS scans legitimately wait, a long count, a sleep between points), and
+ends it with END_SCAN ``PUBLISHER_LOST``, the silence named in the message. The
+verdict is kept in a key of ours, ``nws-blissdata:<scan key>:lost``, as our own
+source keeps the end of a scan whose lease expired: a writer started again later
+ends that scan as soon as it read what the streams hold, and lists it as ended.
 
 Thread-safety: a session and its scans may be used from any thread; each walk
 blocks its own thread and honours ``stop`` within ``poll_interval``. blissdata's
@@ -37,7 +48,7 @@ import json
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from blissdata.exceptions import (
@@ -52,16 +63,23 @@ from blissdata.redis_engine.store import DataStore
 from blissdata.streams import CursorGroup
 from blissdata.streams.default import Stream
 
-from ..errors import DataLostError, MalformedEventError, NexusWriterError, NodeNotFoundError
+from ..errors import (
+    ConfigurationError,
+    DataLostError,
+    MalformedEventError,
+    NexusWriterError,
+    NodeNotFoundError,
+)
 from . import codec
 from .connection import Client, connect, redis_errors, resolve_redis_url
+from .blissdata_lima import is_lima_info, lima_node_info, lima_progress
 from .events import EndReason, EventData, EventType, NodeDeclaration, NodeType
 from .keys import check_name
 from .nodes import Node, make_node
 from .source import Event, ScanSource, SessionSource, StopHandle
 
-__all__ = ["BlissdataSession", "BlissdataScan", "END_REASONS", "PROTOCOL_KEY",
-           "SCAN_HISTORY", "is_blissdata_database"]
+__all__ = ["BlissdataSession", "BlissdataScan", "DEFAULT_IDLE_TIMEOUT", "END_REASONS",
+           "PROTOCOL_KEY", "SCAN_HISTORY", "is_blissdata_database"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +97,9 @@ END_REASONS: dict[str, tuple[EndReason, str]] = {
 }
 #: How long a reader's acknowledgement of a scan is kept after its last update.
 ACK_RETENTION = 7 * 24 * 3600
+#: Seconds without a point or a state change after which a scan that was never
+#: closed is taken as abandoned by its publisher (see the module).
+DEFAULT_IDLE_TIMEOUT = 600.0
 _START = "0-0"
 
 
@@ -101,6 +122,13 @@ def _with_socket_timeout(url: str, seconds: float = 30.0) -> str:
     return f"{url}{'&' if '?' in url else '?'}socket_timeout={seconds:g}"
 
 
+def _duration(seconds: float) -> str:
+    """``seconds`` as a person reads it: ``"0.5 s"``, ``"90 s"``, ``"10 min"``."""
+    if seconds >= 120 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
 def _end_reason(info: Mapping[str, Any], key: str) -> tuple[EndReason, str]:
     raw = info.get("end_reason")
     if raw is None:
@@ -114,6 +142,23 @@ def _end_reason(info: Mapping[str, Any], key: str) -> tuple[EndReason, str]:
 class _Deleted(Exception):
     """The scan was deleted while it was walked (blissdata gives its keys a few
     seconds to live: its streams can still be read to their end)."""
+
+
+class _Silence:
+    """The clock of a walk that takes the publisher of a silent scan as lost: it
+    restarts at every point given and every state change. ``lost``: the verdict is
+    already in (another walk gave it, with ``message``): it expires at once."""
+
+    def __init__(self, timeout: float, message: str | None) -> None:
+        self.timeout = timeout
+        self.message = message
+        self._since = time.monotonic()
+
+    def restart(self) -> None:
+        self._since = time.monotonic()
+
+    def expired(self) -> bool:
+        return self.message is not None or time.monotonic() - self._since >= self.timeout
 
 
 class _Progress:
@@ -250,7 +295,7 @@ class BlissdataScan:
         self._remember(scan)
         if scan.state < ScanState.PREPARED:
             return {}
-        return self._declare(scan, _channel_streams(scan, self._key))
+        return self._declare(scan, _readable_streams(scan, self._key))
 
     def _declare(self, scan: Scan, streams: Sequence[Any]) -> dict[str, Node]:
         info = self.info
@@ -260,13 +305,22 @@ class BlissdataScan:
         channels = info.get("channels")
         units: dict[str, Any] = channels if isinstance(channels, dict) else {}
         for stream in streams:
-            declarations.append(self._channel(stream, len(declarations),
-                                              placement.get(stream.name, subscans[0]),
+            subscan = placement.get(stream.name, subscans[0])
+            if _is_lima(stream):
+                declarations.append(self._lima(stream, len(declarations), subscan))
+                continue
+            declarations.append(self._channel(stream, len(declarations), subscan,
                                               units.get(stream.name)))
         nodes = {decl.name: make_node(self, decl) for decl in declarations}
         with self._lock:
             self._nodes = dict(nodes)
         return nodes
+
+    def _lima(self, stream: Any, index: int, subscan: str) -> NodeDeclaration:
+        what = f"lima stream {stream.name!r} ({stream.key}) of scan {self._key}"
+        node_info = lima_node_info(stream.info or {}, subscan, what)
+        assert node_info is not None  # unsaved ones are not read (_readable_streams)
+        return NodeDeclaration(stream.name, NodeType.LIMA, index, node_info)
 
     def _channel(self, stream: Any, index: int, subscan: str, channel_info: Any
                  ) -> NodeDeclaration:
@@ -296,15 +350,20 @@ class BlissdataScan:
         progress = _Progress.parse(from_position)
         scan = self._load()
         self._remember(scan)
+        silence = _Silence(self._session.idle_timeout, self._lost_message())
         while scan.state < ScanState.PREPARED:
             if stop is not None and stop.is_set():
                 return
             try:
-                self._update(scan, poll_interval)
+                if self._update(scan, poll_interval):
+                    silence.restart()
             except _Deleted:
                 yield self._deleted(progress)
                 return
-        streams = _channel_streams(scan, self._key)
+            if scan.state < ScanState.PREPARED and silence.expired():
+                yield self._publisher_lost(progress, silence)
+                return
+        streams = _readable_streams(scan, self._key)
         if not progress.counts:
             progress.counts = [0] * len(streams)
         elif len(progress.counts) != len(streams):
@@ -316,11 +375,12 @@ class BlissdataScan:
                 yield EventType.NEW_NODE, node, EventData(progress.text())
             progress.state = int(ScanState.PREPARED)
             yield EventType.PREPARED_SCAN, self, EventData(progress.text())
-        yield from self._walk_data(scan, streams, nodes, progress, stop, poll_interval)
+        yield from self._walk_data(scan, streams, nodes, progress, stop, poll_interval,
+                                   silence)
 
     def _walk_data(self, scan: Scan, streams: Sequence[Any], nodes: Mapping[str, Node],
-                   progress: _Progress, stop: StopHandle | None, poll_interval: float
-                   ) -> Iterator[Event]:
+                   progress: _Progress, stop: StopHandle | None, poll_interval: float,
+                   silence: _Silence) -> Iterator[Event]:
         order = {stream.name: i for i, stream in enumerate(streams)}
         cursors = CursorGroup(list(streams)) if streams else None
         seen = self.info  # what the writer planned with: BLISS completes it at CLOSED
@@ -332,27 +392,63 @@ class BlissdataScan:
                 if event is not None:
                     yield event
             if views:
+                silence.restart()
                 continue
             # nothing new: has the scan been closed? (wait for it once every stream is
             # sealed, since no data can come)
             if scan.state < ScanState.CLOSED:
                 try:
-                    self._update(scan, poll_interval if sealed else None)
+                    if self._update(scan, poll_interval if sealed else None):
+                        silence.restart()
                 except _Deleted:
                     yield from self._drain(cursors, streams, nodes, order, progress)
                     yield self._deleted(progress)
                     return
+                if scan.state < ScanState.CLOSED and silence.expired():
+                    yield from self._info_changes(seen, progress)
+                    yield self._publisher_lost(progress, silence)
+                    return
                 if scan.state < ScanState.CLOSED or not sealed:
                     continue  # not sealed: read what came before the state changed
             progress.state = int(ScanState.CLOSED)
-            final = self.info
-            changes = {key: value for key, value in final.items() if seen.get(key) != value}
-            if changes:  # positioners_end, end_time, end_reason, comments...
-                yield EventType.INFO_UPDATE, self, EventData(progress.text(), info=changes)
-            reason, message = _end_reason(final, self._key)
+            yield from self._info_changes(seen, progress)
+            reason, message = _end_reason(self.info, self._key)
             yield EventType.END_SCAN, self, EventData(progress.text(), reason=reason,
                                                       message=message)
             return
+
+    def _info_changes(self, seen: Mapping[str, Any], progress: _Progress) -> Iterator[Event]:
+        """INFO_UPDATE with what the scan_info gained since the writer planned with
+        ``seen`` (BLISS completes it at CLOSED: positioners_end, end_time, end_reason,
+        comments...)."""
+        final = self.info
+        changes = {key: value for key, value in final.items() if seen.get(key) != value}
+        if changes:
+            yield EventType.INFO_UPDATE, self, EventData(progress.text(), info=changes)
+
+    @property
+    def _lost_key(self) -> str:
+        return f"nws-blissdata:{self._key}:lost"
+
+    def _lost_message(self) -> str | None:
+        """Why the scan's publisher was taken as lost by a walk, if one did."""
+        with redis_errors(f"reading {self._lost_key}"):
+            raw = self._session.connection.get(self._lost_key)
+        return raw.decode(errors="replace") if raw else None
+
+    def _publisher_lost(self, progress: _Progress, silence: _Silence) -> Event:
+        """END_SCAN ``PUBLISHER_LOST`` of a scan silent for ``silence.timeout``, the
+        verdict kept for later walks (the first one's message wins)."""
+        message = silence.message or (
+            f"no data came for {_duration(silence.timeout)} (no point, no state change) "
+            "and the scan was never closed: its publisher is taken as lost (BLISS died "
+            "or lost Redis)")
+        with redis_errors(f"writing {self._lost_key}"):
+            self._session.connection.set(self._lost_key, message, nx=True, ex=ACK_RETENTION)
+        progress.state = int(ScanState.CLOSED)
+        return EventType.END_SCAN, self, EventData(progress.text(),
+                                                   reason=EndReason.PUBLISHER_LOST,
+                                                   message=message)
 
     def _drain(self, cursors: CursorGroup | None, streams: Sequence[Any],
                nodes: Mapping[str, Node], order: Mapping[str, int], progress: _Progress
@@ -400,6 +496,15 @@ class BlissdataScan:
         if skip >= count:
             return None
         what = f"stream {stream.name!r} ({stream.key}) of scan {self._key}"
+        if _is_lima(stream):  # only the last status counts: given again when resumed
+            progress.counts[index] = first + count
+            try:
+                status = lima_progress(view.get_data(count - 1, None), what)
+            except IndexNoMoreThereError:
+                raise DataLostError(f"{what}: its last status is no longer in Redis") \
+                    from None
+            return EventType.NEW_DATA, node, EventData(progress.text(), first_index=first,
+                                                       data=status)
         try:
             data = view.get_data(skip, count)
         except IndexNoMoreThereError:
@@ -422,7 +527,7 @@ class BlissdataScan:
         scan = self._load()
         if scan.state < ScanState.PREPARED:
             return _START
-        streams = _channel_streams(scan, self._key)
+        streams = _readable_streams(scan, self._key)
         counts = []
         for stream in streams:
             try:
@@ -431,7 +536,10 @@ class BlissdataScan:
                 raise MalformedEventError(f"stream {stream.name!r} ({stream.key}) of scan "
                                           f"{self._key}: cannot read its length ({exc})") \
                     from None
-        return _Progress(int(scan.state), counts).text()
+        state = int(scan.state)
+        if state < ScanState.CLOSED and self._lost_message() is not None:
+            state = int(ScanState.CLOSED)  # as the walk that took it as lost ended it
+        return _Progress(state, counts).text()
 
     @property
     def _acks_key(self) -> str:
@@ -460,11 +568,35 @@ class BlissdataScan:
         return f"<BlissdataScan {self._key}>"
 
 
-def _channel_streams(scan: Scan, key: str) -> list[Any]:
-    """The numeric streams of ``scan`` by name; the others are logged and left out."""
-    streams = []
+def _is_lima(stream: Any) -> bool:
+    """Whether ``stream`` (of :func:`_readable_streams`) gives the statuses of a lima
+    detector."""
+    return bool(getattr(stream, "lima", False))
+
+
+class _LimaStatuses(Stream):
+    """The statuses of a lima detector's stream: its JSON events, read as they are
+    (blissdata's ``LimaStream`` turns them into frames, which are never read here)."""
+
+    lima = True
+
+
+def _readable_streams(scan: Scan, key: str) -> list[Any]:
+    """The numeric streams of ``scan`` and the statuses of its lima detectors whose
+    frames are saved, by name; the others are logged and left out.
+
+    :raises MalformedEventError: a lima stream is not as blissdata writes them"""
+    streams: list[Any] = []
     for name, stream in sorted(scan.streams.items()):
-        if isinstance(stream, Stream) and stream.kind == "array":
+        info = stream.info if isinstance(stream.info, dict) else {}
+        if is_lima_info(info):
+            what = f"lima stream {name!r} ({stream.key}) of scan {key}"
+            if lima_node_info(info, "", what) is not None:
+                streams.append(_LimaStatuses(stream.event_stream))
+            else:
+                logger.warning("scan %s: %s is not written: its frames are not saved", key,
+                               what)
+        elif isinstance(stream, Stream) and stream.kind == "array":
             streams.append(stream)
         else:
             logger.warning("scan %s: stream %r (%s, plugin %r) is not written: only numeric "
@@ -499,13 +631,23 @@ class BlissdataSession:
 
     ``redis_url``: the Redis of BLISS (else ``REDIS_URL``). Creating it does not
     connect yet. ``connection`` is a client of ours on the same Redis (the writer's
-    session lease, acknowledgements)."""
+    session lease, acknowledgements). ``idle_timeout``: seconds without a point or a
+    state change after which a scan never closed is ended ``PUBLISHER_LOST`` (see the
+    module).
+
+    :raises ConfigurationError: ``idle_timeout`` is not a positive number"""
 
     #: which source this is (see :mod:`.opener`)
     data_source = "blissdata"
 
     def __init__(self, name: str, redis_url: str | None = None, *,
-                 client: Client | None = None) -> None:
+                 client: Client | None = None,
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
+        if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float)) \
+                or not 0 < idle_timeout < float("inf"):
+            raise ConfigurationError(
+                f"idle_timeout must be a positive number of seconds, got {idle_timeout!r}")
+        self.idle_timeout = float(idle_timeout)
         self._name = check_name(name)
         self._url = resolve_redis_url(redis_url)
         self._client = client if client is not None else connect(self._url, retry_dropped=True)
@@ -629,20 +771,34 @@ class BlissdataSession:
 
     def _states(self, store: DataStore, keys: list[str]) -> dict[str, ScanState]:
         """The state of each scan: all at once (``get_scans_state``), else one by one
-        (a scan that cannot be read, or is gone, counts as CLOSED: nothing will come)."""
+        (a scan that cannot be read, or is gone, counts as CLOSED: nothing will come;
+        so does a scan whose publisher a walk took as lost)."""
         if not keys:
             return {}
         try:
-            return dict(store.get_scans_state(keys))
+            states = dict(store.get_scans_state(keys))
         except (TypeError, ValueError, KeyError, IndexError, AttributeError):
-            pass
-        states = {}
-        for key in keys:
-            try:
-                states[key] = ScanState(BlissdataScan(self, key)._load().state)
-            except (NodeNotFoundError, MalformedEventError, ValueError):
-                states[key] = ScanState.CLOSED
+            states = {}
+            for key in keys:
+                try:
+                    states[key] = ScanState(BlissdataScan(self, key)._load().state)
+                except (NodeNotFoundError, MalformedEventError, ValueError):
+                    states[key] = ScanState.CLOSED
+        for key in self._lost(k for k, state in states.items() if state < ScanState.CLOSED):
+            states[key] = ScanState.CLOSED
         return states
+
+    def _lost(self, keys: Iterable[str]) -> list[str]:
+        """Those of the scans ``keys`` whose publisher a walk took as lost."""
+        keys = list(keys)
+        if not keys:
+            return []
+        with redis_errors("reading which scans lost their publisher"):
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipe.exists(BlissdataScan(self, key)._lost_key)
+            found = pipe.execute()
+        return [key for key, lost in zip(keys, found) if lost]
 
     def register_reader(self, reader: str) -> None:
         """Nothing to do: blissdata keeps a scan until it is deleted, whoever reads it."""
@@ -686,8 +842,12 @@ class BlissdataSession:
                 continue
             scan = running.pop(key)
             try:
-                info = scan._load().info
-                reason, _ = _end_reason(info if isinstance(info, dict) else {}, key)
+                loaded = scan._load()
+                info = loaded.info
+                if loaded.state < ScanState.CLOSED:  # never closed: see _states
+                    reason = EndReason.PUBLISHER_LOST
+                else:
+                    reason, _ = _end_reason(info if isinstance(info, dict) else {}, key)
             except (NodeNotFoundError, MalformedEventError):
                 reason = EndReason.ABORTED
             yield EventType.END_SCAN, scan, EventData(position, reason=reason)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -111,11 +112,21 @@ class ImageReference(NamedTuple):
     index_in_file: int
 
 
+#: A printf conversion of a file template: ``%%`` (a percent sign) or an integer.
+_PRINTF = re.compile(r"%(%|0?\d*[diu])")
+
+
 class LimaNode(Node):
     """A 2D detector that saves its own files; Redis only holds the saving parameters.
 
     ``image_reference(i)`` computes where frame ``i`` is, from ``directory``,
     ``prefix``, ``suffix``, ``frames_per_file`` and ``first_file_number``.
+
+    Two optional parameters describe the naming blissdata (BLISS 2.x) expresses:
+    ``file_template``, a path with one printf integer conversion (``%04d``) that
+    replaces ``directory/prefix<number:04d>suffix``, and ``frames_per_acquisition``:
+    a scan of several acquisitions, each starting a new file (each acquisition takes
+    ``ceil(frames_per_acquisition / frames_per_file)`` file numbers).
     """
 
     type = NodeType.LIMA
@@ -131,26 +142,50 @@ class LimaNode(Node):
             self.frames_per_file = int(self.info["frames_per_file"])
             self.first_file_number = int(self.info["first_file_number"])
             self.path_in_file = str(self.info.get("path_in_file") or "")
+            self.file_template = str(self.info.get("file_template") or "")
+            self.frames_per_acquisition = int(self.info.get("frames_per_acquisition") or 0)
         except (KeyError, TypeError, ValueError) as exc:
             raise MalformedEventError(f"{what}: invalid saving parameters ({exc!r})") from None
         if self.frames_per_file < 1:
             raise MalformedEventError(f"{what}: frames_per_file must be >= 1")
+        if self.frames_per_acquisition < 0:
+            raise MalformedEventError(f"{what}: frames_per_acquisition must be >= 0")
+        if self.file_template:
+            _check_template(self.file_template, what)
         self.dtype = codec.dtype_from_text(self.info.get("dtype", "<u2"), what)
         self.shape = tuple(int(d) for d in self.info.get("shape") or ())
 
     def filename(self, file_number: int) -> str:
+        if self.file_template:
+            return self.file_template % file_number
         return os.path.join(self.directory, f"{self.prefix}{file_number:04d}{self.suffix}")
 
     def image_reference(self, frame: int) -> ImageReference:
         if frame < 0:
             raise IndexError(f"frame index must be >= 0, got {frame}")
-        file_number = self.first_file_number + frame // self.frames_per_file
+        acquisition, in_acquisition = 0, frame
+        if self.frames_per_acquisition:
+            acquisition, in_acquisition = divmod(frame, self.frames_per_acquisition)
+        file_in_acquisition, index = divmod(in_acquisition, self.frames_per_file)
+        files_per_acquisition = -(-self.frames_per_acquisition // self.frames_per_file)
+        file_number = (self.first_file_number + acquisition * files_per_acquisition
+                       + file_in_acquisition)
         path = self.path_in_file if self.file_format == "hdf5" else None
-        return ImageReference(self.filename(file_number), self.file_format, path,
-                              frame % self.frames_per_file)
+        return ImageReference(self.filename(file_number), self.file_format, path, index)
 
     def image_references(self, start: int, stop: int) -> list[ImageReference]:
         return [self.image_reference(i) for i in range(start, stop)]
+
+
+def _check_template(template: str, what: str) -> None:
+    """``template`` names its files in one directory with one integer conversion."""
+    directory, name = os.path.split(template)
+    conversions = [match.group(1) for match in _PRINTF.finditer(name)]
+    if "%" in directory or sum(c != "%" for c in conversions) != 1 \
+            or name.count("%") != sum(1 + (c == "%") for c in conversions):
+        raise MalformedEventError(
+            f"{what}: file template {template!r} must have one integer conversion "
+            "(such as %04d) in its file name, and none in its directory")
 
 
 _NODE_CLASSES: dict[NodeType, type[Node]] = {

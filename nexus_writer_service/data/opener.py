@@ -52,10 +52,15 @@ def choose_data_source(session: str, client: Client) -> tuple[str, str]:
 
 
 def open_session(session: str, redis_url: str | None = None,
-                 data_source: str = "auto") -> SessionSource:
+                 data_source: str = "auto", *,
+                 blissdata_idle_timeout: float | None = None) -> SessionSource:
     """The source of ``session`` at ``redis_url`` (else ``REDIS_URL``, read now):
     ``data_source`` is one of :data:`DATA_SOURCES`. Only ``auto`` connects here (to
     look); the sources connect when first used.
+
+    ``blissdata_idle_timeout``: for blissdata, which has no publisher lease, the seconds
+    without data after which a scan never closed ends ``PUBLISHER_LOST`` (None: its
+    default); our own streams have a lease and ignore it.
 
     ``auto`` looks once, without retries, so that a writer is not held up: a Redis it
     cannot reach chooses ours (as before there was a choice), and the log says so.
@@ -83,4 +88,6 @@ def open_session(session: str, redis_url: str | None = None,
         raise ConfigurationError(
             f"the blissdata data source needs the blissdata package ({exc}): "
             "pip install 'nexus-writer-service[blissdata]'") from None
-    return BlissdataSession(session, redis_url)
+    if blissdata_idle_timeout is None:
+        return BlissdataSession(session, redis_url)
+    return BlissdataSession(session, redis_url, idle_timeout=blissdata_idle_timeout)

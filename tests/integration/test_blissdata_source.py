@@ -49,8 +49,8 @@ def _channel_datasets(entry: h5py.Group) -> dict[str, h5py.Dataset]:
 class _Writer:
     """A NexusSessionWriter of a blissdata session, started in the test's thread."""
 
-    def __init__(self, url: str, session: str, root: str) -> None:
-        self.writer = NexusSessionWriter(BlissdataSession(session, url),
+    def __init__(self, url: str, session: str, root: str, **source: Any) -> None:
+        self.writer = NexusSessionWriter(BlissdataSession(session, url, **source),
                                          options=SaveOptions(allowed_roots=(root,)),
                                          poll_interval=0.05)
 
@@ -164,6 +164,81 @@ def test_end_reasons_are_mapped(blissdata_url, tmp_path, reason, ours):
     with h5py.File(filename, "r") as h5:
         assert _text(h5["3.1/writer/end_reason"][()]) == ours
         assert len(h5["3.1/instrument/samy/value"]) == 4
+
+
+def test_abandoned_scan_ends_publisher_lost_after_the_idle_timeout(blissdata_url, tmp_path):
+    filename = str(tmp_path / "scan.h5")
+    data = ascan_data(30)
+    with _Writer(blissdata_url, "demo", str(tmp_path), idle_timeout=1.0) as writer:
+        scan = BlissScan(blissdata_url, reference_scan_info(filename, npoints=30))
+        scan.prepare_and_start()
+        for part in blocks(data, 10):  # then the publisher dies: the scan is never closed
+            scan.send(part)
+        last_sent = time.monotonic()
+        (record,) = wait_scans_done(writer, 1, timeout=30)
+        silent = time.monotonic() - last_sent
+        assert record.state is SubscriberState.OFF, record.writer.state_reason
+        assert record.writer.end_reason == "PUBLISHER_LOST"
+        assert "no data came for 1 s" in record.writer.end_message
+        assert silent >= 1.0
+    with h5py.File(filename, "r") as h5:
+        entry = h5["3.1"]
+        assert _text(entry["writer/end_reason"][()]) == "PUBLISHER_LOST"
+        assert "never closed" in _text(entry["writer/message"][()])
+        datasets = _channel_datasets(entry)
+        for name, values in data.items():
+            np.testing.assert_array_equal(datasets[name][()], values, err_msg=name)
+    assert nxcheck_errors(filename, ignore_entry_names=True) == []
+    # the verdict is kept: a writer started later lists the scan as ended, and finished
+    session = BlissdataSession("demo", blissdata_url, idle_timeout=1.0)
+    assert session.scan_keys() == [(scan.key, True)]
+    source = session.scan(scan.key)
+    assert source.acknowledged("nexus_writer") == source.current_position()
+
+
+def test_scan_pausing_less_than_the_idle_timeout_is_written_completely(
+        blissdata_url, tmp_path):
+    filename = str(tmp_path / "scan.h5")
+    data = ascan_data(40)
+    with _Writer(blissdata_url, "demo", str(tmp_path), idle_timeout=1.5) as writer:
+        scan = BlissScan(blissdata_url, reference_scan_info(filename, npoints=40))
+        time.sleep(1.0)  # a long preparation
+        scan.scan.prepare()
+        time.sleep(1.0)
+        scan.scan.start()
+        for part in blocks(data, 10):
+            time.sleep(1.0)  # a count, a sleep between points: shorter than the timeout
+            scan.send(part)
+        time.sleep(1.0)
+        scan.scan.stop()
+        time.sleep(1.0)  # BLISS closes once its end-of-scan work is done
+        scan.scan.info["end_reason"] = "SUCCESS"
+        scan.scan.close()
+        (record,) = wait_scans_done(writer, 1, timeout=30)
+        assert record.writer.end_reason == "SUCCESS", record.writer.end_message
+    with h5py.File(filename, "r") as h5:
+        datasets = _channel_datasets(h5["3.1"])
+        for name, values in data.items():
+            np.testing.assert_array_equal(datasets[name][()], values, err_msg=name)
+
+
+def test_scan_never_prepared_ends_publisher_lost(blissdata_url, tmp_path):
+    filename = str(tmp_path / "scan.h5")
+    with _Writer(blissdata_url, "demo", str(tmp_path), idle_timeout=1.0) as writer:
+        BlissScan(blissdata_url, reference_scan_info(filename, npoints=3))  # then dies
+        (record,) = wait_scans_done(writer, 1, timeout=30)
+        assert record.writer.end_reason == "PUBLISHER_LOST"
+    with h5py.File(filename, "r") as h5:
+        assert _text(h5["3.1/writer/end_reason"][()]) == "PUBLISHER_LOST"
+    assert nxcheck_errors(filename, ignore_entry_names=True) == []
+
+
+def test_idle_timeout_must_be_a_positive_number():
+    from nexus_writer_service.errors import ConfigurationError
+
+    for wrong in (0, -1.0, float("inf"), "10", True):
+        with pytest.raises(ConfigurationError, match="idle_timeout"):
+            BlissdataSession("demo", "redis://localhost:1", idle_timeout=wrong)
 
 
 def test_scan_is_known_from_created(blissdata_url, tmp_path):
