@@ -16,7 +16,8 @@ from tango import DevState
 
 from nexus_writer_service.subscribers import ScanRecord, SubscriberState
 
-__all__ = ["LogLevel", "PY_LEVEL", "TANGO_LEVEL", "SCAN_DEVSTATE", "WRITER_LOGGERS",
+__all__ = ["LogLevel", "PY_LEVEL", "TANGO_LEVEL", "SCAN_DEVSTATE", "SESSION_DEVSTATE",
+           "WRITER_LOGGERS",
            "from_py_level", "aligned", "classic_rows", "scan_info_columns"]
 
 #: Loggers whose level ``writer_log_level`` sets.
@@ -46,6 +47,13 @@ TANGO_LEVEL = {LogLevel.NOTSET: 100, LogLevel.FATAL: 200, LogLevel.ERROR: 300,
 #: Per-scan states as Tango states (a scan the device does not know is UNKNOWN).
 SCAN_DEVSTATE = {SubscriberState.INIT: DevState.INIT, SubscriberState.ON: DevState.ON,
                  SubscriberState.OFF: DevState.OFF, SubscriberState.FAULT: DevState.FAULT}
+
+#: The device's state for the state of its session writer: ON is RUNNING while scans
+#: are written. A configuration fault (FAULT) and a session held by another writer
+#: (STANDBY) come before it.
+SESSION_DEVSTATE = {SubscriberState.INIT: DevState.INIT, SubscriberState.ON: DevState.ON,
+                    SubscriberState.OFF: DevState.OFF,
+                    SubscriberState.FAULT: DevState.FAULT}
 
 
 def from_py_level(level: int) -> LogLevel:

@@ -47,6 +47,7 @@ from .announce import Announcer, ScanAnnouncements
 from .classic import (
     PY_LEVEL,
     SCAN_DEVSTATE,
+    SESSION_DEVSTATE,
     TANGO_LEVEL,
     WRITER_LOGGERS,
     LogLevel,
@@ -343,14 +344,15 @@ class NexusWriter(Device):
         if self._hold is not None and self._hold.waiting and self._fault is None:
             return DevState.STANDBY, (f"standby: {self._hold.why or 'taking the session'}; "
                                       "writing as soon as it is free") + notes
-        if writer is None or writer.state is SubscriberState.INIT:
-            return DevState.INIT, "starting the writer" + notes
-        if writer.state is SubscriberState.FAULT:
-            return DevState.FAULT, (f"the session writer failed: {writer.state_reason}; "
-                                    f"restarting it every {RETRY_PERIOD:g} s at most") + notes
-        if writer.state is SubscriberState.OFF:
-            return DevState.OFF, (f"not listening to session {self.session!r} "
-                                  f"({writer.state_reason}); run start") + notes
+        state = SESSION_DEVSTATE[writer.state if writer is not None else SubscriberState.INIT]
+        if writer is None or state == DevState.INIT:
+            return state, "starting the writer" + notes
+        if state == DevState.FAULT:
+            return state, (f"the session writer failed: {writer.state_reason}; "
+                           f"restarting it every {RETRY_PERIOD:g} s at most") + notes
+        if state == DevState.OFF:
+            return state, (f"not listening to session {self.session!r} "
+                           f"({writer.state_reason}); run start") + notes
         records = self._records()
         running = [r.name for r in records if r.state is SubscriberState.ON]
         faulty = [r.name for r in records if r.state is SubscriberState.FAULT]
