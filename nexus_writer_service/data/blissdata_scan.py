@@ -1,0 +1,575 @@
+"""One scan that blissdata 2.x publishes, as a :class:`~.source.ScanSource`.
+
+What it reads, how positions are written and acknowledged, and how a scan whose
+publisher died is ended are said in :mod:`.blissdata_source`, the session side.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+
+import numpy as np
+from blissdata.exceptions import (
+    EndOfStream,
+    IndexNoMoreThereError,
+    ScanLoadError,
+    ScanNotFoundError,
+)
+from blissdata.redis_engine.scan import Scan, ScanState, scan_creation_stream
+from blissdata.streams import CursorGroup
+from blissdata.streams.default import Stream
+
+from ..errors import DataLostError, MalformedEventError, NodeNotFoundError
+from . import codec
+from .connection import redis_errors
+from .blissdata_lima import is_lima_info, lima_node_info, lima_progress
+from .events import EndReason, EventData, EventType, NodeDeclaration, NodeType
+from .nodes import Node, make_node
+from .source import Event, StopHandle
+
+if TYPE_CHECKING:
+    from .blissdata_source import BlissdataSession
+
+__all__ = ["BlissdataScan", "DEFAULT_IDLE_TIMEOUT", "END_REASONS", "PROTOCOL_KEY",
+           "SCAN_HISTORY"]
+
+logger = logging.getLogger(__name__)
+
+#: The key in which blissdata keeps the version of its data layout: present once the
+#: database was set up for blissdata (BLISS does it when it starts).
+PROTOCOL_KEY = "_PROTOCOL_VERSION_"
+#: The stream announcing every new scan, of every session.
+SCAN_HISTORY = scan_creation_stream
+#: BLISS's end reasons, onto ours: ``(reason, message)``.
+END_REASONS: dict[str, tuple[EndReason, str]] = {
+    "SUCCESS": (EndReason.SUCCESS, ""),
+    "FAILURE": (EndReason.FAILED, ""),
+    "USER_ABORT": (EndReason.ABORTED, "aborted by the user"),
+    "DELETION": (EndReason.ABORTED, "the scan was deleted from Redis before it ended"),
+}
+#: How long a reader's acknowledgement of a scan is kept after its last update.
+ACK_RETENTION = 7 * 24 * 3600
+#: Seconds without a point or a state change after which a scan that was never
+#: closed is taken as abandoned by its publisher (see the module).
+DEFAULT_IDLE_TIMEOUT = 600.0
+_START = "0-0"
+
+
+def _wait_time(seconds: float) -> float:
+    """A blocking time for blissdata, which reads 0 as "for ever"."""
+    return max(float(seconds), 0.001)
+
+
+def _with_socket_timeout(url: str, seconds: float = 30.0) -> str:
+    """``url`` whose connections give up on a server silent for ``seconds`` (blissdata's
+    own blocking reads are much shorter), unless it says otherwise."""
+    if "socket_timeout=" in url:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}socket_timeout={seconds:g}"
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` as a person reads it: ``"0.5 s"``, ``"90 s"``, ``"10 min"``."""
+    if seconds >= 120 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+def _end_reason(info: Mapping[str, Any], key: str) -> tuple[EndReason, str]:
+    raw = info.get("end_reason")
+    if raw is None:
+        return EndReason.FAILED, "the scan was closed without an end reason"
+    try:
+        return END_REASONS[str(raw)]
+    except KeyError:
+        return EndReason.FAILED, f"unknown end reason {raw!r} in the scan_info of {key}"
+
+
+class _Deleted(Exception):
+    """The scan was deleted while it was walked (blissdata gives its keys a few
+    seconds to live: its streams can still be read to their end)."""
+
+
+class _Silence:
+    """The clock of a walk that takes the publisher of a silent scan as lost: it
+    restarts at every point given and every state change. ``lost``: the verdict is
+    already in (another walk gave it, with ``message``): it expires at once."""
+
+    def __init__(self, timeout: float, message: str | None) -> None:
+        self.timeout = timeout
+        self.message = message
+        self._since = time.monotonic()
+
+    def restart(self) -> None:
+        self._since = time.monotonic()
+
+    def expired(self) -> bool:
+        return self.message is not None or time.monotonic() - self._since >= self.timeout
+
+
+class _Progress:
+    """How far a walk is: the scan state reached and the points given per stream."""
+
+    def __init__(self, state: int = -1, counts: Sequence[int] = ()) -> None:
+        self.state = state
+        self.counts = list(counts)
+
+    @classmethod
+    def parse(cls, position: str | None, nstreams: int | None = None) -> "_Progress":
+        if not position or position == _START:
+            return cls()
+        state, sep, counts = position.partition(":")
+        try:
+            progress = cls(int(state), [int(n) for n in counts.split(",") if n])
+        except ValueError:
+            progress = cls(-2)
+        valid = sep and progress.state >= 0 and all(n >= 0 for n in progress.counts)
+        if not valid or (nstreams is not None and progress.counts
+                         and len(progress.counts) != nstreams):
+            raise ValueError(f"invalid position {position!r}: expected '<state>:<n1>,<n2>,...' "
+                             f"with one count per stream ({nstreams})")
+        return progress
+
+    def text(self) -> str:
+        return f"{max(self.state, 0)}:{','.join(map(str, self.counts))}"
+
+
+class BlissdataScan:
+    """One blissdata scan, as a :class:`~.source.ScanSource`.
+
+    Its identity is read when first asked for; a document blissdata cannot read makes
+    every property and walk raise :class:`MalformedEventError` naming the key."""
+
+    def __init__(self, session: "BlissdataSession", key: str) -> None:
+        self._session = session
+        self._key = key
+        self._lock = threading.Lock()
+        self._identity: tuple[str, int, str] | None = None
+        self._info: dict[str, Any] | None = None
+        self._nodes: dict[str, Node] = {}
+
+    # -- identity ------------------------------------------------------------------
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    @property
+    def uid(self) -> str:
+        """The ULID blissdata gave the scan (the end of its key): never reused."""
+        return self._key.rsplit(":", 1)[-1]
+
+    @property
+    def session_name(self) -> str:
+        return self._loaded_identity()[2]
+
+    @property
+    def name(self) -> str:
+        return self._loaded_identity()[0]
+
+    @property
+    def number(self) -> int:
+        return self._loaded_identity()[1]
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The scan_info as last read (at CREATED, then as each walk sees it change)."""
+        self._loaded_identity()
+        with self._lock:
+            assert self._info is not None
+            return dict(self._info)
+
+    def _loaded_identity(self) -> tuple[str, int, str]:
+        if self._identity is None:
+            self._remember(self._load())
+        assert self._identity is not None
+        return self._identity
+
+    def _remember(self, scan: Scan) -> None:
+        """Keep the identity and scan_info of ``scan`` (checked: this is where a hostile
+        document is caught, with the key named)."""
+        what = f"scan {self._key}"
+        # the identity fields are properties blissdata adds to each scan it loads
+        name, number, session, info = (getattr(scan, field, None)
+                                       for field in ("name", "number", "session", "info"))
+        if not isinstance(name, str) or not name:
+            raise MalformedEventError(f"{what}: its name {name!r} is not a text")
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise MalformedEventError(f"{what}: its number {number!r} is not an integer")
+        if not isinstance(info, dict):
+            raise MalformedEventError(f"{what}: its info (scan_info) is not a JSON object")
+        with self._lock:
+            self._identity = (name, number, str(session or ""))
+            self._info = codec.jsonable(info)
+
+    def _load(self) -> Scan:
+        """A new reader of the scan (blissdata's objects stay in one thread)."""
+        store = self._session.data_store()
+        try:
+            return store.load_scan(self._key)
+        except ScanNotFoundError:
+            raise NodeNotFoundError(f"scan {self._key} is not in Redis (deleted, or expired)") \
+                from None
+        except (ScanLoadError, KeyError, TypeError, ValueError, AssertionError) as exc:
+            raise MalformedEventError(
+                f"scan {self._key}: blissdata cannot read its document ({exc})") from None
+
+    def _update(self, scan: Scan, timeout: float | None) -> bool:
+        """``scan.update``: wait up to ``timeout`` (None: do not wait) for its next state."""
+        try:
+            if timeout is None:
+                changed = scan.update(block=False)
+            else:
+                changed = scan.update(block=True, timeout=_wait_time(timeout))
+        except ScanNotFoundError:
+            raise _Deleted() from None
+        except (ScanLoadError, KeyError, TypeError, ValueError, AssertionError) as exc:
+            raise MalformedEventError(
+                f"scan {self._key}: blissdata cannot read its document ({exc})") from None
+        if changed:
+            self._remember(scan)
+        return bool(changed)
+
+    # -- nodes ---------------------------------------------------------------------
+
+    def nodes(self) -> dict[str, Node]:
+        """The subscans and channels, once the scan is prepared (none before)."""
+        with self._lock:
+            if self._nodes:
+                return dict(self._nodes)
+        scan = self._load()
+        self._remember(scan)
+        if scan.state < ScanState.PREPARED:
+            return {}
+        return self._declare(scan, _readable_streams(scan, self._key))
+
+    def _declare(self, scan: Scan, streams: Sequence[Any]) -> dict[str, Node]:
+        info = self.info
+        subscans, placement = _subscans(info)
+        declarations = [NodeDeclaration(name, NodeType.SUBSCAN, index, {"index": index + 1})
+                        for index, name in enumerate(subscans)]
+        channels = info.get("channels")
+        units: dict[str, Any] = channels if isinstance(channels, dict) else {}
+        for stream in streams:
+            subscan = placement.get(stream.name, subscans[0])
+            if _is_lima(stream):
+                declarations.append(self._lima(stream, len(declarations), subscan))
+                continue
+            declarations.append(self._channel(stream, len(declarations), subscan,
+                                              units.get(stream.name)))
+        nodes = {decl.name: make_node(self, decl) for decl in declarations}
+        with self._lock:
+            self._nodes = dict(nodes)
+        return nodes
+
+    def _lima(self, stream: Any, index: int, subscan: str) -> NodeDeclaration:
+        what = f"lima stream {stream.name!r} ({stream.key}) of scan {self._key}"
+        node_info = lima_node_info(stream.info or {}, subscan, what)
+        assert node_info is not None  # unsaved ones are not read (_readable_streams)
+        return NodeDeclaration(stream.name, NodeType.LIMA, index, node_info)
+
+    def _channel(self, stream: Any, index: int, subscan: str, channel_info: Any
+                 ) -> NodeDeclaration:
+        what = f"stream {stream.name!r} ({stream.key}) of scan {self._key}"
+        try:
+            node_info = dict(codec.jsonable(stream.info or {}))
+            node_info.update(dtype=codec.dtype_to_text(stream.dtype),
+                             shape=list(codec.check_point_shape(stream.shape, what)),
+                             subscan=subscan)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedEventError(f"{what}: cannot read its encoding ({exc})") from None
+        if isinstance(channel_info, dict) and isinstance(channel_info.get("unit"), str):
+            node_info["unit"] = channel_info["unit"]
+        return NodeDeclaration(stream.name, NodeType.CHANNEL, index, node_info)
+
+    # -- the walk ------------------------------------------------------------------
+
+    def walk_events(self, *, stop: StopHandle | None = None, poll_interval: float = 0.25,
+                    from_position: str | None = None, merge_blocks: bool = False
+                    ) -> Iterator[Event]:
+        """The scan's events after ``from_position`` (see the module), ending after
+        END_SCAN. Each block comes as the cursor read it (``merge_blocks`` changes
+        nothing: blissdata's cursors read up to 100 entries of each stream at once).
+
+        :raises DataLostError: points after ``from_position`` are no longer in Redis
+        :raises MalformedEventError: the document or a stream cannot be read"""
+        progress = _Progress.parse(from_position)
+        scan = self._load()
+        self._remember(scan)
+        silence = _Silence(self._session.idle_timeout, self._lost_message())
+        while scan.state < ScanState.PREPARED:
+            if stop is not None and stop.is_set():
+                return
+            try:
+                if self._update(scan, poll_interval):
+                    silence.restart()
+            except _Deleted:
+                yield self._deleted(progress)
+                return
+            if scan.state < ScanState.PREPARED and silence.expired():
+                yield self._publisher_lost(progress, silence)
+                return
+        streams = _readable_streams(scan, self._key)
+        if not progress.counts:
+            progress.counts = [0] * len(streams)
+        elif len(progress.counts) != len(streams):
+            raise ValueError(f"position {from_position!r} does not fit scan {self._key}, "
+                             f"which has {len(streams)} numeric streams")
+        nodes = self._declare(scan, streams)
+        if progress.state < ScanState.PREPARED:
+            for node in nodes.values():
+                yield EventType.NEW_NODE, node, EventData(progress.text())
+            progress.state = int(ScanState.PREPARED)
+            yield EventType.PREPARED_SCAN, self, EventData(progress.text())
+        yield from self._walk_data(scan, streams, nodes, progress, stop, poll_interval,
+                                   silence)
+
+    def _walk_data(self, scan: Scan, streams: Sequence[Any], nodes: Mapping[str, Node],
+                   progress: _Progress, stop: StopHandle | None, poll_interval: float,
+                   silence: _Silence) -> Iterator[Event]:
+        order = {stream.name: i for i, stream in enumerate(streams)}
+        cursors = CursorGroup(list(streams)) if streams else None
+        seen = self.info  # what the writer planned with: BLISS completes it at CLOSED
+        while stop is None or not stop.is_set():
+            views, sealed = self._read(cursors, poll_interval)
+            for stream, view in views.items():
+                event = self._block(stream, view, nodes[stream.name], order[stream.name],
+                                    progress)
+                if event is not None:
+                    yield event
+            if views:
+                silence.restart()
+                continue
+            # nothing new: has the scan been closed? (wait for it once every stream is
+            # sealed, since no data can come)
+            if scan.state < ScanState.CLOSED:
+                try:
+                    if self._update(scan, poll_interval if sealed else None):
+                        silence.restart()
+                except _Deleted:
+                    yield from self._drain(cursors, streams, nodes, order, progress)
+                    yield self._deleted(progress)
+                    return
+                if scan.state < ScanState.CLOSED and silence.expired():
+                    yield from self._info_changes(seen, progress)
+                    yield self._publisher_lost(progress, silence)
+                    return
+                if scan.state < ScanState.CLOSED or not sealed:
+                    continue  # not sealed: read what came before the state changed
+            progress.state = int(ScanState.CLOSED)
+            yield from self._info_changes(seen, progress)
+            reason, message = _end_reason(self.info, self._key)
+            yield EventType.END_SCAN, self, EventData(progress.text(), reason=reason,
+                                                      message=message)
+            return
+
+    def _info_changes(self, seen: Mapping[str, Any], progress: _Progress) -> Iterator[Event]:
+        """INFO_UPDATE with what the scan_info gained since the writer planned with
+        ``seen`` (BLISS completes it at CLOSED: positioners_end, end_time, end_reason,
+        comments...)."""
+        final = self.info
+        changes = {key: value for key, value in final.items() if seen.get(key) != value}
+        if changes:
+            yield EventType.INFO_UPDATE, self, EventData(progress.text(), info=changes)
+
+    @property
+    def _lost_key(self) -> str:
+        return f"nws-blissdata:{self._key}:lost"
+
+    def _lost_message(self) -> str | None:
+        """Why the scan's publisher was taken as lost by a walk, if one did."""
+        with redis_errors(f"reading {self._lost_key}"):
+            raw = self._session.connection.get(self._lost_key)
+        return raw.decode(errors="replace") if raw else None
+
+    def _publisher_lost(self, progress: _Progress, silence: _Silence) -> Event:
+        """END_SCAN ``PUBLISHER_LOST`` of a scan silent for ``silence.timeout``, the
+        verdict kept for later walks (the first one's message wins)."""
+        message = silence.message or (
+            f"no data came for {_duration(silence.timeout)} (no point, no state change) "
+            "and the scan was never closed: its publisher is taken as lost (BLISS died "
+            "or lost Redis)")
+        with redis_errors(f"writing {self._lost_key}"):
+            self._session.connection.set(self._lost_key, message, nx=True, ex=ACK_RETENTION)
+        progress.state = int(ScanState.CLOSED)
+        return EventType.END_SCAN, self, EventData(progress.text(),
+                                                   reason=EndReason.PUBLISHER_LOST,
+                                                   message=message)
+
+    def _drain(self, cursors: CursorGroup | None, streams: Sequence[Any],
+               nodes: Mapping[str, Node], order: Mapping[str, int], progress: _Progress
+               ) -> Iterator[Event]:
+        """What the streams of a deleted scan still hold."""
+        while cursors is not None:
+            try:
+                views = cursors.read(block=False)
+            except EndOfStream:
+                return
+            if not views:
+                return
+            for stream, view in views.items():
+                event = self._block(stream, view, nodes[stream.name], order[stream.name],
+                                    progress)
+                if event is not None:
+                    yield event
+
+    def _deleted(self, progress: _Progress) -> Event:
+        progress.state = int(ScanState.CLOSED)
+        reason, message = END_REASONS["DELETION"]
+        return EventType.END_SCAN, self, EventData(progress.text(), reason=reason,
+                                                   message=message)
+
+    def _read(self, cursors: CursorGroup | None, poll_interval: float
+              ) -> tuple[dict[Any, Any], bool]:
+        """New views of the streams (waiting up to ``poll_interval`` for some), and
+        whether every stream is sealed and read to its end."""
+        if cursors is None:
+            return {}, True
+        try:
+            return cursors.read(block=True, timeout=_wait_time(poll_interval)), False
+        except EndOfStream:
+            return {}, True
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedEventError(f"scan {self._key}: a stream cannot be read ({exc})") \
+                from None
+
+    def _block(self, stream: Any, view: Any, node: Node, index: int, progress: _Progress
+               ) -> Event | None:
+        """The NEW_DATA event of the points of ``view`` not given yet (None if none)."""
+        had = progress.counts[index]
+        first, count = int(view.index), len(view)
+        skip = max(0, had - first)
+        if skip >= count:
+            return None
+        what = f"stream {stream.name!r} ({stream.key}) of scan {self._key}"
+        if _is_lima(stream):  # only the last status counts: given again when resumed
+            progress.counts[index] = first + count
+            try:
+                status = lima_progress(view.get_data(count - 1, None), what)
+            except IndexNoMoreThereError:
+                raise DataLostError(f"{what}: its last status is no longer in Redis") \
+                    from None
+            return EventType.NEW_DATA, node, EventData(progress.text(), first_index=first,
+                                                       data=status)
+        try:
+            data = view.get_data(skip, count)
+        except IndexNoMoreThereError:
+            raise DataLostError(
+                f"{what}: points from {first + skip} on are no longer in Redis (trimmed by "
+                "blissdata's memory tracker before they were written)") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedEventError(f"{what}: cannot decode points {first + skip}.. "
+                                      f"({exc})") from None
+        if getattr(node, "variable_length", False):
+            data = [np.asarray(point).reshape(-1) for point in data]
+        progress.counts[index] = first + count
+        return EventType.NEW_DATA, node, EventData(progress.text(), first_index=first + skip,
+                                                   data=data)
+
+    # -- positions -----------------------------------------------------------------
+
+    def current_position(self) -> str:
+        """The position a walk reaches after the last event the scan has so far."""
+        scan = self._load()
+        if scan.state < ScanState.PREPARED:
+            return _START
+        streams = _readable_streams(scan, self._key)
+        counts = []
+        for stream in streams:
+            try:
+                counts.append(len(stream))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise MalformedEventError(f"stream {stream.name!r} ({stream.key}) of scan "
+                                          f"{self._key}: cannot read its length ({exc})") \
+                    from None
+        state = int(scan.state)
+        if state < ScanState.CLOSED and self._lost_message() is not None:
+            state = int(ScanState.CLOSED)  # as the walk that took it as lost ended it
+        return _Progress(state, counts).text()
+
+    @property
+    def _acks_key(self) -> str:
+        return f"nws-blissdata:{self._key}:acks"
+
+    def acknowledge(self, reader: str, position: str) -> None:
+        """Keep ``position`` as how far ``reader`` wrote (for :data:`ACK_RETENTION`)."""
+        _Progress.parse(position)
+        client = self._session.connection
+        with redis_errors(f"acknowledging {self._key}"):
+            pipe = client.pipeline(transaction=True)
+            pipe.hset(self._acks_key, reader, position)
+            pipe.expire(self._acks_key, ACK_RETENTION)
+            pipe.execute()
+
+    def acknowledged(self, reader: str) -> str | None:
+        with redis_errors(f"reading acknowledgements of {self._key}"):
+            raw = self._session.connection.hget(self._acks_key, reader)
+        return raw.decode() if raw else None
+
+    def publisher_alive(self) -> bool:
+        """Always True: blissdata has no sign of its publisher's life."""
+        return True
+
+    def __repr__(self) -> str:
+        return f"<BlissdataScan {self._key}>"
+
+
+def _is_lima(stream: Any) -> bool:
+    """Whether ``stream`` (of :func:`_readable_streams`) gives the statuses of a lima
+    detector."""
+    return bool(getattr(stream, "lima", False))
+
+
+class _LimaStatuses(Stream):
+    """The statuses of a lima detector's stream: its JSON events, read as they are
+    (blissdata's ``LimaStream`` turns them into frames, which are never read here)."""
+
+    lima = True
+
+
+def _readable_streams(scan: Scan, key: str) -> list[Any]:
+    """The numeric streams of ``scan`` and the statuses of its lima detectors whose
+    frames are saved, by name; the others are logged and left out.
+
+    :raises MalformedEventError: a lima stream is not as blissdata writes them"""
+    streams: list[Any] = []
+    for name, stream in sorted(scan.streams.items()):
+        info = stream.info if isinstance(stream.info, dict) else {}
+        if is_lima_info(info):
+            what = f"lima stream {name!r} ({stream.key}) of scan {key}"
+            if lima_node_info(info, "", what) is not None:
+                streams.append(_LimaStatuses(stream.event_stream))
+            else:
+                logger.warning("scan %s: %s is not written: its frames are not saved", key,
+                               what)
+        elif isinstance(stream, Stream) and stream.kind == "array":
+            streams.append(stream)
+        else:
+            logger.warning("scan %s: stream %r (%s, plugin %r) is not written: only numeric "
+                           "streams are", key, name, type(stream).__name__,
+                           getattr(stream, "plugin", None))
+    return streams
+
+
+def _subscans(info: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """The top masters of the acquisition chain (``["main"]`` without one), and the one
+    each channel named there belongs to."""
+    chain = info.get("acquisition_chain")
+    if not isinstance(chain, dict) or not chain:
+        return ["main"], {}
+    placement: dict[str, str] = {}
+    for top, entry in chain.items():
+        if not isinstance(entry, dict):
+            continue
+        master = entry.get("master")
+        parts: list[dict[str, Any]] = [entry, master if isinstance(master, dict) else {}]
+        for part in parts:
+            for kind in ("scalars", "spectra", "images"):
+                names = part.get(kind)
+                if isinstance(names, list):
+                    for name in names:
+                        placement.setdefault(str(name), str(top))
+    return [str(top) for top in chain], placement
