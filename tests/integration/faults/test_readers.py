@@ -11,6 +11,7 @@ here the holder uses ``"a"`` mode, which the contract names too.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -167,6 +168,56 @@ while time.monotonic() < deadline:
 """
 
 
+#: The signals by which HDF5 may end a reader that met half-updated metadata.
+CRASH_SIGNALS = {-signal.SIGSEGV, -signal.SIGBUS, -signal.SIGABRT}
+
+
+class _Readers:
+    """The polling reader of ``_POLL``, started again when HDF5 crashed it (as a person
+    opens the file again): its output and the crashes seen."""
+
+    def __init__(self, filename: str, processes: list[subprocess.Popen[Any]]) -> None:
+        self._filename = filename
+        self._processes = processes
+        self.output = ""
+        self.crashes: list[int] = []
+        self._reader = self._start()
+
+    def _start(self) -> subprocess.Popen[str]:
+        reader = subprocess.Popen([sys.executable, "-c", _POLL, self._filename, TIME],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._processes.append(reader)
+        return reader
+
+    def restarted(self) -> bool:
+        """True; a reader that died is collected (an error is raised for anything but
+        a crash by a signal) and a new one started."""
+        if self._reader.poll() is None:
+            return True
+        self._collect()
+        self._reader = self._start()
+        return True
+
+    def restarted_until_done(self) -> bool:
+        """Whether a reader ended by itself (it saw the final status)."""
+        if self._reader.poll() is None:
+            return False
+        code = self._collect()
+        if code == 0:
+            return True
+        self._reader = self._start()
+        return False
+
+    def _collect(self) -> int:
+        output, errors = self._reader.communicate(timeout=10)
+        self.output += output
+        code = self._reader.returncode
+        if code != 0:
+            assert code < 0, f"the reader failed (exit {code}): {errors}"
+            self.crashes.append(code)
+        return code
+
+
 def test_reader_without_locking_throughout_the_scan_sees_it_grow_and_harms_nothing(
         redis_url: str, tmp_path: Path, processes: list[subprocess.Popen[Any]]) -> None:
     session = "poller"
@@ -176,18 +227,21 @@ def test_reader_without_locking_throughout_the_scan_sees_it_grow_and_harms_nothi
     register_audit(redis_url, session)
     with session_writer(redis_url, session, fast_options(allowed_roots=(str(root),)),
                         poll_interval=0.05) as writer:
-        reader = subprocess.Popen([sys.executable, "-c", _POLL, filename, TIME],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        processes.append(reader)
+        readers = _Readers(filename, processes)
         publisher = subprocess.Popen(_simulated_scan(redis_url, session, root, npoints))
         processes.append(publisher)
         # the writer runs in this thread: wait letting its hub run
-        wait_until(lambda: publisher.poll() is not None, 60, "the simulated scan published")
+        wait_until(lambda: readers.restarted() and publisher.poll() is not None, 60,
+                   "the simulated scan published")
         assert publisher.returncode == 0
         record = wait_scans_done(writer, 1)[0]
-        wait_until(lambda: reader.poll() is not None, 60, "the reader saw the end")
-        output, errors = reader.communicate(timeout=10)
-    assert reader.returncode == 0, errors
+        wait_until(readers.restarted_until_done, 60, "the reader saw the end")
+        output = readers.output
+    # HDF5 without SWMR does not protect a reader from half-updated metadata: rarely, it
+    # crashes the reading process (the reader contract says so). A crash is by a signal
+    # only, and a reader started again carries on.
+    assert set(readers.crashes) <= CRASH_SIGNALS, readers.crashes
+    assert len(readers.crashes) <= 3, readers.crashes
     assert record.writer.filename == filename
     _check_simulated(redis_url, record, npoints)
 
