@@ -135,6 +135,10 @@ class MemoryScan:
     def info(self) -> dict[str, Any]:
         return dict(self._info)
 
+    @property
+    def info_bytes(self) -> int:
+        return len(codec.to_json(self._info))
+
     def nodes(self) -> dict[str, Node]:
         with self._log.changed:
             return dict(self._nodes)

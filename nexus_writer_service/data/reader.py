@@ -42,6 +42,10 @@ __all__ = ["get_session_node", "get_scan_node", "SessionNode", "ScanNode", "Even
 
 logger = logging.getLogger(__name__)
 
+#: The fields of a scan's hash read with its identity (its scan_info, which may be
+#: large, is read apart, when asked for).
+_META_FIELDS = ["name", "number", "uid", "retention", "lease"]
+
 #: Entries of the first read of a stream, before their size is known.
 FIRST_BATCH = 50
 
@@ -193,6 +197,7 @@ class ScanNode:
         self.session_name = self.keys.session
         self._session = session
         self._meta: dict[bytes, bytes] | None = None
+        self._info_bytes = 0
         self._info: dict[str, Any] | None = None
 
     @property
@@ -200,14 +205,23 @@ class ScanNode:
         return self.keys.base
 
     def _load(self) -> dict[bytes, bytes]:
+        """The scan's small metadata fields, and the size of its scan_info (read with
+        them, decoded only when asked for: see :attr:`info_bytes`)."""
         if self._meta is None:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hmget(self.key, _META_FIELDS)
+            pipe.hstrlen(self.key, "scan_info")
+            pipe.exists(self.key)
             with redis_errors(f"reading scan {self.key}"):
-                meta = self._client.hgetall(self.key)
-            if not meta:
+                values, info_bytes, exists = pipe.execute()
+            if not exists:
                 raise NodeNotFoundError(
                     f"scan {self.key} is not in Redis (never created, or expired after "
                     "its retention time)"
                 )
+            meta = {field.encode(): value for field, value in zip(_META_FIELDS, values)
+                    if value is not None}
+            self._info_bytes = int(info_bytes)
             self._meta = meta
         return self._meta
 
@@ -244,11 +258,20 @@ class ScanNode:
         return self._load().get(b"uid", b"").decode(errors="replace")
 
     @property
+    def info_bytes(self) -> int:
+        """Bytes of the scan_info as stored (JSON), known without reading it, so that
+        a hostile one is refused before it is decoded."""
+        self._load()
+        return self._info_bytes
+
+    @property
     def info(self) -> dict[str, Any]:
         """The ``scan_info`` dict the publisher gave."""
         if self._info is None:
-            raw = self._load().get(b"scan_info", b"{}")
-            info = codec.from_json(raw, f"scan_info of {self.key}")
+            self._load()
+            with redis_errors(f"reading scan {self.key}"):
+                raw = self._client.hget(self.key, "scan_info")
+            info = codec.from_json(raw or b"{}", f"scan_info of {self.key}")
             if not isinstance(info, dict):
                 raise MalformedEventError(f"scan_info of {self.key} is not a JSON object")
             self._info = info

@@ -68,6 +68,11 @@ class ScanSource(Protocol):
     def info(self) -> dict[str, Any]:
         """The ``scan_info`` dict the publisher gave."""
 
+    @property
+    def info_bytes(self) -> int:
+        """About how many bytes of JSON the scan_info takes, known (where the source
+        allows) without decoding it: a writer refuses a hostile one by its size."""
+
     def nodes(self) -> dict[str, Node]:
         """Every node declared so far, by name, in declaration order."""
 

@@ -41,7 +41,7 @@ from .file_status import WriterStatus, check_status_transition
 from .states import SubscriberMode
 from .subscriber import Subscriber, SubscriberEvent
 
-__all__ = ["NexusScanWriter", "WriterStatus"]
+__all__ = ["NexusScanWriter", "WriterStatus", "check_info_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +163,7 @@ class NexusScanWriter(Subscriber):
 
     def _process_event(self, event_type: EventType, node: Any, event_data: EventData) -> None:
         if self._file is None and not self.skipped:
+            check_info_size(self.node, self.options)
             self.skipped = skip_reason(self.node.info)
             if self.skipped:
                 logger.info("%s: %s", self.name, self.skipped)
@@ -209,11 +210,6 @@ class NexusScanWriter(Subscriber):
     def _open(self) -> None:
         info = self.scan_info = dict(self.node.info)
         self.start_time = now_iso()
-        info_bytes = _json_bytes(info)
-        if info_bytes > self.options.max_info_bytes:
-            raise NexusWriterError(
-                f"scan {self.node.key}: its scan_info takes {info_bytes} bytes of JSON, over "
-                f"the limit max_info_bytes={self.options.max_info_bytes}; no file written")
         filename = info.get("filename")
         if not isinstance(filename, str) or not filename:
             raise NexusWriterError(
@@ -495,6 +491,17 @@ _INFO_UPDATE_KINDS: dict[str, type] = {
 
 def _json_bytes(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), default=str))
+
+
+def check_info_size(scan: ScanSource, options: SaveOptions) -> None:
+    """Refuse a scan whose scan_info is over ``max_info_bytes`` by its size as stored,
+    before it is decoded (a hostile one would take several times its size in memory)."""
+    info_bytes = scan.info_bytes
+    if info_bytes > options.max_info_bytes:
+        raise NexusWriterError(
+            f"scan {scan.key}: its scan_info takes {info_bytes} bytes of JSON, over the "
+            f"limit max_info_bytes={options.max_info_bytes}; no file written. Publish large "
+            "data as channels, or raise max_info_bytes if the scan is real")
 
 
 def _check_limits(node: "ChannelNode | LimaNode", count: int, npoints: int,

@@ -515,3 +515,26 @@ def test_a_scan_over_a_limit_faults_naming_it_and_the_next_is_written(
     assert records[1].state is SubscriberState.OFF
     with h5py.File(good, "r") as h5:
         assert h5["2.1/writer/status"][()] == b"SUCCEEDED"
+
+
+def test_a_scan_info_over_the_limit_is_refused_by_its_size_without_being_decoded(
+        redis_url: str, tmp_path: Any) -> None:
+    """A hostile scan_info (here 50 kB that are not even JSON) is refused by the size
+    Redis gives, never read: the reason names the size and the limit, not the JSON."""
+    over, good = tmp_path / "over.h5", tmp_path / "good.h5"
+    with Publisher(SESSION, redis_url, lease=2.0, retention=60) as publisher:
+        scan, _ = publish_scan(publisher, over, 1, 3, end=False)
+        publisher._client.hset(scan.key, "scan_info", b"{" + b"x" * 50_000)
+        with session_writer(redis_url, SESSION, fast_options(max_info_bytes=20_000),
+                            poll_interval=0.05) as writer:
+            (record,) = wait_scans_done(writer, 1, timeout=30)
+            scan.end()
+            _, sent = publish_scan(publisher, good, 2, 3)
+            records = wait_scans_done(writer, 2, timeout=30)
+    assert_fault(record, "scan_info takes 50001 bytes", "max_info_bytes=20000",
+                 "no file written", "raise max_info_bytes")
+    assert record.writer.scan_info == {}
+    assert not over.exists()
+    assert records[1].state is SubscriberState.OFF
+    with h5py.File(good, "r") as h5:
+        assert h5["2.1/writer/status"][()] == b"SUCCEEDED"
