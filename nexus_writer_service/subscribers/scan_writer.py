@@ -45,6 +45,9 @@ __all__ = ["NexusScanWriter", "WriterStatus", "check_info_size"]
 
 logger = logging.getLogger(__name__)
 
+#: Seconds of HDF5 work a scan does on the session's worker thread before it lets
+#: the other scans of the session in (creating the tree of a scan of many channels).
+HDF5_SLICE = 0.1
 #: A flush that takes ``t`` seconds is followed by the next one ``FLUSH_DUTY * t``
 #: seconds later at the soonest (``flush_period`` when that is longer).
 FLUSH_DUTY = 10
@@ -105,6 +108,8 @@ class NexusScanWriter(Subscriber):
         self._ticker_stop: Optional[Event] = None
         self._ended = False
         self._layout_notes: set[str] = set()
+        #: the consumer lets the other scans in while it creates the tree
+        self._materialising = False
         #: why the scan is not written (its data_writer is another writer), or ""
         self.skipped = ""
         self._last_ack = 0.0
@@ -282,9 +287,20 @@ class NexusScanWriter(Subscriber):
         return layout
 
     def _materialise(self) -> None:
+        """Create what is planned and not in the file yet, in slices of
+        :data:`HDF5_SLICE` seconds: the other scans of the session (same worker
+        thread) write their points in between. This scan's housekeeping waits
+        until the tree is complete."""
         assert self._file is not None
+        file = self._file
         with self._reader_paused():
-            self._file.materialise(self._plan())
+            layout = self._plan()
+            self._materialising = True
+            try:
+                while not file.materialise(layout, time.monotonic() + HDF5_SLICE):
+                    gevent.idle()
+            finally:
+                self._materialising = False
         self._dirty = False
 
     def _declare(self, node: Any) -> None:
@@ -433,7 +449,7 @@ class NexusScanWriter(Subscriber):
     def _housekeeping(self, now: float) -> None:
         """Flush, refresh lima datasets and check the disk when each is due."""
         options = self.options
-        if self._file is None or self._file.closed:
+        if self._file is None or self._file.closed or self._materialising:
             return
         if now - self._last_flush >= self._flush_gap:
             self._flush()
