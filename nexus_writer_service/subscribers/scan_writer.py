@@ -37,6 +37,7 @@ from ..io.layout import NodeSpec, ScanDescription, ScanLayout, plan_scan
 from ..io.nexus import NexusFile, now_iso
 from ..io.options import SaveOptions
 from ..io.parking import ParkedFiles
+from ..tuning import release_memory
 from .file_status import WriterStatus, check_status_transition
 from .states import SubscriberMode
 from .subscriber import Subscriber, SubscriberEvent
@@ -48,6 +49,9 @@ logger = logging.getLogger(__name__)
 #: Seconds of HDF5 work a scan does on the session's worker thread before it lets
 #: the other scans of the session in (creating the tree of a scan of many channels).
 HDF5_SLICE = 0.1
+#: A scan of at least that many channels gives the memory it took back to the system
+#: when its file is closed (see :mod:`nexus_writer_service.tuning.memory`).
+RELEASE_MEMORY_CHANNELS = 1000
 #: A flush that takes ``t`` seconds is followed by the next one ``FLUSH_DUTY * t``
 #: seconds later at the soonest (``flush_period`` when that is longer).
 FLUSH_DUTY = 10
@@ -470,6 +474,13 @@ class NexusScanWriter(Subscriber):
 
     def _on_stop(self) -> None:
         self._stop_ticker()
+        try:
+            self._close_file()
+        finally:
+            self._release()
+
+    def _close_file(self) -> None:
+        """A scan that did not end: its file says why, and is closed."""
         file = self._file
         if file is None or file.closed:
             return
@@ -489,6 +500,15 @@ class NexusScanWriter(Subscriber):
                     self._set_status(WriterStatus.FAILED, reason)
         finally:
             file.close()
+
+    def _release(self) -> None:
+        """The file is closed: what only writing it needed goes (the record of the
+        scan stays listed for ``purge_delay``), and after a scan of many channels,
+        the memory it took goes back to the system."""
+        self._layout = None
+        self._file = None
+        if len(self._nodes) >= RELEASE_MEMORY_CHANNELS:
+            release_memory()
 
 
 #: numpy kinds a channel's dataset can hold: numbers, bool, bytes and opaque bytes.
