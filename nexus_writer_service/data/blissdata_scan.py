@@ -500,6 +500,10 @@ class BlissdataScan:
     def _acks_key(self) -> str:
         return f"nws-blissdata:{self._key}:acks"
 
+    def entries_after(self, position: str) -> tuple[int, int]:
+        """Always none: blissdata seals a scan's streams at its end."""
+        return 0, 0
+
     def acknowledge(self, reader: str, position: str) -> None:
         """Keep ``position`` as how far ``reader`` wrote (for :data:`ACK_RETENTION`)."""
         _Progress.parse(position)

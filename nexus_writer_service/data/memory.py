@@ -158,6 +158,11 @@ class MemoryScan:
         with self._log.changed:
             return self._log.end
 
+    def entries_after(self, position: str) -> tuple[int, int]:
+        """Always none: this source refuses anything after the end."""
+        _index(position)
+        return 0, 0
+
     def acknowledge(self, reader: str, position: str) -> None:
         _index(position)
         with self._log.changed:

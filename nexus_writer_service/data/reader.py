@@ -25,6 +25,7 @@ from .blocks import fields_dict
 from .connection import Client, connect, end_scan, redis_errors
 from .events import (
     EndReason,
+    EntryKind,
     EventData,
     EventType,
     NodeDeclaration,
@@ -67,6 +68,19 @@ for _, position in ipairs(redis.call('HVALS', KEYS[1])) do
 end
 if oldest == nil or oldest == '0-0' then return 0 end
 return redis.call('XTRIM', KEYS[2], 'MINID', oldest)
+"""
+
+
+# Counts the entries of a scan stream after a position (exclusive), and those of
+# them that are data (field "t" first, its value ARGV[2]), without sending them.
+_COUNT_AFTER = """
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+')
+local data = 0
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  if fields[1] == 't' and fields[2] == ARGV[2] then data = data + 1 end
+end
+return {#entries, data}
 """
 
 
@@ -343,6 +357,16 @@ class ScanNode:
         with redis_errors(f"acknowledging {self.key}"):
             self._client.eval(_ACK_AND_TRIM, 2, self.keys.acks, self.keys.events, reader,
                               position)
+
+    def entries_after(self, position: str) -> tuple[int, int]:
+        """``(entries, data entries)`` of the scan's stream after ``position`` (its
+        END entry): a publisher that went on after the end. Counted in Redis (one
+        round trip, nothing sent back but the counts)."""
+        _parse_id(position)
+        with redis_errors(f"reading the end of {self.keys.events}"):
+            counts = self._client.eval(_COUNT_AFTER, 1, self.keys.events, "(" + position,
+                                       EntryKind.DATA.value)
+        return int(counts[0]), int(counts[1])
 
     def acknowledged(self, reader: str) -> str | None:
         """The position ``reader`` acknowledged last, ``None`` if it never did."""

@@ -91,6 +91,10 @@ class ScanSource(Protocol):
     def current_position(self) -> str:
         """The position of the last event the scan has so far."""
 
+    def entries_after(self, position: str) -> tuple[int, int]:
+        """``(entries, data entries)`` the scan holds after ``position`` (its end):
+        what a publisher that went on after the end published, which no walk gives."""
+
     def acknowledge(self, reader: str, position: str) -> None:
         """``reader`` holds everything up to ``position``: the source may let it go."""
 

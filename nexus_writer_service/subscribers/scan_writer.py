@@ -416,10 +416,13 @@ class NexusScanWriter(Subscriber):
         published_end = self.scan_info.get("end_time")
         self.end_time = published_end if isinstance(published_end, str) else now_iso()
         final_info = json.dumps(jsonable(self.scan_info))
+        after_end = self._published_after_end(event_data.position)
         for entry in self.entries:
             self._file.set_text(f"/{entry}/end_time", self.end_time)
             self._file.set_text(f"/{entry}/writer/end_reason", self.end_reason)
             self._file.set_text(f"/{entry}/writer/scan_info", final_info)
+            if after_end:
+                self._file.set_text(f"/{entry}/writer/after_end", after_end)
         message = f"scan ended: {self.end_reason}" + (
             f" ({self.end_message})" if self.end_message else "")
         check_status_transition(self.status, WriterStatus.SUCCEEDED, self.name)
@@ -431,6 +434,25 @@ class NexusScanWriter(Subscriber):
         self._file.close()
         self._ended = True
         self._acknowledge(event_data.position)
+
+    def _published_after_end(self, position: str) -> str:
+        """What the scan holds after its end (``position``), said in the log and as
+        the scan's warning; "" when nothing. A source that cannot be asked is logged:
+        the file is complete without it."""
+        try:
+            entries, data = self.node.entries_after(position)
+        except NexusWriterError as exc:
+            logger.warning("%s: cannot tell whether anything was published after the end "
+                           "of scan %s: %s", self.name, self.node.key, exc)
+            return ""
+        if not entries:
+            return ""
+        note = (f"{entries} entries ({data} of them data) were published after the end "
+                f"of the scan (position {position}) and are not in this file: the "
+                "acquisition program went on publishing after ending the scan")
+        logger.warning("%s: scan %s: %s", self.name, self.node.key, note)
+        self.warning = note
+        return note
 
     # -- ticker (worker thread) ------------------------------------------------
 

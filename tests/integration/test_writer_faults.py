@@ -19,9 +19,16 @@ import h5py
 import numpy as np
 import pytest
 
-from nexus_writer_service.data import EndReason, Publisher
+from nexus_writer_service.data import EndReason, Publisher, get_scan_node
+from nexus_writer_service.data.events import encode_data
+from nexus_writer_service.errors import ScanStateError
 from nexus_writer_service.io import SaveOptions
-from nexus_writer_service.subscribers import ScanRecord, SubscriberState
+from nexus_writer_service.subscribers import (
+    NexusScanWriter,
+    ScanRecord,
+    SubscriberState,
+    WriterStatus,
+)
 from tests.nxcheck import nxcheck_errors
 from tests.writer_support import session_writer, wait_scans_done, wait_until
 
@@ -538,3 +545,33 @@ def test_a_scan_info_over_the_limit_is_refused_by_its_size_without_being_decoded
     assert records[1].state is SubscriberState.OFF
     with h5py.File(good, "r") as h5:
         assert h5["2.1/writer/status"][()] == b"SUCCEEDED"
+
+
+def test_data_published_after_the_end_is_reported_in_the_file_and_the_log(
+        redis_url: str, tmp_path: Any, caplog: Any) -> None:
+    """A second publisher (or a buggy one writing raw entries) goes on after END_SCAN:
+    the file holds the scan as ended, and says how much came after, as the log does."""
+    filename = tmp_path / "after.h5"
+    with Publisher(SESSION, redis_url, lease=2.0, retention=60) as publisher:
+        scan, sent = publish_scan(publisher, filename, 1, 3)
+        with pytest.raises(ScanStateError, match="already ended"):
+            scan.send({DIODE: [1.0]})  # our publisher refuses, naming the end
+        for first in (3, 4):  # channel 2 (the diode): subscan 0, timer 1
+            publisher._client.xadd(scan.keys.events, encode_data(
+                [(2, first, np.array([9.0]).tobytes(), None)]))
+        publisher._client.xadd(scan.keys.events, {b"t": b"prep"})
+    caplog.set_level("WARNING", logger="nexus_writer_service.subscribers.scan_writer")
+    writer = NexusScanWriter(get_scan_node(scan.key, redis_url), fast_options(),
+                             poll_interval=0.05)
+    writer.start(wait=True, timeout=10)
+    writer.join(timeout=30)
+    words = "3 entries (2 of them data) were published after the end of the scan"
+    assert writer.state is SubscriberState.OFF, writer.state_reason
+    assert writer.status is WriterStatus.SUCCEEDED
+    assert words in (writer.warning or "")
+    assert any(words in r.getMessage() and scan.key in r.getMessage() for r in caplog.records)
+    with h5py.File(filename, "r") as h5:
+        assert words in h5["1.1/writer/after_end"][()].decode()
+        np.testing.assert_array_equal(h5[f"1.1/{DIODE_PATH}"][()], sent[DIODE])
+        assert h5["1.1/writer/status"][()] == b"SUCCEEDED"
+    assert_valid(filename)
