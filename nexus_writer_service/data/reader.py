@@ -328,7 +328,8 @@ class ScanNode:
         if uptime < lease:
             return False
         return end_scan(self._client, self.keys, EndReason.PUBLISHER_LOST,
-                        "the publisher stopped renewing its lease (process died or hung)",
+                        f"the publisher stopped renewing its lease of {lease:g} s: its "
+                        "process died or hung, or it could not reach Redis that long",
                         retention=retention, only_if_lease_expired=True)
 
     def nodes(self) -> dict[str, Node]:
