@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from .. import __version__
-from ..errors import DiskSpaceError, EntryExistsError, NexusWriterError
+from ..errors import DiskSpaceError, EntryExistsError, FileFinishedError, NexusWriterError
 from ._lowlevel import create_group, create_stream_dataset, open_uncached, soft_link
 from ._lowlevel import set_attrs as _set_attrs
 from ._lowlevel import stored_as_given
@@ -68,6 +68,9 @@ DISK_RECHECK_MARGIN = 64 * MIB
 #: The most frames of a lima detector whose virtual dataset gets one mapping per frame
 #: when its scan ends (about 0.1 s and 100 kB per 1000 frames); see _rebuild_virtual.
 FRAME_MAPPINGS_MAX = 10_000
+#: The writer statuses of a finished file (see subscribers.file_status): such a file is
+#: never written again.
+FINAL_STATUSES = ("SUCCEEDED", "FAILED")
 #: Items created between two looks at the clock of a sliced :meth:`NexusFile.materialise`.
 _SLICE_ITEMS = 16
 
@@ -122,6 +125,15 @@ def _field_data(value: Any) -> Any:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _text_field(group: h5py.Group, path: str) -> str | None:
+    """The text of the scalar dataset ``path`` under ``group``, None if there is none."""
+    dataset = group.get(path)
+    if not isinstance(dataset, h5py.Dataset) or dataset.shape != ():
+        return None
+    value = dataset[()]
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _text_attr(obj: h5py.HLObject, name: str) -> str | None:
@@ -204,6 +216,9 @@ class NexusFile:
         the key of an old one.
 
         :raises EntryExistsError: an entry of the same name belongs to another scan
+        :raises FileFinishedError: the scan's entries say their writer finished them
+            (``writer/status`` SUCCEEDED or FAILED): a finished file is never written
+            again
         """
         existing = []
         for entry in layout.entries:
@@ -223,6 +238,14 @@ class NexusFile:
                     f"earlier scan with the same key {scan_key} (Redis lost its data and "
                     "restarted its scan counter); the file was left untouched: give the "
                     "scan another file name or number")
+            status = _text_field(group, "writer/status")
+            if status in FINAL_STATUSES:
+                message = _text_field(group, "writer/message")
+                raise FileFinishedError(
+                    f"{self.path}: entry {entry.name!r} of scan {scan_key} was finished by "
+                    f"an earlier writer (writer/status {status}"
+                    + (f": {message}" if message else "") + "); a finished file is never "
+                    "written again", status)
             existing.append(entry.name)
         return existing
 

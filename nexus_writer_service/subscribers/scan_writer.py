@@ -30,7 +30,14 @@ from ..data.codec import jsonable
 from ..data.events import EventData, EventType, merge_info
 from ..data.nodes import ChannelNode, LimaNode
 from ..data.source import ScanSource, StopHandle
-from ..errors import DataLostError, NexusWriterError, ScanStateError
+from ..errors import (
+    DataLostError,
+    DiskSpaceError,
+    FileFinishedError,
+    NexusWriterError,
+    RedisUnavailableError,
+    ScanStateError,
+)
 from ..io import checks, masterfiles
 from ..io.scan_info import skip_reason
 from ..io.layout import NodeSpec, ScanDescription, ScanLayout, plan_scan
@@ -49,6 +56,10 @@ logger = logging.getLogger(__name__)
 #: Seconds of HDF5 work a scan does on the session's worker thread before it lets
 #: the other scans of the session in (creating the tree of a scan of many channels).
 HDF5_SLICE = 0.1
+#: Faults that leave the file resumable (status RUNNING, its message saying why):
+#: their cause is outside the scan, and a writer started again once it is gone
+#: completes the file from Redis. Any other fault, and a kill, make it FAILED: final.
+TRANSIENT_FAULTS = (RedisUnavailableError, DiskSpaceError)
 #: A scan of at least that many channels gives the memory it took back to the system
 #: when its file is closed (see :mod:`nexus_writer_service.tuning.memory`).
 RELEASE_MEMORY_CHANNELS = 1000
@@ -240,6 +251,15 @@ class NexusScanWriter(Subscriber):
         try:
             self._file = NexusFile(path, options, self._parked)
             existing = self._file.check_entries(layout, self.node.key, self.node.uid)
+        except FileFinishedError as exc:
+            # written to its end already (a restart that found its acknowledgement
+            # short): passed over and acknowledged, never written again
+            self._file.discard()
+            self._file = None
+            self.status = WriterStatus(exc.status)
+            self.skipped = f"not written again: {exc}"
+            logger.warning("%s: %s", self.name, self.skipped)
+            return
         except Exception:
             # the entries belong to someone else, or the file cannot be used: close
             # without writing a status there (a file it just created is removed)
@@ -516,10 +536,16 @@ class NexusScanWriter(Subscriber):
                 self._flush_file()
             elif not self._ended:
                 reason = self._fault_reason or "the writer was killed"
+                transient = isinstance(self._fault_error, TRANSIENT_FAULTS)
                 try:
                     self._flush_file()
                 finally:
-                    self._set_status(WriterStatus.FAILED, reason)
+                    if transient:  # the file stays resumable: a restart completes it
+                        self._set_status(WriterStatus.RUNNING,
+                                         f"the writer stopped: {reason}; start it again "
+                                         "to complete the file from Redis")
+                    else:
+                        self._set_status(WriterStatus.FAILED, reason)
         finally:
             file.close()
 

@@ -143,6 +143,8 @@ class Subscriber:
         self._state = SubscriberState.INIT
         self._state_reason = "created, not started"
         self._fault_reason: Optional[str] = None
+        #: the exception of that first fault (its type tells a transient one)
+        self._fault_error: Optional[BaseException] = None
         self._started_at: Optional[float] = None
         self._ended_at: Optional[float] = None
         self._run: Optional[_Run] = None
@@ -190,6 +192,7 @@ class Subscriber:
             run = self._run = _Run()
             self._set_state(SubscriberState.ON, "listening to the node's events")
             self._fault_reason = None
+            self._fault_error = None
             self._started_at = time.monotonic()
             self._ended_at = None
         try:
@@ -333,6 +336,7 @@ class Subscriber:
             if self._fault_reason is not None:
                 return
             self._fault_reason = f"{reason} (while {where})"
+            self._fault_error = exc
         logger.error("%s failed while %s: %s", self.name, where, reason, exc_info=exc)
 
     def _abort(self, run: _Run) -> None:

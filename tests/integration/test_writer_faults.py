@@ -447,6 +447,23 @@ def test_stop_scan_leaves_a_resumable_file_and_kill_scan_a_failed_one(
     assert_written(third, other, sent3, entry="3.1")
     assert_valid(other)
 
+    # started again: the stopped scan's file is completed, the killed one's (final) is
+    # never written again, and its scan is passed over (acknowledged: not resumed again)
+    before = killed.read_bytes()
+    with session_writer(redis_url, SESSION, fast_options(), poll_interval=0.05) as writer:
+        resumed = {r.name: r for r in wait_scans_done(writer, 2)}
+        assert writer.node.scan(scan2.key).acknowledged("nexus_writer") == \
+            writer.node.scan(scan2.key).current_position()
+    assert sorted(resumed) == ["1_loopscan", "2_loopscan"], sorted(resumed)
+    assert_written(resumed["1_loopscan"], stopped, {k: v[:5] for k, v in sent1.items()})
+    passed = resumed["2_loopscan"]
+    assert passed.state is SubscriberState.OFF, passed.as_dict()
+    assert passed.as_dict()["status"] == "FAILED"
+    for words in ("not written again", "finished by an earlier writer",
+                  "writer/status FAILED", "killed"):
+        assert words in passed.writer.state_reason, (words, passed.writer.state_reason)
+    assert killed.read_bytes() == before
+
 
 # -- validity -------------------------------------------------------------------------
 
