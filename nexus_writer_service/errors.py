@@ -121,5 +121,14 @@ class EntryExistsError(NexusWriterError, FileExistsError):
     """A file already holds an entry of the same name written for another scan."""
 
 
+class FileFinishedError(EntryExistsError):
+    """A file's entries say their writer finished them (SUCCEEDED or FAILED): a
+    finished file is never written again. ``status`` is what they say."""
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class SessionTakenError(NexusWriterError, RuntimeError):
     """Another writer holds the session's writer lease (one writer per session)."""

@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write everything published to this HDF5 file")
     parser.add_argument("--lease", type=float, default=10.0,
                         help="publisher lease in seconds (default: 10)")
+    parser.add_argument("--reconnect-timeout", type=float, default=None, metavar="SECONDS",
+                        help="how long a dropped connection to Redis is retried before "
+                             "the points not stored are given up, named in an error and "
+                             "in the scan's end (default: the lease)")
     parser.add_argument("--block-size", type=_positive_int, default=1000,
                         help="most points per Redis round trip (default: 1000)")
     parser.add_argument("--log", default="WARNING", type=str.upper, choices=LOG_LEVELS,
@@ -137,7 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         root=args.root, npoints=args.npoints, count_time=args.count_time,
         nchannels=args.nchannels, mca_detectors=args.mca_detectors, repeat=args.repeat,
         seed=args.seed, truth=args.truth,
-        lease=args.lease, block_size=args.block_size, lima_format=args.lima_format,
+        lease=args.lease, reconnect_timeout=args.reconnect_timeout,
+        block_size=args.block_size, lima_format=args.lima_format,
     )
     try:
         simulate(options, on_published=_print_line)

@@ -182,6 +182,12 @@ class BlissdataScan:
             assert self._info is not None
             return dict(self._info)
 
+    @property
+    def info_bytes(self) -> int:
+        """Bytes of JSON of the scan_info (blissdata decodes the scan's document
+        when it loads it: this is known only after that)."""
+        return len(codec.to_json(self.info))
+
     def _loaded_identity(self) -> tuple[str, int, str]:
         if self._identity is None:
             self._remember(self._load())
@@ -493,6 +499,10 @@ class BlissdataScan:
     @property
     def _acks_key(self) -> str:
         return f"nws-blissdata:{self._key}:acks"
+
+    def entries_after(self, position: str) -> tuple[int, int]:
+        """Always none: blissdata seals a scan's streams at its end."""
+        return 0, 0
 
     def acknowledge(self, reader: str, position: str) -> None:
         """Keep ``position`` as how far ``reader`` wrote (for :data:`ACK_RETENTION`)."""

@@ -135,6 +135,10 @@ class MemoryScan:
     def info(self) -> dict[str, Any]:
         return dict(self._info)
 
+    @property
+    def info_bytes(self) -> int:
+        return len(codec.to_json(self._info))
+
     def nodes(self) -> dict[str, Node]:
         with self._log.changed:
             return dict(self._nodes)
@@ -153,6 +157,11 @@ class MemoryScan:
     def current_position(self) -> str:
         with self._log.changed:
             return self._log.end
+
+    def entries_after(self, position: str) -> tuple[int, int]:
+        """Always none: this source refuses anything after the end."""
+        _index(position)
+        return 0, 0
 
     def acknowledge(self, reader: str, position: str) -> None:
         _index(position)

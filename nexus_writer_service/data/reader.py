@@ -25,6 +25,7 @@ from .blocks import fields_dict
 from .connection import Client, connect, end_scan, redis_errors
 from .events import (
     EndReason,
+    EntryKind,
     EventData,
     EventType,
     NodeDeclaration,
@@ -41,6 +42,10 @@ __all__ = ["get_session_node", "get_scan_node", "SessionNode", "ScanNode", "Even
            "StopHandle"]
 
 logger = logging.getLogger(__name__)
+
+#: The fields of a scan's hash read with its identity (its scan_info, which may be
+#: large, is read apart, when asked for).
+_META_FIELDS = ["name", "number", "uid", "retention", "lease"]
 
 #: Entries of the first read of a stream, before their size is known.
 FIRST_BATCH = 50
@@ -63,6 +68,19 @@ for _, position in ipairs(redis.call('HVALS', KEYS[1])) do
 end
 if oldest == nil or oldest == '0-0' then return 0 end
 return redis.call('XTRIM', KEYS[2], 'MINID', oldest)
+"""
+
+
+# Counts the entries of a scan stream after a position (exclusive), and those of
+# them that are data (field "t" first, its value ARGV[2]), without sending them.
+_COUNT_AFTER = """
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+')
+local data = 0
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  if fields[1] == 't' and fields[2] == ARGV[2] then data = data + 1 end
+end
+return {#entries, data}
 """
 
 
@@ -193,6 +211,7 @@ class ScanNode:
         self.session_name = self.keys.session
         self._session = session
         self._meta: dict[bytes, bytes] | None = None
+        self._info_bytes = 0
         self._info: dict[str, Any] | None = None
 
     @property
@@ -200,14 +219,23 @@ class ScanNode:
         return self.keys.base
 
     def _load(self) -> dict[bytes, bytes]:
+        """The scan's small metadata fields, and the size of its scan_info (read with
+        them, decoded only when asked for: see :attr:`info_bytes`)."""
         if self._meta is None:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hmget(self.key, _META_FIELDS)
+            pipe.hstrlen(self.key, "scan_info")
+            pipe.exists(self.key)
             with redis_errors(f"reading scan {self.key}"):
-                meta = self._client.hgetall(self.key)
-            if not meta:
+                values, info_bytes, exists = pipe.execute()
+            if not exists:
                 raise NodeNotFoundError(
                     f"scan {self.key} is not in Redis (never created, or expired after "
                     "its retention time)"
                 )
+            meta = {field.encode(): value for field, value in zip(_META_FIELDS, values)
+                    if value is not None}
+            self._info_bytes = int(info_bytes)
             self._meta = meta
         return self._meta
 
@@ -244,11 +272,20 @@ class ScanNode:
         return self._load().get(b"uid", b"").decode(errors="replace")
 
     @property
+    def info_bytes(self) -> int:
+        """Bytes of the scan_info as stored (JSON), known without reading it, so that
+        a hostile one is refused before it is decoded."""
+        self._load()
+        return self._info_bytes
+
+    @property
     def info(self) -> dict[str, Any]:
         """The ``scan_info`` dict the publisher gave."""
         if self._info is None:
-            raw = self._load().get(b"scan_info", b"{}")
-            info = codec.from_json(raw, f"scan_info of {self.key}")
+            self._load()
+            with redis_errors(f"reading scan {self.key}"):
+                raw = self._client.hget(self.key, "scan_info")
+            info = codec.from_json(raw or b"{}", f"scan_info of {self.key}")
             if not isinstance(info, dict):
                 raise MalformedEventError(f"scan_info of {self.key} is not a JSON object")
             self._info = info
@@ -291,7 +328,8 @@ class ScanNode:
         if uptime < lease:
             return False
         return end_scan(self._client, self.keys, EndReason.PUBLISHER_LOST,
-                        "the publisher stopped renewing its lease (process died or hung)",
+                        f"the publisher stopped renewing its lease of {lease:g} s: its "
+                        "process died or hung, or it could not reach Redis that long",
                         retention=retention, only_if_lease_expired=True)
 
     def nodes(self) -> dict[str, Node]:
@@ -320,6 +358,16 @@ class ScanNode:
         with redis_errors(f"acknowledging {self.key}"):
             self._client.eval(_ACK_AND_TRIM, 2, self.keys.acks, self.keys.events, reader,
                               position)
+
+    def entries_after(self, position: str) -> tuple[int, int]:
+        """``(entries, data entries)`` of the scan's stream after ``position`` (its
+        END entry): a publisher that went on after the end. Counted in Redis (one
+        round trip, nothing sent back but the counts)."""
+        _parse_id(position)
+        with redis_errors(f"reading the end of {self.keys.events}"):
+            counts = self._client.eval(_COUNT_AFTER, 1, self.keys.events, "(" + position,
+                                       EntryKind.DATA.value)
+        return int(counts[0]), int(counts[1])
 
     def acknowledged(self, reader: str) -> str | None:
         """The position ``reader`` acknowledged last, ``None`` if it never did."""

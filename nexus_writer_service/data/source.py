@@ -68,6 +68,11 @@ class ScanSource(Protocol):
     def info(self) -> dict[str, Any]:
         """The ``scan_info`` dict the publisher gave."""
 
+    @property
+    def info_bytes(self) -> int:
+        """About how many bytes of JSON the scan_info takes, known (where the source
+        allows) without decoding it: a writer refuses a hostile one by its size."""
+
     def nodes(self) -> dict[str, Node]:
         """Every node declared so far, by name, in declaration order."""
 
@@ -85,6 +90,10 @@ class ScanSource(Protocol):
 
     def current_position(self) -> str:
         """The position of the last event the scan has so far."""
+
+    def entries_after(self, position: str) -> tuple[int, int]:
+        """``(entries, data entries)`` the scan holds after ``position`` (its end):
+        what a publisher that went on after the end published, which no walk gives."""
 
     def acknowledge(self, reader: str, position: str) -> None:
         """``reader`` holds everything up to ``position``: the source may let it go."""

@@ -38,6 +38,7 @@ Not thread-safe beyond what HDF5 is: called from the thread that owns the file.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import json
 import os
@@ -45,13 +46,16 @@ from typing import Any, Mapping, Optional
 
 import h5py
 import numpy as np
+from h5py._objects import phil as _hdf5_lock
 
 __all__ = [
+    "collect_hdf5_garbage",
     "create_group",
     "create_stream_dataset",
     "file_descriptor",
     "grow",
     "held_here",
+    "limit_hdf5_free_lists",
     "open_uncached",
     "set_attrs",
     "soft_link",
@@ -273,3 +277,47 @@ def held_here(path: str) -> Optional[tuple[bool, bool]]:
             continue
         return read_only, locking
     return None
+
+
+# -- HDF5's own memory (calls h5py does not offer) ---------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _hdf5_library() -> Any:
+    """The HDF5 library h5py loaded, found among the process's mappings (Linux): it
+    is loaded for h5py alone, so its symbols are not found by name. None elsewhere."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps
+                            if "/libhdf5" in line and "_hl" not in line.rsplit("/", 1)[-1]})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            library = ctypes.CDLL(path)
+            library.H5garbage_collect.restype = ctypes.c_int
+            library.H5set_free_list_limits.argtypes = (ctypes.c_int,) * 6
+            library.H5set_free_list_limits.restype = ctypes.c_int
+        except (OSError, AttributeError):
+            continue
+        return library
+    return None
+
+
+def limit_hdf5_free_lists(limits: tuple[int, int, int, int, int, int]) -> bool:
+    """``H5set_free_list_limits(*limits)`` (bytes; -1: no limit); whether done."""
+    library = _hdf5_library()
+    if library is None:
+        return False
+    with _hdf5_lock:  # h5py's lock: no other thread is inside HDF5 meanwhile
+        return int(library.H5set_free_list_limits(*limits)) >= 0
+
+
+def collect_hdf5_garbage() -> bool:
+    """``H5garbage_collect``: HDF5 frees the blocks its free lists keep; whether done.
+    Safe from any thread (under h5py's lock)."""
+    library = _hdf5_library()
+    if library is None:
+        return False
+    with _hdf5_lock:
+        return int(library.H5garbage_collect()) >= 0

@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from .. import __version__
-from ..errors import DiskSpaceError, EntryExistsError, NexusWriterError
+from ..errors import DiskSpaceError, EntryExistsError, FileFinishedError, NexusWriterError
 from ._lowlevel import create_group, create_stream_dataset, open_uncached, soft_link
 from ._lowlevel import set_attrs as _set_attrs
 from ._lowlevel import stored_as_given
@@ -68,6 +68,11 @@ DISK_RECHECK_MARGIN = 64 * MIB
 #: The most frames of a lima detector whose virtual dataset gets one mapping per frame
 #: when its scan ends (about 0.1 s and 100 kB per 1000 frames); see _rebuild_virtual.
 FRAME_MAPPINGS_MAX = 10_000
+#: The writer statuses of a finished file (see subscribers.file_status): such a file is
+#: never written again.
+FINAL_STATUSES = ("SUCCEEDED", "FAILED")
+#: Items created between two looks at the clock of a sliced :meth:`NexusFile.materialise`.
+_SLICE_ITEMS = 16
 
 
 def _disk_full_errors(method: _Method) -> _Method:
@@ -120,6 +125,15 @@ def _field_data(value: Any) -> Any:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _text_field(group: h5py.Group, path: str) -> str | None:
+    """The text of the scalar dataset ``path`` under ``group``, None if there is none."""
+    dataset = group.get(path)
+    if not isinstance(dataset, h5py.Dataset) or dataset.shape != ():
+        return None
+    value = dataset[()]
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _text_attr(obj: h5py.HLObject, name: str) -> str | None:
@@ -178,6 +192,8 @@ class NexusFile:
         self._free_at = 0.0
         self._created: set[str] = set()
         self._group_class: dict[str, str] = {}
+        #: where a sliced materialise stopped: (layout, entry index, item index)
+        self._paused_at: tuple[ScanLayout, int, int] | None = None
 
     def _init_root(self) -> None:
         attrs = self.file.attrs
@@ -200,6 +216,9 @@ class NexusFile:
         the key of an old one.
 
         :raises EntryExistsError: an entry of the same name belongs to another scan
+        :raises FileFinishedError: the scan's entries say their writer finished them
+            (``writer/status`` SUCCEEDED or FAILED): a finished file is never written
+            again
         """
         existing = []
         for entry in layout.entries:
@@ -219,22 +238,44 @@ class NexusFile:
                     f"earlier scan with the same key {scan_key} (Redis lost its data and "
                     "restarted its scan counter); the file was left untouched: give the "
                     "scan another file name or number")
+            status = _text_field(group, "writer/status")
+            if status in FINAL_STATUSES:
+                message = _text_field(group, "writer/message")
+                raise FileFinishedError(
+                    f"{self.path}: entry {entry.name!r} of scan {scan_key} was finished by "
+                    f"an earlier writer (writer/status {status}"
+                    + (f": {message}" if message else "") + "); a finished file is never "
+                    "written again", status)
             existing.append(entry.name)
         return existing
 
     @_disk_full_errors
-    def materialise(self, layout: ScanLayout) -> None:
+    def materialise(self, layout: ScanLayout, until: float | None = None) -> bool:
         """Create every planned item that is not in the file yet, and bring the
-        attributes of existing groups (plot signals and axes) up to date (idempotent)."""
+        attributes of existing groups (plot signals and axes) up to date (idempotent).
+
+        ``until`` (``time.monotonic()``): stop creating items once past it, and
+        answer False; calling again with the same layout carries on where it
+        stopped. The file is valid in between; the entries' plots and default may
+        wait for the last call. True once everything is done."""
         if not self._root_ready:
             self._init_root()
             self._root_ready = True
-        for entry in layout.entries:
+        paused, self._paused_at = self._paused_at, None
+        start_entry, start_item = paused[1:] if paused and paused[0] is layout else (0, 0)
+        for index, entry in enumerate(layout.entries):
+            if index < start_entry:
+                continue
             fresh = entry.name in self._fresh_entries
             if not fresh and entry.name not in self.file:
                 self._fresh_entries.add(entry.name)
                 fresh = True
-            for item in entry.items:
+            first = start_item if index == start_entry else 0
+            for count, item in enumerate(entry.items[first:], first):
+                if until is not None and not count % _SLICE_ITEMS and count > first \
+                        and time.monotonic() > until:
+                    self._paused_at = (layout, index, count)
+                    return False
                 if item.path in self._created if fresh else (
                         item.path in self.file or (isinstance(item, LinkPlan)
                                                    and self._has_link(item.path))):
@@ -253,6 +294,7 @@ class NexusFile:
                 self.file[entry.name].attrs["default"] = entry.default
         if not self.file.attrs.get("default") and layout.root_attrs.get("default"):
             self.file.attrs["default"] = layout.root_attrs["default"]
+        return True
 
     def _update_group(self, plan: GroupPlan) -> None:
         """An existing group gets the attributes planned now, and its planned class

@@ -130,6 +130,12 @@ def _selected(scan_info: Mapping[str, Any], by_dim: Mapping[int, Sequence[Placed
     return selected
 
 
+#: Most signals a plot group lists in ``@auxiliary_signals`` besides its signal (all
+#: of them are linked in the group): 16 bytes each in the file, and an HDF5 attribute
+#: must fit in a 64 KiB object header message.
+MAX_AUXILIARY_SIGNALS = 1000
+
+
 @dataclass(frozen=True)
 class _PlotLayout:
     """What every plot group of an entry shares: the candidate axes, the grid shape
@@ -149,7 +155,9 @@ def _plot_group(entry: EntryPlan, name: str, dim: int, members: Sequence[Placed]
     plot = f"/{entry.name}/{name}"
     attrs: dict[str, Any] = {"signal": names[members[0].node.name]}
     if len(members) > 1:
-        attrs["auxiliary_signals"] = [names[p.node.name] for p in members[1:]]
+        # the first ones only: an attribute must fit in a 64 KiB object header message
+        attrs["auxiliary_signals"] = [names[p.node.name]
+                                      for p in members[1:MAX_AUXILIARY_SIGNALS + 1]]
     if dim == 1:
         attrs["interpretation"] = "spectrum"
     elif dim == 2:

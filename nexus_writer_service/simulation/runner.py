@@ -85,6 +85,7 @@ class SimulationOptions:
     truth: str | None = None
     lease: float = 10.0
     retention: float = 24 * 3600.0
+    reconnect_timeout: float | None = None
     block_size: int = 1000
     lima_format: str = "hdf5"
 
@@ -101,6 +102,8 @@ class SimulationOptions:
             ("repeat", self.repeat >= 1, ">= 1"),
             ("lease", self.lease > 0.2, "> 0.2 seconds"),
             ("retention", self.retention >= 0, ">= 0 seconds"),
+            ("reconnect_timeout", self.reconnect_timeout is None or
+             0 <= self.reconnect_timeout < float("inf"), "finite and >= 0 seconds"),
             ("block_size", self.block_size >= 1, ">= 1"),
             ("lima_format", self.lima_format in LIMA_FILE_FORMATS,
              f"one of {', '.join(LIMA_FILE_FORMATS)}"),
@@ -257,6 +260,7 @@ def simulate(
         truth = TruthWriter(options.truth, options.session) if options.truth else None
         try:
             with Publisher(options.session, lease=options.lease, retention=options.retention,
+                           reconnect_timeout=options.reconnect_timeout,
                            client=client) as publisher:
                 for repeat in range(options.repeat):
                     for kind in kinds:

@@ -12,10 +12,13 @@ The table holds exactly the changes a scan writer makes:
   when the writer is stopped before that; to SUCCEEDED when the scan ends without a
   PREPARED_SCAN event seen (a writer that resumed after the stream was trimmed, a
   publisher that does not prepare); to FAILED on a fault or a kill.
-* RUNNING: to RUNNING again when the writer is stopped (the file stays resumable, the
-  message says so) or the scan is prepared once more; to SUCCEEDED or FAILED.
+* RUNNING: to RUNNING again when the writer is stopped, on request or by a fault
+  whose cause is outside the scan (Redis unreachable, disk full: the file stays
+  resumable, the message says so), or the scan is prepared once more; to SUCCEEDED
+  or FAILED.
 * SUCCEEDED and FAILED are final: a writer never writes to its file again once it
-  says so.
+  says so, and a writer started again refuses such a file
+  (:class:`~nexus_writer_service.errors.FileFinishedError`) and passes its scan over.
 """
 
 from __future__ import annotations

@@ -30,21 +30,39 @@ from ..data.codec import jsonable
 from ..data.events import EventData, EventType, merge_info
 from ..data.nodes import ChannelNode, LimaNode
 from ..data.source import ScanSource, StopHandle
-from ..errors import DataLostError, NexusWriterError, ScanStateError
+from ..errors import (
+    DataLostError,
+    DiskSpaceError,
+    FileFinishedError,
+    NexusWriterError,
+    RedisUnavailableError,
+    ScanStateError,
+)
 from ..io import checks, masterfiles
 from ..io.scan_info import skip_reason
 from ..io.layout import NodeSpec, ScanDescription, ScanLayout, plan_scan
 from ..io.nexus import NexusFile, now_iso
 from ..io.options import SaveOptions
 from ..io.parking import ParkedFiles
+from ..tuning import release_memory
 from .file_status import WriterStatus, check_status_transition
 from .states import SubscriberMode
 from .subscriber import Subscriber, SubscriberEvent
 
-__all__ = ["NexusScanWriter", "WriterStatus"]
+__all__ = ["NexusScanWriter", "WriterStatus", "check_info_size"]
 
 logger = logging.getLogger(__name__)
 
+#: Seconds of HDF5 work a scan does on the session's worker thread before it lets
+#: the other scans of the session in (creating the tree of a scan of many channels).
+HDF5_SLICE = 0.1
+#: Faults that leave the file resumable (status RUNNING, its message saying why):
+#: their cause is outside the scan, and a writer started again once it is gone
+#: completes the file from Redis. Any other fault, and a kill, make it FAILED: final.
+TRANSIENT_FAULTS = (RedisUnavailableError, DiskSpaceError)
+#: A scan of at least that many channels gives the memory it took back to the system
+#: when its file is closed (see :mod:`nexus_writer_service.tuning.memory`).
+RELEASE_MEMORY_CHANNELS = 1000
 #: A flush that takes ``t`` seconds is followed by the next one ``FLUSH_DUTY * t``
 #: seconds later at the soonest (``flush_period`` when that is longer).
 FLUSH_DUTY = 10
@@ -105,6 +123,8 @@ class NexusScanWriter(Subscriber):
         self._ticker_stop: Optional[Event] = None
         self._ended = False
         self._layout_notes: set[str] = set()
+        #: the consumer lets the other scans in while it creates the tree
+        self._materialising = False
         #: why the scan is not written (its data_writer is another writer), or ""
         self.skipped = ""
         self._last_ack = 0.0
@@ -163,6 +183,7 @@ class NexusScanWriter(Subscriber):
 
     def _process_event(self, event_type: EventType, node: Any, event_data: EventData) -> None:
         if self._file is None and not self.skipped:
+            check_info_size(self.node, self.options)
             self.skipped = skip_reason(self.node.info)
             if self.skipped:
                 logger.info("%s: %s", self.name, self.skipped)
@@ -209,11 +230,6 @@ class NexusScanWriter(Subscriber):
     def _open(self) -> None:
         info = self.scan_info = dict(self.node.info)
         self.start_time = now_iso()
-        info_bytes = _json_bytes(info)
-        if info_bytes > self.options.max_info_bytes:
-            raise NexusWriterError(
-                f"scan {self.node.key}: its scan_info takes {info_bytes} bytes of JSON, over "
-                f"the limit max_info_bytes={self.options.max_info_bytes}; no file written")
         filename = info.get("filename")
         if not isinstance(filename, str) or not filename:
             raise NexusWriterError(
@@ -235,6 +251,15 @@ class NexusScanWriter(Subscriber):
         try:
             self._file = NexusFile(path, options, self._parked)
             existing = self._file.check_entries(layout, self.node.key, self.node.uid)
+        except FileFinishedError as exc:
+            # written to its end already (a restart that found its acknowledgement
+            # short): passed over and acknowledged, never written again
+            self._file.discard()
+            self._file = None
+            self.status = WriterStatus(exc.status)
+            self.skipped = f"not written again: {exc}"
+            logger.warning("%s: %s", self.name, self.skipped)
+            return
         except Exception:
             # the entries belong to someone else, or the file cannot be used: close
             # without writing a status there (a file it just created is removed)
@@ -286,9 +311,20 @@ class NexusScanWriter(Subscriber):
         return layout
 
     def _materialise(self) -> None:
+        """Create what is planned and not in the file yet, in slices of
+        :data:`HDF5_SLICE` seconds: the other scans of the session (same worker
+        thread) write their points in between. This scan's housekeeping waits
+        until the tree is complete."""
         assert self._file is not None
+        file = self._file
         with self._reader_paused():
-            self._file.materialise(self._plan())
+            layout = self._plan()
+            self._materialising = True
+            try:
+                while not file.materialise(layout, time.monotonic() + HDF5_SLICE):
+                    gevent.idle()
+            finally:
+                self._materialising = False
         self._dirty = False
 
     def _declare(self, node: Any) -> None:
@@ -400,10 +436,13 @@ class NexusScanWriter(Subscriber):
         published_end = self.scan_info.get("end_time")
         self.end_time = published_end if isinstance(published_end, str) else now_iso()
         final_info = json.dumps(jsonable(self.scan_info))
+        after_end = self._published_after_end(event_data.position)
         for entry in self.entries:
             self._file.set_text(f"/{entry}/end_time", self.end_time)
             self._file.set_text(f"/{entry}/writer/end_reason", self.end_reason)
             self._file.set_text(f"/{entry}/writer/scan_info", final_info)
+            if after_end:
+                self._file.set_text(f"/{entry}/writer/after_end", after_end)
         message = f"scan ended: {self.end_reason}" + (
             f" ({self.end_message})" if self.end_message else "")
         check_status_transition(self.status, WriterStatus.SUCCEEDED, self.name)
@@ -415,6 +454,25 @@ class NexusScanWriter(Subscriber):
         self._file.close()
         self._ended = True
         self._acknowledge(event_data.position)
+
+    def _published_after_end(self, position: str) -> str:
+        """What the scan holds after its end (``position``), said in the log and as
+        the scan's warning; "" when nothing. A source that cannot be asked is logged:
+        the file is complete without it."""
+        try:
+            entries, data = self.node.entries_after(position)
+        except NexusWriterError as exc:
+            logger.warning("%s: cannot tell whether anything was published after the end "
+                           "of scan %s: %s", self.name, self.node.key, exc)
+            return ""
+        if not entries:
+            return ""
+        note = (f"{entries} entries ({data} of them data) were published after the end "
+                f"of the scan (position {position}) and are not in this file: the "
+                "acquisition program went on publishing after ending the scan")
+        logger.warning("%s: scan %s: %s", self.name, self.node.key, note)
+        self.warning = note
+        return note
 
     # -- ticker (worker thread) ------------------------------------------------
 
@@ -437,7 +495,7 @@ class NexusScanWriter(Subscriber):
     def _housekeeping(self, now: float) -> None:
         """Flush, refresh lima datasets and check the disk when each is due."""
         options = self.options
-        if self._file is None or self._file.closed:
+        if self._file is None or self._file.closed or self._materialising:
             return
         if now - self._last_flush >= self._flush_gap:
             self._flush()
@@ -458,6 +516,13 @@ class NexusScanWriter(Subscriber):
 
     def _on_stop(self) -> None:
         self._stop_ticker()
+        try:
+            self._close_file()
+        finally:
+            self._release()
+
+    def _close_file(self) -> None:
+        """A scan that did not end: its file says why, and is closed."""
         file = self._file
         if file is None or file.closed:
             return
@@ -471,12 +536,27 @@ class NexusScanWriter(Subscriber):
                 self._flush_file()
             elif not self._ended:
                 reason = self._fault_reason or "the writer was killed"
+                transient = isinstance(self._fault_error, TRANSIENT_FAULTS)
                 try:
                     self._flush_file()
                 finally:
-                    self._set_status(WriterStatus.FAILED, reason)
+                    if transient:  # the file stays resumable: a restart completes it
+                        self._set_status(WriterStatus.RUNNING,
+                                         f"the writer stopped: {reason}; start it again "
+                                         "to complete the file from Redis")
+                    else:
+                        self._set_status(WriterStatus.FAILED, reason)
         finally:
             file.close()
+
+    def _release(self) -> None:
+        """The file is closed: what only writing it needed goes (the record of the
+        scan stays listed for ``purge_delay``), and after a scan of many channels,
+        the memory it took goes back to the system."""
+        self._layout = None
+        self._file = None
+        if len(self._nodes) >= RELEASE_MEMORY_CHANNELS:
+            release_memory()
 
 
 #: numpy kinds a channel's dataset can hold: numbers, bool, bytes and opaque bytes.
@@ -495,6 +575,17 @@ _INFO_UPDATE_KINDS: dict[str, type] = {
 
 def _json_bytes(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), default=str))
+
+
+def check_info_size(scan: ScanSource, options: SaveOptions) -> None:
+    """Refuse a scan whose scan_info is over ``max_info_bytes`` by its size as stored,
+    before it is decoded (a hostile one would take several times its size in memory)."""
+    info_bytes = scan.info_bytes
+    if info_bytes > options.max_info_bytes:
+        raise NexusWriterError(
+            f"scan {scan.key}: its scan_info takes {info_bytes} bytes of JSON, over the "
+            f"limit max_info_bytes={options.max_info_bytes}; no file written. Publish large "
+            "data as channels, or raise max_info_bytes if the scan is real")
 
 
 def _check_limits(node: "ChannelNode | LimaNode", count: int, npoints: int,

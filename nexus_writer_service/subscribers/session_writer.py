@@ -26,10 +26,16 @@ from ..concurrency import Thread
 from ..data.events import EventData, EventType
 from ..data.opener import open_session
 from ..data.source import ScanSource, SessionSource, StopHandle
-from ..errors import MalformedEventError, NodeNotFoundError, ScanStateError, WaitTimeout
+from ..errors import (
+    MalformedEventError,
+    NexusWriterError,
+    NodeNotFoundError,
+    ScanStateError,
+    WaitTimeout,
+)
 from ..io.options import SaveOptions
 from ..io.parking import ParkedFiles
-from .scan_writer import NexusScanWriter
+from .scan_writer import NexusScanWriter, check_info_size
 from .states import SubscriberMode, SubscriberState
 from .subscriber import Subscriber, SubscriberEvent
 
@@ -202,12 +208,17 @@ class NexusSessionWriter(Subscriber):
         # a finished writer of this scan is replaced only when the scan is resumed
         # (restart after stop): the new writer continues from the acknowledgement
         try:
-            info = scan.info
             name = f"{scan.number}_{scan.name}"
+            check_info_size(scan, self.options)
+            info = scan.info
         except MalformedEventError as exc:
             # its scan writer goes FAULT with this reason: the session carries on
             logger.error("%s: scan %s has malformed metadata: %s", self.name, scan.key, exc)
             info, name = {}, scan.key
+        except NexusWriterError as exc:
+            # too large to be read: its scan writer goes FAULT with this reason
+            logger.error("%s: %s", self.name, exc)
+            info = {}
         if known is not None and known.writer.node.uid != scan.uid:
             self._keep_listed(known)
         if not info.get("save", True):

@@ -47,6 +47,11 @@ _JOIN_TIMEOUT = 10.0
 #: Bytes of events read but not processed yet above which the reader waits (the rest
 #: stays in the source), so a consumer slower than its publisher holds bounded memory.
 MAX_BACKLOG_BYTES = 64 << 20
+#: Seconds a consumer processes events back to back before it lets the other
+#: greenlets of its hub in (see _consume_events).
+CONSUMER_SLICE = 0.1
+#: A wait for the next event longer than this let the hub run others.
+_WAITED = 0.001
 _EVENT_OVERHEAD = 256
 
 
@@ -138,6 +143,8 @@ class Subscriber:
         self._state = SubscriberState.INIT
         self._state_reason = "created, not started"
         self._fault_reason: Optional[str] = None
+        #: the exception of that first fault (its type tells a transient one)
+        self._fault_error: Optional[BaseException] = None
         self._started_at: Optional[float] = None
         self._ended_at: Optional[float] = None
         self._run: Optional[_Run] = None
@@ -185,6 +192,7 @@ class Subscriber:
             run = self._run = _Run()
             self._set_state(SubscriberState.ON, "listening to the node's events")
             self._fault_reason = None
+            self._fault_error = None
             self._started_at = time.monotonic()
             self._ended_at = None
         try:
@@ -328,6 +336,7 @@ class Subscriber:
             if self._fault_reason is not None:
                 return
             self._fault_reason = f"{reason} (while {where})"
+            self._fault_error = exc
         logger.error("%s failed while %s: %s", self.name, where, reason, exc_info=exc)
 
     def _abort(self, run: _Run) -> None:
@@ -431,8 +440,19 @@ class Subscriber:
             run.consumer_done.send()
 
     def _consume_events(self, run: _Run, get: Any) -> None:
+        """Process events as they come. A consumer with events waiting one after the
+        other lets the other greenlets of its hub in after :data:`CONSUMER_SLICE`
+        seconds (the scans of a session share one worker thread)."""
+        turn = time.monotonic()
         while True:
+            asked = time.monotonic()
+            if asked - turn > CONSUMER_SLICE:
+                gevent.idle()
+                turn = asked = time.monotonic()
             item = get()
+            got = time.monotonic()
+            if got - asked > _WAITED:  # the hub ran others while this one waited
+                turn = got
             if isinstance(item, _End):
                 if item.error is not None:
                     self._record_fault(item.error, "reading events")

@@ -1,9 +1,12 @@
 """Settings of a whole writer process, made by its entry points only (the
 ``NexusSessionWriter`` command and the Tango device server), never by an import:
-one malloc arena for its threads, and a short interpreter switch interval. Each
+one malloc arena for its threads, a short interpreter switch interval, and bounded
+HDF5 free lists (with :func:`release_memory` after a scan of many channels). Each
 module says why, and what it measured."""
 
 from .arenas import use_one_malloc_arena
+from .memory import HDF5_FREE_LIST_LIMITS, limit_hdf5_free_lists, release_memory
 from .switching import WRITER_SWITCH_INTERVAL, use_switch_interval
 
-__all__ = ["use_one_malloc_arena", "use_switch_interval", "WRITER_SWITCH_INTERVAL"]
+__all__ = ["use_one_malloc_arena", "use_switch_interval", "WRITER_SWITCH_INTERVAL",
+           "limit_hdf5_free_lists", "release_memory", "HDF5_FREE_LIST_LIMITS"]

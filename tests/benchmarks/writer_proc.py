@@ -31,7 +31,11 @@ import gevent.event
 
 from nexus_writer_service.cli.session_writer import (
     build_parser, configure_logging, save_options_from_args)
-from nexus_writer_service.tuning import use_one_malloc_arena, use_switch_interval
+from nexus_writer_service.tuning import (
+    limit_hdf5_free_lists,
+    use_one_malloc_arena,
+    use_switch_interval,
+)
 from nexus_writer_service.data import get_session_node
 from nexus_writer_service.subscribers import NexusSessionWriter, SubscriberState
 
@@ -60,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     use_switch_interval()
     use_one_malloc_arena()
+    limit_hdf5_free_lists()
     writer = NexusSessionWriter(node, options=options, reader_name=args.reader_name,
                                 resume=args.resume)
     try:

@@ -307,7 +307,7 @@ def test_cli_in_process_prints_one_line_per_scan(redis_url, redis_client, tmp_pa
     truth = tmp_path / "truth.h5"
     code = main(["--redis-url", redis_url, "--session", "cli", "--scan", "ct", "--scan",
                  "timescan", "--npoints", "4", "--root", str(tmp_path), "--truth", str(truth),
-                 "--seed", "3", "--log", "info"])
+                 "--seed", "3", "--log", "info", "--reconnect-timeout", "2.5"])
     assert code == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
@@ -373,6 +373,7 @@ def test_cli_with_unreachable_redis_fails_with_a_clear_message(tmp_path):
     (["--log", "loud"], "--log: invalid choice"),
     (["--session", "bad name"], "invalid session name 'bad name'"),
     (["--lease", "0.1"], "lease must be > 0.2"),
+    (["--reconnect-timeout", "-1"], "reconnect_timeout must be finite and >= 0 seconds"),
 ])
 def test_cli_bad_arguments_exit_non_zero_in_process(
     redis_url, tmp_path, capsys, args, message

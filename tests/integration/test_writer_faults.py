@@ -19,9 +19,16 @@ import h5py
 import numpy as np
 import pytest
 
-from nexus_writer_service.data import EndReason, Publisher
+from nexus_writer_service.data import EndReason, Publisher, get_scan_node
+from nexus_writer_service.data.events import encode_data
+from nexus_writer_service.errors import ScanStateError
 from nexus_writer_service.io import SaveOptions
-from nexus_writer_service.subscribers import ScanRecord, SubscriberState
+from nexus_writer_service.subscribers import (
+    NexusScanWriter,
+    ScanRecord,
+    SubscriberState,
+    WriterStatus,
+)
 from tests.nxcheck import nxcheck_errors
 from tests.writer_support import session_writer, wait_scans_done, wait_until
 
@@ -440,6 +447,23 @@ def test_stop_scan_leaves_a_resumable_file_and_kill_scan_a_failed_one(
     assert_written(third, other, sent3, entry="3.1")
     assert_valid(other)
 
+    # started again: the stopped scan's file is completed, the killed one's (final) is
+    # never written again, and its scan is passed over (acknowledged: not resumed again)
+    before = killed.read_bytes()
+    with session_writer(redis_url, SESSION, fast_options(), poll_interval=0.05) as writer:
+        resumed = {r.name: r for r in wait_scans_done(writer, 2)}
+        assert writer.node.scan(scan2.key).acknowledged("nexus_writer") == \
+            writer.node.scan(scan2.key).current_position()
+    assert sorted(resumed) == ["1_loopscan", "2_loopscan"], sorted(resumed)
+    assert_written(resumed["1_loopscan"], stopped, {k: v[:5] for k, v in sent1.items()})
+    passed = resumed["2_loopscan"]
+    assert passed.state is SubscriberState.OFF, passed.as_dict()
+    assert passed.as_dict()["status"] == "FAILED"
+    for words in ("not written again", "finished by an earlier writer",
+                  "writer/status FAILED", "killed"):
+        assert words in passed.writer.state_reason, (words, passed.writer.state_reason)
+    assert killed.read_bytes() == before
+
 
 # -- validity -------------------------------------------------------------------------
 
@@ -515,3 +539,56 @@ def test_a_scan_over_a_limit_faults_naming_it_and_the_next_is_written(
     assert records[1].state is SubscriberState.OFF
     with h5py.File(good, "r") as h5:
         assert h5["2.1/writer/status"][()] == b"SUCCEEDED"
+
+
+def test_a_scan_info_over_the_limit_is_refused_by_its_size_without_being_decoded(
+        redis_url: str, tmp_path: Any) -> None:
+    """A hostile scan_info (here 50 kB that are not even JSON) is refused by the size
+    Redis gives, never read: the reason names the size and the limit, not the JSON."""
+    over, good = tmp_path / "over.h5", tmp_path / "good.h5"
+    with Publisher(SESSION, redis_url, lease=2.0, retention=60) as publisher:
+        scan, _ = publish_scan(publisher, over, 1, 3, end=False)
+        publisher._client.hset(scan.key, "scan_info", b"{" + b"x" * 50_000)
+        with session_writer(redis_url, SESSION, fast_options(max_info_bytes=20_000),
+                            poll_interval=0.05) as writer:
+            (record,) = wait_scans_done(writer, 1, timeout=30)
+            scan.end()
+            _, sent = publish_scan(publisher, good, 2, 3)
+            records = wait_scans_done(writer, 2, timeout=30)
+    assert_fault(record, "scan_info takes 50001 bytes", "max_info_bytes=20000",
+                 "no file written", "raise max_info_bytes")
+    assert record.writer.scan_info == {}
+    assert not over.exists()
+    assert records[1].state is SubscriberState.OFF
+    with h5py.File(good, "r") as h5:
+        assert h5["2.1/writer/status"][()] == b"SUCCEEDED"
+
+
+def test_data_published_after_the_end_is_reported_in_the_file_and_the_log(
+        redis_url: str, tmp_path: Any, caplog: Any) -> None:
+    """A second publisher (or a buggy one writing raw entries) goes on after END_SCAN:
+    the file holds the scan as ended, and says how much came after, as the log does."""
+    filename = tmp_path / "after.h5"
+    with Publisher(SESSION, redis_url, lease=2.0, retention=60) as publisher:
+        scan, sent = publish_scan(publisher, filename, 1, 3)
+        with pytest.raises(ScanStateError, match="already ended"):
+            scan.send({DIODE: [1.0]})  # our publisher refuses, naming the end
+        for first in (3, 4):  # channel 2 (the diode): subscan 0, timer 1
+            publisher._client.xadd(scan.keys.events, encode_data(
+                [(2, first, np.array([9.0]).tobytes(), None)]))
+        publisher._client.xadd(scan.keys.events, {b"t": b"prep"})
+    caplog.set_level("WARNING", logger="nexus_writer_service.subscribers.scan_writer")
+    writer = NexusScanWriter(get_scan_node(scan.key, redis_url), fast_options(),
+                             poll_interval=0.05)
+    writer.start(wait=True, timeout=10)
+    writer.join(timeout=30)
+    words = "3 entries (2 of them data) were published after the end of the scan"
+    assert writer.state is SubscriberState.OFF, writer.state_reason
+    assert writer.status is WriterStatus.SUCCEEDED
+    assert words in (writer.warning or "")
+    assert any(words in r.getMessage() and scan.key in r.getMessage() for r in caplog.records)
+    with h5py.File(filename, "r") as h5:
+        assert words in h5["1.1/writer/after_end"][()].decode()
+        np.testing.assert_array_equal(h5[f"1.1/{DIODE_PATH}"][()], sent[DIODE])
+        assert h5["1.1/writer/status"][()] == b"SUCCEEDED"
+    assert_valid(filename)

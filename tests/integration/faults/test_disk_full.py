@@ -124,7 +124,8 @@ def test_disk_full_faults_that_scan_only_and_it_completes_once_space_is_freed(
             full.end()
             other.end()
             records = wait_scans_done(writer, 2, timeout=60)
-            assert_record(records[0], "FAULT", "FAILED", "DiskSpaceError", "disk full",
+            # a full disk is transient: the file stays resumable (RUNNING), not final
+            assert_record(records[0], "FAULT", "RUNNING", "DiskSpaceError", "disk full",
                           str(full_file), "free disk space", "start the writer again")
             assert_record(records[1], "OFF", "SUCCEEDED", "finished")
 
@@ -143,7 +144,8 @@ def test_disk_full_faults_that_scan_only_and_it_completes_once_space_is_freed(
     for name, values in partial.items():
         np.testing.assert_array_equal(values, sent[name][:len(values)], err_msg=name)
     note = writer_note(full_file, records[0].key)
-    assert note["status"] == "FAILED" and "disk full" in str(note["message"]), note
+    assert note["status"] == "RUNNING" and "disk full" in str(note["message"]), note
+    assert "start it again to complete the file" in str(note["message"]), note
 
     assert_nothing_lost(other_file, records[1].key, loopscan_points(2, 0, npoints),
                         "SUCCEEDED", "SUCCESS")
@@ -230,7 +232,7 @@ def test_disk_filled_from_outside_mid_write_releases_the_file_once_space_is_free
             publish_mca_scan(publisher, filename, 1, npoints)
             record = wait_scans_done(writer, 1, timeout=60)[0]
     assert filler.exists(), "the disk was never filled"
-    assert_record(record, "FAULT", "FAILED", "DiskSpaceError", "no space left on device",
+    assert_record(record, "FAULT", "RUNNING", "DiskSpaceError", "no space left on device",
                   str(filename), "free disk space", "start the writer again")
     assert fds_on(filename), "the file HDF5 could not close is expected to stay open"
     assert str(filename) in parked, "the file HDF5 could not close is not parked"
@@ -276,8 +278,8 @@ def test_writer_never_fills_the_disk_itself_with_chunks_it_allocates(
                 scan.send({TIME: index, **{name: index + n for n, name in enumerate(_WIDE)}})
             scan.end()
             (record,) = wait_scans_done(writer, 1, timeout=60)
-    assert_record(record, "FAULT", "FAILED", "DiskSpaceError", "disk full", str(filename))
+    assert_record(record, "FAULT", "RUNNING", "DiskSpaceError", "disk full", str(filename))
     note = writer_note(filename, record.key)
-    assert note["status"] == "FAILED" and "disk full" in str(note["message"]), note
+    assert note["status"] == "RUNNING" and "disk full" in str(note["message"]), note
     with h5py.File(filename, "r") as h5:
         assert h5.attrs["NX_class"] == "NXroot"

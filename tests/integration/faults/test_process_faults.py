@@ -84,10 +84,10 @@ def _restart_after_outage(writer: NexusSessionWriter) -> None:
 
 def test_redis_restarted_empty_fails_the_running_scan_and_writes_the_next(
         own_redis: EmbeddedRedis, tmp_path: Path) -> None:
-    """Redis comes back without its data: the scan that was running is FAILED, with
-    what it had and a reason naming Redis; a new scan that gets the same Redis key
-    (the scan counter restarted) and the same entry of the same file does not
-    overwrite it; the next scan is written."""
+    """Redis comes back without its data: the scan that was running goes FAULT, its
+    file keeps what it had and stays resumable (RUNNING), with a reason naming Redis;
+    a new scan that gets the same Redis key (the scan counter restarted) and the same
+    entry of the same file does not overwrite it; the next scan is written."""
     session = "outage"
     url = own_redis.url + "/0"
     lost_file = tmp_path / "data" / "lost.h5"
@@ -112,9 +112,10 @@ def test_redis_restarted_empty_fails_the_running_scan_and_writes_the_next(
         records = wait_scans_done(writer, 3)
     assert same_key.key == lost.key, "the restarted Redis gave the key to the new scan"
     assert records[0] is lost
-    assert_record(lost, "FAULT", "FAILED", "RedisUnavailableError", "Redis is unreachable",
+    # the writer cannot tell an outage from a loss: the file stays resumable (RUNNING)
+    assert_record(lost, "FAULT", "RUNNING", "RedisUnavailableError", "Redis is unreachable",
                   "check that the server runs")
-    note = assert_nothing_lost(lost_file, lost.key, sent, "FAILED", None)
+    note = assert_nothing_lost(lost_file, lost.key, sent, "RUNNING", None)
     assert "Redis is unreachable" in str(note["message"]), note
     assert_record(records[1], "FAULT", "STARTING", "earlier scan with the same key",
                   "left untouched")
@@ -148,7 +149,7 @@ def test_redis_restarted_with_its_data_completes_the_running_scan(
         wait_until(lambda: writer.scans()[0] is not first and writer.scans()[0].writer.done(),
                    60, "the resumed scan written")
         record = writer.scans()[0]
-    assert_record(first, "FAULT", "FAILED", "Redis is unreachable")
+    assert_record(first, "FAULT", "RUNNING", "Redis is unreachable")
     assert record.key == first.key and record.as_dict()["resumed"]
     assert_record(record, "OFF", "SUCCEEDED", "finished")
     published, reason = published_points(url, record.key)

@@ -157,10 +157,10 @@ def _writer(session: str, url: str, root: Path, tmp_path: Path,
 def _file_ended(filename: Path, key: str) -> dict[str, str | None]:
     def ended() -> bool:
         try:
-            # (a writer that lost Redis fails the file first, then resumes it)
+            # (a writer that lost Redis leaves the file resumable, then completes it)
             return writer_note(filename, key)["end_reason"] is not None
-        except (OSError, KeyError, AssertionError):
-            return False
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError, AssertionError):
+            return False  # the reader contract (docs/file-layout.rst), or not ended yet
     wait_until(ended, 60, "the file finished")
     return writer_note(filename, key)
 
