@@ -46,6 +46,8 @@ from .parking import MIN_FREE_DISK_SPACE, ParkedFiles, met_disk_full
 from .streams import RAGGED_SLICE_BYTES, ColumnStream, Scratch, Stack, Stream, ragged_slices
 
 __all__ = [
+    "GZIP_LEVEL",
+    "filter_options",
     "CHUNK_CACHE_SLOTS",
     "MIN_FREE_DISK_SPACE",
     "RAGGED_SLICE_BYTES",
@@ -127,14 +129,40 @@ def _text_attr(obj: h5py.HLObject, name: str) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _compression(options: SaveOptions) -> dict[str, Any]:
-    if options.compression == "gzip":
-        return {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-    if options.compression == "bitshuffle-lz4":
+#: The deflate level of gzip schemes: h5py's default, as the classic writer's.
+GZIP_LEVEL = 4
+#: The zstd level of zstd-bitshuffle: hdf5plugin's default.
+ZSTD_LEVEL = 3
+
+
+@functools.lru_cache(maxsize=None)
+def _filter_options(scheme: str) -> tuple[tuple[str, Any], ...]:
+    if scheme in ("gzip", "gzip-byteshuffle"):
+        options = {"compression": "gzip", "compression_opts": GZIP_LEVEL,
+                   "shuffle": scheme == "gzip-byteshuffle"}
+    elif scheme == "byteshuffle":
+        options = {"shuffle": True}
+    elif scheme == "bitshuffle":
         import hdf5plugin
 
-        return dict(hdf5plugin.Bitshuffle(cname="lz4"))
-    return {}
+        options = dict(hdf5plugin.Bitshuffle(nelems=0, cname="none"))
+    elif scheme == "lz4-bitshuffle":
+        import hdf5plugin
+
+        options = dict(hdf5plugin.Bitshuffle(nelems=0, cname="lz4"))
+    elif scheme == "zstd-bitshuffle":
+        import hdf5plugin
+
+        options = dict(hdf5plugin.Bitshuffle(nelems=0, cname="zstd", clevel=ZSTD_LEVEL))
+    else:
+        options = {}
+    return tuple(options.items())
+
+
+def filter_options(scheme: str) -> dict[str, Any]:
+    """The h5py ``create_dataset`` keywords of a compression scheme (see
+    :data:`~.options.SCHEMES`): what the classic writer gives, zstd at level 3."""
+    return dict(_filter_options(scheme))
 
 
 class NexusFile:
@@ -156,7 +184,6 @@ class NexusFile:
                  parked: Optional[ParkedFiles] = None) -> None:
         self.path = path
         self.options = options
-        self._compression = _compression(options)
         # a file left open when the disk was full is released from, or parked in,
         # the owner's ParkedFiles; without one, this file keeps its own
         self._parked_files = ParkedFiles() if parked is None else parked
@@ -303,19 +330,20 @@ class NexusFile:
 
     def _create_stream(self, plan: StreamPlan) -> None:
         dtype = np.dtype(plan.dtype)
+        filters = filter_options(plan.compression)
         if plan.lengths_path is not None:
             dataset = create_stream_dataset(
                 self.file, plan.path, (0, 0), (None, None), (plan.chunk_rows, 64), dtype,
-                plan.fill, self._compression)
+                plan.fill, filters)
             create_stream_dataset(self.file, plan.lengths_path, (0,), (None,),
                                   (plan.chunk_rows,), np.int64)
         else:
             shape = tuple(plan.point_shape)
             # what a new dataset is, known without asking HDF5
-            direct = not self._compression and dtype.kind in "biufc"
+            direct = not filters and dtype.kind in "biufc"
             dataset = create_stream_dataset(
                 self.file, plan.path, (0,) + shape, (None,) + shape,
-                (plan.chunk_rows,) + shape, dtype, None, self._compression, cached=not direct)
+                (plan.chunk_rows,) + shape, dtype, None, filters, cached=not direct)
             self._streams[plan.channel] = Stream(dataset, plan, None, self._scratch,
                                                  (0, dtype, direct))
         _set_attrs(dataset, plan.attrs, new=True)
@@ -344,7 +372,7 @@ class NexusFile:
         dataset = self.file.create_dataset(
             plan.path, shape=(0,) + shape, maxshape=(None,) + shape,
             dtype=np.dtype(plan.dtype), chunks=(plan.chunk_rows, 1) + tuple(plan.point_shape),
-            **self._compression)
+            **filter_options(plan.compression))
         _set_attrs(dataset, plan.attrs)
         dataset.attrs["detector_points"] = np.zeros(len(plan.channels), dtype=np.int64)
         self._open_stack(plan, dataset)
@@ -374,7 +402,8 @@ class NexusFile:
         if storage == "copy":
             dataset = self.file.create_dataset(
                 plan.path, shape=(0,) + shape, maxshape=(None,) + shape,
-                dtype=np.dtype(plan.dtype), chunks=(1,) + shape, **self._compression)
+                dtype=np.dtype(plan.dtype), chunks=(1,) + shape,
+                **filter_options(plan.compression))
         elif storage in ("virtual", "external"):
             dataset = self.file.create_dataset(plan.path, shape=(0,) + shape,
                                                dtype=np.dtype(plan.dtype))
