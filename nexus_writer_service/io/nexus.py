@@ -25,10 +25,13 @@ import numpy as np
 
 from .. import __version__
 from ..errors import DiskSpaceError, EntryExistsError, NexusWriterError
-from ._lowlevel import create_group, create_stream_dataset, open_uncached, soft_link
+from ._lowlevel import create_group, create_stream_dataset, filter_pipeline, open_uncached
+from ._lowlevel import soft_link
 from ._lowlevel import set_attrs as _set_attrs
 from ._lowlevel import stored_as_given
 from .checks import MIB, free_disk_space
+from .codecs import GZIP_LEVEL, ZSTD_LEVEL, ChunkCodec, codec_for, codec_from_filters
+from .compressor import ChunkCompressor
 from .files import CHUNK_CACHE_SLOTS, discard, open_for_writing, open_or_create
 from .layout import (
     FieldPlan,
@@ -129,12 +132,6 @@ def _text_attr(obj: h5py.HLObject, name: str) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-#: The deflate level of gzip schemes: h5py's default, as the classic writer's.
-GZIP_LEVEL = 4
-#: The zstd level of zstd-bitshuffle: hdf5plugin's default.
-ZSTD_LEVEL = 3
-
-
 @functools.lru_cache(maxsize=None)
 def _filter_options(scheme: str) -> tuple[tuple[str, Any], ...]:
     if scheme in ("gzip", "gzip-byteshuffle"):
@@ -205,6 +202,17 @@ class NexusFile:
         self._free_at = 0.0
         self._created: set[str] = set()
         self._group_class: dict[str, str] = {}
+        self._compressor: ChunkCompressor | None = None
+
+    def _codec(self, codec: ChunkCodec | None
+               ) -> tuple[ChunkCodec | None, ChunkCompressor | None]:
+        """``codec`` and the file's compressor (created on first use), or nothing
+        when chunks are compressed by HDF5 on this thread (``compression_threads=0``)."""
+        if codec is None or not self.options.compression_threads:
+            return None, None
+        if self._compressor is None:
+            self._compressor = ChunkCompressor(self.options.compression_threads)
+        return codec, self._compressor
 
     def _init_root(self) -> None:
         attrs = self.file.attrs
@@ -344,8 +352,9 @@ class NexusFile:
             dataset = create_stream_dataset(
                 self.file, plan.path, (0,) + shape, (None,) + shape,
                 (plan.chunk_rows,) + shape, dtype, None, filters, cached=not direct)
+            codec = codec_for(plan.compression) if dtype.kind in "biufc" else None
             self._streams[plan.channel] = Stream(dataset, plan, None, self._scratch,
-                                                 (0, dtype, direct))
+                                                 (0, dtype, direct), *self._codec(codec))
         _set_attrs(dataset, plan.attrs, new=True)
         if plan.channel not in self._streams:
             self._open_stream(plan, dataset)
@@ -358,7 +367,12 @@ class NexusFile:
                 # closed first: an object opened twice shares the cache of its first opening
                 del dataset
                 dataset = open_uncached(self.file, plan.path)
-        self._streams[plan.channel] = Stream(dataset, plan, lengths, self._scratch)
+        codec = None
+        if lengths is None and dataset.dtype.kind in "biufc" and dataset.chunks is not None \
+                and dataset.chunks[1:] == dataset.shape[1:]:
+            codec = codec_from_filters(filter_pipeline(dataset), dataset.dtype.itemsize)
+        self._streams[plan.channel] = Stream(dataset, plan, lengths, self._scratch, None,
+                                             *self._codec(codec))
 
     def _create_stack(self, plan: StackPlan) -> None:
         written = [c for c in plan.channels if c in self._streams]
@@ -596,7 +610,14 @@ class NexusFile:
         """Write every buffered point and make it visible to readers."""
         for stream in self._streams.values():
             stream.flush()
+        if self._compressor is not None:
+            self._compressor.drain(wait=True)
         self.file.flush()
+
+    def _stop_compressor(self) -> None:
+        compressor, self._compressor = self._compressor, None
+        if compressor is not None:
+            compressor.close()
 
     def close(self) -> None:
         """Flush and close; idempotent. The file stays consistent if flushing fails.
@@ -616,8 +637,10 @@ class NexusFile:
             except DiskSpaceError:
                 pass  # HDF5 met the full disk (else the error is raised below)
             except BaseException:
+                self._stop_compressor()
                 self.file.close()
                 raise
+        self._stop_compressor()
         if self._disk_full or not self._parked_files.close_or_park(self.file, self.path):
             self._disk_full = self._parked = True
             self._parked_files.park(self.path, self.file)
@@ -630,6 +653,7 @@ class NexusFile:
         """Close without writing anything more; the file is removed if this object
         created it and nothing was written to it yet (a scan refused before its first
         entry leaves no empty file behind). Idempotent."""
+        self._stop_compressor()
         if self.file:  # open (h5py: its id is valid)
             self.file.close()
         if self._identity is not None and not self._root_ready:

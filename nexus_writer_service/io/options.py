@@ -52,6 +52,8 @@ _HELP = {
     "compression": "compression of the data written: " + ", ".join(SCHEMES) + " (empty: "
                    "a scan's writer_options say, else BLISS scans get gzip-byteshuffle "
                    "above 1 MB and other scans none)",
+    "compression_threads": "threads compressing whole chunks beside the thread writing "
+                           "the file (0: HDF5 compresses them itself, on that thread)",
     "flush_period": "seconds between making received data visible in the file",
     "lima_refresh_period": "seconds between refreshes of the lima virtual datasets",
     "purge_delay": "seconds a finished scan stays listed by the session writer",
@@ -103,6 +105,7 @@ class SaveOptions:
     chunk_bytes: int = 0
     #: "": not set (see :mod:`.chunking`)
     compression: str = ""
+    compression_threads: int = 2
     flush_period: float = 0.1
     lima_refresh_period: float = 1.0
     purge_delay: float = 300.0
@@ -136,6 +139,10 @@ class SaveOptions:
             if not getattr(self, name) >= 0:
                 raise ConfigurationError(
                     f"save option {name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 <= self.compression_threads <= 64:
+            raise ConfigurationError(
+                f"save option compression_threads must be between 0 and 64, "
+                f"got {self.compression_threads!r}")
         for name in ("max_channels", "max_info_bytes", "max_dataset_bytes"):
             if not getattr(self, name) >= 1:
                 raise ConfigurationError(
