@@ -293,7 +293,12 @@ class Stream:
 
     def flush(self) -> None:
         """Write the held points; a compressed stream keeps the first points of a new
-        chunk (written whole, padded) until the chunk is written whole again."""
+        chunk (written whole, padded, compressed) until the chunk is written whole
+        again.
+
+        (Storing such a chunk uncompressed until it fills up, its filter mask telling
+        readers so, would spare compressing it at each flush; HDF5 2.0 then misreads
+        it in the writing process until the file is opened again.)"""
         if not self.count:
             return
         if self.codec is not None and not self.start % self.rows and self.count < self.rows:

@@ -43,6 +43,12 @@ def read_elsewhere(path: Path) -> list[float]:
     return json.loads(out.stdout)
 
 
+def chunk_masks(dataset: h5py.Dataset) -> list[int]:
+    """The filter mask of each chunk, in order (0: every filter applied)."""
+    return [dataset.id.read_direct_chunk((row,) + (0,) * (dataset.ndim - 1))[0]
+            for row in range(0, dataset.shape[0], dataset.chunks[0])]
+
+
 def counts(n: int, dtype: Any = "f8", point: tuple[int, ...] = (), seed: int = 0
            ) -> np.ndarray:
     """Realistic detector counts (Poisson), which compress as real data does."""
@@ -125,13 +131,15 @@ def test_every_point_lands_bit_exact_whatever_the_blocks_and_flushes(
         compressor.close()
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(f["data"][()], values)
+        assert chunk_masks(f["data"]) == [0] * -(-npoints // ROWS)  # all compressed
 
 
 @pytest.mark.parametrize("scheme", COMPRESSED)
 def test_a_reader_sees_every_flushed_point_of_a_partial_chunk(tmp_path: Path, scheme: str
                                                               ) -> None:
-    """A slow scan flushed every few points: the chunk begun is written whole (padded)
-    at each flush, then whole when it fills up; a reader elsewhere sees every point."""
+    """A slow scan flushed every few points: the chunk begun is written whole (padded,
+    compressed) at each flush, and again when it fills up; a reader elsewhere sees
+    every point."""
     path = tmp_path / "scan.h5"
     values = counts(2 * ROWS + 5)
     compressor = ChunkCompressor(2)
@@ -145,10 +153,14 @@ def test_a_reader_sees_every_flushed_point_of_a_partial_chunk(tmp_path: Path, sc
                 f.flush()
                 if start in (3, ROWS + 3):
                     assert read_elsewhere(path) == values[:start + 3].tolist()
+                    assert chunk_masks(f["data"]) == [0] * (start // ROWS + 1)
+            stream.flush()
+            compressor.drain()
     finally:
         compressor.close()
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(f["data"][()], values)
+        assert chunk_masks(f["data"]) == [0, 0, 0]
 
 
 def test_chunks_are_encoded_on_the_compressors_threads(tmp_path: Path) -> None:
