@@ -89,6 +89,8 @@ class Stream:
 
     codec: ChunkCodec | None = None
     compressor: ChunkCompressor | None = None
+    #: the end of the held points a flush wrote as a partial chunk (compressed streams)
+    _partial_end = -1
 
     def __init__(self, dataset: h5py.Dataset, plan: StreamPlan,
                  lengths: h5py.Dataset | None, scratch: Scratch,
@@ -302,7 +304,10 @@ class Stream:
         if not self.count:
             return
         if self.codec is not None and not self.start % self.rows and self.count < self.rows:
-            self._write(self.start, self._held())
+            end = self.start + self.count
+            if end != self._partial_end:  # else written so at the last flush
+                self._write(self.start, self._held())
+                self._partial_end = end
             return
         self._write_until(self.start + self.count)
 

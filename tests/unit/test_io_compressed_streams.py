@@ -229,3 +229,25 @@ def test_a_resumed_file_is_completed_bit_exact(tmp_path: Path, scheme: str, thre
     with h5py.File(tmp_path / "scan.h5", "r") as f:
         assert filter_pipeline(f["/1.1/x"])[-1][0] in (1, 2, 32008)
         np.testing.assert_array_equal(f["/1.1/x"][()], values)
+
+
+def test_a_flush_without_new_points_does_not_compress_the_partial_chunk_again(
+        tmp_path: Path) -> None:
+    compressor = ChunkCompressor(1)
+    try:
+        with h5py.File(tmp_path / "scan.h5", "w") as f:
+            stream = compressed_stream(f, "gzip", compressor)
+            stream.add(0, counts(5))
+            for _ in range(3):
+                stream.flush()
+                compressor.drain()
+            assert compressor.chunks == 1
+            stream.add(5, counts(2, seed=1))
+            stream.flush()
+            compressor.drain()
+            assert compressor.chunks == 2
+    finally:
+        compressor.close()
+    with h5py.File(tmp_path / "scan.h5", "r") as f:
+        np.testing.assert_array_equal(f["data"][()], np.concatenate([counts(5),
+                                                                     counts(2, seed=1)]))
