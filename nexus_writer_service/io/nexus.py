@@ -606,6 +606,12 @@ class NexusFile:
             self.file.create_dataset(path, data=np.array(value, dtype=_STR))
 
     @_disk_full_errors
+    def settle(self) -> None:
+        """Write the chunks handed to the compression threads so far (waits for them)."""
+        if self._compressor is not None:
+            self._compressor.drain(wait=True)
+
+    @_disk_full_errors
     def flush(self) -> None:
         """Write every buffered point and make it visible to readers."""
         for stream in self._streams.values():
