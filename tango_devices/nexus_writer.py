@@ -82,7 +82,8 @@ SAVE_OPTION_PROPERTIES = (
     "enable_external_nonhdf5", "copy_non_external", "short_names",
     "strict_names", "stack_mcas", "allowed_roots", "required_disk_space",
     "recommended_disk_space",
-    "chunk_bytes", "compression", "flush_period", "lima_refresh_period", "purge_delay",
+    "chunk_bytes", "compression", "compression_threads", "flush_period",
+    "lima_refresh_period", "purge_delay",
     "disk_check_period", "file_mode", "lock_retry_time", "max_channels", "max_info_bytes",
     "max_dataset_bytes",
 )
@@ -161,6 +162,7 @@ class NexusWriter(Device):
     recommended_disk_space = _option_property("recommended_disk_space", float)
     chunk_bytes = _option_property("chunk_bytes", int)
     compression = _option_property("compression", str)
+    compression_threads = _option_property("compression_threads", int)
     flush_period = _option_property("flush_period", float)
     lima_refresh_period = _option_property("lima_refresh_period", float)
     purge_delay = _option_property("purge_delay", float)

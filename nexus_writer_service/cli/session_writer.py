@@ -48,8 +48,9 @@ _FLAGS = ("keepshape", "multivalue_positioners", "disable_external_hdf5",
           "enable_external_nonhdf5", "copy_non_external", "strict_names", "stack_mcas")
 _VALUES: dict[str, Any] = {
     "allowed_roots": str, "required_disk_space": float, "recommended_disk_space": float,
-    "chunk_bytes": int, "flush_period": float, "lima_refresh_period": float,
-    "purge_delay": float, "disk_check_period": float, "lock_retry_time": float,
+    "chunk_bytes": int, "compression_threads": int, "flush_period": float,
+    "lima_refresh_period": float, "purge_delay": float, "disk_check_period": float,
+    "lock_retry_time": float,
     "max_channels": int, "max_info_bytes": int, "max_dataset_bytes": int,
 }
 

@@ -53,6 +53,7 @@ __all__ = [
     "create_group",
     "create_stream_dataset",
     "file_descriptor",
+    "filter_pipeline",
     "grow",
     "held_here",
     "limit_hdf5_free_lists",
@@ -226,6 +227,16 @@ def stored_as_given(dataset: h5py.Dataset) -> bool:
             and dataset.dtype.kind in "biufc")
 
 
+def filter_pipeline(dataset: h5py.Dataset) -> list[tuple[int, tuple[int, ...]]]:
+    """The dataset's filters, in order: ``(filter id, cd_values)``."""
+    dcpl = dataset.id.get_create_plist()
+    found = []
+    for index in range(dcpl.get_nfilters()):
+        code, _, values, _ = dcpl.get_filter(index)
+        found.append((int(code), tuple(int(v) for v in values)))
+    return found
+
+
 def grow(dsid: h5py.h5d.DatasetID, shape: tuple[int, ...]) -> None:
     """Set the dataset's extent to ``shape`` (``dataset.resize`` without its checks)."""
     dsid.set_extent(shape)
@@ -233,7 +244,8 @@ def grow(dsid: h5py.h5d.DatasetID, shape: tuple[int, ...]) -> None:
 
 def write_chunk(dsid: h5py.h5d.DatasetID, offset: tuple[int, ...], chunk: Any) -> None:
     """Write the whole chunk at ``offset`` as it is, past the chunk cache and the
-    filters (the dataset must be :func:`stored_as_given`)."""
+    filters: the dataset is :func:`stored_as_given`, or ``chunk`` is what its filters
+    make of the chunk (all applied: filter mask 0)."""
     dsid.write_direct_chunk(offset, chunk)
 
 

@@ -38,6 +38,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from . import scan_info as scan_info_keys
+from .chunking import UNKNOWN_POINTS, ChunkOptions
+from .chunking import resolve as chunk_options
 from .metadata import tree_items
 from .options import SaveOptions
 from .placement import (
@@ -102,11 +104,13 @@ def entry_name(number: int, index: int, strict: bool) -> str:
     return f"entry_{number}_{index}" if strict else f"{number}.{index}"
 
 
-def chunk_rows(point_bytes: int, chunk_bytes: int, expected_points: int) -> int:
-    """Points per chunk: about ``chunk_bytes``, no more than the points expected."""
+def chunk_rows(point_bytes: int, chunk_bytes: int, expected_points: int,
+               split: int = 1) -> int:
+    """Points per chunk: about ``chunk_bytes``, no more than the points expected
+    divided by ``split`` (rounded up)."""
     rows = max(1, chunk_bytes // max(1, point_bytes))
     if expected_points > 0:
-        rows = min(rows, expected_points)
+        rows = min(rows, -(-expected_points // max(1, split)))
     else:
         rows = min(rows, 4096)
     return int(max(1, min(rows, _MAX_CHUNK_ROWS)))
@@ -147,7 +151,14 @@ def _point_bytes(node: NodeSpec) -> int:
     return int(np.dtype(node.dtype).itemsize * math.prod(shape))
 
 
-def _stream(node: NodeSpec, path: str, options: SaveOptions, expected: int) -> StreamPlan:
+def _expected_bytes(point_shape: Sequence[int], dtype: Any, expected: int) -> int:
+    """What the scan is expected to write into a dataset, as the classic writer counts
+    it to decide on compression: unknown dimensions count UNKNOWN_POINTS."""
+    values = math.prod(d if d > 0 else UNKNOWN_POINTS for d in point_shape)
+    return (expected if expected > 0 else UNKNOWN_POINTS) * values * np.dtype(dtype).itemsize
+
+
+def _stream(node: NodeSpec, path: str, chunking: ChunkOptions, expected: int) -> StreamPlan:
     dtype = np.dtype(node.dtype)
     attrs: dict[str, Any] = {"channel": node.name}
     if node.unit:
@@ -163,12 +174,13 @@ def _stream(node: NodeSpec, path: str, options: SaveOptions, expected: int) -> S
         lengths = path + "_lengths"
         attrs["lengths"] = lengths.rsplit("/", 1)[-1]
         attrs["fill_value"] = "NaN" if dtype.kind == "f" else "0"
-    rows = chunk_rows(_point_bytes(node), options.chunk_bytes, expected)
+    rows = chunk_rows(_point_bytes(node), chunking.chunk_nbytes, expected, chunking.chunk_split)
     shape = (0,) if node.variable_length else tuple(node.shape)
-    return StreamPlan(path, node.name, dtype.str, shape, rows, fill, lengths, attrs)
+    scheme = chunking.scheme_for(_expected_bytes(node.shape, dtype, expected))
+    return StreamPlan(path, node.name, dtype.str, shape, rows, fill, lengths, attrs, scheme)
 
 
-def _stack_plan(p: Placed, path: str, options: SaveOptions, expected: int) -> StackPlan:
+def _stack_plan(p: Placed, path: str, chunking: ChunkOptions, expected: int) -> StackPlan:
     """Chunks hold one detector's points, so each column is written on its own."""
     node = p.node
     point_shape = tuple(node.shape[1:])
@@ -180,8 +192,11 @@ def _stack_plan(p: Placed, path: str, options: SaveOptions, expected: int) -> St
         attrs["interpretation"] = "spectrum" if len(point_shape) == 1 else "image"
     point_bytes = _point_bytes(NodeSpec(node.name, node.type, node.subscan, node.dtype,
                                         point_shape))
-    rows = chunk_rows(point_bytes, options.chunk_bytes, expected)
-    return StackPlan(path, p.members, np.dtype(node.dtype).str, point_shape, rows, attrs)
+    rows = chunk_rows(point_bytes, chunking.chunk_nbytes, expected, chunking.chunk_split)
+    scheme = chunking.scheme_for(_expected_bytes((len(p.members),) + point_shape, node.dtype,
+                                                 expected))
+    return StackPlan(path, p.members, np.dtype(node.dtype).str, point_shape, rows, attrs,
+                     scheme)
 
 
 def _text_fields(base: str, values: Mapping[str, Any], skip: Iterable[str] = ()
@@ -267,7 +282,8 @@ def _notes(entry: EntryPlan, scan_info: Mapping[str, Any]) -> None:
 
 
 def _entry(description: ScanDescription, options: SaveOptions, subscan: str, index: int,
-           expected: int) -> tuple[EntryPlan, dict[str, StreamPlan], dict[str, ImagesPlan]]:
+           expected: int, chunking: ChunkOptions
+           ) -> tuple[EntryPlan, dict[str, StreamPlan], dict[str, ImagesPlan]]:
     info = description.scan_info
     name = entry_name(description.number, index, options.strict_names)
     entry = EntryPlan(name, subscan)
@@ -305,17 +321,19 @@ def _entry(description: ScanDescription, options: SaveOptions, subscan: str, ind
             entry.add(GroupPlan(group, p.nx_class))
         path = paths[p.node.name] = f"{group}/{p.leaf}"
         if p.members:
-            entry.add(_stack_plan(p, path, options, expected))
+            entry.add(_stack_plan(p, path, chunking, expected))
         elif p.node.type == "lima":
             storage = lima_storage(p.node, options)
             plan = ImagesPlan(path, p.node.name, np.dtype(p.node.dtype).str,
                               tuple(p.node.shape), storage == "virtual",
                               {"channel": p.node.name, "interpretation": "image"}, storage,
-                              "copy" if options.copy_non_external else "references")
+                              "copy" if options.copy_non_external else "references",
+                              chunking.scheme_for(_expected_bytes(p.node.shape, p.node.dtype,
+                                                                  expected)))
             images[p.node.name] = plan
             entry.add(plan)
         else:
-            stream = streams[p.node.name] = _stream(p.node, path, options, expected)
+            stream = streams[p.node.name] = _stream(p.node, path, chunking, expected)
             entry.add(stream)
     _positioners(entry, info, placed, options)
     entry.add(GroupPlan(f"{root}/measurement", "NXcollection"))
@@ -333,6 +351,8 @@ def _entry(description: ScanDescription, options: SaveOptions, subscan: str, ind
     entry.add(FieldPlan(f"{root}/writer/scan_info", json.dumps(jsonable(info)),
                         {"type": "application/json"}))
     entry.add(FieldPlan(f"{root}/writer/options", json.dumps(options.as_dict()),
+                        {"type": "application/json"}))
+    entry.add(FieldPlan(f"{root}/writer/chunk_options", json.dumps(chunking.as_dict()),
                         {"type": "application/json"}))
     _metadata(entry, info)
     return entry, streams, images
@@ -365,13 +385,14 @@ def plan_scan(description: ScanDescription, options: SaveOptions,
               creator: str = "nexus_writer_service") -> ScanLayout:
     """The layout of ``description`` (see the module docstring). Pure and deterministic."""
     expected = _expected_points(description.scan_info)
+    chunking = chunk_options(description.scan_info, options)
     entries: list[EntryPlan] = []
     streams: dict[str, StreamPlan] = {}
     images: dict[str, ImagesPlan] = {}
     stacks: dict[str, StackPlan] = {}
     for index, subscan in enumerate(_subscans(description), 1):
         entry, entry_streams, entry_images = _entry(description, options, subscan, index,
-                                                    expected)
+                                                    expected, chunking)
         entries.append(entry)
         streams.update(entry_streams)
         images.update(entry_images)

@@ -25,10 +25,13 @@ import numpy as np
 
 from .. import __version__
 from ..errors import DiskSpaceError, EntryExistsError, FileFinishedError, NexusWriterError
-from ._lowlevel import create_group, create_stream_dataset, open_uncached, soft_link
+from ._lowlevel import create_group, create_stream_dataset, filter_pipeline, open_uncached
+from ._lowlevel import soft_link
 from ._lowlevel import set_attrs as _set_attrs
 from ._lowlevel import stored_as_given
 from .checks import MIB, free_disk_space
+from .codecs import GZIP_LEVEL, ZSTD_LEVEL, ChunkCodec, codec_for, codec_from_filters
+from .compressor import ChunkCompressor
 from .files import CHUNK_CACHE_SLOTS, discard, open_for_writing, open_or_create
 from .layout import (
     FieldPlan,
@@ -46,6 +49,8 @@ from .parking import MIN_FREE_DISK_SPACE, ParkedFiles, met_disk_full
 from .streams import RAGGED_SLICE_BYTES, ColumnStream, Scratch, Stack, Stream, ragged_slices
 
 __all__ = [
+    "GZIP_LEVEL",
+    "filter_options",
     "CHUNK_CACHE_SLOTS",
     "MIN_FREE_DISK_SPACE",
     "RAGGED_SLICE_BYTES",
@@ -141,14 +146,34 @@ def _text_attr(obj: h5py.HLObject, name: str) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _compression(options: SaveOptions) -> dict[str, Any]:
-    if options.compression == "gzip":
-        return {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-    if options.compression == "bitshuffle-lz4":
+@functools.lru_cache(maxsize=None)
+def _filter_options(scheme: str) -> tuple[tuple[str, Any], ...]:
+    if scheme in ("gzip", "gzip-byteshuffle"):
+        options = {"compression": "gzip", "compression_opts": GZIP_LEVEL,
+                   "shuffle": scheme == "gzip-byteshuffle"}
+    elif scheme == "byteshuffle":
+        options = {"shuffle": True}
+    elif scheme == "bitshuffle":
         import hdf5plugin
 
-        return dict(hdf5plugin.Bitshuffle(cname="lz4"))
-    return {}
+        options = dict(hdf5plugin.Bitshuffle(nelems=0, cname="none"))
+    elif scheme == "lz4-bitshuffle":
+        import hdf5plugin
+
+        options = dict(hdf5plugin.Bitshuffle(nelems=0, cname="lz4"))
+    elif scheme == "zstd-bitshuffle":
+        import hdf5plugin
+
+        options = dict(hdf5plugin.Bitshuffle(nelems=0, cname="zstd", clevel=ZSTD_LEVEL))
+    else:
+        options = {}
+    return tuple(options.items())
+
+
+def filter_options(scheme: str) -> dict[str, Any]:
+    """The h5py ``create_dataset`` keywords of a compression scheme (see
+    :data:`~.options.SCHEMES`): what the classic writer gives, zstd at level 3."""
+    return dict(_filter_options(scheme))
 
 
 class NexusFile:
@@ -170,7 +195,6 @@ class NexusFile:
                  parked: Optional[ParkedFiles] = None) -> None:
         self.path = path
         self.options = options
-        self._compression = _compression(options)
         # a file left open when the disk was full is released from, or parked in,
         # the owner's ParkedFiles; without one, this file keeps its own
         self._parked_files = ParkedFiles() if parked is None else parked
@@ -194,6 +218,17 @@ class NexusFile:
         self._group_class: dict[str, str] = {}
         #: where a sliced materialise stopped: (layout, entry index, item index)
         self._paused_at: tuple[ScanLayout, int, int] | None = None
+        self._compressor: ChunkCompressor | None = None
+
+    def _codec(self, codec: ChunkCodec | None
+               ) -> tuple[ChunkCodec | None, ChunkCompressor | None]:
+        """``codec`` and the file's compressor (created on first use), or nothing
+        when chunks are compressed by HDF5 on this thread (``compression_threads=0``)."""
+        if codec is None or not self.options.compression_threads:
+            return None, None
+        if self._compressor is None:
+            self._compressor = ChunkCompressor(self.options.compression_threads)
+        return codec, self._compressor
 
     def _init_root(self) -> None:
         attrs = self.file.attrs
@@ -345,21 +380,23 @@ class NexusFile:
 
     def _create_stream(self, plan: StreamPlan) -> None:
         dtype = np.dtype(plan.dtype)
+        filters = filter_options(plan.compression)
         if plan.lengths_path is not None:
             dataset = create_stream_dataset(
                 self.file, plan.path, (0, 0), (None, None), (plan.chunk_rows, 64), dtype,
-                plan.fill, self._compression)
+                plan.fill, filters)
             create_stream_dataset(self.file, plan.lengths_path, (0,), (None,),
                                   (plan.chunk_rows,), np.int64)
         else:
             shape = tuple(plan.point_shape)
             # what a new dataset is, known without asking HDF5
-            direct = not self._compression and dtype.kind in "biufc"
+            direct = not filters and dtype.kind in "biufc"
             dataset = create_stream_dataset(
                 self.file, plan.path, (0,) + shape, (None,) + shape,
-                (plan.chunk_rows,) + shape, dtype, None, self._compression, cached=not direct)
+                (plan.chunk_rows,) + shape, dtype, None, filters, cached=not direct)
+            codec = codec_for(plan.compression) if dtype.kind in "biufc" else None
             self._streams[plan.channel] = Stream(dataset, plan, None, self._scratch,
-                                                 (0, dtype, direct))
+                                                 (0, dtype, direct), *self._codec(codec))
         _set_attrs(dataset, plan.attrs, new=True)
         if plan.channel not in self._streams:
             self._open_stream(plan, dataset)
@@ -372,7 +409,12 @@ class NexusFile:
                 # closed first: an object opened twice shares the cache of its first opening
                 del dataset
                 dataset = open_uncached(self.file, plan.path)
-        self._streams[plan.channel] = Stream(dataset, plan, lengths, self._scratch)
+        codec = None
+        if lengths is None and dataset.dtype.kind in "biufc" and dataset.chunks is not None \
+                and dataset.chunks[1:] == dataset.shape[1:]:
+            codec = codec_from_filters(filter_pipeline(dataset), dataset.dtype.itemsize)
+        self._streams[plan.channel] = Stream(dataset, plan, lengths, self._scratch, None,
+                                             *self._codec(codec))
 
     def _create_stack(self, plan: StackPlan) -> None:
         written = [c for c in plan.channels if c in self._streams]
@@ -386,7 +428,7 @@ class NexusFile:
         dataset = self.file.create_dataset(
             plan.path, shape=(0,) + shape, maxshape=(None,) + shape,
             dtype=np.dtype(plan.dtype), chunks=(plan.chunk_rows, 1) + tuple(plan.point_shape),
-            **self._compression)
+            **filter_options(plan.compression))
         _set_attrs(dataset, plan.attrs)
         dataset.attrs["detector_points"] = np.zeros(len(plan.channels), dtype=np.int64)
         self._open_stack(plan, dataset)
@@ -416,7 +458,8 @@ class NexusFile:
         if storage == "copy":
             dataset = self.file.create_dataset(
                 plan.path, shape=(0,) + shape, maxshape=(None,) + shape,
-                dtype=np.dtype(plan.dtype), chunks=(1,) + shape, **self._compression)
+                dtype=np.dtype(plan.dtype), chunks=(1,) + shape,
+                **filter_options(plan.compression))
         elif storage in ("virtual", "external"):
             dataset = self.file.create_dataset(plan.path, shape=(0,) + shape,
                                                dtype=np.dtype(plan.dtype))
@@ -605,11 +648,24 @@ class NexusFile:
             self.file.create_dataset(path, data=np.array(value, dtype=_STR))
 
     @_disk_full_errors
+    def settle(self) -> None:
+        """Write the chunks handed to the compression threads so far (waits for them)."""
+        if self._compressor is not None:
+            self._compressor.drain(wait=True)
+
+    @_disk_full_errors
     def flush(self) -> None:
         """Write every buffered point and make it visible to readers."""
         for stream in self._streams.values():
             stream.flush()
+        if self._compressor is not None:
+            self._compressor.drain(wait=True)
         self.file.flush()
+
+    def _stop_compressor(self) -> None:
+        compressor, self._compressor = self._compressor, None
+        if compressor is not None:
+            compressor.close()
 
     def close(self) -> None:
         """Flush and close; idempotent. The file stays consistent if flushing fails.
@@ -629,8 +685,10 @@ class NexusFile:
             except DiskSpaceError:
                 pass  # HDF5 met the full disk (else the error is raised below)
             except BaseException:
+                self._stop_compressor()
                 self.file.close()
                 raise
+        self._stop_compressor()
         if self._disk_full or not self._parked_files.close_or_park(self.file, self.path):
             self._disk_full = self._parked = True
             self._parked_files.park(self.path, self.file)
@@ -643,6 +701,7 @@ class NexusFile:
         """Close without writing anything more; the file is removed if this object
         created it and nothing was written to it yet (a scan refused before its first
         entry leaves no empty file behind). Idempotent."""
+        self._stop_compressor()
         if self.file:  # open (h5py: its id is valid)
             self.file.close()
         if self._identity is not None and not self._root_ready:

@@ -14,10 +14,24 @@ from typing import Any, Mapping
 
 from ..errors import ConfigurationError
 
-__all__ = ["SaveOptions", "COMPRESSIONS", "option_help"]
+__all__ = ["SaveOptions", "COMPRESSIONS", "SCHEMES", "option_help", "scheme_name"]
 
-#: Compression filters a writer can apply to the datasets it creates.
-COMPRESSIONS = ("none", "gzip", "bitshuffle-lz4")
+#: Compression schemes of the datasets a writer creates: BLISS's names
+#: (``writer_options.chunk_options.compression_scheme``), and ``zstd-bitshuffle``.
+SCHEMES = ("none", "gzip", "byteshuffle", "gzip-byteshuffle", "bitshuffle",
+           "lz4-bitshuffle", "zstd-bitshuffle")
+#: Earlier names of schemes, still accepted.
+_ALIASES = {"bitshuffle-lz4": "lz4-bitshuffle", "zstd": "zstd-bitshuffle"}
+#: What the ``compression`` option accepts.
+COMPRESSIONS = SCHEMES + tuple(_ALIASES)
+
+
+def scheme_name(name: str) -> str | None:
+    """The scheme ``name`` stands for (any case, earlier names too); None if unknown."""
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    return key if key in SCHEMES else None
+
 
 _HELP = {
     "keepshape": "reshape grid scans (amesh) to their grid in the plots",
@@ -33,8 +47,13 @@ _HELP = {
     "allowed_roots": "directories files may be written in (comma separated; empty: anywhere)",
     "required_disk_space": "MiB that must stay free, else the scan goes FAULT",
     "recommended_disk_space": "MiB below which a warning is given",
-    "chunk_bytes": "target size in bytes of the HDF5 chunks of data written",
-    "compression": "compression of the data written: " + ", ".join(COMPRESSIONS),
+    "chunk_bytes": "target size in bytes of the HDF5 chunks of data written (0: a scan's "
+                   "writer_options say, else 1 MiB)",
+    "compression": "compression of the data written: " + ", ".join(SCHEMES) + " (empty: "
+                   "a scan's writer_options say, else BLISS scans get gzip-byteshuffle "
+                   "above 1 MB and other scans none)",
+    "compression_threads": "threads compressing whole chunks beside the thread writing "
+                           "the file (0: HDF5 compresses them itself, on that thread)",
     "flush_period": "seconds between making received data visible in the file",
     "lima_refresh_period": "seconds between refreshes of the lima virtual datasets",
     "purge_delay": "seconds a finished scan stays listed by the session writer",
@@ -82,8 +101,11 @@ class SaveOptions:
     allowed_roots: tuple[str, ...] = field(default_factory=tuple)
     required_disk_space: float = 200.0
     recommended_disk_space: float = 1000.0
-    chunk_bytes: int = 1 << 20
-    compression: str = "none"
+    #: 0: not set (see :mod:`.chunking`)
+    chunk_bytes: int = 0
+    #: "": not set (see :mod:`.chunking`)
+    compression: str = ""
+    compression_threads: int = 2
     flush_period: float = 0.1
     lima_refresh_period: float = 1.0
     purge_delay: float = 300.0
@@ -96,13 +118,17 @@ class SaveOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allowed_roots", _parse_roots(self.allowed_roots))
-        if self.compression not in COMPRESSIONS:
+        if self.compression:
+            scheme = scheme_name(self.compression)
+            if scheme is None:
+                raise ConfigurationError(
+                    f"save option compression must be one of {', '.join(SCHEMES)} (or "
+                    f"empty: as each scan says), got {self.compression!r}")
+            object.__setattr__(self, "compression", scheme)
+        if self.chunk_bytes and not 64 <= self.chunk_bytes <= 1 << 30:
             raise ConfigurationError(
-                f"save option compression must be one of {', '.join(COMPRESSIONS)}, "
-                f"got {self.compression!r}")
-        if not 64 <= self.chunk_bytes <= 1 << 30:
-            raise ConfigurationError(
-                f"save option chunk_bytes must be between 64 and 2**30, got {self.chunk_bytes}")
+                f"save option chunk_bytes must be 0 (as each scan says) or between 64 and "
+                f"2**30, got {self.chunk_bytes}")
         for name in ("flush_period", "lima_refresh_period", "disk_check_period"):
             if not 0 < getattr(self, name) < 3600:
                 raise ConfigurationError(
@@ -113,6 +139,10 @@ class SaveOptions:
             if not getattr(self, name) >= 0:
                 raise ConfigurationError(
                     f"save option {name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 <= self.compression_threads <= 64:
+            raise ConfigurationError(
+                f"save option compression_threads must be between 0 and 64, "
+                f"got {self.compression_threads!r}")
         for name in ("max_channels", "max_info_bytes", "max_dataset_bytes"):
             if not getattr(self, name) >= 1:
                 raise ConfigurationError(

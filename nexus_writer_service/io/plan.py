@@ -105,6 +105,8 @@ class StreamPlan:
     fill: Any = 0
     lengths_path: str | None = None
     attrs: Mapping[str, Any] = field(default_factory=dict)
+    #: its compression scheme (see :mod:`.chunking`)
+    compression: str = "none"
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ class StackPlan:
     point_shape: tuple[int, ...]
     chunk_rows: int
     attrs: Mapping[str, Any] = field(default_factory=dict)
+    compression: str = "none"
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,8 @@ class ImagesPlan:
     attrs: Mapping[str, Any] = field(default_factory=dict)
     storage: str = ""
     fallback: str = "references"
+    #: the compression scheme of copied frames
+    compression: str = "none"
 
     def __post_init__(self) -> None:
         if not self.storage:

@@ -15,6 +15,7 @@ thread-safe and nothing here talks to Redis. HDF5 is reached through
 from __future__ import annotations
 
 import collections
+import functools
 import math
 from typing import Any, Sequence
 
@@ -22,6 +23,8 @@ import h5py
 import numpy as np
 
 from .checks import MIB
+from .codecs import ChunkCodec
+from .compressor import ChunkCompressor
 from .layout import StackPlan, StreamPlan
 from ._lowlevel import grow, stored_as_given, write_chunk, write_rows
 
@@ -74,13 +77,30 @@ class Stream:
     over several blocks is put together in the file's scratch buffer. Whole chunks of
     a dataset stored as given (see :func:`~._lowlevel.stored_as_given`) go straight
     to the file.
+
+    With a ``codec`` (a compressed dataset whose filters it encodes exactly) and the
+    file's ``compressor``, whole chunks are compressed on the compressor's threads
+    and written straight to the file. A flush writes the held first points of a new
+    chunk as a whole chunk (padded) and keeps them: the chunk is written again when
+    more points come, whole when it fills up. Writes that HDF5 must filter itself
+    (a chunk begun by another writer, points that come out of order) wait for the
+    compressed chunks submitted before them.
     """
+
+    codec: ChunkCodec | None = None
+    compressor: ChunkCompressor | None = None
+    #: the end of the held points a flush wrote as a partial chunk (compressed streams)
+    _partial_end = -1
 
     def __init__(self, dataset: h5py.Dataset, plan: StreamPlan,
                  lengths: h5py.Dataset | None, scratch: Scratch,
-                 known: tuple[int, np.dtype[Any], bool] | None = None) -> None:
+                 known: tuple[int, np.dtype[Any], bool] | None = None,
+                 codec: ChunkCodec | None = None,
+                 compressor: ChunkCompressor | None = None) -> None:
         """``known``: the dataset's length, dtype and whether it is stored as given,
         when the caller knows them (asking HDF5 costs more than the rest)."""
+        if codec is not None and compressor is not None and lengths is None:
+            self.codec, self.compressor = codec, compressor
         self.dataset = dataset
         self.plan = plan
         self.lengths = lengths
@@ -123,10 +143,15 @@ class Stream:
 
     @property
     def chunk_bytes(self) -> int:
+        """Bytes of a whole chunk in the file: compressed, at most its bytes and the
+        compressors' worst-case overhead (zlib, LZ4 and zstd add well under 1/64)."""
         values = 1
         for dim in self.tail:
             values *= dim
-        return self.rows * values * self.dtype.itemsize
+        nbytes = self.rows * values * self.dtype.itemsize
+        if self.codec is not None:
+            nbytes += nbytes // 64 + 64
+        return nbytes
 
     def unallocated_bytes(self) -> int:
         """Disk space claimed for the points held, not yet taken in the file."""
@@ -139,7 +164,7 @@ class Stream:
             self._write_ragged(first, data)
             return
         if self.count and first != self.start + self.count:
-            self.flush()
+            self._write_until(self.start + self.count)
         if not self.count:
             self.start = first
         self.pending.append(data)
@@ -168,7 +193,7 @@ class Stream:
             else:
                 pending[0] = head[n:]
             return head[:n]
-        block = self.scratch.rows(n, head)
+        block = self._chunk_buffer(n, head)
         filled = 0
         while filled < n:
             head = pending[0]
@@ -180,6 +205,13 @@ class Stream:
             else:
                 pending[0] = head[k:]
         return block
+
+    def _chunk_buffer(self, n: int, like: Array) -> Array:
+        """Room for ``n`` points: the scratch buffer, or for a compressed stream a new
+        array (its chunks are read by the compressor's threads later)."""
+        if self.codec is None:
+            return self.scratch.rows(n, like)
+        return np.empty((n,) + like.shape[1:], dtype=like.dtype)
 
     def _write(self, first: int, block: Array) -> None:
         stop = first + len(block)
@@ -194,11 +226,22 @@ class Stream:
         dsid = self.dataset.id
         self.allocated = max(self.allocated, -(-stop // self.rows))
         fresh = first >= self.written  # nothing in the file at or after first
+        covers = stop >= self.written  # every row of its chunk the file has, or more
         if stop > self.written:
             grow(dsid, (stop,) + self.tail)
             self.written = stop
+        codec = self.codec
         if block.dtype != self.dtype or not block.flags.c_contiguous:
+            self._settle()
             self.dataset[first:stop] = block  # h5py converts
+        elif codec is not None and not first % self.rows and (
+                len(block) == self.rows or covers):
+            # a whole chunk, or the first rows of the last one (padded: the padding
+            # lies past the dataset's end until the next points replace it)
+            chunk = block if len(block) == self.rows else self._padded(block)
+            assert self.compressor is not None
+            self.compressor.submit(codec, chunk, functools.partial(
+                write_chunk, dsid, (first,) + (0,) * len(self.tail)))
         elif self.direct and not first % self.rows and (len(block) == self.rows or fresh):
             # a whole chunk, stored as it is: straight to the file. The first part of
             # a new chunk (a flush) too, padded: HDF5 would write it whole anyway,
@@ -208,12 +251,20 @@ class Stream:
                 block = self._padded(block)
             write_chunk(dsid, (first,) + (0,) * len(self.tail), block)
         else:  # what dataset[first:stop] = block does, without its checks
+            self._settle()
             write_rows(dsid, (first,) + (0,) * len(self.tail), block)
+
+    def _settle(self) -> None:
+        """Write the compressed chunks submitted so far: HDF5 is about to filter a
+        chunk itself, and must read the last one written."""
+        if self.compressor is not None:
+            self.compressor.drain(wait=True)
 
     def _padded(self, block: Array) -> Array:
         """``block`` (the first rows of a chunk) followed by zeros up to a whole
-        chunk, in the scratch buffer (``block`` may already be there, at its start)."""
-        chunk = self.scratch.rows(self.rows, block)
+        chunk, in the scratch buffer (``block`` may already be there, at its start;
+        a compressed stream's in a new array)."""
+        chunk = self._chunk_buffer(self.rows, block)
         n = len(block)
         if block.__array_interface__["data"][0] != chunk.__array_interface__["data"][0]:
             chunk[:n] = block  # (numpy copies overlapping memory safely)
@@ -243,8 +294,29 @@ class Stream:
         self.lengths[first:stop] = lengths
 
     def flush(self) -> None:
-        if self.count:
-            self._write_until(self.start + self.count)
+        """Write the held points; a compressed stream keeps the first points of a new
+        chunk (written whole, padded, compressed) until the chunk is written whole
+        again.
+
+        (Storing such a chunk uncompressed until it fills up, its filter mask telling
+        readers so, would spare compressing it at each flush; HDF5 2.0 then misreads
+        it in the writing process until the file is opened again.)"""
+        if not self.count:
+            return
+        if self.codec is not None and not self.start % self.rows and self.count < self.rows:
+            end = self.start + self.count
+            if end != self._partial_end:  # else written so at the last flush
+                self._write(self.start, self._held())
+                self._partial_end = end
+            return
+        self._write_until(self.start + self.count)
+
+    def _held(self) -> Array:
+        """Every held point, in one new array; they stay held."""
+        pending = self.pending
+        if len(pending) == 1:
+            return pending[0]
+        return np.concatenate(list(pending))
 
 
 class Stack:

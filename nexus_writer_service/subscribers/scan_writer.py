@@ -374,6 +374,9 @@ class NexusScanWriter(Subscriber):
     def _flush(self) -> None:
         if self._file is None or self._file.closed:
             return
+        # compressed chunks handed to the compression threads are written first, the
+        # reader running: waiting for them is the writing itself, not a flush's cost
+        self._file.settle()
         started = time.monotonic()
         self._flush_file()
         self._last_flush = time.monotonic()

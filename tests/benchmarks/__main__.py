@@ -2,6 +2,7 @@
 next to the baselines that bound it, measured in the same run.
 
     python -m tests.benchmarks [--quick] [--scenario N ...] [--repeat N]
+                               [--mca-seconds S] [--big]
                                [--redis-url URL] [--write-docs docs/benchmarks.rst]
 
 Redis: ``--redis-url``, else the ``REDIS_URL`` environment variable, else an embedded
@@ -16,6 +17,9 @@ if a writer problem was seen (a missed target alone is not an error: read the
 summary). ``BENCH_LAG_TRACE=1`` also
 prints the backlog series of scenarios 3, 5 and 7 to stderr. ``--write-docs PATH``
 also writes the tables, as printed, to a documentation page (``docs/benchmarks.rst``).
+Scenarios 9 to 12 (compressed writing, :mod:`.bench_compression`) repeat each measure
+too and show the spread; ``--mca-seconds`` shortens scenario 10, ``--big`` runs
+scenario 1 with 1e8 points (800 MB), on which the writer's CPU is judged.
 """
 
 from __future__ import annotations
@@ -33,7 +37,10 @@ from nexus_writer_service.embedded import EmbeddedRedis
 
 from .bench_writer import machine_facts, print_table
 from .docs_page import Recorder, render_page, write_page
-from .system import SCENARIOS, Context, log
+from . import bench_compression, system
+from .system import Context, log
+
+SCENARIOS = {**system.SCENARIOS, **bench_compression.SCENARIOS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeat", type=int, default=5, metavar="N",
                         help="runs of each drain and end-to-end measure of scenarios 1 and 2; "
                              "tables show their medians (default 5)")
+    parser.add_argument("--mca-seconds", type=float, default=None, metavar="S",
+                        help="duration of scenario 10 (default 60 s, 10 s with --quick)")
+    parser.add_argument("--big", action="store_true",
+                        help="scenario 1 with 1e7 points per channel (1e8 in all)")
     parser.add_argument("--redis-url", default=None,
                         help="Redis server to use (default: REDIS_URL, else an embedded one)")
     parser.add_argument("--write-docs", metavar="PATH", default=None,
@@ -72,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                                       ).url + "/0"
         client = redis.Redis.from_url(url)
         stack.callback(client.close)
-        ctx = Context(url, client, tmp, args.quick, max(1, args.repeat))
+        ctx = Context(url, client, tmp, args.quick, max(1, args.repeat),
+                      mca_seconds=args.mca_seconds, big=args.big)
         machine = machine_facts(client)
         print(machine)
         print(f"mode: {'quick' if args.quick else 'full'}; medians of {ctx.repeat} runs; "

@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 import redis
 
-from nexus_writer_service.io import SaveOptions
+from nexus_writer_service.io.chunking import DEFAULT_CHUNK_BYTES
 from nexus_writer_service.io.layout import chunk_rows
 
 MiB = 1 << 20
@@ -104,7 +104,7 @@ def h5_write(path: str, arrays: dict[str, Callable[[int, int], np.ndarray]], npo
     ``arrays[name](start, stop)`` returns points ``[start, stop)`` (so large data sets
     need not be held in memory); the file is removed afterwards.
     """
-    chunk_bytes = chunk_bytes or SaveOptions().chunk_bytes
+    chunk_bytes = chunk_bytes or DEFAULT_CHUNK_BYTES
 
     def write() -> None:
         with h5py.File(path, "w") as f:
@@ -133,7 +133,7 @@ def h5_nexus_tree(path: str, arrays: dict[str, Sequence[np.ndarray]],
     group holding its dataset (with its ``channel`` attribute), a soft link in the
     entry's measurement group and one in its plot. What the NeXus structure costs
     beside the data; the file is removed afterwards."""
-    chunk_bytes = chunk_bytes or SaveOptions().chunk_bytes
+    chunk_bytes = chunk_bytes or DEFAULT_CHUNK_BYTES
 
     def write() -> None:
         with h5py.File(path, "w") as f:

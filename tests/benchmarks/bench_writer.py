@@ -49,6 +49,7 @@ from nexus_writer_service.data.keys import SessionKeys
 from nexus_writer_service.embedded import EmbeddedRedis
 from nexus_writer_service.errors import WaitTimeout
 from nexus_writer_service.io import SaveOptions
+from nexus_writer_service.io.chunking import DEFAULT_CHUNK_BYTES
 from nexus_writer_service.io.layout import chunk_rows
 from nexus_writer_service.subscribers import NexusScanWriter, NexusSessionWriter
 
@@ -177,7 +178,7 @@ def raw_read(client: redis.Redis, stream: str) -> dict[bytes, list[np.ndarray]]:
 
 def raw_write(path: str, arrays: dict[bytes, list[np.ndarray]], npoints: int) -> None:
     """h5py: one resizable chunked dataset per channel, written chunk by chunk."""
-    rows = chunk_rows(8, SaveOptions().chunk_bytes, npoints)
+    rows = chunk_rows(8, DEFAULT_CHUNK_BYTES, npoints)
     with h5py.File(path, "w") as f:
         for field, pieces in arrays.items():
             values = np.concatenate(pieces)
@@ -613,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_writer_"))
         print(machine_facts(client))
         print(f"mode: {'quick' if quick else 'full'}; SaveOptions defaults "
-              f"(chunk_bytes {SaveOptions().chunk_bytes}, flush_period "
+              f"(chunk_bytes {DEFAULT_CHUNK_BYTES}, flush_period "
               f"{SaveOptions().flush_period} s) except allowed_roots", flush=True)
         if "1" in args.parts:
             rows = drain(url, client, tmp, npoints, nchannels, blocks, timeout)

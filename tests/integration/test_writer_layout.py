@@ -126,7 +126,8 @@ def test_lima_frames_beyond_the_mapping_limit_keep_one_mapping_per_file(
 
 #: What nxcheck may still warn about: names NeXus has none for (docs/file-layout.rst).
 ENTRY_ATTRIBUTES = {"scan_key", "scan_uid", "subscan"}
-WRITER_FIELDS = {"status", "end_reason", "message", "options", "scan_info", "scan_key"}
+WRITER_FIELDS = {"status", "end_reason", "message", "options", "chunk_options", "scan_info",
+                 "scan_key"}
 MCA_QUANTITIES = {"icr", "ocr", "livetime", "deadtime"}
 
 

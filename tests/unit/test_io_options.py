@@ -12,13 +12,28 @@ from nexus_writer_service.io.options import COMPRESSIONS, SaveOptions, option_he
 
 def test_defaults_are_valid_and_safe():
     options = SaveOptions()
-    assert options.compression in COMPRESSIONS
+    # not set: each scan's writer_options, BLISS's defaults or none (see io.chunking)
+    assert options.compression == "" and options.chunk_bytes == 0
     assert options.short_names and not options.strict_names
     assert not options.keepshape and not options.disable_external_hdf5
     assert options.allowed_roots == ()
-    assert 64 <= options.chunk_bytes <= 1 << 30
     assert options.file_mode == 0o664
     assert SaveOptions.from_mapping({}) == options
+
+
+@pytest.mark.parametrize("given, scheme", [
+    ("gzip", "gzip"), ("GZIP-Byteshuffle", "gzip-byteshuffle"),
+    ("bitshuffle-lz4", "lz4-bitshuffle"), ("zstd", "zstd-bitshuffle"), ("none", "none"),
+])
+def test_compression_takes_bliss_scheme_names_and_earlier_names(given, scheme):
+    assert given.lower() in COMPRESSIONS
+    assert SaveOptions.from_mapping({"compression": given}).compression == scheme
+
+
+@pytest.mark.parametrize("value", ["zip", "lz4"])
+def test_unknown_compression_is_refused_naming_the_schemes(value):
+    with pytest.raises(ConfigurationError, match="compression.*gzip-byteshuffle"):
+        SaveOptions.from_mapping({"compression": value})
 
 
 def test_every_option_has_help():

@@ -4,6 +4,7 @@ point lands at its index whatever the block sizes, through the direct chunk writ
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -229,11 +230,11 @@ def test_chunks_split_across_a_point_are_written_through_the_cache(tmp_path: Pat
                                          ("u2", (2, 5))])
 def test_a_new_stream_knows_without_asking_what_hdf5_would_say(
         tmp_path: Path, compression: str, dtype: str, point: tuple[int, ...]) -> None:
-    options = SaveOptions(allowed_roots=(str(tmp_path),), compression=compression)
+    options = SaveOptions(allowed_roots=(str(tmp_path),))
     nexus_file = NexusFile(str(tmp_path / "scan.h5"), options)
     try:
         plan = StreamPlan(path="/1.1/data", channel="x", dtype=np.dtype(dtype).str,
-                          point_shape=point, chunk_rows=ROWS)
+                          point_shape=point, chunk_rows=ROWS, compression=compression)
         nexus_file._create_stream(plan)
         stream = nexus_file._streams["x"]
         dataset = stream.dataset
@@ -341,10 +342,9 @@ def test_a_scan_file_opens_streams_of_whole_point_chunks_without_a_chunk_cache(
         nexus_file.close()
     np.testing.assert_array_equal(read(tmp_path / "scan.h5", "/1.1/x"),
                                   np.arange(2 * ROWS, dtype="<f8"))
-    compressed = NexusFile(str(tmp_path / "gzip.h5"),
-                           SaveOptions(allowed_roots=(str(tmp_path),), compression="gzip"))
+    compressed = NexusFile(str(tmp_path / "gzip.h5"), options)
     try:
-        compressed._create_stream(plans[0])
+        compressed._create_stream(dataclasses.replace(plans[0], compression="gzip"))
         assert cache_bytes(compressed)["x"] > 0
     finally:
         compressed.close()

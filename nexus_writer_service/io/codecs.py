@@ -1,0 +1,149 @@
+"""Chunks compressed as HDF5's filter pipeline would, outside HDF5 (no h5py).
+
+A :class:`ChunkCodec` turns the bytes of one whole chunk into what HDF5 stores for
+it with the filters of a compression scheme (see :data:`~.options.SCHEMES`), so
+the chunk can be written with a direct chunk write (filter mask 0) and read back by
+any HDF5 reader through its own pipeline:
+
+* byte shuffle (HDF5 filter 2): the bytes of the elements transposed, with numpy;
+* deflate (filter 1, level ``cd_values[0]``): a zlib stream, from :mod:`zlib`;
+* bitshuffle (filter 32008, hdf5plugin's): bit-transposed blocks from the
+  ``bitshuffle`` package; with LZ4 or zstd each block compressed, after the header
+  the filter writes (the chunk's bytes, big-endian 64 bits; the block's bytes,
+  big-endian 32 bits).
+
+Thread-safety: :meth:`ChunkCodec.encode` keeps no state, takes no lock and, for
+chunks of more than a few kilobytes, runs with the GIL released in zlib, numpy and
+bitshuffle: several threads encode in parallel (see :mod:`.compressor`).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["ChunkCodec", "codec_for", "codec_from_filters", "DEFLATE", "SHUFFLE",
+           "BITSHUFFLE", "GZIP_LEVEL", "ZSTD_LEVEL"]
+
+#: HDF5 filter ids
+DEFLATE, SHUFFLE, BITSHUFFLE = 1, 2, 32008
+#: bitshuffle's compressor codes (its filter's ``cd_values[4]``)
+_BITSHUFFLE_COMPRESSORS = {0: "none", 2: "lz4", 3: "zstd"}
+#: bitshuffle's default block, in bytes (bshuf_default_block_size)
+_TARGET_BLOCK_BYTES = 8192
+_MIN_BLOCK = 128
+_BLOCK_MULTIPLE = 8
+_ZSTD_DEFAULT_LEVEL = 3
+#: The deflate level of gzip schemes: h5py's default, as the classic writer's.
+GZIP_LEVEL = 4
+#: The zstd level of zstd-bitshuffle: hdf5plugin's default.
+ZSTD_LEVEL = _ZSTD_DEFAULT_LEVEL
+
+Array = np.ndarray[Any, Any]
+
+
+def _bitshuffle(compressor: str = "none") -> Any:
+    """The bitshuffle package, or None when it is not installed or was built without
+    ``compressor`` (chunks then go through HDF5's own pipeline)."""
+    try:
+        import bitshuffle
+    except ImportError:  # pragma: no cover - a declared dependency
+        return None
+    if compressor == "zstd" and not hasattr(bitshuffle, "compress_zstd"):
+        return None  # pragma: no cover - the wheels have it
+    return bitshuffle
+
+
+def default_block(itemsize: int) -> int:
+    """Elements in a bitshuffle block when the filter's block size is 0 (its default)."""
+    block = _TARGET_BLOCK_BYTES // itemsize
+    block = block // _BLOCK_MULTIPLE * _BLOCK_MULTIPLE
+    return max(_MIN_BLOCK, block)
+
+
+def byte_shuffle(chunk: Array) -> Array:
+    """HDF5's shuffle filter: byte ``j`` of every element, for ``j`` in order."""
+    itemsize = chunk.dtype.itemsize
+    data = chunk.reshape(-1).view(np.uint8)
+    if itemsize == 1:
+        return data
+    return np.ascontiguousarray(data.reshape(-1, itemsize).T)
+
+
+@dataclass(frozen=True)
+class ChunkCodec:
+    """The filters of one dataset, applied to whole chunks of its dtype.
+
+    ``shuffle``: byte shuffle first; ``deflate``: the zlib level (None: no deflate);
+    ``bitshuffle``: its compressor (``"none"``, ``"lz4"``, ``"zstd"``; None: no
+    bitshuffle), ``level`` the zstd level."""
+
+    shuffle: bool = False
+    deflate: int | None = None
+    bitshuffle: str | None = None
+    level: int = _ZSTD_DEFAULT_LEVEL
+
+    def encode(self, chunk: Array) -> bytes | Array:
+        """What HDF5 stores for the whole chunk ``chunk`` (C-contiguous, of the
+        dataset's dtype and chunk shape). Releases the GIL in its heavy parts."""
+        if self.bitshuffle is not None:
+            return self._bitshuffled(chunk)
+        data: Any = byte_shuffle(chunk) if self.shuffle else chunk
+        if self.deflate is not None:
+            return zlib.compress(data, self.deflate)
+        return data
+
+    def _bitshuffled(self, chunk: Array) -> bytes | Array:
+        bitshuffle = _bitshuffle()
+        flat = chunk.reshape(-1)
+        if self.bitshuffle == "none":
+            return bitshuffle.bitshuffle(flat, 0)
+        if self.bitshuffle == "lz4":
+            body = bitshuffle.compress_lz4(flat, 0)
+        else:
+            body = bitshuffle.compress_zstd(flat, 0, self.level)
+        itemsize = chunk.dtype.itemsize
+        header = struct.pack(">QI", chunk.nbytes, default_block(itemsize) * itemsize)
+        return header + body.tobytes()
+
+
+def codec_for(scheme: str) -> ChunkCodec | None:
+    """The codec of a compression scheme (None: ``none``, or a scheme this module
+    cannot encode and that HDF5's pipeline must)."""
+    if scheme in ("gzip", "gzip-byteshuffle"):
+        return ChunkCodec(shuffle=scheme == "gzip-byteshuffle", deflate=GZIP_LEVEL)
+    if scheme == "byteshuffle":
+        return ChunkCodec(shuffle=True)
+    compressor = {"bitshuffle": "none", "lz4-bitshuffle": "lz4",
+                  "zstd-bitshuffle": "zstd"}.get(scheme)
+    if compressor is not None and _bitshuffle(compressor) is not None:
+        return ChunkCodec(bitshuffle=compressor, level=ZSTD_LEVEL)
+    return None
+
+
+def codec_from_filters(filters: Sequence[tuple[int, Sequence[int]]], itemsize: int
+                       ) -> ChunkCodec | None:
+    """The codec of a dataset whose filter pipeline is ``filters`` (``(id,
+    cd_values)`` in order), for elements of ``itemsize`` bytes; None when it has no
+    filter or filters this module does not encode exactly."""
+    ids = [code for code, _ in filters]
+    values = [tuple(cd) for _, cd in filters]
+    if ids == [DEFLATE] and len(values[0]) == 1:
+        return ChunkCodec(deflate=values[0][0])
+    if ids == [SHUFFLE] and values[0] == (itemsize,):
+        return ChunkCodec(shuffle=True)
+    if ids == [SHUFFLE, DEFLATE] and values[0] == (itemsize,) and len(values[1]) == 1:
+        return ChunkCodec(shuffle=True, deflate=values[1][0])
+    if ids == [BITSHUFFLE]:
+        cd = values[0]
+        # (major, minor, element size, block size, compressor[, zstd level])
+        if len(cd) >= 5 and cd[2] == itemsize and cd[3] == 0 \
+                and cd[4] in _BITSHUFFLE_COMPRESSORS \
+                and _bitshuffle(_BITSHUFFLE_COMPRESSORS[cd[4]]) is not None:
+            level = cd[5] if len(cd) > 5 else _ZSTD_DEFAULT_LEVEL
+            return ChunkCodec(bitshuffle=_BITSHUFFLE_COMPRESSORS[cd[4]], level=level)
+    return None

@@ -1,0 +1,253 @@
+"""Chunks compressed off the HDF5 thread (io.codecs, io.compressor, io.streams):
+the bytes are what HDF5's own filters make (read back by h5py through its pipeline,
+bit-exact), whatever the blocks, flushes in the middle of a chunk and resumes."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nexus_writer_service.io._lowlevel import create_stream_dataset, filter_pipeline
+from nexus_writer_service.io.codecs import ChunkCodec, codec_for, codec_from_filters
+from nexus_writer_service.io.compressor import ChunkCompressor
+from nexus_writer_service.io.layout import StreamPlan
+from nexus_writer_service.io.nexus import NexusFile, filter_options
+from nexus_writer_service.io.options import SCHEMES, SaveOptions
+from nexus_writer_service.io.streams import Scratch, Stream
+from tests.unit.test_io_streams import send
+
+COMPRESSED = [s for s in SCHEMES if s != "none"]
+ROWS = 16
+
+
+def read_elsewhere(path: Path) -> list[float]:
+    """The dataset as a reader in another process sees it while the file is open
+    (with hdf5plugin's filters, as silx and PyMca read)."""
+    code = ("import h5py, hdf5plugin, json, sys\n"
+            "with h5py.File(sys.argv[1], 'r', locking=False) as f:\n"
+            "    print(json.dumps(f['data'][()].tolist()))")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                         text=True, timeout=60, check=True)
+    return json.loads(out.stdout)
+
+
+def chunk_masks(dataset: h5py.Dataset) -> list[int]:
+    """The filter mask of each chunk, in order (0: every filter applied)."""
+    return [dataset.id.read_direct_chunk((row,) + (0,) * (dataset.ndim - 1))[0]
+            for row in range(0, dataset.shape[0], dataset.chunks[0])]
+
+
+def counts(n: int, dtype: Any = "f8", point: tuple[int, ...] = (), seed: int = 0
+           ) -> np.ndarray:
+    """Realistic detector counts (Poisson), which compress as real data does."""
+    return np.random.default_rng(seed).poisson(1000, (n,) + point).astype(dtype)
+
+
+@pytest.mark.parametrize("scheme", COMPRESSED)
+@pytest.mark.parametrize("dtype, point, rows", [
+    ("f8", (), 1000), ("u4", (5,), 7), ("i2", (), 1), ("u1", (3, 2), 100), ("?", (), 64),
+    (">i4", (), 33), ("c16", (), 10),
+])
+def test_a_chunk_encoded_here_reads_back_through_hdf5s_filters(
+        tmp_path: Path, scheme: str, dtype: str, point: tuple[int, ...], rows: int) -> None:
+    """Same filter ids and parameters as HDF5 gives the dataset; the same bytes as
+    HDF5's pipeline stores, but for zstd (another library build may compress
+    differently); every chunk read back bit-exact."""
+    chunk = counts(rows, dtype, point)
+    with h5py.File(tmp_path / "codec.h5", "w") as f:
+        reference = f.create_dataset("hdf5", data=chunk, chunks=chunk.shape,
+                                     **filter_options(scheme))
+        direct = f.create_dataset("here", shape=chunk.shape, dtype=chunk.dtype,
+                                  chunks=chunk.shape, **filter_options(scheme))
+        codec = codec_for(scheme)
+        assert codec is not None
+        assert codec_from_filters(filter_pipeline(direct), chunk.dtype.itemsize) == codec
+        encoded = bytes(codec.encode(chunk))
+        direct.id.write_direct_chunk((0,) * chunk.ndim, encoded, 0)
+        if scheme != "zstd-bitshuffle":
+            assert encoded == reference.id.read_direct_chunk((0,) * chunk.ndim)[1]
+    with h5py.File(tmp_path / "codec.h5", "r") as f:
+        assert filter_pipeline(f["here"]) == filter_pipeline(f["hdf5"])
+        np.testing.assert_array_equal(f["here"][()], chunk)
+
+
+def test_filters_not_encoded_exactly_are_left_to_hdf5() -> None:
+    assert codec_from_filters([], 8) is None
+    assert codec_from_filters([(2, (4,))], 8) is None  # shuffle of another element size
+    assert codec_from_filters([(32008, (0, 4, 8, 256, 2))], 8) is None  # not the default block
+    assert codec_from_filters([(32015, (3,))], 8) is None  # plain zstd
+    assert codec_from_filters([(2, (8,)), (1, (6,))], 8) == ChunkCodec(shuffle=True, deflate=6)
+
+
+def compressed_stream(file: h5py.File, scheme: str, compressor: ChunkCompressor,
+                      point: tuple[int, ...] = (), dtype: Any = "f8") -> Stream:
+    plan = StreamPlan(path="data", channel="data", dtype=np.dtype(dtype).str,
+                      point_shape=point, chunk_rows=ROWS, compression=scheme)
+    dataset = create_stream_dataset(file, "data", (0,) + point, (None,) + point,
+                                    (ROWS,) + point, np.dtype(dtype), None,
+                                    filter_options(scheme))
+    return Stream(dataset, plan, None, Scratch(), (0, np.dtype(dtype), False),
+                  codec_for(scheme), compressor)
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(1, 3 * ROWS + 5), min_size=1, max_size=6),
+       npoints=st.integers(1, 6 * ROWS + 3), flush_every=st.integers(1, 5),
+       scheme=st.sampled_from(COMPRESSED))
+def test_every_point_lands_bit_exact_whatever_the_blocks_and_flushes(
+        tmp_path_factory: pytest.TempPathFactory, sizes: list[int], npoints: int,
+        flush_every: int, scheme: str) -> None:
+    path = tmp_path_factory.mktemp("compressed") / "scan.h5"
+    values = counts(npoints, "u4", (3,), seed=npoints)
+    compressor = ChunkCompressor(2)
+    try:
+        with h5py.File(path, "w") as f:
+            stream = compressed_stream(f, scheme, compressor, (3,), "u4")
+            start = 0
+            for i, size in enumerate(itertools.cycle(sizes)):
+                if start >= npoints:
+                    break
+                stream.add(start, values[start:start + size])
+                start += size
+                if i % flush_every == 0:
+                    stream.flush()
+                    compressor.drain()
+            stream.flush()
+            compressor.drain()
+            assert compressor.pending == 0 and compressor.chunks >= -(-npoints // ROWS)
+    finally:
+        compressor.close()
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["data"][()], values)
+        assert chunk_masks(f["data"]) == [0] * -(-npoints // ROWS)  # all compressed
+
+
+@pytest.mark.parametrize("scheme", COMPRESSED)
+def test_a_reader_sees_every_flushed_point_of_a_partial_chunk(tmp_path: Path, scheme: str
+                                                              ) -> None:
+    """A slow scan flushed every few points: the chunk begun is written whole (padded,
+    compressed) at each flush, and again when it fills up; a reader elsewhere sees
+    every point."""
+    path = tmp_path / "scan.h5"
+    values = counts(2 * ROWS + 5)
+    compressor = ChunkCompressor(2)
+    try:
+        with h5py.File(path, "w") as f:
+            stream = compressed_stream(f, scheme, compressor)
+            for start in range(0, len(values), 3):
+                stream.add(start, values[start:start + 3])
+                stream.flush()
+                compressor.drain()
+                f.flush()
+                if start in (3, ROWS + 3):
+                    assert read_elsewhere(path) == values[:start + 3].tolist()
+                    assert chunk_masks(f["data"]) == [0] * (start // ROWS + 1)
+            stream.flush()
+            compressor.drain()
+    finally:
+        compressor.close()
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["data"][()], values)
+        assert chunk_masks(f["data"]) == [0, 0, 0]
+
+
+def test_chunks_are_encoded_on_the_compressors_threads(tmp_path: Path) -> None:
+    seen: set[str] = set()
+
+    class Spy(ChunkCodec):
+        def encode(self, chunk: Any) -> Any:
+            seen.add(threading.current_thread().name)
+            return super().encode(chunk)
+
+    compressor = ChunkCompressor(2)
+    try:
+        with h5py.File(tmp_path / "scan.h5", "w") as f:
+            stream = compressed_stream(f, "gzip-byteshuffle", compressor)
+            stream.codec = Spy(shuffle=True, deflate=4)
+            send(stream, counts(10 * ROWS), [ROWS * 2])
+            compressor.drain()
+    finally:
+        compressor.close()
+    assert seen and all(name.startswith("chunk-compressor") for name in seen), seen
+    with h5py.File(tmp_path / "scan.h5", "r") as f:
+        np.testing.assert_array_equal(f["data"][()], counts(10 * ROWS))
+
+
+def test_a_compressor_holds_at_most_its_bytes_of_chunks(tmp_path: Path) -> None:
+    compressor = ChunkCompressor(1, max_pending_bytes=3 * ROWS * 8)
+    try:
+        with h5py.File(tmp_path / "scan.h5", "w") as f:
+            stream = compressed_stream(f, "gzip", compressor)
+            for start in range(0, 40 * ROWS, ROWS):
+                stream.add(start, counts(ROWS, seed=start))
+                assert compressor.pending <= 3
+            stream.flush()
+            compressor.drain()
+    finally:
+        compressor.close()
+
+
+@pytest.mark.parametrize("scheme", COMPRESSED)
+@pytest.mark.parametrize("threads", [2, 0])
+def test_a_resumed_file_is_completed_bit_exact(tmp_path: Path, scheme: str, threads: int
+                                               ) -> None:
+    """A writer restarted after a scan file got part of its points (the last chunk
+    partial) reopens the dataset, takes its filters from it, and writes the scan again
+    from its first point; ``compression_threads=0``: HDF5 compresses on its own."""
+    options = SaveOptions(allowed_roots=(str(tmp_path),), compression_threads=threads)
+    plan = StreamPlan(path="/1.1/x", channel="x", dtype="<f8", point_shape=(),
+                      chunk_rows=ROWS, compression=scheme)
+    values = counts(5 * ROWS + 3)
+    first = NexusFile(str(tmp_path / "scan.h5"), options)
+    try:
+        first._create_stream(plan)
+        first.add_points("x", 0, values[:2 * ROWS + 5])
+        first.flush()
+    finally:
+        first.close()
+    again = NexusFile(str(tmp_path / "scan.h5"), options)
+    try:
+        again._open_stream(dataclasses.replace(plan, compression="none"))
+        stream = again._streams["x"]
+        assert (stream.codec is not None) is (threads > 0)
+        for start in range(0, len(values), 7):
+            again.add_points("x", start, values[start:start + 7])
+    finally:
+        again.close()
+    with h5py.File(tmp_path / "scan.h5", "r") as f:
+        assert filter_pipeline(f["/1.1/x"])[-1][0] in (1, 2, 32008)
+        np.testing.assert_array_equal(f["/1.1/x"][()], values)
+
+
+def test_a_flush_without_new_points_does_not_compress_the_partial_chunk_again(
+        tmp_path: Path) -> None:
+    compressor = ChunkCompressor(1)
+    try:
+        with h5py.File(tmp_path / "scan.h5", "w") as f:
+            stream = compressed_stream(f, "gzip", compressor)
+            stream.add(0, counts(5))
+            for _ in range(3):
+                stream.flush()
+                compressor.drain()
+            assert compressor.chunks == 1
+            stream.add(5, counts(2, seed=1))
+            stream.flush()
+            compressor.drain()
+            assert compressor.chunks == 2
+    finally:
+        compressor.close()
+    with h5py.File(tmp_path / "scan.h5", "r") as f:
+        np.testing.assert_array_equal(f["data"][()], np.concatenate([counts(5),
+                                                                     counts(2, seed=1)]))
