@@ -22,7 +22,9 @@ declared and create only what is new. Naming, in the words of BLISS users:
   NXdetector named after its last name part, with ``data``;
 * ``measurement/<short unique name>`` links to every dataset; ``plot0D``,
   ``plot1D``, ``plot2D`` NXdata groups by data dimension, the entry's ``default``
-  one chosen from ``scan_info["plots"]``.
+  one chosen from ``scan_info["plots"]``;
+* a sequence's first entry links the entries of the scans it groups in ``scans``
+  (see :mod:`.sequences`).
 
 The items of a layout are in :mod:`.plan`, where each node goes in :mod:`.placement`,
 the plot groups in :mod:`.plots`.
@@ -69,6 +71,7 @@ from .plan import (
     safe_name,
 )
 from .plots import plan_plots
+from .sequences import is_sequence, plan_sequence
 
 __all__ = [
     "NodeSpec",
@@ -322,6 +325,9 @@ def _entry(description: ScanDescription, options: SaveOptions, subscan: str, ind
     for p in placed:
         entry.add(LinkPlan(f"{root}/measurement/{names[p.node.name]}", paths[p.node.name]))
     plan_plots(entry, info, placed, names, paths, options)
+    if index == 1 and is_sequence(info, description.children):
+        plan_sequence(entry, str(info.get("filename") or ""), description.children,
+                      lambda number, i: entry_name(number, i, options.strict_names))
     sample = info.get("sample")
     if isinstance(sample, Mapping):
         entry.add(GroupPlan(f"{root}/sample", "NXsample"))
