@@ -23,6 +23,7 @@ declared and create only what is new. Naming, in the words of BLISS users:
 * ``measurement/<short unique name>`` links to every dataset; ``plot0D``,
   ``plot1D``, ``plot2D`` NXdata groups by data dimension, the entry's ``default``
   one chosen from ``scan_info["plots"]``;
+* APPxrf NXsubentry groups when the scan asks for them (see :mod:`.applications`);
 * a sequence's first entry links the entries of the scans it groups in ``scans``
   (see :mod:`.sequences`).
 
@@ -40,6 +41,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from . import scan_info as scan_info_keys
+from .applications import plan_applications
 from .metadata import tree_items
 from .options import SaveOptions
 from .placement import (
@@ -325,6 +327,7 @@ def _entry(description: ScanDescription, options: SaveOptions, subscan: str, ind
     for p in placed:
         entry.add(LinkPlan(f"{root}/measurement/{names[p.node.name]}", paths[p.node.name]))
     plan_plots(entry, info, placed, names, paths, options)
+    plan_applications(entry, info, placed, paths)
     if index == 1 and is_sequence(info, description.children):
         plan_sequence(entry, str(info.get("filename") or ""), description.children,
                       lambda number, i: entry_name(number, i, options.strict_names))

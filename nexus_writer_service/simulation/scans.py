@@ -253,7 +253,16 @@ def build_mca(params: ScanParameters, rng: np.random.Generator) -> ScanPlan:
                        name="ascan", extra_channels=mca, extra_data=mca_data)
     plan.scan_info["plots"].append(
         {"kind": "mca-plot", "items": [{"kind": "mca", "mca": "mca1:spectrum_det0"}]})
+    # the classic writer's XRF application, as a beamline configures its technique
+    plan.scan_info["nexuswriter"]["technique"] = {
+        "name": "XRF", "applications": {"xrf": XRF_APPLICATION}, "plots": {},
+        "plotselect": ""}
     return plan
+
+
+#: The APPxrf application the simulated MCA scans ask for: the monitor is I0, the
+#: first diode It, and every MCA detector is in it.
+XRF_APPLICATION = {"class": "APPxrf", "I0": "mon", "It": "diode1", "mca": []}
 
 
 def mesh_shape(npoints: int | None) -> tuple[int, int]:
