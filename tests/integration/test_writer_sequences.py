@@ -114,3 +114,23 @@ def test_sequence_names_scans_it_cannot_link_and_goes_on(redis_url: str,
         assert isinstance(scans.get("3.1", getlink=True), h5py.SoftLink)
         assert _text(h5["1.1/writer/status"][()]) == "SUCCEEDED"
     assert nxcheck_errors(str(main), ignore_entry_names=True) == []
+
+
+def test_simulated_sequence_is_written_in_one_file(redis_url: str, tmp_path: Path) -> None:
+    from nexus_writer_service.simulation import SimulationOptions, simulate
+
+    root = str(tmp_path / "data")
+    with session_writer(redis_url, "simseq", fast_options(allowed_roots=(root,))) as writer:
+        published = simulate(SimulationOptions(session="simseq", redis_url=redis_url,
+                                               root=root, scans=("sequence",), npoints=4))
+        records = wait_scans_done(writer, 3)
+    assert [(p.kind, p.number) for p in published] == [("ascan", 2), ("loopscan", 3),
+                                                       ("sequence", 1)]
+    assert {p.filename for p in published} == {published[-1].filename}
+    assert [r.state for r in records] == [SubscriberState.OFF] * 3
+    with h5py.File(published[-1].filename, "r") as h5:
+        assert sorted(h5) == ["1.1", "2.1", "3.1"]
+        scans = h5["1.1/scans"]
+        assert sorted(scans) == ["2.1", "3.1"]
+        assert _text(scans["3.1/title"][()]).startswith("loopscan")
+    assert nxcheck_errors(published[-1].filename, ignore_entry_names=True) == []
