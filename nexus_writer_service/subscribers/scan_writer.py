@@ -325,7 +325,11 @@ class NexusScanWriter(Subscriber):
         """A sequence groups more scans: its entry links them at once."""
         added = False
         for reference in references:
-            child = _child_scan(reference)
+            if reference.key == self.node.key:
+                child = ChildScan(reference.key, reference.number,
+                                  problem="the sequence names itself")
+            else:
+                child = _child_scan(reference)
             if self._children.get(reference.key) != child:
                 self._children[reference.key] = child
                 added = True

@@ -102,6 +102,7 @@ def test_sequence_names_scans_it_cannot_link_and_goes_on(redis_url: str,
                                             name="ct", number=2)
             group.add_scan_reference(unsaved)
             group.add_scan_reference("not-a-scan-key")
+            group.add_scan_reference(group)  # a loop in the file, were it linked
             group.add_scan_reference(publish_loopscan(publisher, main, 3, 3))
             unsaved.end()
             group.end()
@@ -112,6 +113,7 @@ def test_sequence_names_scans_it_cannot_link_and_goes_on(redis_url: str,
         assert "not saved" in _text(scans["2.1"][()])
         assert "not the key of a scan" in _text(scans["not_a_scan_key"][()])
         assert isinstance(scans.get("3.1", getlink=True), h5py.SoftLink)
+        assert "names itself" in _text(scans["1.1"][()])
         assert _text(h5["1.1/writer/status"][()]) == "SUCCEEDED"
     assert nxcheck_errors(str(main), ignore_entry_names=True) == []
 
@@ -134,3 +136,25 @@ def test_simulated_sequence_is_written_in_one_file(redis_url: str, tmp_path: Pat
         assert sorted(scans) == ["2.1", "3.1"]
         assert _text(scans["3.1/title"][()]).startswith("loopscan")
     assert nxcheck_errors(published[-1].filename, ignore_entry_names=True) == []
+
+
+def test_sequence_resumed_by_a_new_writer_keeps_its_links(redis_url: str,
+                                                          tmp_path: Path) -> None:
+    main = tmp_path / "dataset.h5"
+    with Publisher("seq3", redis_url) as publisher:
+        with session_writer(redis_url, "seq3", fast_options()) as writer:
+            group = start_sequence(publisher, main, 1)
+            group.add_scan_reference(publish_loopscan(publisher, main, 2, 3))
+            wait_until(lambda: len(writer.scans()) == 2 and writer.scans()[1].writer.done(),
+                       30, "scan 2 written")
+        # the writer stopped while the sequence runs; another one completes it
+        group.add_scan_reference(publish_loopscan(publisher, main, 3, 3))
+        group.end()
+        with session_writer(redis_url, "seq3", fast_options()) as writer:
+            records = wait_scans_done(writer, 2)
+    assert {r.name: r.state for r in records}["1_sequence"] is SubscriberState.OFF
+    with h5py.File(main, "r") as h5:
+        assert sorted(h5["1.1/scans"]) == ["2.1", "3.1"]
+        assert _text(h5["1.1/scans/3.1/title"][()]).startswith("loopscan")
+        assert _text(h5["1.1/writer/status"][()]) == "SUCCEEDED"
+    assert nxcheck_errors(str(main), ignore_entry_names=True) == []
