@@ -125,6 +125,10 @@ def plan_applications(entry: EntryPlan, info: Mapping[str, Any], placed: Sequenc
     """Add to ``entry`` the APPxrf applications the scan asks for (see the module)."""
     for name, definition in xrf_applications(info):
         sub = f"/{entry.name}/{safe_name(name)}"
+        if any(item.path == sub or item.path.startswith(sub + "/") for item in entry.items):
+            raise MalformedInfoError(
+                f"scan_info 'nexuswriter/technique/applications' names an application "
+                f"{name!r}, the name of the writer's own {sub}: give it another name")
         entry.add(GroupPlan(sub, "NXsubentry"))
         entry.add(FieldPlan(f"{sub}/definition", APPXRF))
         if info.get("start_time"):

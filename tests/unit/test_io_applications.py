@@ -91,6 +91,7 @@ def test_only_appxrf_applications_are_written_and_unknown_names_link_nothing():
     ({"xrf": "APPxrf"}, "applications/xrf"),
     ({"xrf": {"class": "APPxrf", "mca": "mca1"}}, "applications/xrf/mca"),
     ({"xrf": {"class": "APPxrf", "I0": 3}}, "applications/xrf/I0"),
+    ({"measurement": {"class": "APPxrf"}}, "applications"),
 ])
 def test_malformed_application_is_refused_naming_the_key(applications, key):
     with pytest.raises(MalformedInfoError, match=f"nexuswriter/technique/{key}'"):
