@@ -65,3 +65,39 @@ def test_mca_scan_has_the_xrf_application(redis_url: str, tmp_path: Any, stack_m
     assert warned <= {"i0", "it", "mca", "elapsed_time", "live_time"} | {
         f"{name}{det:02d}" for name in ("mca", "elapsed_time_mca", "live_time_mca")
         for det in range(detectors)}
+
+
+def test_bliss_ascan_with_the_classic_technique_configuration(redis_url: str,
+                                                              tmp_path: Any) -> None:
+    from tests.integration.test_writer_bliss_keys import reference_info, write_ascan
+
+    info, ending = reference_info(tmp_path)
+    info["nexuswriter"]["technique"] = {"name": "XRF", "applications": {"xrf": {
+        "class": "APPxrf", "I0": "diode", "It": "", "mca": ["mca1:det0"]}}}
+    record, _ = write_ascan(redis_url, tmp_path, info, ending)
+    assert record.state is SubscriberState.OFF, record.as_dict()
+    with h5py.File(info["filename"], "r") as h5:
+        xrf = h5["3.1/xrf"]
+        assert sorted(xrf) == ["definition", "elapsed_time", "i0", "live_time", "mca",
+                               "start_time"]
+        assert xrf.get("i0", getlink=True).path == "/3.1/instrument/diode/data"
+        assert xrf.get("mca", getlink=True).path == "/3.1/instrument/mca1_det0/data"
+        assert xrf.get("elapsed_time", getlink=True).path == \
+            "/3.1/instrument/mca1_det0/real_time"
+        # BLISS's MCA has no energy live time: the trigger live time is the live time
+        assert xrf.get("live_time", getlink=True).path == \
+            "/3.1/instrument/mca1_det0/trigger_livetime"
+    assert nxcheck_errors(info["filename"], ignore_entry_names=True) == []
+
+
+def test_malformed_application_faults_the_scan_naming_the_key(redis_url: str,
+                                                              tmp_path: Any) -> None:
+    from tests.integration.faults.conftest import assert_fault
+    from tests.integration.test_writer_bliss_keys import reference_info, write_ascan
+
+    info, ending = reference_info(tmp_path)
+    info["nexuswriter"]["technique"] = {"applications": {"xrf": {"class": "APPxrf",
+                                                                 "mca": "mca1"}}}
+    record, _ = write_ascan(redis_url, tmp_path, info, ending)
+    assert_fault(record, "'nexuswriter/technique/applications/xrf/mca'",
+                 "malformed scan_info")
