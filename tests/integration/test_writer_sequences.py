@@ -18,12 +18,23 @@ from tests.integration.faults.conftest import (
     publish_loopscan,
     start_loopscan,
 )
+from silx.io import nxdata
+
 from tests.nxcheck import nxcheck_errors
+from tests.silx_views import silx_view
 from tests.writer_support import session_writer, wait_scans_done, wait_until
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _silx_shows(entry: h5py.Group) -> str:
+    """The view silx opens the default plot of ``entry`` with (no reference to the
+    file is kept: the file an external link opened is closed with it)."""
+    default = nxdata.get_default(entry)
+    assert default is not None and default.is_valid, entry.name
+    return silx_view(default.group)
 
 
 def sequence_info(filename: Path) -> dict[str, Any]:
@@ -82,6 +93,9 @@ def test_sequence_links_scans_written_before_during_and_after_it(
         assert (link.filename, link.path) == ("other/other.h5", "/3.1")
         np.testing.assert_array_equal(scans["3.1/measurement/diode1"][()],
                                       loopscan_points(3, 0, 4)["diode:diode1"])
+        # silx shows the plot of a scan of the sequence through the links, in its file
+        # or in another one
+        assert [_silx_shows(scans[name]) for name in ("2.1", "3.1")] == ["curve"] * 2
         missing = _text(scans["99.1"][()])
         assert missing.startswith("not linked: ") and "nws:seq:scan:999" in missing
         assert "not in Redis" in missing
