@@ -258,9 +258,11 @@ def _run(args: argparse.Namespace, root: Path, scans: tuple[str, ...], stack: Ex
     options = SimulationOptions(session=args.session, scans=scans, redis_url=url,
                                 root=str(root), npoints=args.npoints,
                                 count_time=args.count_time, seed=args.seed)
-    progress = _Progress(proxy, len(scans))
+    # a sequence publishes its scans and itself
+    total = sum(1 + len(SEQUENCE_TYPES[s].scans) if s in SEQUENCE_TYPES else 1 for s in scans)
+    progress = _Progress(proxy, total)
     errors: list[BaseException] = []
-    _say(f"\npublishing {len(scans)} scans into session {args.session!r}: {', '.join(scans)}")
+    _say(f"\npublishing {total} scans into session {args.session!r}: {', '.join(scans)}")
     thread = threading.Thread(target=_publish, args=(options, progress, stop, errors),
                               name="demo-publisher")
     thread.start()
