@@ -535,6 +535,8 @@ class Publisher:
         PUBLISHER_LOST already; otherwise end it FAILED, saying why."""
         why = self._outage()
         self._forget(scan)
+        # the reason first: a caller that sees the scan ended is told why at once
+        scan._ended_why = f"its lease expired: {why}"
         scan.ended = True
         if not self._same_scan(scan):
             scan._ended_why = f"{why}, and its keys are gone from Redis"
