@@ -35,7 +35,13 @@ from nexus_writer_service.cli import demo as local_demo
 from nexus_writer_service.embedded import EmbeddedRedis, EmbeddedTangoDatabase
 from nexus_writer_service.errors import NexusWriterError
 from nexus_writer_service.io.nxcheck import NxcheckError, nxcheck_errors
-from nexus_writer_service.simulation import SCAN_TYPES, PublishedScan, SimulationOptions, simulate
+from nexus_writer_service.simulation import (
+    SCAN_TYPES,
+    SEQUENCE_TYPES,
+    PublishedScan,
+    SimulationOptions,
+    simulate,
+)
 
 from .process import ServerProcess
 from .register import device_name, register_nexus_writer
@@ -43,8 +49,10 @@ from .register import device_name, register_nexus_writer
 __all__ = ["main", "DEFAULT_SCANS"]
 
 PROG = "nexus-writer-demo"
-#: Every simulated scan type but the million-point one.
-DEFAULT_SCANS = tuple(name for name in SCAN_TYPES if name != "long")
+#: Every simulated scan type but the million-point one, then a sequence of scans.
+DEFAULT_SCANS = tuple(name for name in SCAN_TYPES if name != "long") + tuple(SEQUENCE_TYPES)
+#: Every name --scan takes.
+_SCAN_NAMES = list(SCAN_TYPES) + list(SEQUENCE_TYPES)
 _WRITE_TIMEOUT = 300.0
 
 
@@ -55,10 +63,11 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
-                     epilog="Scan types: " + ", ".join(SCAN_TYPES))
+                     epilog="Scan types: " + ", ".join(_SCAN_NAMES))
     parser.add_argument("--session", default="demo", help="session name (default: demo)")
-    parser.add_argument("--scan", action="append", choices=sorted(SCAN_TYPES), metavar="TYPE",
-                        help="scan type to publish (repeatable; default: all but 'long')")
+    parser.add_argument("--scan", action="append", choices=sorted(_SCAN_NAMES), metavar="TYPE",
+                        help="scan type to publish (repeatable; default: all but 'long', "
+                             "and a sequence)")
     parser.add_argument("--npoints", type=int, help="points per scan (default: per type)")
     parser.add_argument("--count-time", type=float, default=0.02,
                         help="seconds per point (default: 0.02)")
@@ -249,9 +258,11 @@ def _run(args: argparse.Namespace, root: Path, scans: tuple[str, ...], stack: Ex
     options = SimulationOptions(session=args.session, scans=scans, redis_url=url,
                                 root=str(root), npoints=args.npoints,
                                 count_time=args.count_time, seed=args.seed)
-    progress = _Progress(proxy, len(scans))
+    # a sequence publishes its scans and itself
+    total = sum(1 + len(SEQUENCE_TYPES[s].scans) if s in SEQUENCE_TYPES else 1 for s in scans)
+    progress = _Progress(proxy, total)
     errors: list[BaseException] = []
-    _say(f"\npublishing {len(scans)} scans into session {args.session!r}: {', '.join(scans)}")
+    _say(f"\npublishing {total} scans into session {args.session!r}: {', '.join(scans)}")
     thread = threading.Thread(target=_publish, args=(options, progress, stop, errors),
                               name="demo-publisher")
     thread.start()

@@ -159,3 +159,46 @@ def publish(url: str, info: Mapping[str, Any], data: Mapping[str, np.ndarray], *
         scan.send(part)
     scan.end(reason)
     return scan
+
+
+def sequence_info(filename: str, session: str = "demo") -> dict[str, Any]:
+    """The scan_info of a sequence (``ScanSequence``) as BLISS 2.4 creates it: marked
+    ``is_scan_sequence``, its ``SUBSCANS`` channel in the group ``subscans``."""
+    return {"title": "sequence_of_scans", "type": "sequence", "name": "sequence",
+            "session_name": session, "save": True, "data_writer": "nexus",
+            "filename": filename, "npoints": 0, "is_scan_sequence": True,
+            "acquisition_chain": {"GroupingMaster": {
+                "devices": ["GroupingMaster", "channels"],
+                "master": {"scalars": [], "spectra": [], "images": []},
+                "scalars": [], "spectra": [], "images": []}},
+            "channels": {"GroupingMaster:SUBSCANS": {"group": "subscans"}}}
+
+
+class BlissSequence:
+    """A sequence published through blissdata as BLISS's ``ScanSequence`` does: its
+    ``GroupingMaster:SUBSCANS`` stream (blissdata's ``scan_sequence`` plugin) gets
+    ``{"key", "scan_number"}`` for each scan it runs."""
+
+    def __init__(self, url: str, filename: str, *, number: int, session: str = "demo"
+                 ) -> None:
+        from blissdata.streams.scan_sequence import ScanStream
+
+        self.store = DataStore(url)
+        identity = {"name": "sequence", "number": number, "data_policy": "no_policy",
+                    "session": session, "path": filename}
+        self.scan = self.store.create_scan(identity, info=sequence_info(filename, session))
+        self.key: str = self.scan.key
+        self.subscans = self.scan.create_stream(
+            ScanStream.make_definition("GroupingMaster:SUBSCANS"))
+        self.scan.prepare()
+        self.scan.start()
+
+    def add(self, key: Any, number: int) -> None:
+        """What BLISS's GroupingMaster emits once a scan of the sequence is prepared."""
+        self.subscans.send({"key": key, "scan_number": number})
+
+    def end(self) -> None:
+        self.scan.stop()
+        self.scan.info["end_reason"] = "SUCCESS"
+        self.scan.info["end_time"] = END_TIME
+        self.scan.close()

@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--redis-url", help="use this Redis server instead of an embedded one")
     parser.add_argument("--session", default="demo", help="session name (default: demo)")
     parser.add_argument("--scan", action="append",
-                        help="scan to simulate (repeatable; default: all)")
+                        help="scan to simulate (repeatable; default: all, and a sequence)")
     parser.add_argument("--root", help="directory for detector files (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep --root's temporary files")
     parser.add_argument("--seed", type=int, default=0)
@@ -59,7 +59,7 @@ def summarize(scan: Any) -> str:
             nodes[node.type.value] += 1
         elif event is EventType.NEW_DATA and node.type.value == "channel":
             points[node.name] += data.npoints
-        elif event is EventType.NEW_DATA:
+        elif event is EventType.NEW_DATA and node.type.value == "lima":
             frames = max(frames, data.data.last_image_saved + 1)
         elif event is EventType.END_SCAN:
             reason = data.reason.value
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         start = session.current_position()
         sim_args = ["--redis-url", url, "--session", args.session, "--root", root,
                     "--seed", str(args.seed)]
-        for name in args.scan or ["all"]:
+        for name in args.scan or ["all", "sequence"]:
             sim_args += ["--scan", name]
         writer = NexusSessionWriter(session, options=SaveOptions(allowed_roots=(root,)),
                                     resume=False)

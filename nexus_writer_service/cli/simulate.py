@@ -21,6 +21,7 @@ from ..errors import ConfigurationError, NexusWriterError
 from ..simulation import (
     LIMA_FILE_FORMATS,
     SCAN_TYPES,
+    SEQUENCE_TYPES,
     PublishedScan,
     SimulationOptions,
     default_root,
@@ -64,9 +65,10 @@ def _non_negative_int(text: str) -> int:
 
 
 def _scan_name(text: str) -> str:
-    if text != "all" and text not in SCAN_TYPES:
+    if text != "all" and text not in SCAN_TYPES and text not in SEQUENCE_TYPES:
         raise argparse.ArgumentTypeError(
-            f"unknown scan {text!r}; choose from {', '.join(SCAN_TYPES)} or 'all'")
+            f"unknown scan {text!r}; choose from "
+            f"{', '.join(list(SCAN_TYPES) + list(SEQUENCE_TYPES))} or 'all'")
     return text
 
 
@@ -78,7 +80,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    scans = "\n".join(f"  {name:<16} {t.description}" for name, t in SCAN_TYPES.items())
+    scans = "\n".join(f"  {name:<16} {t.description}" for name, t in
+                      list(SCAN_TYPES.items()) + list(SEQUENCE_TYPES.items()))
     parser = _Parser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Publish realistic, deterministic simulated scans into a session in Redis.",

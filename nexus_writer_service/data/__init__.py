@@ -8,9 +8,9 @@ is another source, in one process, without a server.
 """
 
 from .connection import connect, resolve_redis_url
-from .events import EndReason, EventData, EventType, LimaProgress, NodeType
+from .events import EndReason, EventData, EventType, LimaProgress, NodeType, ScanReference
 from .memory import MemoryScan, MemorySession
-from .nodes import ChannelNode, ImageReference, LimaNode, Node, SubscanNode
+from .nodes import ChannelNode, ImageReference, LimaNode, Node, ScansNode, SubscanNode
 from .publisher import Publisher, ScanPublisher
 from .reader import ScanNode, SessionNode, get_scan_node, get_session_node
 from .source import ScanSource, SessionSource, StopHandle
@@ -22,10 +22,12 @@ __all__ = [
     "EventData",
     "EventType",
     "LimaProgress",
+    "ScanReference",
     "NodeType",
     "ChannelNode",
     "ImageReference",
     "LimaNode",
+    "ScansNode",
     "Node",
     "SubscanNode",
     "StopHandle",

@@ -26,7 +26,14 @@ from ..errors import DataLostError, MalformedEventError, NodeNotFoundError
 from . import codec
 from .connection import redis_errors
 from .blissdata_lima import is_lima_info, lima_node_info, lima_progress
-from .events import EndReason, EventData, EventType, NodeDeclaration, NodeType
+from .events import (
+    EndReason,
+    EventData,
+    EventType,
+    NodeDeclaration,
+    NodeType,
+    ScanReference,
+)
 from .nodes import Node, make_node
 from .source import Event, StopHandle
 
@@ -264,6 +271,10 @@ class BlissdataScan:
             if _is_lima(stream):
                 declarations.append(self._lima(stream, len(declarations), subscan))
                 continue
+            if _is_scans(stream):
+                declarations.append(NodeDeclaration(stream.name, NodeType.SCANS,
+                                                    len(declarations), {"subscan": subscan}))
+                continue
             declarations.append(self._channel(stream, len(declarations), subscan,
                                               units.get(stream.name)))
         nodes = {decl.name: make_node(self, decl) for decl in declarations}
@@ -469,11 +480,34 @@ class BlissdataScan:
         except (KeyError, TypeError, ValueError) as exc:
             raise MalformedEventError(f"{what}: cannot decode points {first + skip}.. "
                                       f"({exc})") from None
+        if _is_scans(stream):
+            progress.counts[index] = first + count
+            return EventType.NEW_DATA, node, EventData(
+                progress.text(), first_index=first + skip,
+                data=[self._look_up(event, what) for event in data])
         if getattr(node, "variable_length", False):
             data = [np.asarray(point).reshape(-1) for point in data]
         progress.counts[index] = first + count
         return EventType.NEW_DATA, node, EventData(progress.text(), first_index=first + skip,
                                                    data=data)
+
+    def _look_up(self, event: Any, what: str) -> ScanReference:
+        """A scan the sequence groups, as BLISS names it (``{"key", "scan_number"}``),
+        looked up (see :class:`~.events.ScanReference`)."""
+        key = event.get("key") if isinstance(event, dict) else None
+        number = event.get("scan_number") if isinstance(event, dict) else None
+        if isinstance(number, bool) or not isinstance(number, int):
+            number = None
+        if not isinstance(key, str) or not key:
+            return ScanReference(str(key), number,
+                                 problem=f"{what} names no scan key in {event!r:.200}")
+        scan = BlissdataScan(self._session, key)
+        try:
+            return ScanReference(key, scan.number, scan.info)
+        except NodeNotFoundError as exc:
+            return ScanReference(key, number, problem=str(exc))
+        except MalformedEventError as exc:
+            return ScanReference(key, number, problem=f"scan {key} cannot be read: {exc}")
 
     # -- positions -----------------------------------------------------------------
 
@@ -533,6 +567,19 @@ def _is_lima(stream: Any) -> bool:
     return bool(getattr(stream, "lima", False))
 
 
+def _is_scans(stream: Any) -> bool:
+    """Whether ``stream`` (of :func:`_readable_streams`) names the scans of a sequence."""
+    return bool(getattr(stream, "scans", False))
+
+
+class _ScanReferences(Stream):
+    """The scans of a sequence (blissdata's ``scan_sequence`` plugin): its JSON events
+    ``{"key", "scan_number"}`` read as they are (the plugin's view loads each scan,
+    and fails on one that is gone: those are named in the file instead)."""
+
+    scans = True
+
+
 class _LimaStatuses(Stream):
     """The statuses of a lima detector's stream: its JSON events, read as they are
     (blissdata's ``LimaStream`` turns them into frames, which are never read here)."""
@@ -541,8 +588,9 @@ class _LimaStatuses(Stream):
 
 
 def _readable_streams(scan: Scan, key: str) -> list[Any]:
-    """The numeric streams of ``scan`` and the statuses of its lima detectors whose
-    frames are saved, by name; the others are logged and left out.
+    """The numeric streams of ``scan``, the statuses of its lima detectors whose
+    frames are saved and the scans of a sequence, by name; the others are logged and
+    left out.
 
     :raises MalformedEventError: a lima stream is not as blissdata writes them"""
     streams: list[Any] = []
@@ -557,6 +605,8 @@ def _readable_streams(scan: Scan, key: str) -> list[Any]:
                                what)
         elif isinstance(stream, Stream) and stream.kind == "array":
             streams.append(stream)
+        elif getattr(stream, "plugin", None) == "scan_sequence":
+            streams.append(_ScanReferences(stream.event_stream))
         else:
             logger.warning("scan %s: stream %r (%s, plugin %r) is not written: only numeric "
                            "streams are", key, name, type(stream).__name__,

@@ -15,6 +15,8 @@ A scan is one Redis stream of entries. Each entry is a small dict of byte fields
           point lengths. Older publishers sent fixed-size points that way too; such
           an entry is refused with an error naming it and the encoding.
 ``lima``  lima progress: ``n`` name, ``a`` last image acquired, ``s`` last saved
+``scans`` a scan of a sequence: ``n`` the name of the sequence's scans node, ``k``
+          the key of the scan it groups, ``#`` that scan's number (when known)
 ``end``   the scan ended: ``r`` reason, ``m`` message
 ========  ==============================================================
 
@@ -42,6 +44,7 @@ __all__ = [
     "NodeType",
     "EventData",
     "LimaProgress",
+    "ScanReference",
     "NodeDeclaration",
     "DataBlock",
     "Entry",
@@ -51,6 +54,7 @@ __all__ = [
     "merge_info",
     "encode_end",
     "encode_lima",
+    "encode_scan_reference",
     "encode_data",
     "packing",
     "decode_entry",
@@ -85,6 +89,7 @@ class EntryKind(enum.Enum):
     PREPARED = b"prep"
     DATA = b"data"
     LIMA = b"lima"
+    SCANS = b"scans"
     INFO = b"info"
     END = b"end"
 
@@ -109,11 +114,27 @@ class NodeType(str, enum.Enum):
     SUBSCAN = "subscan"
     CHANNEL = "channel"
     LIMA = "lima"
+    #: the scans a sequence (a scan group) groups, one reference per data point
+    SCANS = "scans"
 
 
 class LimaProgress(NamedTuple):
     last_image_acquired: int
     last_image_saved: int
+
+
+class ScanReference(NamedTuple):
+    """A scan that a sequence groups, as a walk gives it (NEW_DATA of a scans node).
+
+    ``key``: the scan's key in its source; ``number``: its number (``None`` when
+    unknown). A walk looks the scan up: ``info`` is its scan_info then, or ``None``
+    with ``problem`` saying why it could not be found (never created, expired, a
+    document that cannot be read)."""
+
+    key: str
+    number: int | None = None
+    info: dict[str, Any] | None = None
+    problem: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +144,8 @@ class EventData:
     ``position`` is the stream ID of the entry: pass it back as ``from_position`` to
     resume after it. For NEW_DATA of a channel, ``data`` is a numpy array whose first
     axis is the point index starting at ``first_index`` (a list of 1D arrays for
-    variable-length channels); for a lima node it is a :class:`LimaProgress`.
+    variable-length channels); for a lima node it is a :class:`LimaProgress`; for a
+    scans node (a sequence) a list of :class:`ScanReference`.
     For END_SCAN, ``reason`` and ``message`` say why the scan ended. For INFO_UPDATE,
     ``info`` holds the keys of the scan_info that changed (see :func:`merge_info`).
     """
@@ -170,6 +192,8 @@ class Entry:
     node: NodeDeclaration | None = None
     data: DataBlock | None = None
     lima: tuple[str, LimaProgress] | None = None
+    #: a scans entry: ``(node name, reference)``
+    scan: tuple[str, ScanReference] | None = None
     end: tuple[EndReason, str] | None = None
     info: dict[str, Any] | None = None
 
@@ -233,6 +257,14 @@ def encode_lima(name: str, progress: LimaProgress) -> dict:
     return {b"t": b"lima", b"n": name.encode(),
             b"a": str(int(progress.last_image_acquired)).encode(),
             b"s": str(int(progress.last_image_saved)).encode()}
+
+
+def encode_scan_reference(name: str, key: str, number: int | None) -> dict:
+    """A scan that the sequence's scans node ``name`` groups."""
+    fields = {b"t": EntryKind.SCANS.value, b"n": name.encode(), b"k": key.encode()}
+    if number is not None:
+        fields[b"#"] = str(int(number)).encode()
+    return fields
 
 
 def encode_data(blocks: list[RawBlock]) -> dict[bytes, bytes]:
@@ -397,6 +429,10 @@ def decode_entry(fields: Fields, what: str) -> Entry:
         return Entry(kind, lima=(_text(fields, b"n", what), progress))
     if kind is EntryKind.PREPARED:
         return Entry(kind)
+    if kind is EntryKind.SCANS:
+        number = _int(fields, b"#", what) if b"#" in fields else None
+        reference = ScanReference(_text(fields, b"k", what), number)
+        return Entry(kind, scan=(_text(fields, b"n", what), reference))
     if kind is EntryKind.INFO:
         changes = codec.from_json(fields.get(b"i", b"{}"), f"{what} info update")
         if not isinstance(changes, dict):

@@ -1,4 +1,5 @@
-"""Node objects a reader hands out: scan, subscan, channel and lima nodes (no I/O here).
+"""Node objects a reader hands out: scan, subscan, channel, lima and scans nodes (no
+I/O here).
 
 Nodes are immutable descriptions built from what the publisher declared; they are
 safe to share between threads and greenlets. The I/O lives in :mod:`.reader`.
@@ -17,7 +18,8 @@ from ..errors import MalformedEventError
 from . import codec
 from .events import NodeDeclaration, NodeType
 
-__all__ = ["Node", "SubscanNode", "ChannelNode", "LimaNode", "ImageReference", "make_node"]
+__all__ = ["Node", "SubscanNode", "ChannelNode", "LimaNode", "ScansNode", "ImageReference",
+           "make_node"]
 
 
 class Node:
@@ -177,6 +179,14 @@ class LimaNode(Node):
         return [self.image_reference(i) for i in range(start, stop)]
 
 
+class ScansNode(Node):
+    """The scans a sequence groups (BLISS: a scan group, whose ``SUBSCANS`` channel
+    names each scan it runs): its data are :class:`~.events.ScanReference` s, one per
+    scan, in the order the sequence added them."""
+
+    type = NodeType.SCANS
+
+
 def _check_template(template: str, what: str) -> None:
     """``template`` names its files in one directory with one integer conversion."""
     directory, name = os.path.split(template)
@@ -192,6 +202,7 @@ _NODE_CLASSES: dict[NodeType, type[Node]] = {
     NodeType.SUBSCAN: SubscanNode,
     NodeType.CHANNEL: ChannelNode,
     NodeType.LIMA: LimaNode,
+    NodeType.SCANS: ScansNode,
 }
 
 

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator
 from ..errors import MalformedEventError
 from .blocks import BlockMerger, DataDecoder, fields_dict
 from .events import EntryKind, EventData, EventType, NodeType, decode_entry
-from .nodes import LimaNode, Node, make_node
+from .nodes import LimaNode, Node, ScansNode, make_node
 from .source import Event
 
 __all__ = [
@@ -245,6 +245,17 @@ class ScanStreamParser:
                     f"{self.what} entry {position}: progress for undeclared lima {name!r}")
             if self.wanted(NodeType.LIMA):
                 return EventType.NEW_DATA, lima, EventData(position, 0, progress)
+            return None
+        if kind is EntryKind.SCANS:
+            assert entry.scan is not None
+            name, reference = entry.scan
+            scans = next((n for n in self.by_index.values() if n.name == name), None)
+            if not isinstance(scans, ScansNode):
+                raise MalformedEventError(
+                    f"{self.what} entry {position}: scan {reference.key} referenced by "
+                    f"{name!r}, which is not a declared scans node")
+            if self.wanted(NodeType.SCANS):
+                return EventType.NEW_DATA, scans, EventData(position, 0, [reference])
             return None
         if kind is EntryKind.PREPARED:
             return EventType.PREPARED_SCAN, self.scan, EventData(position)

@@ -45,6 +45,7 @@ from .events import (
     encode_lima,
     encode_node,
     encode_prepared,
+    encode_scan_reference,
     merge_info,
     encode_session_new,
 )
@@ -95,6 +96,7 @@ class ScanPublisher:
         self._channels: dict[str, _Channel] = {}
         self._nodes: set[str] = set(subscans)
         self._lima: dict[str, LimaProgress] = {}
+        self._scans_nodes: set[str] = set()
         self._nindex = len(subscans)
         self.ended = False
 
@@ -198,6 +200,35 @@ class ScanPublisher:
         )
         self._declare(name, NodeType.LIMA, codec.jsonable(node_info))
         self._lima[name] = LimaProgress(-1, -1)
+
+    def add_scans(self, name: str = "SUBSCANS", *, subscan: str | None = None) -> None:
+        """Declare the node that lists the scans this scan groups: a *sequence* (a
+        scan group in BLISS, whose channel ``SUBSCANS`` names each scan it runs).
+        Give it the scans with :meth:`add_scan_reference`; mark the scan_info
+        ``is_scan_sequence`` as BLISS does."""
+        what = f"scans node {name!r} of scan {self.name!r}"
+        self._declare(name, NodeType.SCANS, {"subscan": self._subscan(subscan, what)})
+        self._scans_nodes.add(name)
+
+    def add_scan_reference(self, scan: "ScanPublisher | str", number: int | None = None,
+                           *, name: str = "SUBSCANS") -> None:
+        """The sequence groups ``scan`` (a :class:`ScanPublisher`, or the key of a scan
+        published elsewhere, with its ``number`` if known): its file gets a link to
+        that scan's entries. A key of no scan is published as given: the file says
+        that the scan could not be found."""
+        self._check_running()
+        if name not in self._scans_nodes:
+            raise ValueError(f"{name!r} is not a scans node of scan {self.name!r}: call "
+                             "add_scans() first")
+        if isinstance(scan, ScanPublisher):
+            key, number = scan.key, scan.number if number is None else number
+        elif isinstance(scan, str) and scan:
+            key = scan
+        else:
+            raise TypeError(f"a scan reference is a ScanPublisher or a scan key, not {scan!r}")
+        self._writer.flush(f"sending data to {self.key}")
+        with redis_errors(f"referencing scan {key} in {self.key}"):
+            self._client.xadd(self.keys.events, encode_scan_reference(name, key, number))
 
     def prepare(self) -> None:
         """Announce that every node is declared and acquisition starts."""
@@ -504,6 +535,8 @@ class Publisher:
         PUBLISHER_LOST already; otherwise end it FAILED, saying why."""
         why = self._outage()
         self._forget(scan)
+        # the reason first: a caller that sees the scan ended is told why at once
+        scan._ended_why = f"its lease expired: {why}"
         scan.ended = True
         if not self._same_scan(scan):
             scan._ended_why = f"{why}, and its keys are gone from Redis"

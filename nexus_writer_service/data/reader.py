@@ -30,11 +30,12 @@ from .events import (
     EventType,
     NodeDeclaration,
     NodeType,
+    ScanReference,
     SessionEntryKind,
     decode_session_entry,
 )
 from .keys import ScanKeys, SessionKeys, check_name
-from .nodes import Node, make_node
+from .nodes import Node, ScansNode, make_node
 from .parser import RawEntry, ScanStreamParser
 from .source import Event, StopHandle
 
@@ -448,12 +449,35 @@ class ScanNode:
                 for event in stream.feed(page):
                     if event[0] is EventType.END_SCAN:
                         self.acknowledge(ack_as, event[2].position)
-                    yield event
+                    yield self._resolved(event)
             else:
-                yield from stream.feed(page)
+                for event in stream.feed(page):
+                    yield self._resolved(event)
             if stream.ended:
                 return
         yield from stream.close()  # stopped
+
+    def _resolved(self, event: Event) -> Event:
+        """``event``, with the scans a sequence references looked up (see
+        :class:`~.events.ScanReference`)."""
+        kind, node, data = event
+        if kind is not EventType.NEW_DATA or not isinstance(node, ScansNode):
+            return event
+        found = [self._look_up(reference) for reference in data.data]
+        return kind, node, EventData(data.position, data.first_index, found)
+
+    def _look_up(self, reference: ScanReference) -> ScanReference:
+        key = reference.key
+        if not key.startswith("nws:") or ":scan:" not in key:
+            return reference._replace(problem=f"{key!r} is not the key of a scan published "
+                                              "through nexus_writer_service")
+        scan = ScanNode(self._client, key)
+        try:
+            return reference._replace(number=scan.number, info=scan.info)
+        except NodeNotFoundError as exc:
+            return reference._replace(problem=str(exc))
+        except MalformedEventError as exc:
+            return reference._replace(problem=f"scan {key} cannot be read: {exc}")
 
     def walk_on_new_events(self, **kwargs: Any) -> Iterator[Event]:
         """Like :meth:`walk_events`, starting at the server's current end of the scan."""

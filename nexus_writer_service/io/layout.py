@@ -22,7 +22,10 @@ declared and create only what is new. Naming, in the words of BLISS users:
   NXdetector named after its last name part, with ``data``;
 * ``measurement/<short unique name>`` links to every dataset; ``plot0D``,
   ``plot1D``, ``plot2D`` NXdata groups by data dimension, the entry's ``default``
-  one chosen from ``scan_info["plots"]``.
+  one chosen from ``scan_info["plots"]``;
+* APPxrf NXsubentry groups when the scan asks for them (see :mod:`.applications`);
+* a sequence's first entry links the entries of the scans it groups in ``scans``
+  (see :mod:`.sequences`).
 
 The items of a layout are in :mod:`.plan`, where each node goes in :mod:`.placement`,
 the plot groups in :mod:`.plots`.
@@ -38,6 +41,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from . import scan_info as scan_info_keys
+from .applications import plan_applications
 from .chunking import UNKNOWN_POINTS, ChunkOptions
 from .chunking import resolve as chunk_options
 from .metadata import tree_items
@@ -71,6 +75,7 @@ from .plan import (
     safe_name,
 )
 from .plots import plan_plots
+from .sequences import is_sequence, plan_sequence
 
 __all__ = [
     "NodeSpec",
@@ -340,6 +345,10 @@ def _entry(description: ScanDescription, options: SaveOptions, subscan: str, ind
     for p in placed:
         entry.add(LinkPlan(f"{root}/measurement/{names[p.node.name]}", paths[p.node.name]))
     plan_plots(entry, info, placed, names, paths, options)
+    plan_applications(entry, info, placed, paths)
+    if index == 1 and is_sequence(info, description.children):
+        plan_sequence(entry, str(info.get("filename") or ""), description.children,
+                      lambda number, i: entry_name(number, i, options.strict_names))
     sample = info.get("sample")
     if isinstance(sample, Mapping):
         entry.add(GroupPlan(f"{root}/sample", "NXsample"))

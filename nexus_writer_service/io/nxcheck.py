@@ -37,6 +37,9 @@ _WARNING_COLOUR = "\x1b[38;2;255;165;0m"
 _TOTAL = re.compile(r"^Total number of (errors|warnings): (\d+)\s*$")
 _ENTRY = re.compile(r"^NXentry: /([^/]+)$")
 _INVALID_NAME = re.compile(r'^"(.*)" is an invalid name$')
+#: BLISS's entry names (``12.1``), also given to the links of a sequence's ``scans``
+_BLISS_ENTRY_NAME = re.compile(r"^\d+\.\d+$")
+_ANY_PATH = re.compile(r"^\w+: /(?:.*/)?([^/]+)$")
 
 
 def nxcheck_executable() -> str:
@@ -122,16 +125,24 @@ def _parse(raw: str, kind: str = "errors") -> list[tuple[str, str]]:
 
 def _is_entry_name_error(error: str, context: str) -> bool:
     name = _INVALID_NAME.match(error)
+    if name is None:
+        return False
     entry = _ENTRY.match(context)
-    return bool(name and entry and name.group(1) == entry.group(1))
+    if entry and name.group(1) == entry.group(1):
+        return True
+    # a sequence's links (or notes) named as the entries of the scans it groups
+    item = _ANY_PATH.match(context)
+    return bool(item and item.group(1) == name.group(1)
+                and _BLISS_ENTRY_NAME.match(name.group(1)))
 
 
 def nxcheck_errors(path: str, ignore_entry_names: bool = False) -> list[str]:
     """The errors ``nxcheck -e`` finds in the file ``path``, without colour codes.
 
     With ``ignore_entry_names``, errors saying a top-level NXentry has an
-    invalid name (``"1.1" is an invalid name``) are dropped: entry names like
-    ``1.1`` are kept for BLISS compatibility.
+    invalid name (``"1.1" is an invalid name``) are dropped, and so are those about
+    anything else named like a BLISS entry (the links of a sequence to the entries
+    of its scans): entry names like ``1.1`` are kept for BLISS compatibility.
     """
     errors = _parse(_run(path))
     return [

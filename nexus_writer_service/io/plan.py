@@ -15,6 +15,7 @@ from ..data.codec import jsonable
 
 __all__ = [
     "NodeSpec",
+    "ChildScan",
     "ScanDescription",
     "GroupPlan",
     "FieldPlan",
@@ -55,9 +56,23 @@ class NodeSpec:
 
 
 @dataclass(frozen=True)
+class ChildScan:
+    """A scan that a sequence groups, as the planner needs it: where its entries are
+    (``filename``, ``number``, ``subscans``: how many entries), or, with ``problem``,
+    why they cannot be linked (``number`` may then be unknown: ``None``)."""
+
+    key: str
+    number: int | None
+    filename: str = ""
+    subscans: int = 1
+    problem: str = ""
+
+
+@dataclass(frozen=True)
 class ScanDescription:
     """What the planner knows of a scan: Redis key, name, number, scan_info, nodes,
-    and the publisher's unique id of the scan (keys are reused if Redis loses its data)."""
+    the publisher's unique id of the scan (keys are reused if Redis loses its data),
+    and for a sequence the scans it groups so far."""
 
     key: str
     name: str
@@ -65,6 +80,7 @@ class ScanDescription:
     scan_info: Mapping[str, Any]
     nodes: tuple[NodeSpec, ...] = ()
     uid: str = ""
+    children: tuple[ChildScan, ...] = ()
 
 
 @dataclass(frozen=True)

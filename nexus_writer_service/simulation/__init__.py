@@ -24,9 +24,19 @@ from .runner import (
     default_root,
     points_per_block,
     publish_plan,
+    publish_sequence,
     simulate,
 )
-from .scans import SCAN_TYPES, ScanType, build_scan, mesh_shape, resolve_scan_names, scan_names
+from .scans import (
+    SCAN_TYPES,
+    SEQUENCE_TYPES,
+    ScanType,
+    SequenceType,
+    build_scan,
+    mesh_shape,
+    resolve_scan_names,
+    scan_names,
+)
 from .truth import ScanTruthWriter, TruthLima, TruthScan, TruthWriter, read_truth
 
 __all__ = [
@@ -43,9 +53,12 @@ __all__ = [
     "default_root",
     "points_per_block",
     "publish_plan",
+    "publish_sequence",
     "simulate",
     "SCAN_TYPES",
+    "SEQUENCE_TYPES",
     "ScanType",
+    "SequenceType",
     "build_scan",
     "mesh_shape",
     "resolve_scan_names",

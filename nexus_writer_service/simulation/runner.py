@@ -19,7 +19,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import redis
 
@@ -29,7 +29,7 @@ from ..data.keys import SessionKeys, check_name
 from ..errors import ConfigurationError
 from .lima import LimaFileWriter
 from .plan import LIMA_FILE_FORMATS, Block, ScanParameters, ScanPlan
-from .scans import build_scan, resolve_scan_names
+from .scans import SEQUENCE_TYPES, build_scan, build_sequence, resolve_scan_names
 from .truth import ScanTruthWriter, TruthWriter
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "default_root",
     "points_per_block",
     "publish_plan",
+    "publish_sequence",
     "simulate",
 ]
 
@@ -186,15 +187,19 @@ def _save_frames(scan: ScanPublisher, writers: dict[str, LimaFileWriter], block:
 def publish_plan(
     publisher: Publisher, plan: ScanPlan, *, count_time: float = 0.0, block_size: int = 1000,
     truth: TruthWriter | None = None, stop: StopEvent | None = None,
+    on_created: Callable[[ScanPublisher], Any] | None = None,
 ) -> PublishedScan:
     """Publish one scan, save its lima frames, record it in ``truth``; blocks until it ends.
 
     The scan ends with ``plan.end_reason``; with ABORTED if ``stop`` is set
     meanwhile; with FAILED (ABORTED for KeyboardInterrupt) if publishing raises,
-    and the exception propagates.
+    and the exception propagates. ``on_created`` is called with the scan once it is
+    created (a sequence names it then).
     """
     started = time.monotonic()
     scan = publisher.create_scan(plan.scan_info, name=plan.name, number=plan.number)
+    if on_created is not None:
+        on_created(scan)
     record = truth.add_scan(plan, scan.key, publisher.session) if truth is not None else None
     reason, message = plan.end_reason, plan.end_message
     published = 0
@@ -226,6 +231,36 @@ def publish_plan(
     return PublishedScan(plan.kind, plan.name, plan.number, scan.key, published, reason,
                          message, plan.filename, time.monotonic() - started,
                          tuple(lima_files))
+
+
+def publish_sequence(
+    publisher: Publisher, kind: str, parameters: Callable[[], ScanParameters], *,
+    count_time: float = 0.0, block_size: int = 1000, truth: TruthWriter | None = None,
+    stop: StopEvent | None = None,
+) -> list[PublishedScan]:
+    """Publish the sequence ``kind`` (see :data:`~.scans.SEQUENCE_TYPES`) as BLISS runs
+    one: the sequence starts, each of its scans is named by it as it starts and saved
+    in the sequence's file, then the sequence ends. ``parameters()`` gives the
+    parameters of the next scan (its number). Returns its scans, then the sequence."""
+    started = time.monotonic()
+    plan = build_sequence(kind, parameters())
+    group = publisher.create_scan(plan.scan_info, name=plan.name, number=plan.number)
+    published: list[PublishedScan] = []
+    with group:
+        group.add_scans(subscan="GroupingMaster")
+        group.prepare()
+        for child_kind in SEQUENCE_TYPES[kind].scans:
+            if stop is not None and stop.is_set():
+                break
+            child = build_scan(child_kind, parameters())
+            child.scan_info["filename"] = plan.filename  # one file, as a dataset's
+            published.append(publish_plan(publisher, child, count_time=count_time,
+                                          block_size=block_size, truth=truth, stop=stop,
+                                          on_created=group.add_scan_reference))
+    published.append(PublishedScan(kind, plan.name, plan.number, group.key, 0,
+                                   EndReason.SUCCESS, "", plan.filename,
+                                   time.monotonic() - started))
+    return published
 
 
 def _next_number(client: redis.Redis, session: str) -> int:
@@ -266,21 +301,29 @@ def simulate(
                     for kind in kinds:
                         if stop is not None and stop.is_set():
                             return published
-                        params = ScanParameters(
-                            session=options.session,
-                            number=_next_number(client, options.session), root=root,
-                            seed=options.seed, repeat=repeat, npoints=options.npoints,
-                            count_time=options.count_time, nchannels=options.nchannels,
-                            mca_detectors=options.mca_detectors,
-                            start_time=_start_time(), lima_format=options.lima_format)
-                        result = publish_plan(publisher, build_scan(kind, params),
-                                              count_time=options.count_time,
-                                              block_size=options.block_size, truth=truth,
-                                              stop=stop)
-                        logger.info("published %s", result.summary())
-                        published.append(result)
-                        if on_published is not None:
-                            on_published(result)
+
+                        def params(repeat: int = repeat) -> ScanParameters:
+                            return ScanParameters(
+                                session=options.session,
+                                number=_next_number(client, options.session), root=root,
+                                seed=options.seed, repeat=repeat, npoints=options.npoints,
+                                count_time=options.count_time, nchannels=options.nchannels,
+                                mca_detectors=options.mca_detectors,
+                                start_time=_start_time(), lima_format=options.lima_format)
+                        if kind in SEQUENCE_TYPES:
+                            results = publish_sequence(
+                                publisher, kind, params, count_time=options.count_time,
+                                block_size=options.block_size, truth=truth, stop=stop)
+                        else:
+                            results = [publish_plan(publisher, build_scan(kind, params()),
+                                                    count_time=options.count_time,
+                                                    block_size=options.block_size,
+                                                    truth=truth, stop=stop)]
+                        for result in results:
+                            logger.info("published %s", result.summary())
+                            published.append(result)
+                            if on_published is not None:
+                                on_published(result)
         finally:
             if truth is not None:
                 truth.close()

@@ -22,7 +22,8 @@ from . import info as sinfo
 from . import signals
 from .plan import Block, ChannelSpec, LimaSpec, ScanParameters, ScanPlan
 
-__all__ = ["ScanType", "SCAN_TYPES", "scan_names", "build_scan", "resolve_scan_names", "mesh_shape"]
+__all__ = ["ScanType", "SCAN_TYPES", "SEQUENCE_TYPES", "SequenceType", "scan_names",
+           "build_scan", "build_sequence", "resolve_scan_names", "mesh_shape"]
 
 Array = np.ndarray[Any, Any]
 F8 = np.dtype("float64")
@@ -253,7 +254,16 @@ def build_mca(params: ScanParameters, rng: np.random.Generator) -> ScanPlan:
                        name="ascan", extra_channels=mca, extra_data=mca_data)
     plan.scan_info["plots"].append(
         {"kind": "mca-plot", "items": [{"kind": "mca", "mca": "mca1:spectrum_det0"}]})
+    # the classic writer's XRF application, as a beamline configures its technique
+    plan.scan_info["nexuswriter"]["technique"] = {
+        "name": "XRF", "applications": {"xrf": XRF_APPLICATION}, "plots": {},
+        "plotselect": ""}
     return plan
+
+
+#: The APPxrf application the simulated MCA scans ask for: the monitor is I0, the
+#: first diode It, and every MCA detector is in it.
+XRF_APPLICATION = {"class": "APPxrf", "I0": "mon", "It": "diode1", "mca": []}
 
 
 def mesh_shape(npoints: int | None) -> tuple[int, int]:
@@ -408,6 +418,39 @@ SCAN_TYPES: dict[str, ScanType] = {
 }
 
 
+@dataclass(frozen=True)
+class SequenceType:
+    """A sequence (BLISS: a scan group) running the scan types ``scans`` one after
+    the other, all saved in the sequence's file."""
+
+    scans: tuple[str, ...]
+    description: str
+
+
+#: The sequences the simulator publishes when asked by name (``all`` is the scan types).
+SEQUENCE_TYPES: dict[str, SequenceType] = {
+    "sequence": SequenceType(("ascan", "loopscan"),
+                             "a sequence running an ascan and a loopscan, in one file"),
+}
+
+
+def build_sequence(kind: str, params: ScanParameters) -> ScanPlan:
+    """The plan of the sequence ``kind`` itself (see :data:`SEQUENCE_TYPES`): a scan
+    with no channel of its own, marked ``is_scan_sequence`` as BLISS does; the runner
+    publishes its scans."""
+    sequence = SEQUENCE_TYPES[kind]
+
+    def source(start: int, stop: int) -> Block:
+        return Block(start, stop, {})
+
+    chain = {"GroupingMaster": {"master": {"scalars": [], "spectra": [], "images": []},
+                                "scalars": [], "spectra": [], "images": []}}
+    return _plan(params, kind, name="sequence", scan_type="sequence",
+                 title=f"sequence_of_scans ({', '.join(sequence.scans)})", chain=chain,
+                 channels=[], npoints=0, published=0, source=source,
+                 extra={"is_scan_sequence": True})
+
+
 def scan_names() -> tuple[str, ...]:
     """Every scan type, in the order ``all`` publishes them."""
     return tuple(SCAN_TYPES)
@@ -421,11 +464,12 @@ def resolve_scan_names(names: Sequence[str] | None) -> list[str]:
     for name in names:
         if name == "all":
             resolved.extend(SCAN_TYPES)
-        elif name in SCAN_TYPES:
+        elif name in SCAN_TYPES or name in SEQUENCE_TYPES:
             resolved.append(name)
         else:
             raise ConfigurationError(
-                f"unknown scan {name!r}: choose from {', '.join(SCAN_TYPES)} or 'all'")
+                f"unknown scan {name!r}: choose from "
+                f"{', '.join(list(SCAN_TYPES) + list(SEQUENCE_TYPES))} or 'all'")
     return resolved
 
 

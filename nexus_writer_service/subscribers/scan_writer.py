@@ -27,13 +27,14 @@ import gevent
 
 from ..concurrency import Event, Thread
 from ..data.codec import jsonable
-from ..data.events import EventData, EventType, merge_info
-from ..data.nodes import ChannelNode, LimaNode
+from ..data.events import EventData, EventType, ScanReference, merge_info
+from ..data.nodes import ChannelNode, LimaNode, ScansNode
 from ..data.source import ScanSource, StopHandle
 from ..errors import (
     DataLostError,
     DiskSpaceError,
     FileFinishedError,
+    MalformedEventError,
     NexusWriterError,
     RedisUnavailableError,
     ScanStateError,
@@ -41,6 +42,7 @@ from ..errors import (
 from ..io import checks, masterfiles
 from ..io.scan_info import skip_reason
 from ..io.layout import NodeSpec, ScanDescription, ScanLayout, plan_scan
+from ..io.plan import ChildScan
 from ..io.nexus import NexusFile, now_iso
 from ..io.options import SaveOptions
 from ..io.parking import ParkedFiles
@@ -110,6 +112,8 @@ class NexusScanWriter(Subscriber):
         self._nodes: dict[str, NodeSpec] = {}
         self._lima_nodes: dict[str, LimaNode] = {}
         self._lima_saved: dict[str, int] = {}
+        #: a sequence: the scans it groups so far, by key
+        self._children: dict[str, ChildScan] = {}
         self._file: Optional[NexusFile] = None
         self._layout: Optional[ScanLayout] = None
         self._dirty = False
@@ -201,6 +205,8 @@ class NexusScanWriter(Subscriber):
         if event_type is EventType.NEW_DATA:
             if isinstance(node, LimaNode):
                 self._lima_progress(node, event_data)
+            elif isinstance(node, ScansNode):
+                self._add_children(event_data.data or [])
             else:
                 self._add_points(node, event_data)
             # under a steady stream the consumer never waits, so the ticker would
@@ -301,7 +307,8 @@ class NexusScanWriter(Subscriber):
     def _plan(self) -> ScanLayout:
         node = self.node
         description = ScanDescription(node.key, node.name, node.number, self.scan_info,
-                                      tuple(self._nodes.values()), node.uid)
+                                      tuple(self._nodes.values()), node.uid,
+                                      tuple(self._children.values()))
         layout = self._layout = plan_scan(description, self.options)
         self.entries = [entry.name for entry in layout.entries]
         for note in layout.notes:
@@ -350,6 +357,24 @@ class NexusScanWriter(Subscriber):
         assert self._file is not None
         self._file.add_points(node.name, event_data.first_index, event_data.data)
         self._points[node.name] = max(self._points.get(node.name, 0), event_data.last_index)
+
+    def _add_children(self, references: list[ScanReference]) -> None:
+        """A sequence groups more scans: its entry links them at once."""
+        added = False
+        for reference in references:
+            if reference.key == self.node.key:
+                child = ChildScan(reference.key, reference.number,
+                                  problem="the sequence names itself")
+            else:
+                child = _child_scan(reference)
+            if self._children.get(reference.key) != child:
+                self._children[reference.key] = child
+                added = True
+                if child.problem:
+                    logger.warning("%s: scan %s of the sequence is not linked: %s",
+                                   self.name, reference.key, child.problem)
+        if added:
+            self._materialise()
 
     def _lima_progress(self, node: LimaNode, event_data: EventData) -> None:
         self._lima_saved[node.name] = int(event_data.data.last_image_saved) + 1
@@ -646,6 +671,31 @@ def _check_lima_files(lima: LimaNode, roots: tuple[str, ...]) -> None:
                 "directories in 'directory'")
     checks.check_path_allowed(lima.filename(lima.first_file_number), roots,
                               f"{what}: saved file")
+
+
+def _child_scan(reference: ScanReference) -> ChildScan:
+    """Where the entries of a scan of a sequence are, or why they cannot be linked."""
+    if reference.problem or reference.info is None:
+        return ChildScan(reference.key, reference.number,
+                         problem=reference.problem or "the scan could not be found")
+    info = reference.info
+    number = reference.number if reference.number is not None else info.get("scan_nb")
+    filename = info.get("filename")
+    chain = info.get("acquisition_chain")
+    subscans = len(chain) if isinstance(chain, dict) and chain else 1
+    try:
+        problem = skip_reason(info)
+    except MalformedEventError as exc:
+        problem = str(exc)
+    if info.get("save") is False:
+        problem = "the scan is not saved (scan_info save is false)"
+    elif not isinstance(filename, str) or not filename:
+        problem = problem or "the scan has no 'filename' in its scan_info"
+    if isinstance(number, bool) or not isinstance(number, int):
+        return ChildScan(reference.key, None, problem=problem or f"its number {number!r} is "
+                         "not an integer")
+    return ChildScan(reference.key, number, filename if isinstance(filename, str) else "",
+                     subscans, problem)
 
 
 def _image_source(lima: LimaNode) -> Any:

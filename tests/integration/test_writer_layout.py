@@ -129,6 +129,8 @@ ENTRY_ATTRIBUTES = {"scan_key", "scan_uid", "subscan"}
 WRITER_FIELDS = {"status", "end_reason", "message", "options", "chunk_options", "scan_info",
                  "scan_key"}
 MCA_QUANTITIES = {"icr", "ocr", "livetime", "deadtime"}
+#: the classic writer's names of the APPxrf application definition (not NeXus's)
+APPXRF_FIELDS = {"i0", "it", "mca", "elapsed_time", "live_time"}
 
 
 def _unexplained(h5: h5py.File, warning: str, where: str, units: dict[str, str]) -> bool:
@@ -141,6 +143,8 @@ def _unexplained(h5: h5py.File, warning: str, where: str, units: dict[str, str])
         return not (path.split("/")[-2] == "writer" and path.split("/")[-1] in WRITER_FIELDS)
     if warning == "This field is not defined in NXdetector":
         return path.rsplit("/", 1)[-1] not in MCA_QUANTITIES
+    if warning == "This field is not defined in NXsubentry":
+        return path.rsplit("/", 1)[-1] not in APPXRF_FIELDS
     if warning == "Units of NX_ANY not specified":
         channel = _text(h5[path].attrs.get("channel", ""))
         return not channel or channel in units
@@ -169,4 +173,5 @@ def test_nxcheck_warns_only_of_what_nexus_has_no_name_for(redis_url: str, tmp_pa
                     link = entry["measurement"].get(name.rsplit(":", 1)[-1])
                     if link is not None and _text(link.attrs.get("channel", "")) == name:
                         assert _text(link.attrs["units"]) == unit, name
-    assert counts["mca"] == counts["ascan"] + 1 + len(MCA_QUANTITIES)  # spectrum, quantities
+    # the spectrum, the quantities, and the APPxrf names
+    assert counts["mca"] == counts["ascan"] + 1 + len(MCA_QUANTITIES) + len(APPXRF_FIELDS)

@@ -16,15 +16,17 @@ from nexus_writer_service.data.events import (
     EventType,
     LimaProgress,
     NodeType,
+    ScanReference,
     encode_data,
     encode_end,
     encode_info,
     encode_lima,
     encode_node,
     encode_prepared,
+    encode_scan_reference,
     merge_info,
 )
-from nexus_writer_service.data.nodes import ChannelNode, LimaNode, Node
+from nexus_writer_service.data.nodes import ChannelNode, LimaNode, Node, ScansNode
 from nexus_writer_service.data.parser import PageSizer, RawEntry, ScanStreamParser
 from nexus_writer_service.errors import MalformedEventError
 
@@ -118,7 +120,7 @@ def points(events: list[Any]) -> dict[str, list[Any]]:
 
 def test_entry_kinds_are_an_enum_of_the_wire_values():
     assert {kind.value for kind in EntryKind} == {b"node", b"prep", b"data", b"lima",
-                                                  b"info", b"end"}
+                                                  b"scans", b"info", b"end"}
     assert EntryKind(encode_prepared()[b"t"]) is EntryKind.PREPARED
 
 
@@ -280,3 +282,32 @@ def test_merge_info_merges_objects_key_by_key_and_replaces_the_rest():
                       "comments": [2], "title": "t", "end_time": "now"}
     assert info == {"positioners": {"positioners_start": {"a": 1}}, "comments": [1],
                     "title": "t"}, "the info merged into is left as it was"
+
+
+@pytest.mark.parametrize("merge_blocks", [False, True])
+def test_sequence_gives_the_scans_it_groups_in_order(merge_blocks):
+    stream = Stream()
+    stream.declare("GroupingMaster", NodeType.SUBSCAN, {"index": 1})
+    stream.declare("SUBSCANS", NodeType.SCANS, {"subscan": "GroupingMaster"})
+    x = stream.channel("x", "<f8")
+    stream.add(encode_prepared())
+    stream.add(encode_scan_reference("SUBSCANS", "nws:s:scan:2", 2))
+    stream.send(0, x=(x, np.arange(2, dtype="<f8")))
+    stream.add(encode_scan_reference("SUBSCANS", "nws:s:scan:3", None))
+    stream.add(encode_end(EndReason.SUCCESS))
+    events, _ = parse(stream, merge_blocks=merge_blocks)
+    references = [(node, data.data) for event, node, data in events
+                  if event is EventType.NEW_DATA and not isinstance(node, ChannelNode)]
+    assert all(isinstance(node, ScansNode) and node.subscan == "GroupingMaster"
+               for node, _ in references)
+    assert [refs for _, refs in references] == [[ScanReference("nws:s:scan:2", 2)],
+                                                [ScanReference("nws:s:scan:3", None)]]
+    assert points(events) == {"x": [0.0, 1.0]}
+
+
+def test_scan_reference_of_an_undeclared_scans_node_is_refused():
+    stream = Stream()
+    stream.declare("timer", NodeType.SUBSCAN, {"index": 1})
+    stream.add(encode_scan_reference("SUBSCANS", "nws:s:scan:2", 2))
+    with pytest.raises(MalformedEventError, match="not a declared scans node"):
+        parse(stream)
