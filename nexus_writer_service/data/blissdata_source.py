@@ -54,7 +54,7 @@ from blissdata.exceptions import NoScanAvailable
 from blissdata.redis_engine.scan import ScanState
 from blissdata.redis_engine.store import DataStore
 
-from ..errors import ConfigurationError, MalformedEventError, NexusWriterError, NodeNotFoundError
+from ..errors import MalformedEventError, NexusWriterError, NodeNotFoundError
 from .blissdata_scan import (
     _START,
     DEFAULT_IDLE_TIMEOUT,
@@ -69,6 +69,7 @@ from .blissdata_scan import (
 from .connection import Client, connect, redis_errors, resolve_redis_url
 from .events import EndReason, EventData, EventType
 from .keys import check_name
+from .opener import check_idle_timeout
 from .source import Event, ScanSource, SessionSource, StopHandle
 
 __all__ = ["BlissdataSession", "BlissdataScan", "DEFAULT_IDLE_TIMEOUT", "END_REASONS",
@@ -100,11 +101,7 @@ class BlissdataSession:
     def __init__(self, name: str, redis_url: str | None = None, *,
                  client: Client | None = None,
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
-        if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float)) \
-                or not 0 < idle_timeout < float("inf"):
-            raise ConfigurationError(
-                f"idle_timeout must be a positive number of seconds, got {idle_timeout!r}")
-        self.idle_timeout = float(idle_timeout)
+        self.idle_timeout = check_idle_timeout(idle_timeout)
         self._name = check_name(name)
         self._url = resolve_redis_url(redis_url)
         self._client = client if client is not None else connect(self._url, retry_dropped=True)
