@@ -15,8 +15,13 @@ from tango import DevState
 
 from tango_devices.process import ServerProcess
 from tango_devices.register import register_nexus_writer
-from tests.blissdata_support import ASCAN_CHANNELS, BlissScan, ascan_data, blocks, \
-    reference_scan_info
+from tests.blissdata_support import (
+    ASCAN_CHANNELS,
+    BlissScan,
+    ascan_data,
+    blocks,
+    reference_scan_info,
+)
 from tests.integration.tango.bliss_client import BlissWriterClient
 from tests.integration.tango.device_support import file_status, wait_for
 from tests.nxcheck import nxcheck_errors
@@ -56,8 +61,8 @@ def test_bliss_writes_a_blissdata_scan_through_the_device(
     filename = tmp_path / session / f"{session}_0001.h5"
     data = ascan_data(60)
     # BLISS creates the scan in blissdata, then asks its writer (before preparing it)
-    scan = BlissScan(blissdata_url, reference_scan_info(str(filename), session=session,
-                                                         npoints=60), session=session)
+    info = reference_scan_info(str(filename), session=session, npoints=60)
+    scan = BlissScan(blissdata_url, info, session=session)
     client.prepare("3_ascan", str(filename.parent))
     assert proxy.scan_exists("3_ascan") is True
     assert proxy.scan_has_write_permissions("3_ascan") is True
@@ -94,8 +99,8 @@ def test_bliss_fails_a_blissdata_scan_whose_writer_is_in_fault_with_the_reason(
     filename.write_text("not an HDF5 file\n")
     start_server(instance, device)
     client = BlissWriterClient(session, tango_db)
-    scan = BlissScan(blissdata_url, reference_scan_info(str(filename), session=session,
-                                                         npoints=5), session=session)
+    info = reference_scan_info(str(filename), session=session, npoints=5)
+    scan = BlissScan(blissdata_url, info, session=session)
     client.prepare("3_ascan", str(filename.parent))
     scan.prepare_and_start()
     scan.send(ascan_data(5))
