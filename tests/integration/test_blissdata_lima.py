@@ -165,3 +165,69 @@ def test_malformed_lima_stream_faults_only_its_scan(blissdata_url, tmp_path, cha
         assert writer.state is SubscriberState.ON
     finally:
         writer.stop(wait=True, timeout=60)
+
+
+@pytest.mark.slow
+def test_lima_across_a_writer_restart(blissdata_url, tmp_path, processes):
+    """The writer killed mid-scan and started again: it resumes from its
+    acknowledgements and the file references every frame saved, once."""
+    import signal
+
+    nframes = 12
+    filename = str(tmp_path / "sample" / "scan.h5")
+    (tmp_path / "lima").mkdir()
+    info = reference_scan_info(filename, npoints=nframes)
+    info["acquisition_chain"]["axis"]["images"] = [LIMA]
+    lima = lima_definition(LIMA, str(tmp_path / "lima" / "cam_%04d.h5"), frames_per_file=2,
+                           frames_per_acquisition=nframes, shape=SHAPE)
+    log = tmp_path / "writer.log"
+    command = [sys.executable, "-m", "nexus_writer_service.cli.session_writer", "demo",
+               "--redis-url", blissdata_url, "--allowed-roots", str(tmp_path),
+               "--data-source", "blissdata", "--flush-period", "0.05",
+               "--lima-refresh-period", "0.1", "--logfile", str(log), "--nologstdout"]
+    first = subprocess.Popen(command)
+    processes.append(first)
+    wait_until(lambda: log.exists() and "writing session" in log.read_text(), 30,
+               "the writer started")
+    data = ascan_data(nframes)
+    scan = BlissScan(blissdata_url, info, limas=[lima])
+    scan.prepare_and_start()
+    frames = _Frames(blissdata_url, scan, nframes)
+
+    def point(index: int) -> None:
+        scan.send({name: values[index:index + 1] for name, values in data.items()})
+        scan.lima_status(LIMA, index, frames.save_upto(index + 1))
+
+    for index in range(6):
+        point(index)
+    sums = [int(frame.sum()) for frame in frames.frames]
+    wait_until(lambda: _shown(filename)[:6] == sums[:6], 30, "6 frames in the file")
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    for index in range(6, 9):  # while no writer runs
+        point(index)
+    second = subprocess.Popen(command)
+    processes.append(second)
+    wait_until(lambda: _shown(filename)[:8] == sums[:8], 30, "the frames saved meanwhile")
+    for index in range(9, nframes):
+        point(index)
+    scan.end()
+    wait_until(lambda: _status(filename) == "SUCCEEDED", 30, "the file completed")
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(30) == 0
+    with h5py.File(filename, "r") as h5:
+        assert "resumed" in _text(h5["3.1/writer/resumed"][()])
+        dataset = _lima_dataset(h5["3.1"])
+        assert dataset.is_virtual and dataset.shape == (nframes,) + SHAPE
+        np.testing.assert_array_equal(dataset[()], frames.frames)
+        np.testing.assert_array_equal(h5["3.1/instrument/diode/data"][()],
+                                      data["simulation_diode_sampling_controller:diode"])
+    assert nxcheck_errors(filename, ignore_entry_names=True) == []
+
+
+def _status(filename: str) -> str:
+    try:
+        with h5py.File(filename, "r", locking=False) as h5:
+            return _text(h5["3.1/writer/status"][()])
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError):  # reader contract
+        return ""
