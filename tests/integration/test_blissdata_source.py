@@ -353,3 +353,46 @@ def test_auto_chooses_the_source_from_what_redis_holds(blissdata_url, redis_url)
     assert open_session("other", blissdata_url).data_source == "blissdata"
     with pytest.raises(ConfigurationError, match="blissdata"):
         open_session("demo", blissdata_url, "bliss")
+
+
+def test_scan_history_is_read_in_batches_as_blissdata_reads_it(blissdata_url, tmp_path,
+                                                                monkeypatch):
+    from blissdata.exceptions import NoScanAvailable
+    from blissdata.redis_engine.store import DataStore
+
+    from nexus_writer_service.data import blissdata_source
+
+    monkeypatch.setattr(blissdata_source, "HISTORY_BATCH", 4)  # several batches
+    store = DataStore(blissdata_url)
+    created = []
+    for number in range(1, 15):
+        session = "other" if number % 3 == 0 else "demo"
+        info = reference_scan_info(str(tmp_path / f"{number}.h5"), session=session)
+        if number == 5:
+            info["save"] = False
+        scan = store.create_scan({"name": "ascan", "number": number, "data_policy":
+                                  "no_policy", "session": session, "path": info["filename"]},
+                                 info=info)
+        if number % 2:  # BLISS closed it
+            scan.prepare()
+            scan.start()
+            scan.stop()
+            scan.info["end_reason"] = "SUCCESS"
+            scan.close()
+        created.append(scan.key)
+    store.delete_scan(created[3], force=True)  # being deleted: blissdata skips it
+    # what blissdata's own reader lists, one scan at a time
+    expected = []
+    since = "0-0"
+    while True:
+        try:
+            since, key = store.get_next_scan(since=since, block=False)
+        except NoScanAvailable:
+            break
+        scan = store.load_scan(key)
+        if scan.session == "demo" and scan.info.get("save"):
+            expected.append((key, scan.state.name == "CLOSED"))
+    assert created[3] not in [key for key, _ in expected]
+    assert len(expected) == 8 and any(ended for _, ended in expected) \
+        and not all(ended for _, ended in expected)
+    assert BlissdataSession("demo", blissdata_url).scan_keys() == expected
