@@ -110,8 +110,10 @@ class BlissdataSession:
         self._client = client if client is not None else connect(self._url, retry_dropped=True)
         self._store: DataStore | None = None
         self._store_lock = threading.Lock()
-        #: what is known of each scan seen: its source, or None when it is not written
-        self._seen: dict[str, BlissdataScan | None] = {}
+        #: the scans to write announced by a walk and not closed yet (what ``scan``
+        #: gives for them): a scan is forgotten once closed, so that a writer running
+        #: for months keeps no trace of the scans it wrote nor of those it skipped
+        self._running: dict[str, BlissdataScan] = {}
 
     @property
     def name(self) -> str:
@@ -148,18 +150,18 @@ class BlissdataSession:
         return str(store.get_last_scan_timetag())
 
     def scan(self, key: str) -> BlissdataScan:
-        seen = self._seen.get(key)
-        if seen is not None:
-            return seen
+        running = self._running.get(key)
+        if running is not None:
+            return running
         if not key.startswith("esrf:scan:"):
             raise ValueError(f"{key!r} is not the key of a blissdata scan (esrf:scan:<id>)")
         return BlissdataScan(self, key)
 
     def _written(self, key: str, announce: bool) -> BlissdataScan | None:
         """The scan ``key`` if it is one of this session's to write, else None (the
-        reason logged once, when ``announce``)."""
-        if key in self._seen:
-            return self._seen[key]
+        reason logged when ``announce``). Nothing is kept: each scan is announced once
+        per walk, and which scans a writer finished is known from its acknowledgements
+        (the session writer checks them when it starts)."""
         scan = BlissdataScan(self, key)
         reason = ""
         try:
@@ -170,14 +172,11 @@ class BlissdataSession:
             if self._raw_session(key) != self._name:
                 logger.error("session %s: %s (its session cannot be told: skipped)",
                              self._name, exc)
-                self._seen[key] = None
                 return None
             # announced: its writer goes FAULT with the reason, naming the key
             logger.error("session %s: %s", self._name, exc)
-            self._seen[key] = scan
             return scan
         if session != self._name:
-            self._seen[key] = None
             return None
         info = scan.info
         if info.get("save") is not True:
@@ -188,9 +187,7 @@ class BlissdataSession:
             if announce:
                 logger.info("session %s: scan %s (%d_%s) is not written: %s", self._name,
                             key, scan.number, scan.name, reason)
-            self._seen[key] = None
             return None
-        self._seen[key] = scan
         return scan
 
     def _raw_session(self, key: str) -> str | None:
@@ -289,26 +286,30 @@ class BlissdataSession:
         since = from_position or self.current_position()
         running: dict[str, BlissdataScan] = {}
         last_check = time.monotonic()
-        while stop is None or not stop.is_set():
-            try:
-                store = self.data_store()
-            except NodeNotFoundError:
-                time.sleep(poll_interval)
-                continue
-            try:
-                since, key = store.get_next_scan(since=since, block=True,
-                                                 timeout=_wait_time(poll_interval))
-            except NoScanAvailable:
-                key = None
-            if key is not None:
-                scan = self._written(key, announce=True)
-                if scan is not None:
-                    running[key] = scan
-                    yield EventType.NEW_NODE, scan, EventData(since)
-            now = time.monotonic()
-            if running and (key is None or now - last_check >= poll_interval):
-                last_check = now
-                yield from self._closed(store, running, since)
+        try:
+            while stop is None or not stop.is_set():
+                try:
+                    store = self.data_store()
+                except NodeNotFoundError:
+                    time.sleep(poll_interval)
+                    continue
+                try:
+                    since, key = store.get_next_scan(since=since, block=True,
+                                                     timeout=_wait_time(poll_interval))
+                except NoScanAvailable:
+                    key = None
+                if key is not None:
+                    scan = self._written(key, announce=True)
+                    if scan is not None:
+                        running[key] = self._running[key] = scan
+                        yield EventType.NEW_NODE, scan, EventData(since)
+                now = time.monotonic()
+                if running and (key is None or now - last_check >= poll_interval):
+                    last_check = now
+                    yield from self._closed(store, running, since)
+        finally:
+            for key in running:
+                self._running.pop(key, None)
 
     def _closed(self, store: DataStore, running: dict[str, BlissdataScan], position: str
                 ) -> Iterator[Event]:
@@ -319,6 +320,7 @@ class BlissdataSession:
             if states.get(key, ScanState.CLOSED) < ScanState.CLOSED:
                 continue
             scan = running.pop(key)
+            self._running.pop(key, None)
             try:
                 loaded = scan._load()
                 info = loaded.info

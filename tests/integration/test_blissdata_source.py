@@ -355,8 +355,8 @@ def test_auto_chooses_the_source_from_what_redis_holds(blissdata_url, redis_url)
         open_session("demo", blissdata_url, "bliss")
 
 
-def test_scan_history_is_read_in_batches_as_blissdata_reads_it(blissdata_url, tmp_path,
-                                                                monkeypatch):
+def test_scan_history_is_read_in_batches_as_blissdata_reads_it(
+        blissdata_url, tmp_path, monkeypatch):
     from blissdata.exceptions import NoScanAvailable
     from blissdata.redis_engine.store import DataStore
 
@@ -396,3 +396,41 @@ def test_scan_history_is_read_in_batches_as_blissdata_reads_it(blissdata_url, tm
     assert len(expected) == 8 and any(ended for _, ended in expected) \
         and not all(ended for _, ended in expected)
     assert BlissdataSession("demo", blissdata_url).scan_keys() == expected
+
+
+def test_closed_scans_are_forgotten_and_not_written_again(blissdata_url, tmp_path):
+    source = BlissdataSession("demo", blissdata_url)
+    writer = NexusSessionWriter(source, options=SaveOptions(allowed_roots=(str(tmp_path),)),
+                                poll_interval=0.05)
+    writer.start(wait=True, timeout=10)
+    try:
+        files = [str(tmp_path / f"scan{n}.h5") for n in (1, 2, 3)]
+        for number, filename in enumerate(files, 1):
+            publish(blissdata_url, reference_scan_info(filename, npoints=5), ascan_data(5),
+                    number=number)
+        publish(blissdata_url, reference_scan_info(str(tmp_path / "other.h5"),
+                                                   session="other", npoints=5),
+                ascan_data(5), session="other", number=4)
+        records = wait_scans_done(writer, 3)
+        assert [r.writer.end_reason for r in records] == ["SUCCESS"] * 3
+        # the session source keeps nothing of the scans closed, written or skipped
+        wait_until(lambda: not source._running, 10, "the closed scans forgotten")
+        written = {name: (tmp_path / name).stat().st_mtime_ns for name in
+                   ("scan1.h5", "scan2.h5", "scan3.h5")}
+        # started again: the scans are listed again, and none is written twice
+        writer.stop(wait=True, timeout=60)
+        writer.start(wait=True, timeout=10)
+        publish(blissdata_url, reference_scan_info(str(tmp_path / "scan5.h5"), npoints=5),
+                ascan_data(5), number=5)
+        wait_until(lambda: (tmp_path / "scan5.h5").exists() and len(writer.scans()) == 4
+                   and all(r.writer.done() for r in writer.scans()), 30, "scan 5 written")
+        assert sorted(r.name for r in writer.scans()) == [
+            "1_ascan", "2_ascan", "3_ascan", "5_ascan"]
+    finally:
+        writer.stop(wait=True, timeout=60)
+    assert {name: (tmp_path / name).stat().st_mtime_ns for name in written} == written
+    for number, filename in enumerate(files, 1):
+        with h5py.File(filename, "r") as h5:
+            assert _text(h5[f"{number}.1/writer/status"][()]) == "SUCCEEDED"
+            assert "resumed" not in h5[f"{number}.1/writer"]
+    assert not (tmp_path / "other.h5").exists()
