@@ -24,7 +24,8 @@ What the writers see is the event model of every source:
 
 A position is ``"<state>:<n1>,<n2>,..."``: the scan state reached and how many
 points of each numeric stream, or statuses of each lima stream (in the order of
-their names), were given; a writer
+:func:`~.blissdata_streams.stream_order`: their names at PREPARED, then the streams
+created later), were given; a writer
 acknowledges it in a hash of ours, ``nws-blissdata:<scan key>:acks``, since
 blissdata keeps no readers' positions.
 
@@ -48,7 +49,7 @@ import json
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from blissdata.exceptions import NoScanAvailable
 from blissdata.redis_engine.scan import ScanState
@@ -222,11 +223,12 @@ class BlissdataSession:
         since = "-"
         while True:
             with redis_errors(f"reading {SCAN_HISTORY}"):
-                entries = self._client.xrange(SCAN_HISTORY, min=since, count=HISTORY_BATCH)
+                entries: list[Any] = list(self._client.xrange(SCAN_HISTORY, min=since,
+                                                              count=HISTORY_BATCH) or [])
             if not entries:
                 return
             since = "(" + _text(entries[-1][0])
-            keys = [_text(fields.get(b"key", b"")) for _, fields in entries]
+            keys = [_text((fields or {}).get(b"key", b"")) for _, fields in entries]
             keys = [key for key in keys if key.startswith("esrf:scan:")]
             if keys:
                 with redis_errors(f"reading the scans listed in {SCAN_HISTORY}"):

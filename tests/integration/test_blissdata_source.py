@@ -434,3 +434,48 @@ def test_closed_scans_are_forgotten_and_not_written_again(blissdata_url, tmp_pat
             assert _text(h5[f"{number}.1/writer/status"][()]) == "SUCCEEDED"
             assert "resumed" not in h5[f"{number}.1/writer"]
     assert not (tmp_path / "other.h5").exists()
+
+
+def test_streams_created_after_prepared_are_written(blissdata_url, tmp_path):
+    """blissdata lets a publisher create streams after PREPARED (they enter the scan
+    document at the next state change): they are written, and a walk resumed from a
+    position that predates them reads them from their start."""
+    from blissdata.streams.default import Stream
+
+    filename = str(tmp_path / "late.h5")
+    info = reference_scan_info(filename, npoints=30)
+    channels = {"axis:samy": (np.float64, ())}
+    data = {"axis:samy": np.arange(30.0), "late:early": np.arange(30, dtype=np.int32),
+            "late:diode": np.arange(30.0) * 2}
+    with _Writer(blissdata_url, "demo", str(tmp_path)) as writer:
+        scan = BlissScan(blissdata_url, info, channels=channels)
+        scan.scan.prepare()
+        early = scan.scan.create_stream(Stream.make_definition("late:early", np.int32, ()))
+        scan.scan.start()  # "late:early" is in the document from here
+        scan.send({"axis:samy": data["axis:samy"][:10]})
+        early.send(data["late:early"][:10])
+        wait_until(lambda: writer.scans() and writer.scans()[0].writer.status.value
+                   == "RUNNING", 10, "the scan being written")
+        late = scan.scan.create_stream(Stream.make_definition("late:diode", np.float64, ()))
+        for start in (0, 10, 20):  # "late:diode" enters the document at STOPPED
+            late.send(data["late:diode"][start:start + 10])
+        scan.send({"axis:samy": data["axis:samy"][10:]})
+        early.send(data["late:early"][10:])
+        scan.end()
+        (record,) = wait_scans_done(writer, 1)
+        assert record.state is SubscriberState.OFF, record.writer.state_reason
+    with h5py.File(filename, "r") as h5:
+        datasets = _channel_datasets(h5["3.1"])
+        assert set(datasets) == set(data)
+        for name, values in data.items():
+            np.testing.assert_array_equal(datasets[name][()], values, err_msg=name)
+    assert nxcheck_errors(filename, ignore_entry_names=True) == []
+    # a position written before the late streams came: they are read from 0
+    source = BlissdataSession("demo", blissdata_url).scan(scan.key)
+    assert source.current_position().count(",") == 2  # three streams
+    events = list(source.walk_events(from_position="2:10", poll_interval=0.05))
+    got: dict[str, int] = {}
+    for kind, node, event in events:
+        if kind is EventType.NEW_DATA:
+            got[node.name] = got.get(node.name, 0) + event.npoints
+    assert got == {"axis:samy": 20, "late:diode": 30, "late:early": 30}
