@@ -23,7 +23,14 @@ from ..errors import DataLostError, MalformedEventError, NodeNotFoundError
 from . import codec
 from .connection import redis_errors
 from .blissdata_lima import lima_node_info, lima_progress
-from .blissdata_streams import Cursors, is_lima, readable_streams, stream_order, subscans
+from .blissdata_streams import (
+    Cursors,
+    first_kept,
+    is_lima,
+    readable_streams,
+    stream_order,
+    subscans,
+)
 from .events import EndReason, EventData, EventType, NodeDeclaration, NodeType
 from .nodes import Node, make_node
 from .source import Event, StopHandle
@@ -329,6 +336,8 @@ class BlissdataScan:
                              f"which has {len(streams)} numeric streams")
         # streams that came after the position was written start at 0
         progress.counts += [0] * (len(streams) - len(progress.counts))
+        if scan.state >= ScanState.STARTED:  # (no point is sent before)
+            self._check_kept(streams, progress)
         nodes = self._declare(scan, streams)
         if progress.state < ScanState.PREPARED:
             for node in nodes.values():
@@ -337,6 +346,25 @@ class BlissdataScan:
             yield EventType.PREPARED_SCAN, self, EventData(progress.text())
         yield from self._walk_data(scan, streams, nodes, progress, stop, poll_interval,
                                    silence)
+
+    def _check_kept(self, streams: Sequence[Any], progress: _Progress) -> None:
+        """Raise DataLostError, naming every stream and the points gone, when blissdata
+        no longer holds points after ``progress`` (its memory tracker trims the oldest
+        points of a stream when Redis runs short of memory): the walk then gives
+        nothing, so that a writer resumes from its acknowledgement instead, or reports
+        the gap (never a silent one)."""
+        gone = []
+        for stream, had in zip(streams, progress.counts):
+            if is_lima(stream):
+                continue  # only the last status counts
+            kept = first_kept(stream, had)
+            if kept > had:
+                gone.append(f"points {had}..{kept - 1} of stream {stream.name!r} "
+                            f"({stream.key})")
+        if gone:
+            raise DataLostError(
+                f"scan {self._key}: {'; '.join(gone)} are no longer in Redis (trimmed by "
+                f"blissdata's memory tracker) after position {progress.text()}")
 
     def _walk_data(self, scan: Scan, streams: Sequence[Any], nodes: Mapping[str, Node],
                    progress: _Progress, stop: StopHandle | None, poll_interval: float,
@@ -484,9 +512,10 @@ class BlissdataScan:
         try:
             data = view.get_data(skip, count)
         except IndexNoMoreThereError:
+            kept = first_kept(stream, first + skip)
             raise DataLostError(
-                f"{what}: points from {first + skip} on are no longer in Redis (trimmed by "
-                "blissdata's memory tracker before they were written)") from None
+                f"{what}: points {first + skip}..{kept - 1} are no longer in Redis (trimmed "
+                "by blissdata's memory tracker before they were written)") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise MalformedEventError(f"{what}: cannot decode points {first + skip}.. "
                                       f"({exc})") from None

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping, Sequence
 
-from blissdata.exceptions import EndOfStream
+from blissdata.exceptions import EndOfStream, IndexNoMoreThereError
 from blissdata.redis_engine.scan import Scan
 from blissdata.streams import CursorGroup
 from blissdata.streams.default import Stream
@@ -28,7 +28,8 @@ from ..errors import MalformedEventError
 from .blissdata_lima import is_lima_info, lima_node_info
 from .connection import Client, redis_errors
 
-__all__ = ["Cursors", "is_lima", "readable_streams", "stream_order", "subscans"]
+__all__ = ["Cursors", "first_kept", "is_lima", "readable_streams", "stream_order",
+           "subscans"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +138,33 @@ class Cursors:
         except (KeyError, TypeError, ValueError) as exc:
             raise MalformedEventError(f"scan {self._key}: a stream cannot be read ({exc})") \
                 from None
+
+
+def _kept(stream: Any, index: int) -> bool:
+    """Whether point ``index`` of ``stream`` is still in Redis (or not published yet)."""
+    try:
+        stream[index]
+    except IndexNoMoreThereError:
+        return False
+    except IndexError:  # not yet there, or never will be: nothing trimmed there
+        return True
+    return True
+
+
+def first_kept(stream: Any, start: int) -> int:
+    """The first point from ``start`` on that blissdata still holds for ``stream``
+    (``start`` when nothing from there was trimmed; its memory tracker trims the oldest
+    points of a stream first). A few reads when something was trimmed, one otherwise."""
+    if _kept(stream, start):
+        return start
+    low, high = start + 1, max(len(stream), start + 1)  # [low, high]: the first kept
+    while low < high:
+        middle = (low + high) // 2
+        if _kept(stream, middle):
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 def subscans(info: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:

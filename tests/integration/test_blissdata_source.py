@@ -479,3 +479,82 @@ def test_streams_created_after_prepared_are_written(blissdata_url, tmp_path):
         if kind is EventType.NEW_DATA:
             got[node.name] = got.get(node.name, 0) + event.npoints
     assert got == {"axis:samy": 20, "late:diode": 30, "late:early": 30}
+
+
+def _trim(url: str, key: str, upto: int) -> None:
+    """What blissdata's memory tracker does when Redis runs short of memory: the points
+    of every stream of the scan before ``upto`` are removed (``XTRIM MINID``)."""
+    import redis
+    from blissdata.redis_engine.store import DataStore
+
+    scan = DataStore(url).load_scan(key)
+    client = redis.Redis.from_url(url)
+    try:
+        for stream in scan.streams.values():
+            client.xtrim(stream.key, minid=upto, approximate=False)
+    finally:
+        client.close()
+
+
+def test_walk_over_trimmed_points_raises_data_lost_naming_them(blissdata_url, tmp_path):
+    from nexus_writer_service.errors import DataLostError
+
+    channels = {"axis:samy": (np.float64, ()), "diode:diode": (np.int32, ())}
+    data = {"axis:samy": np.arange(30.0), "diode:diode": np.arange(30, dtype=np.int32)}
+    scan = publish(blissdata_url, reference_scan_info(str(tmp_path / "s.h5"), npoints=30),
+                   data, block=10, channels=channels)
+    _trim(blissdata_url, scan.key, 10)
+    source = BlissdataSession("demo", blissdata_url).scan(scan.key)
+    with pytest.raises(DataLostError) as lost:
+        next(source.walk_events(poll_interval=0.05))
+    message = str(lost.value)
+    assert scan.key in message and "points 0..9 of stream 'axis:samy'" in message
+    assert "points 0..9 of stream 'diode:diode'" in message
+    with pytest.raises(DataLostError, match=r"points 4\.\.9 of stream 'axis:samy'"):
+        next(source.walk_events(from_position="2:4,12", poll_interval=0.05))
+    rest = [e for e in source.walk_events(from_position="2:10,12", poll_interval=0.05)
+            if e[0] is EventType.NEW_DATA]
+    assert {n: sum(e[2].npoints for e in rest if e[1].name == n) for n in data} == {
+        "axis:samy": 20, "diode:diode": 18}
+
+
+@pytest.mark.parametrize("trimmed, complete", [(20, True), (30, False)],
+                         ids=["written-points-trimmed", "unwritten-points-trimmed"])
+def test_writer_started_again_after_trimming_resumes_from_its_acknowledgement(
+        blissdata_url, tmp_path, trimmed, complete):
+    filename = str(tmp_path / "scan.h5")
+    data = ascan_data(60)
+    parts = list(blocks(data, 10))
+    scan = BlissScan(blissdata_url, reference_scan_info(filename, npoints=60))
+    writer = _Writer(blissdata_url, "demo", str(tmp_path))
+    with writer:
+        scan.prepare_and_start()
+        for part in parts[:2]:
+            scan.send(part)
+        source = BlissdataSession("demo", blissdata_url).scan(scan.key)
+        wait_until(lambda: (source.acknowledged("nexus_writer") or "").endswith(
+            ",".join(["20"] * len(ASCAN_CHANNELS))), 10, "20 points acknowledged")
+        (first,) = writer.writer.scans()
+    for part in parts[2:]:  # while no writer runs
+        scan.send(part)
+    scan.end()
+    _trim(blissdata_url, scan.key, trimmed)  # Redis short of memory
+    with writer:
+        wait_until(lambda: [r for r in writer.writer.scans()
+                            if r.writer is not first.writer and r.writer.done()], 30,
+                   "the scan resumed and finished")
+        (record,) = writer.writer.scans()
+        if complete:
+            assert record.state is SubscriberState.OFF, record.writer.state_reason
+        else:
+            assert record.state is SubscriberState.FAULT
+            reason = record.writer.state_reason
+            assert "points 20..29 of stream" in reason and "no longer in Redis" in reason
+    with h5py.File(filename, "r") as h5:
+        datasets = _channel_datasets(h5["3.1"])
+        for name, values in data.items():
+            if complete:
+                np.testing.assert_array_equal(datasets[name][()], values, err_msg=name)
+            else:  # what was written is kept, and nothing after the gap
+                np.testing.assert_array_equal(datasets[name][:20], values[:20], err_msg=name)
+                assert len(datasets[name]) == 20, name

@@ -73,7 +73,15 @@ def assert_file_holds(filename: Path, held: dict[str, np.ndarray], status: str,
         for name, values in held.items():
             assert found[name].dtype == values.dtype, name
             np.testing.assert_array_equal(found[name][()], values, err_msg=name)
-    assert nxcheck_errors(str(filename), ignore_entry_names=True) == []
+    errors = nxcheck_errors(str(filename), ignore_entry_names=True)
+    if len({len(values) for values in held.values()}) == 1:
+        assert errors == []
+    else:
+        # a publisher that died while it sent leaves streams of different lengths
+        # (blissdata sends each stream on its own): the file holds each as it is, and
+        # the only complaint can be that a plot's axis and signal differ in length
+        assert all("inconsistent with the signal shape" in e for e in errors), \
+            errors
 
 
 def _publisher(url: str, filename: Path, processes: list[subprocess.Popen[Any]]
@@ -149,9 +157,12 @@ def test_writer_resumes_after_redis_restarts_mid_scan(
     publisher, key = _publisher(url, filename, processes)
     wait_until(lambda: _points(filename) >= 100, 30, "points in the file")
     own_blissdata.stop()
-    wait_until(lambda: "the session writer failed" in log.read_text(), 30, "the failure logged")
+    # the writer fails, or its lease lapses first: it stops, and takes the session again
+    wait_until(lambda: any(words in log.read_text() for words in (
+        "the session writer failed", "could not be renewed")), 30, "the failure logged")
     own_blissdata.start()
-    wait_until(lambda: "runs again" in log.read_text(), 60, "the writer running again")
+    wait_until(lambda: log.read_text().count("writing scan 3_ascan") >= 2, 60,
+               "the writer running again, the scan resumed")
     publisher.kill()
     publisher.wait(10)
     next_file = root / "next.h5"
