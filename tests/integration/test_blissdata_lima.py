@@ -231,3 +231,77 @@ def _status(filename: str) -> str:
             return _text(h5["3.1/writer/status"][()])
     except (OSError, KeyError, ValueError, TypeError, RuntimeError):  # reader contract
         return ""
+
+
+LIMA_OPTIONS = [
+    ("EDF", {}, "references"),
+    ("EDF", {"enable_external_nonhdf5": True}, "external"),
+    ("EDF", {"copy_non_external": True}, "copy"),
+    ("HDF5", {"disable_external_hdf5": True}, "references"),
+    ("HDF5", {"disable_external_hdf5": True, "copy_non_external": True}, "copy"),
+]
+
+
+@pytest.mark.parametrize("file_format, values, storage", LIMA_OPTIONS,
+                         ids=[f"{f}-{'+'.join(v) or 'default'}" for f, v, _ in LIMA_OPTIONS])
+def test_lima_frames_are_referenced_as_the_options_say(blissdata_url, tmp_path, file_format,
+                                                       values, storage):
+    """EDF and HDF5 lima files named by blissdata's lima streams: external EDF frames,
+    copies or references, as the save options say (as for our own source)."""
+    from nexus_writer_service.simulation.lima import write_edf_frames
+
+    nframes = 6
+    suffix = "edf" if file_format == "EDF" else "h5"
+    filename = str(tmp_path / "sample" / "scan.h5")
+    (tmp_path / "lima").mkdir()
+    info = reference_scan_info(filename, npoints=nframes)
+    info["acquisition_chain"]["axis"]["images"] = [LIMA]
+    lima = lima_definition(LIMA, str(tmp_path / "lima" / f"cam_%04d.{suffix}"),
+                           frames_per_file=4, frames_per_acquisition=nframes, shape=SHAPE,
+                           file_format=file_format,
+                           data_path="" if file_format == "EDF" else DATA_PATH)
+    data = ascan_data(nframes)
+    options = SaveOptions(allowed_roots=(str(tmp_path),), lima_refresh_period=0.1, **values)
+    writer = NexusSessionWriter(BlissdataSession("demo", blissdata_url), options=options,
+                                poll_interval=0.05)
+    writer.start(wait=True, timeout=10)
+    try:
+        scan = BlissScan(blissdata_url, info, limas=[lima])
+        scan.prepare_and_start()
+        reader = DataStore(blissdata_url).load_scan(scan.key)
+        references = [reader.streams[LIMA].get_references(i) for i in range(nframes)]
+        frames = np.random.default_rng(2).integers(0, 60000, (nframes,) + SHAPE,
+                                                   dtype=np.uint16)
+        files: dict[str, list[int]] = {}
+        for index, ref in enumerate(references):
+            files.setdefault(ref.file_path, []).append(index)
+        for path, indices in files.items():  # the detector saves each file whole
+            if file_format == "EDF":
+                write_edf_frames(path, 0, frames[indices[0]:indices[-1] + 1])
+            else:
+                with h5py.File(path, "w") as h5:
+                    h5[DATA_PATH] = frames[indices[0]:indices[-1] + 1]
+        scan.send(data)
+        scan.lima_status(LIMA, nframes - 1, nframes - 1)
+        scan.end()
+        (record,) = wait_scans_done(writer, 1)
+        assert record.state is SubscriberState.OFF, record.writer.state_reason
+    finally:
+        writer.stop(wait=True, timeout=60)
+    assert len(files) == 2
+    with h5py.File(filename, "r") as h5:
+        dataset = h5["3.1/instrument/cam/data"]
+        if storage == "references":
+            uris = [_text(uri) for uri in dataset[()]]
+            assert len(uris) == nframes
+            named = {os.path.normpath(os.path.join(os.path.dirname(filename),
+                                                   uri.split("::")[0])) for uri in uris}
+            assert named == set(files)
+        else:
+            assert dataset.shape == (nframes,) + SHAPE and dataset.dtype == np.uint16
+            external = dataset.external or []
+            assert bool(external) is (storage == "external")
+            if external:
+                assert {_text(name) for name, _, _ in external} == set(files)
+            np.testing.assert_array_equal(dataset[()], frames)
+    assert nxcheck_errors(filename, ignore_entry_names=True) == []
