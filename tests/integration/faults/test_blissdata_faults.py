@@ -102,7 +102,7 @@ def _publisher(url: str, filename: Path, processes: list[subprocess.Popen[Any]]
 def test_publisher_killed_mid_scan_ends_publisher_lost_with_all_it_published(
         blissdata_url: str, tmp_path: Path, processes: list[subprocess.Popen[Any]]) -> None:
     filename = tmp_path / "data" / "killed.h5"
-    writer = NexusSessionWriter(BlissdataSession("demo", blissdata_url, idle_timeout=1.0),
+    writer = NexusSessionWriter(BlissdataSession("demo", blissdata_url, idle_timeout=3.0),
                                 options=SaveOptions(allowed_roots=(str(tmp_path),)),
                                 poll_interval=0.05)
     writer.start(wait=True, timeout=10)
@@ -150,7 +150,7 @@ def test_writer_resumes_after_redis_restarts_mid_scan(
     filename = root / "restart.h5"
     log = tmp_path / "writer.log"
     writer = subprocess.Popen(cli_writer("demo", url, root, log, "--data-source", "blissdata",
-                                         "--blissdata-idle-timeout", "2"))
+                                         "--blissdata-idle-timeout", "3"))
     processes.append(writer)
     wait_until(lambda: log.exists() and "writing session" in log.read_text(), 30,
                "the writer started")
