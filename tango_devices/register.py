@@ -20,7 +20,7 @@ import tango
 
 from nexus_writer_service.cli.session_writer import add_save_options, save_options_from_args
 from nexus_writer_service.data.keys import check_name
-from nexus_writer_service.data.opener import DATA_SOURCES, check_data_source
+from nexus_writer_service.data.opener import DATA_SOURCES, check_data_source, check_idle_timeout
 from nexus_writer_service.errors import ConfigurationError, NexusWriterError
 
 from .server import SERVER
@@ -64,19 +64,25 @@ def register_nexus_writer(session: str, *, domain: str = "id00",
                           redis_url: Optional[str] = None,
                           options: Optional[Mapping[str, Any]] = None, force: bool = False,
                           data_source: Optional[str] = None,
+                          blissdata_idle_timeout: Optional[float] = None,
                           database: Optional[tango.Database] = None) -> Registration:
     """Register (or update) the NexusWriter of ``session``; returns what was done.
 
     ``options``: save options as ``{name: value}`` to set as device properties
     (others are left as they are). ``data_source``: ``auto``, ``nws`` or ``blissdata``
-    (left as it is when None). ``database``: default ``tango.Database()``.
+    (left as it is when None). ``blissdata_idle_timeout``: seconds after which a
+    blissdata scan never closed is ended ``PUBLISHER_LOST`` (left as it is when None).
+    ``database``: default ``tango.Database()``.
 
+    :raises ConfigurationError: ``data_source`` or ``blissdata_idle_timeout`` is invalid
     :raises RegistrationError: database unreachable, or the device writes another
         session and ``force`` is false
     """
     check_name(session)
     if data_source is not None:
         data_source = check_data_source(data_source)
+    if blissdata_idle_timeout is not None:
+        blissdata_idle_timeout = check_idle_timeout(blissdata_idle_timeout)
     name = device_name(session, domain, family, member)
     server_name = f"{server}/{instance or session}"
     try:
@@ -117,6 +123,8 @@ def register_nexus_writer(session: str, *, domain: str = "id00",
         properties["redis_url"] = redis_url
     if data_source is not None:
         properties["data_source"] = data_source
+    if blissdata_idle_timeout is not None:
+        properties["blissdata_idle_timeout"] = _property_text(blissdata_idle_timeout)
     for key, value in (options or {}).items():
         properties[key] = _property_text(value)
     db.put_device_property(name, properties)
@@ -142,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-source", choices=DATA_SOURCES,
                         help="where the scans come from: nws, blissdata (BLISS 2.x) or auto "
                         "(the device's default: chosen from what the Redis holds)")
+    parser.add_argument("--blissdata-idle-timeout", type=float, metavar="SECONDS",
+                        help="blissdata has no publisher lease: end a scan that was never "
+                        "closed with PUBLISHER_LOST after this long without a point or a "
+                        "state change; keep it longer than any pause of a scan (the "
+                        "device's default: 600)")
     parser.add_argument("--force", action="store_true",
                         help="move an existing device from its session to this one")
     add_save_options(parser)
@@ -164,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         done = register_nexus_writer(
             args.session, domain=args.domain, family=args.family, member=args.member,
             instance=args.instance, server=args.server, redis_url=args.redis_url,
-            options=given, force=args.force, data_source=args.data_source)
+            options=given, force=args.force, data_source=args.data_source,
+            blissdata_idle_timeout=args.blissdata_idle_timeout)
     except ConfigurationError as exc:
         parser.error(str(exc))
     except NexusWriterError as exc:

@@ -202,3 +202,36 @@ class BlissSequence:
         self.scan.info["end_reason"] = "SUCCESS"
         self.scan.info["end_time"] = END_TIME
         self.scan.close()
+
+
+def published(url: str, key: str) -> dict[str, np.ndarray]:
+    """Every point blissdata holds for each numeric stream of the scan ``key``, read
+    with blissdata's own reader."""
+    scan = DataStore(url).load_scan(key)
+    return {name: np.asarray(stream[:]) for name, stream in scan.streams.items()
+            if getattr(stream, "kind", None) == "array"}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """A BLISS that dies mid-scan, as a process of its own: ``URL FILENAME SESSION
+    NPOINTS BLOCK``: publishes an ascan of NPOINTS points (:func:`ascan_data`) in blocks
+    of BLOCK points, one every 10 ms, printing ``sent <scan key>`` after the first; then
+    waits to be killed (the scan is never closed)."""
+    import sys
+    import time
+
+    url, filename, session, npoints, block = (argv or sys.argv[1:])[:5]
+    scan = BlissScan(url, reference_scan_info(filename, session=session,
+                                              npoints=int(npoints)), session=session)
+    scan.prepare_and_start()
+    for index, part in enumerate(blocks(ascan_data(int(npoints)), int(block))):
+        scan.send(part)
+        if index == 0:
+            print("sent", scan.key, flush=True)
+        time.sleep(0.01)
+    while True:
+        time.sleep(60)
+
+
+if __name__ == "__main__":
+    main()

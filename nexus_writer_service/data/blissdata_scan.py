@@ -9,23 +9,29 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generator, Iterator, Mapping, Sequence
 
 import numpy as np
 from blissdata.exceptions import (
-    EndOfStream,
     IndexNoMoreThereError,
     ScanLoadError,
     ScanNotFoundError,
 )
 from blissdata.redis_engine.scan import Scan, ScanState, scan_creation_stream
-from blissdata.streams import CursorGroup
-from blissdata.streams.default import Stream
 
 from ..errors import DataLostError, MalformedEventError, NodeNotFoundError
 from . import codec
 from .connection import redis_errors
-from .blissdata_lima import is_lima_info, lima_node_info, lima_progress
+from .blissdata_lima import lima_node_info, lima_progress
+from .blissdata_streams import (
+    Cursors,
+    first_kept,
+    is_lima,
+    is_scans,
+    readable_streams,
+    stream_order,
+    subscans,
+)
 from .events import (
     EndReason,
     EventData,
@@ -257,27 +263,40 @@ class BlissdataScan:
         self._remember(scan)
         if scan.state < ScanState.PREPARED:
             return {}
-        return self._declare(scan, _readable_streams(scan, self._key))
+        return self._declare(scan, self._streams(scan))
 
-    def _declare(self, scan: Scan, streams: Sequence[Any]) -> dict[str, Node]:
+    def _streams(self, scan: Scan) -> list[Any]:
+        """The streams read, in the order positions count them
+        (:func:`~.blissdata_streams.stream_order`)."""
+        return stream_order(self._session.connection, self._key,
+                            readable_streams(scan, self._key), ACK_RETENTION)
+
+    def _declare(self, scan: Scan, streams: Sequence[Any],
+                 known: Mapping[str, Node] | None = None) -> dict[str, Node]:
+        """The nodes of ``scan``: its subscans, then ``streams``; those of ``known``
+        (declared before) are kept as they are."""
         info = self.info
-        subscans, placement = _subscans(info)
-        declarations = [NodeDeclaration(name, NodeType.SUBSCAN, index, {"index": index + 1})
-                        for index, name in enumerate(subscans)]
+        tops, placement = subscans(info)
+        nodes = dict(known or {})
+        declarations = [] if known else [
+            NodeDeclaration(name, NodeType.SUBSCAN, index, {"index": index + 1})
+            for index, name in enumerate(tops)]
         channels = info.get("channels")
         units: dict[str, Any] = channels if isinstance(channels, dict) else {}
         for stream in streams:
-            subscan = placement.get(stream.name, subscans[0])
-            if _is_lima(stream):
-                declarations.append(self._lima(stream, len(declarations), subscan))
+            if stream.name in nodes:
                 continue
-            if _is_scans(stream):
-                declarations.append(NodeDeclaration(stream.name, NodeType.SCANS,
-                                                    len(declarations), {"subscan": subscan}))
+            index = len(nodes) + len(declarations)
+            subscan = placement.get(stream.name, tops[0])
+            if is_lima(stream):
+                declarations.append(self._lima(stream, index, subscan))
                 continue
-            declarations.append(self._channel(stream, len(declarations), subscan,
-                                              units.get(stream.name)))
-        nodes = {decl.name: make_node(self, decl) for decl in declarations}
+            if is_scans(stream):
+                declarations.append(NodeDeclaration(stream.name, NodeType.SCANS, index,
+                                                    {"subscan": subscan}))
+                continue
+            declarations.append(self._channel(stream, index, subscan, units.get(stream.name)))
+        nodes.update((decl.name, make_node(self, decl)) for decl in declarations)
         with self._lock:
             self._nodes = dict(nodes)
         return nodes
@@ -285,7 +304,7 @@ class BlissdataScan:
     def _lima(self, stream: Any, index: int, subscan: str) -> NodeDeclaration:
         what = f"lima stream {stream.name!r} ({stream.key}) of scan {self._key}"
         node_info = lima_node_info(stream.info or {}, subscan, what)
-        assert node_info is not None  # unsaved ones are not read (_readable_streams)
+        assert node_info is not None  # unsaved ones are not read (readable_streams)
         return NodeDeclaration(stream.name, NodeType.LIMA, index, node_info)
 
     def _channel(self, stream: Any, index: int, subscan: str, channel_info: Any
@@ -329,12 +348,14 @@ class BlissdataScan:
             if scan.state < ScanState.PREPARED and silence.expired():
                 yield self._publisher_lost(progress, silence)
                 return
-        streams = _readable_streams(scan, self._key)
-        if not progress.counts:
-            progress.counts = [0] * len(streams)
-        elif len(progress.counts) != len(streams):
+        streams = self._streams(scan)
+        if len(progress.counts) > len(streams):
             raise ValueError(f"position {from_position!r} does not fit scan {self._key}, "
                              f"which has {len(streams)} numeric streams")
+        # streams that came after the position was written start at 0
+        progress.counts += [0] * (len(streams) - len(progress.counts))
+        if scan.state >= ScanState.STARTED:  # (no point is sent before)
+            self._check_kept(streams, progress)
         nodes = self._declare(scan, streams)
         if progress.state < ScanState.PREPARED:
             for node in nodes.values():
@@ -344,14 +365,34 @@ class BlissdataScan:
         yield from self._walk_data(scan, streams, nodes, progress, stop, poll_interval,
                                    silence)
 
+    def _check_kept(self, streams: Sequence[Any], progress: _Progress) -> None:
+        """Raise DataLostError, naming every stream and the points gone, when blissdata
+        no longer holds points after ``progress`` (its memory tracker trims the oldest
+        points of a stream when Redis runs short of memory): the walk then gives
+        nothing, so that a writer resumes from its acknowledgement instead, or reports
+        the gap (never a silent one)."""
+        gone = []
+        for stream, had in zip(streams, progress.counts):
+            if is_lima(stream):
+                continue  # only the last status counts
+            kept = first_kept(stream, had)
+            if kept > had:
+                gone.append(f"points {had}..{kept - 1} of stream {stream.name!r} "
+                            f"({stream.key})")
+        if gone:
+            raise DataLostError(
+                f"scan {self._key}: {'; '.join(gone)} are no longer in Redis (trimmed by "
+                f"blissdata's memory tracker) after position {progress.text()}")
+
     def _walk_data(self, scan: Scan, streams: Sequence[Any], nodes: Mapping[str, Node],
                    progress: _Progress, stop: StopHandle | None, poll_interval: float,
                    silence: _Silence) -> Iterator[Event]:
+        streams, nodes = list(streams), dict(nodes)
         order = {stream.name: i for i, stream in enumerate(streams)}
-        cursors = CursorGroup(list(streams)) if streams else None
+        cursors = Cursors(streams, self._key)
         seen = self.info  # what the writer planned with: BLISS completes it at CLOSED
         while stop is None or not stop.is_set():
-            views, sealed = self._read(cursors, poll_interval)
+            views, sealed = cursors.read(_wait_time(poll_interval))
             for stream, view in views.items():
                 event = self._block(stream, view, nodes[stream.name], order[stream.name],
                                     progress)
@@ -364,12 +405,18 @@ class BlissdataScan:
             # sealed, since no data can come)
             if scan.state < ScanState.CLOSED:
                 try:
-                    if self._update(scan, poll_interval if sealed else None):
-                        silence.restart()
+                    changed = self._update(scan, poll_interval if sealed else None)
                 except _Deleted:
-                    yield from self._drain(cursors, streams, nodes, order, progress)
+                    yield from self._drain(cursors, nodes, order, progress)
                     yield self._deleted(progress)
                     return
+                if changed:
+                    silence.restart()
+                    late = yield from self._late_streams(scan, streams, nodes, order,
+                                                         progress)
+                    if late:
+                        cursors.add(late)
+                        continue
                 if scan.state < ScanState.CLOSED and silence.expired():
                     yield from self._info_changes(seen, progress)
                     yield self._publisher_lost(progress, silence)
@@ -382,6 +429,33 @@ class BlissdataScan:
             yield EventType.END_SCAN, self, EventData(progress.text(), reason=reason,
                                                       message=message)
             return
+
+    def _late_streams(self, scan: Scan, streams: list[Any], nodes: dict[str, Node],
+                      order: dict[str, int], progress: _Progress
+                      ) -> Generator[Event, None, list[Any]]:
+        """NEW_NODE for the streams the publisher created after PREPARED (the scan
+        document lists them from the next state change on), which join ``streams``,
+        ``nodes``, ``order`` and ``progress``; returns them."""
+        known = {stream.name for stream in streams}
+        ordered = self._streams(scan)
+        late = [stream for stream in ordered if stream.name not in known]
+        if not late:
+            return []
+        if [stream.name for stream in ordered[:len(streams)]] != [s.name for s in streams]:
+            raise MalformedEventError(f"scan {self._key}: its streams changed order "
+                                      f"({sorted(known)} read so far)")
+        logger.info("scan %s: streams created after PREPARED are read too: %s", self._key,
+                    ", ".join(stream.name for stream in late))
+        before = set(nodes)
+        nodes.update(self._declare(scan, late, nodes))
+        for stream in late:
+            order[stream.name] = len(streams)
+            streams.append(stream)
+            progress.counts.append(0)
+        for name, node in nodes.items():
+            if name not in before:
+                yield EventType.NEW_NODE, node, EventData(progress.text())
+        return late
 
     def _info_changes(self, seen: Mapping[str, Any], progress: _Progress) -> Iterator[Event]:
         """INFO_UPDATE with what the scan_info gained since the writer planned with
@@ -416,15 +490,11 @@ class BlissdataScan:
                                                    reason=EndReason.PUBLISHER_LOST,
                                                    message=message)
 
-    def _drain(self, cursors: CursorGroup | None, streams: Sequence[Any],
-               nodes: Mapping[str, Node], order: Mapping[str, int], progress: _Progress
-               ) -> Iterator[Event]:
+    def _drain(self, cursors: Cursors, nodes: Mapping[str, Node], order: Mapping[str, int],
+               progress: _Progress) -> Iterator[Event]:
         """What the streams of a deleted scan still hold."""
-        while cursors is not None:
-            try:
-                views = cursors.read(block=False)
-            except EndOfStream:
-                return
+        while True:
+            views, _ = cursors.read(None)
             if not views:
                 return
             for stream, view in views.items():
@@ -439,20 +509,6 @@ class BlissdataScan:
         return EventType.END_SCAN, self, EventData(progress.text(), reason=reason,
                                                    message=message)
 
-    def _read(self, cursors: CursorGroup | None, poll_interval: float
-              ) -> tuple[dict[Any, Any], bool]:
-        """New views of the streams (waiting up to ``poll_interval`` for some), and
-        whether every stream is sealed and read to its end."""
-        if cursors is None:
-            return {}, True
-        try:
-            return cursors.read(block=True, timeout=_wait_time(poll_interval)), False
-        except EndOfStream:
-            return {}, True
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MalformedEventError(f"scan {self._key}: a stream cannot be read ({exc})") \
-                from None
-
     def _block(self, stream: Any, view: Any, node: Node, index: int, progress: _Progress
                ) -> Event | None:
         """The NEW_DATA event of the points of ``view`` not given yet (None if none)."""
@@ -462,7 +518,7 @@ class BlissdataScan:
         if skip >= count:
             return None
         what = f"stream {stream.name!r} ({stream.key}) of scan {self._key}"
-        if _is_lima(stream):  # only the last status counts: given again when resumed
+        if is_lima(stream):  # only the last status counts: given again when resumed
             progress.counts[index] = first + count
             try:
                 status = lima_progress(view.get_data(count - 1, None), what)
@@ -474,13 +530,14 @@ class BlissdataScan:
         try:
             data = view.get_data(skip, count)
         except IndexNoMoreThereError:
+            kept = first_kept(stream, first + skip)
             raise DataLostError(
-                f"{what}: points from {first + skip} on are no longer in Redis (trimmed by "
-                "blissdata's memory tracker before they were written)") from None
+                f"{what}: points {first + skip}..{kept - 1} are no longer in Redis (trimmed "
+                "by blissdata's memory tracker before they were written)") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise MalformedEventError(f"{what}: cannot decode points {first + skip}.. "
                                       f"({exc})") from None
-        if _is_scans(stream):
+        if is_scans(stream):
             progress.counts[index] = first + count
             return EventType.NEW_DATA, node, EventData(
                 progress.text(), first_index=first + skip,
@@ -516,7 +573,7 @@ class BlissdataScan:
         scan = self._load()
         if scan.state < ScanState.PREPARED:
             return _START
-        streams = _readable_streams(scan, self._key)
+        streams = self._streams(scan)
         counts = []
         for stream in streams:
             try:
@@ -559,77 +616,3 @@ class BlissdataScan:
 
     def __repr__(self) -> str:
         return f"<BlissdataScan {self._key}>"
-
-
-def _is_lima(stream: Any) -> bool:
-    """Whether ``stream`` (of :func:`_readable_streams`) gives the statuses of a lima
-    detector."""
-    return bool(getattr(stream, "lima", False))
-
-
-def _is_scans(stream: Any) -> bool:
-    """Whether ``stream`` (of :func:`_readable_streams`) names the scans of a sequence."""
-    return bool(getattr(stream, "scans", False))
-
-
-class _ScanReferences(Stream):
-    """The scans of a sequence (blissdata's ``scan_sequence`` plugin): its JSON events
-    ``{"key", "scan_number"}`` read as they are (the plugin's view loads each scan,
-    and fails on one that is gone: those are named in the file instead)."""
-
-    scans = True
-
-
-class _LimaStatuses(Stream):
-    """The statuses of a lima detector's stream: its JSON events, read as they are
-    (blissdata's ``LimaStream`` turns them into frames, which are never read here)."""
-
-    lima = True
-
-
-def _readable_streams(scan: Scan, key: str) -> list[Any]:
-    """The numeric streams of ``scan``, the statuses of its lima detectors whose
-    frames are saved and the scans of a sequence, by name; the others are logged and
-    left out.
-
-    :raises MalformedEventError: a lima stream is not as blissdata writes them"""
-    streams: list[Any] = []
-    for name, stream in sorted(scan.streams.items()):
-        info = stream.info if isinstance(stream.info, dict) else {}
-        if is_lima_info(info):
-            what = f"lima stream {name!r} ({stream.key}) of scan {key}"
-            if lima_node_info(info, "", what) is not None:
-                streams.append(_LimaStatuses(stream.event_stream))
-            else:
-                logger.warning("scan %s: %s is not written: its frames are not saved", key,
-                               what)
-        elif isinstance(stream, Stream) and stream.kind == "array":
-            streams.append(stream)
-        elif getattr(stream, "plugin", None) == "scan_sequence":
-            streams.append(_ScanReferences(stream.event_stream))
-        else:
-            logger.warning("scan %s: stream %r (%s, plugin %r) is not written: only numeric "
-                           "streams are", key, name, type(stream).__name__,
-                           getattr(stream, "plugin", None))
-    return streams
-
-
-def _subscans(info: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:
-    """The top masters of the acquisition chain (``["main"]`` without one), and the one
-    each channel named there belongs to."""
-    chain = info.get("acquisition_chain")
-    if not isinstance(chain, dict) or not chain:
-        return ["main"], {}
-    placement: dict[str, str] = {}
-    for top, entry in chain.items():
-        if not isinstance(entry, dict):
-            continue
-        master = entry.get("master")
-        parts: list[dict[str, Any]] = [entry, master if isinstance(master, dict) else {}]
-        for part in parts:
-            for kind in ("scalars", "spectra", "images"):
-                names = part.get(kind)
-                if isinstance(names, list):
-                    for name in names:
-                        placement.setdefault(str(name), str(top))
-    return [str(top) for top in chain], placement

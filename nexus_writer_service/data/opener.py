@@ -18,7 +18,8 @@ from .keys import SessionKeys, check_name
 from .reader import get_session_node
 from .source import SessionSource
 
-__all__ = ["open_session", "choose_data_source", "check_data_source", "DATA_SOURCES"]
+__all__ = ["open_session", "choose_data_source", "check_data_source", "check_idle_timeout",
+           "DATA_SOURCES"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,17 @@ def check_data_source(data_source: str) -> str:
         raise ConfigurationError(
             f"unknown data source {data_source!r}: use one of {', '.join(DATA_SOURCES)}")
     return value
+
+
+def check_idle_timeout(seconds: object) -> float:
+    """``seconds`` as the idle timeout of the blissdata source (a positive, finite number).
+
+    :raises ConfigurationError: it is not one"""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
+            or not 0 < seconds < float("inf"):
+        raise ConfigurationError(
+            f"idle_timeout must be a positive number of seconds, got {seconds!r}")
+    return float(seconds)
 
 
 def choose_data_source(session: str, client: Client) -> tuple[str, str]:

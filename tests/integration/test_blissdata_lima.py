@@ -165,3 +165,143 @@ def test_malformed_lima_stream_faults_only_its_scan(blissdata_url, tmp_path, cha
         assert writer.state is SubscriberState.ON
     finally:
         writer.stop(wait=True, timeout=60)
+
+
+@pytest.mark.slow
+def test_lima_across_a_writer_restart(blissdata_url, tmp_path, processes):
+    """The writer killed mid-scan and started again: it resumes from its
+    acknowledgements and the file references every frame saved, once."""
+    import signal
+
+    nframes = 12
+    filename = str(tmp_path / "sample" / "scan.h5")
+    (tmp_path / "lima").mkdir()
+    info = reference_scan_info(filename, npoints=nframes)
+    info["acquisition_chain"]["axis"]["images"] = [LIMA]
+    lima = lima_definition(LIMA, str(tmp_path / "lima" / "cam_%04d.h5"), frames_per_file=2,
+                           frames_per_acquisition=nframes, shape=SHAPE)
+    log = tmp_path / "writer.log"
+    command = [sys.executable, "-m", "nexus_writer_service.cli.session_writer", "demo",
+               "--redis-url", blissdata_url, "--allowed-roots", str(tmp_path),
+               "--data-source", "blissdata", "--flush-period", "0.05",
+               "--lima-refresh-period", "0.1", "--logfile", str(log), "--nologstdout"]
+    first = subprocess.Popen(command)
+    processes.append(first)
+    wait_until(lambda: log.exists() and "writing session" in log.read_text(), 30,
+               "the writer started")
+    data = ascan_data(nframes)
+    scan = BlissScan(blissdata_url, info, limas=[lima])
+    scan.prepare_and_start()
+    frames = _Frames(blissdata_url, scan, nframes)
+
+    def point(index: int) -> None:
+        scan.send({name: values[index:index + 1] for name, values in data.items()})
+        scan.lima_status(LIMA, index, frames.save_upto(index + 1))
+
+    for index in range(6):
+        point(index)
+    sums = [int(frame.sum()) for frame in frames.frames]
+    wait_until(lambda: _shown(filename)[:6] == sums[:6], 30, "6 frames in the file")
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    for index in range(6, 9):  # while no writer runs
+        point(index)
+    second = subprocess.Popen(command)
+    processes.append(second)
+    wait_until(lambda: _shown(filename)[:8] == sums[:8], 30, "the frames saved meanwhile")
+    for index in range(9, nframes):
+        point(index)
+    scan.end()
+    wait_until(lambda: _status(filename) == "SUCCEEDED", 30, "the file completed")
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(30) == 0
+    with h5py.File(filename, "r") as h5:
+        assert "resumed" in _text(h5["3.1/writer/resumed"][()])
+        dataset = _lima_dataset(h5["3.1"])
+        assert dataset.is_virtual and dataset.shape == (nframes,) + SHAPE
+        np.testing.assert_array_equal(dataset[()], frames.frames)
+        np.testing.assert_array_equal(h5["3.1/instrument/diode/data"][()],
+                                      data["simulation_diode_sampling_controller:diode"])
+    assert nxcheck_errors(filename, ignore_entry_names=True) == []
+
+
+def _status(filename: str) -> str:
+    try:
+        with h5py.File(filename, "r", locking=False) as h5:
+            return _text(h5["3.1/writer/status"][()])
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError):  # reader contract
+        return ""
+
+
+LIMA_OPTIONS = [
+    ("EDF", {}, "references"),
+    ("EDF", {"enable_external_nonhdf5": True}, "external"),
+    ("EDF", {"copy_non_external": True}, "copy"),
+    ("HDF5", {"disable_external_hdf5": True}, "references"),
+    ("HDF5", {"disable_external_hdf5": True, "copy_non_external": True}, "copy"),
+]
+
+
+@pytest.mark.parametrize("file_format, values, storage", LIMA_OPTIONS,
+                         ids=[f"{f}-{'+'.join(v) or 'default'}" for f, v, _ in LIMA_OPTIONS])
+def test_lima_frames_are_referenced_as_the_options_say(blissdata_url, tmp_path, file_format,
+                                                       values, storage):
+    """EDF and HDF5 lima files named by blissdata's lima streams: external EDF frames,
+    copies or references, as the save options say (as for our own source)."""
+    from nexus_writer_service.simulation.lima import write_edf_frames
+
+    nframes = 6
+    suffix = "edf" if file_format == "EDF" else "h5"
+    filename = str(tmp_path / "sample" / "scan.h5")
+    (tmp_path / "lima").mkdir()
+    info = reference_scan_info(filename, npoints=nframes)
+    info["acquisition_chain"]["axis"]["images"] = [LIMA]
+    lima = lima_definition(LIMA, str(tmp_path / "lima" / f"cam_%04d.{suffix}"),
+                           frames_per_file=4, frames_per_acquisition=nframes, shape=SHAPE,
+                           file_format=file_format,
+                           data_path="" if file_format == "EDF" else DATA_PATH)
+    data = ascan_data(nframes)
+    options = SaveOptions(allowed_roots=(str(tmp_path),), lima_refresh_period=0.1, **values)
+    writer = NexusSessionWriter(BlissdataSession("demo", blissdata_url), options=options,
+                                poll_interval=0.05)
+    writer.start(wait=True, timeout=10)
+    try:
+        scan = BlissScan(blissdata_url, info, limas=[lima])
+        scan.prepare_and_start()
+        reader = DataStore(blissdata_url).load_scan(scan.key)
+        references = [reader.streams[LIMA].get_references(i) for i in range(nframes)]
+        frames = np.random.default_rng(2).integers(0, 60000, (nframes,) + SHAPE,
+                                                   dtype=np.uint16)
+        files: dict[str, list[int]] = {}
+        for index, ref in enumerate(references):
+            files.setdefault(ref.file_path, []).append(index)
+        for path, indices in files.items():  # the detector saves each file whole
+            if file_format == "EDF":
+                write_edf_frames(path, 0, frames[indices[0]:indices[-1] + 1])
+            else:
+                with h5py.File(path, "w") as h5:
+                    h5[DATA_PATH] = frames[indices[0]:indices[-1] + 1]
+        scan.send(data)
+        scan.lima_status(LIMA, nframes - 1, nframes - 1)
+        scan.end()
+        (record,) = wait_scans_done(writer, 1)
+        assert record.state is SubscriberState.OFF, record.writer.state_reason
+    finally:
+        writer.stop(wait=True, timeout=60)
+    assert len(files) == 2
+    with h5py.File(filename, "r") as h5:
+        dataset = h5["3.1/instrument/cam/data"]
+        if storage == "references":
+            uris = [_text(uri) for uri in dataset[()]]
+            assert len(uris) == nframes
+            named = {os.path.normpath(os.path.join(os.path.dirname(filename),
+                                                   uri.split("::")[0])) for uri in uris}
+            assert named == set(files)
+        else:
+            assert dataset.shape == (nframes,) + SHAPE and dataset.dtype == np.uint16
+            external = dataset.external or []
+            assert bool(external) is (storage == "external")
+            if external:
+                assert {_text(name) for name, _, _ in external} == set(files)
+            np.testing.assert_array_equal(dataset[()], frames)
+    assert nxcheck_errors(filename, ignore_entry_names=True) == []

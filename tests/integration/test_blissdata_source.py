@@ -353,3 +353,208 @@ def test_auto_chooses_the_source_from_what_redis_holds(blissdata_url, redis_url)
     assert open_session("other", blissdata_url).data_source == "blissdata"
     with pytest.raises(ConfigurationError, match="blissdata"):
         open_session("demo", blissdata_url, "bliss")
+
+
+def test_scan_history_is_read_in_batches_as_blissdata_reads_it(
+        blissdata_url, tmp_path, monkeypatch):
+    from blissdata.exceptions import NoScanAvailable
+    from blissdata.redis_engine.store import DataStore
+
+    from nexus_writer_service.data import blissdata_source
+
+    monkeypatch.setattr(blissdata_source, "HISTORY_BATCH", 4)  # several batches
+    store = DataStore(blissdata_url)
+    created = []
+    for number in range(1, 15):
+        session = "other" if number % 3 == 0 else "demo"
+        info = reference_scan_info(str(tmp_path / f"{number}.h5"), session=session)
+        if number == 5:
+            info["save"] = False
+        scan = store.create_scan({"name": "ascan", "number": number, "data_policy":
+                                  "no_policy", "session": session, "path": info["filename"]},
+                                 info=info)
+        if number % 2:  # BLISS closed it
+            scan.prepare()
+            scan.start()
+            scan.stop()
+            scan.info["end_reason"] = "SUCCESS"
+            scan.close()
+        created.append(scan.key)
+    store.delete_scan(created[3], force=True)  # being deleted: blissdata skips it
+    # what blissdata's own reader lists, one scan at a time
+    expected = []
+    since = "0-0"
+    while True:
+        try:
+            since, key = store.get_next_scan(since=since, block=False)
+        except NoScanAvailable:
+            break
+        scan = store.load_scan(key)
+        if scan.session == "demo" and scan.info.get("save"):
+            expected.append((key, scan.state.name == "CLOSED"))
+    assert created[3] not in [key for key, _ in expected]
+    assert len(expected) == 8 and any(ended for _, ended in expected) \
+        and not all(ended for _, ended in expected)
+    assert BlissdataSession("demo", blissdata_url).scan_keys() == expected
+
+
+def test_closed_scans_are_forgotten_and_not_written_again(blissdata_url, tmp_path):
+    source = BlissdataSession("demo", blissdata_url)
+    writer = NexusSessionWriter(source, options=SaveOptions(allowed_roots=(str(tmp_path),)),
+                                poll_interval=0.05)
+    writer.start(wait=True, timeout=10)
+    try:
+        files = [str(tmp_path / f"scan{n}.h5") for n in (1, 2, 3)]
+        for number, filename in enumerate(files, 1):
+            publish(blissdata_url, reference_scan_info(filename, npoints=5), ascan_data(5),
+                    number=number)
+        publish(blissdata_url, reference_scan_info(str(tmp_path / "other.h5"),
+                                                   session="other", npoints=5),
+                ascan_data(5), session="other", number=4)
+        records = wait_scans_done(writer, 3)
+        assert [r.writer.end_reason for r in records] == ["SUCCESS"] * 3
+        # the session source keeps nothing of the scans closed, written or skipped
+        wait_until(lambda: not source._running, 10, "the closed scans forgotten")
+        written = {name: (tmp_path / name).stat().st_mtime_ns for name in
+                   ("scan1.h5", "scan2.h5", "scan3.h5")}
+        # started again: the scans are listed again, and none is written twice
+        writer.stop(wait=True, timeout=60)
+        writer.start(wait=True, timeout=10)
+        publish(blissdata_url, reference_scan_info(str(tmp_path / "scan5.h5"), npoints=5),
+                ascan_data(5), number=5)
+        wait_until(lambda: (tmp_path / "scan5.h5").exists() and len(writer.scans()) == 4
+                   and all(r.writer.done() for r in writer.scans()), 30, "scan 5 written")
+        assert sorted(r.name for r in writer.scans()) == [
+            "1_ascan", "2_ascan", "3_ascan", "5_ascan"]
+    finally:
+        writer.stop(wait=True, timeout=60)
+    assert {name: (tmp_path / name).stat().st_mtime_ns for name in written} == written
+    for number, filename in enumerate(files, 1):
+        with h5py.File(filename, "r") as h5:
+            assert _text(h5[f"{number}.1/writer/status"][()]) == "SUCCEEDED"
+            assert "resumed" not in h5[f"{number}.1/writer"]
+    assert not (tmp_path / "other.h5").exists()
+
+
+def test_streams_created_after_prepared_are_written(blissdata_url, tmp_path):
+    """blissdata lets a publisher create streams after PREPARED (they enter the scan
+    document at the next state change): they are written, and a walk resumed from a
+    position that predates them reads them from their start."""
+    from blissdata.streams.default import Stream
+
+    filename = str(tmp_path / "late.h5")
+    info = reference_scan_info(filename, npoints=30)
+    channels = {"axis:samy": (np.float64, ())}
+    data = {"axis:samy": np.arange(30.0), "late:early": np.arange(30, dtype=np.int32),
+            "late:diode": np.arange(30.0) * 2}
+    with _Writer(blissdata_url, "demo", str(tmp_path)) as writer:
+        scan = BlissScan(blissdata_url, info, channels=channels)
+        scan.scan.prepare()
+        early = scan.scan.create_stream(Stream.make_definition("late:early", np.int32, ()))
+        scan.scan.start()  # "late:early" is in the document from here
+        scan.send({"axis:samy": data["axis:samy"][:10]})
+        early.send(data["late:early"][:10])
+        wait_until(lambda: writer.scans() and writer.scans()[0].writer.status.value
+                   == "RUNNING", 10, "the scan being written")
+        late = scan.scan.create_stream(Stream.make_definition("late:diode", np.float64, ()))
+        for start in (0, 10, 20):  # "late:diode" enters the document at STOPPED
+            late.send(data["late:diode"][start:start + 10])
+        scan.send({"axis:samy": data["axis:samy"][10:]})
+        early.send(data["late:early"][10:])
+        scan.end()
+        (record,) = wait_scans_done(writer, 1)
+        assert record.state is SubscriberState.OFF, record.writer.state_reason
+    with h5py.File(filename, "r") as h5:
+        datasets = _channel_datasets(h5["3.1"])
+        assert set(datasets) == set(data)
+        for name, values in data.items():
+            np.testing.assert_array_equal(datasets[name][()], values, err_msg=name)
+    assert nxcheck_errors(filename, ignore_entry_names=True) == []
+    # a position written before the late streams came: they are read from 0
+    source = BlissdataSession("demo", blissdata_url).scan(scan.key)
+    assert source.current_position().count(",") == 2  # three streams
+    events = list(source.walk_events(from_position="2:10", poll_interval=0.05))
+    got: dict[str, int] = {}
+    for kind, node, event in events:
+        if kind is EventType.NEW_DATA:
+            got[node.name] = got.get(node.name, 0) + event.npoints
+    assert got == {"axis:samy": 20, "late:diode": 30, "late:early": 30}
+
+
+def _trim(url: str, key: str, upto: int) -> None:
+    """What blissdata's memory tracker does when Redis runs short of memory: the points
+    of every stream of the scan before ``upto`` are removed (``XTRIM MINID``)."""
+    import redis
+    from blissdata.redis_engine.store import DataStore
+
+    scan = DataStore(url).load_scan(key)
+    client = redis.Redis.from_url(url)
+    try:
+        for stream in scan.streams.values():
+            client.xtrim(stream.key, minid=upto, approximate=False)
+    finally:
+        client.close()
+
+
+def test_walk_over_trimmed_points_raises_data_lost_naming_them(blissdata_url, tmp_path):
+    from nexus_writer_service.errors import DataLostError
+
+    channels = {"axis:samy": (np.float64, ()), "diode:diode": (np.int32, ())}
+    data = {"axis:samy": np.arange(30.0), "diode:diode": np.arange(30, dtype=np.int32)}
+    scan = publish(blissdata_url, reference_scan_info(str(tmp_path / "s.h5"), npoints=30),
+                   data, block=10, channels=channels)
+    _trim(blissdata_url, scan.key, 10)
+    source = BlissdataSession("demo", blissdata_url).scan(scan.key)
+    with pytest.raises(DataLostError) as lost:
+        next(source.walk_events(poll_interval=0.05))
+    message = str(lost.value)
+    assert scan.key in message and "points 0..9 of stream 'axis:samy'" in message
+    assert "points 0..9 of stream 'diode:diode'" in message
+    with pytest.raises(DataLostError, match=r"points 4\.\.9 of stream 'axis:samy'"):
+        next(source.walk_events(from_position="2:4,12", poll_interval=0.05))
+    rest = [e for e in source.walk_events(from_position="2:10,12", poll_interval=0.05)
+            if e[0] is EventType.NEW_DATA]
+    assert {n: sum(e[2].npoints for e in rest if e[1].name == n) for n in data} == {
+        "axis:samy": 20, "diode:diode": 18}
+
+
+@pytest.mark.parametrize("trimmed, complete", [(20, True), (30, False)],
+                         ids=["written-points-trimmed", "unwritten-points-trimmed"])
+def test_writer_started_again_after_trimming_resumes_from_its_acknowledgement(
+        blissdata_url, tmp_path, trimmed, complete):
+    filename = str(tmp_path / "scan.h5")
+    data = ascan_data(60)
+    parts = list(blocks(data, 10))
+    scan = BlissScan(blissdata_url, reference_scan_info(filename, npoints=60))
+    writer = _Writer(blissdata_url, "demo", str(tmp_path))
+    with writer:
+        scan.prepare_and_start()
+        for part in parts[:2]:
+            scan.send(part)
+        source = BlissdataSession("demo", blissdata_url).scan(scan.key)
+        wait_until(lambda: (source.acknowledged("nexus_writer") or "").endswith(
+            ",".join(["20"] * len(ASCAN_CHANNELS))), 10, "20 points acknowledged")
+        (first,) = writer.writer.scans()
+    for part in parts[2:]:  # while no writer runs
+        scan.send(part)
+    scan.end()
+    _trim(blissdata_url, scan.key, trimmed)  # Redis short of memory
+    with writer:
+        wait_until(lambda: [r for r in writer.writer.scans()
+                            if r.writer is not first.writer and r.writer.done()], 30,
+                   "the scan resumed and finished")
+        (record,) = writer.writer.scans()
+        if complete:
+            assert record.state is SubscriberState.OFF, record.writer.state_reason
+        else:
+            assert record.state is SubscriberState.FAULT
+            reason = record.writer.state_reason
+            assert "points 20..29 of stream" in reason and "no longer in Redis" in reason
+    with h5py.File(filename, "r") as h5:
+        datasets = _channel_datasets(h5["3.1"])
+        for name, values in data.items():
+            if complete:
+                np.testing.assert_array_equal(datasets[name][()], values, err_msg=name)
+            else:  # what was written is kept, and nothing after the gap
+                np.testing.assert_array_equal(datasets[name][:20], values[:20], err_msg=name)
+                assert len(datasets[name]) == 20, name

@@ -59,6 +59,28 @@ def test_update_keeps_properties_not_given_and_overwrites_the_given_ones(
     assert tango_db.get_device_info(device).ds_full_name == f"NexusWriterService/{session}"
 
 
+def test_data_source_and_blissdata_idle_timeout_are_set_as_properties(
+        tango_db, redis_url, names, capsys):
+    session = names("bd")
+    device = f"id00/bliss_nxwriter/{session}"
+    assert register.main([session, "--data-source", "blissdata",
+                          "--blissdata-idle-timeout", "90"]) == 0
+    assert _properties(tango_db, device, "data_source", "blissdata_idle_timeout") == {
+        "data_source": ["blissdata"], "blissdata_idle_timeout": ["90.0"]}
+    assert register.main([session, "--compression", "gzip"]) == 0  # left as they are
+    assert _properties(tango_db, device, "data_source", "blissdata_idle_timeout") == {
+        "data_source": ["blissdata"], "blissdata_idle_timeout": ["90.0"]}
+    capsys.readouterr()
+    for wrong in ("0", "-5", "inf", "soon"):
+        with pytest.raises(SystemExit) as exited:
+            register.main([session, "--blissdata-idle-timeout", wrong])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert "RegisterNexusWriter: error:" in err and "idle" in err, err
+    assert _properties(tango_db, device, "blissdata_idle_timeout") == {
+        "blissdata_idle_timeout": ["90.0"]}
+
+
 def test_device_of_another_session_is_moved_only_with_force(tango_db, names, capsys):
     first, second, member = names("first"), names("second"), names("member")
     device = f"id00/bliss_nxwriter/{member}"
