@@ -21,7 +21,7 @@ from blissdata.redis_engine.scan import Scan, ScanState, scan_creation_stream
 
 from ..errors import DataLostError, MalformedEventError, NodeNotFoundError
 from . import codec
-from .connection import redis_errors
+from .connection import redis_errors, translated
 from .blissdata_lima import lima_node_info, lima_progress
 from .blissdata_streams import (
     Cursors,
@@ -331,7 +331,14 @@ class BlissdataScan:
         nothing: blissdata's cursors read up to 100 entries of each stream at once).
 
         :raises DataLostError: points after ``from_position`` are no longer in Redis
-        :raises MalformedEventError: the document or a stream cannot be read"""
+        :raises MalformedEventError: the document or a stream cannot be read
+        :raises RedisUnavailableError: Redis cannot be reached (blissdata's own calls
+            included): a cause outside the scan, the walk may be started again"""
+        return translated(f"reading blissdata scan {self._key}",
+                          self._walk(stop, poll_interval, from_position))
+
+    def _walk(self, stop: StopHandle | None, poll_interval: float,
+              from_position: str | None) -> Iterator[Event]:
         progress = _Progress.parse(from_position)
         scan = self._load()
         self._remember(scan)

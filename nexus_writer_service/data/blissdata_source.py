@@ -70,7 +70,7 @@ from .blissdata_scan import (
     _wait_time,
     _with_socket_timeout,
 )
-from .connection import Client, connect, redis_errors, resolve_redis_url
+from .connection import Client, connect, redis_errors, resolve_redis_url, translated
 from .events import EndReason, EventData, EventType
 from .keys import check_name
 from .opener import check_idle_timeout
@@ -287,7 +287,15 @@ class BlissdataSession:
                            stop: StopHandle | None = None, poll_interval: float = 0.25
                            ) -> Iterator[Event]:
         """NEW_NODE when a scan of the session to write is created, END_SCAN when it is
-        closed, after ``from_position`` (a ``_SCAN_HISTORY_`` position; else now)."""
+        closed, after ``from_position`` (a ``_SCAN_HISTORY_`` position; else now).
+
+        :raises RedisUnavailableError: Redis cannot be reached (blissdata's own calls
+            included)"""
+        return translated(f"reading the scans of session {self._name!r} from blissdata",
+                          self._walk(from_position, stop, poll_interval))
+
+    def _walk(self, from_position: str | None, stop: StopHandle | None,
+              poll_interval: float) -> Iterator[Event]:
         since = from_position or self.current_position()
         running: dict[str, BlissdataScan] = {}
         last_check = time.monotonic()

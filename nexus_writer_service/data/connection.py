@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Iterator
+from typing import Any, Generator, Iterator, TypeVar
 
 import redis
 from channels.connection import redact, resolve_url
@@ -123,6 +123,25 @@ def redis_errors(what: str, foreign_on_error: bool = False) -> Iterator[None]:
         raise RedisUnavailableError(
             f"{what}: Redis is unreachable ({exc}); check that the server runs and the URL"
         ) from exc
+
+
+_T = TypeVar("_T")
+
+
+def translated(what: str, items: Generator[_T, None, None]) -> Iterator[_T]:
+    """``items``, with the redis-py errors raised while producing each one translated
+    as :func:`redis_errors` does (for walks over a library that calls Redis itself,
+    such as blissdata). Closing it closes ``items``."""
+    try:
+        while True:
+            with redis_errors(what):
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return
+            yield item
+    finally:
+        items.close()
 
 
 # Ends a scan once: records the reason, appends END to the scan stream and to the
