@@ -338,7 +338,7 @@ class BlissdataScan:
                           self._walk(stop, poll_interval, from_position))
 
     def _walk(self, stop: StopHandle | None, poll_interval: float,
-              from_position: str | None) -> Iterator[Event]:
+              from_position: str | None) -> Generator[Event, None, None]:
         progress = _Progress.parse(from_position)
         scan = self._load()
         self._remember(scan)

@@ -52,7 +52,7 @@ import json
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Generator, Iterable, Iterator
 
 from blissdata.exceptions import NoScanAvailable
 from blissdata.redis_engine.scan import ScanState
@@ -295,7 +295,7 @@ class BlissdataSession:
                           self._walk(from_position, stop, poll_interval))
 
     def _walk(self, from_position: str | None, stop: StopHandle | None,
-              poll_interval: float) -> Iterator[Event]:
+              poll_interval: float) -> Generator[Event, None, None]:
         since = from_position or self.current_position()
         running: dict[str, BlissdataScan] = {}
         last_check = time.monotonic()

@@ -255,12 +255,12 @@ class NexusScanWriter(Subscriber):
         # name, say) leaves no file behind
         layout = self._plan()
         try:
-            self._file = NexusFile(path, options, self._parked)
-            existing = self._file.check_entries(layout, self.node.key, self.node.uid)
+            self._file = nexus_file = NexusFile(path, options, self._parked)
+            existing = nexus_file.check_entries(layout, self.node.key, self.node.uid)
         except FileFinishedError as exc:
             # written to its end already (a restart that found its acknowledgement
             # short): passed over and acknowledged, never written again
-            self._file.discard()
+            nexus_file.discard()
             self._file = None
             self.status = WriterStatus(exc.status)
             self.skipped = f"not written again: {exc}"
