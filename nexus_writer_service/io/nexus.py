@@ -18,12 +18,13 @@ import functools
 import json
 import os
 import time
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Mapping, Optional, TypeVar
 
 import h5py
 import numpy as np
 
 from .. import __version__
+from ..data.codec import jsonable
 from ..errors import DiskSpaceError, EntryExistsError, NexusWriterError
 from ._lowlevel import create_group, create_stream_dataset, open_uncached, soft_link
 from ._lowlevel import set_attrs as _set_attrs
@@ -118,6 +119,36 @@ def _field_data(value: Any) -> Any:
     return value
 
 
+def _same_value(known: Any, planned: Any) -> bool:
+    """Whether two planned values are the same (NaN equal to NaN)."""
+    if known is planned:
+        return True
+    try:
+        if known == planned:
+            return True
+    except (TypeError, ValueError):
+        pass
+    return json.dumps(jsonable(known), sort_keys=True, default=str) == json.dumps(
+        jsonable(planned), sort_keys=True, default=str)
+
+
+def _stored_equal(dataset: h5py.Dataset, value: Any) -> bool:
+    """Whether ``dataset`` holds ``value`` as :func:`_field_data` stores it."""
+    data = np.asarray(_field_data(value))
+    try:
+        if h5py.check_string_dtype(dataset.dtype) is not None:
+            if data.dtype.kind not in "OUS":
+                return False
+            return bool(np.array_equal(np.asarray(dataset.asstr()[()]).astype(str),
+                                       data.astype(str)))
+        stored = dataset[()]
+        if data.dtype.kind in "OUS" or np.shape(stored) != data.shape:
+            return False
+        return bool(np.array_equal(stored, data, equal_nan=data.dtype.kind in "fc"))
+    except (TypeError, ValueError):
+        return False
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -178,6 +209,8 @@ class NexusFile:
         self._free_at = 0.0
         self._created: set[str] = set()
         self._group_class: dict[str, str] = {}
+        # the value and attributes of every field as last written (or found) here
+        self._fields: dict[str, tuple[Any, Mapping[str, Any]]] = {}
 
     def _init_root(self) -> None:
         attrs = self.file.attrs
@@ -225,7 +258,9 @@ class NexusFile:
     @_disk_full_errors
     def materialise(self, layout: ScanLayout) -> None:
         """Create every planned item that is not in the file yet, and bring the
-        attributes of existing groups (plot signals and axes) up to date (idempotent)."""
+        attributes of existing groups (plot signals and axes) and the fields whose
+        planned value changed (the scan_info completed during the scan: end
+        positions, comments...) up to date (idempotent)."""
         if not self._root_ready:
             self._init_root()
             self._root_ready = True
@@ -245,6 +280,8 @@ class NexusFile:
                         self._open_stack(item)
                     elif isinstance(item, GroupPlan):
                         self._update_group(item)
+                    elif isinstance(item, FieldPlan):
+                        self._update_field(item)
                     continue
                 self._create(item)
                 self._created.add(item.path)
@@ -264,6 +301,31 @@ class NexusFile:
             self._group_class[plan.path] = plan.nx_class
         if plan.attrs:
             _set_attrs(self.file[plan.path], plan.attrs)
+
+    def _update_field(self, plan: FieldPlan) -> None:
+        """Rewrite a field whose planned value or attributes changed since it was
+        written (a field of a resumed file is compared with the file once). A path
+        that holds something else than a field is left as it is."""
+        known = self._fields.get(plan.path)
+        if known is not None and _same_value(known[0], plan.value) \
+                and _same_value(known[1], plan.attrs):
+            return
+        dataset = self.file.get(plan.path)
+        if not isinstance(dataset, h5py.Dataset):
+            self._fields[plan.path] = (plan.value, plan.attrs)
+            return
+        if known is None and _stored_equal(dataset, plan.value):
+            _set_attrs(dataset, plan.attrs)
+        else:
+            del dataset
+            del self.file[plan.path]
+            self._create_field(plan)
+        self._fields[plan.path] = (plan.value, plan.attrs)
+
+    def _create_field(self, plan: FieldPlan) -> None:
+        dataset = self.file.create_dataset(plan.path, data=_field_data(plan.value))
+        _set_attrs(dataset, plan.attrs)
+        self._fields[plan.path] = (plan.value, plan.attrs)
 
     def _set_member_attrs(self, items: list[Any]) -> None:
         """The attributes groups give their members, once the members exist."""
@@ -286,8 +348,7 @@ class NexusFile:
             create_group(self.file, item.path, {"NX_class": item.nx_class, **item.attrs})
             self._group_class[item.path] = item.nx_class
         elif isinstance(item, FieldPlan):
-            dataset = self.file.create_dataset(item.path, data=_field_data(item.value))
-            _set_attrs(dataset, item.attrs)
+            self._create_field(item)
         elif isinstance(item, StreamPlan):
             self._create_stream(item)
         elif isinstance(item, StackPlan):

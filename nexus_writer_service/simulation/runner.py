@@ -191,13 +191,16 @@ def publish_plan(
     and the exception propagates.
     """
     started = time.monotonic()
-    scan = publisher.create_scan(plan.scan_info, name=plan.name, number=plan.number)
+    scan = publisher.create_scan(plan.info_at_creation(), name=plan.name, number=plan.number)
     record = truth.add_scan(plan, scan.key, publisher.session) if truth is not None else None
     reason, message = plan.end_reason, plan.end_message
     published = 0
     try:
         with scan:
             writers = _declare(scan, plan)
+            prepared = plan.info_at_prepared()
+            if prepared:
+                scan.update_info(prepared)
             scan.prepare()
             acquisition = time.monotonic()
             for block in plan.blocks(points_per_block(count_time, block_size)):
@@ -210,6 +213,11 @@ def publish_plan(
                     record.append(block)
                 _save_frames(scan, writers, block, record)
                 published = block.stop
+            if not scan.ended:
+                ending = plan.info_at_end(reason, _now())
+                scan.update_info(ending)
+                if record is not None:
+                    record.update_info(ending)
             scan.end(reason, message)
     except BaseException as exc:
         if record is not None:
@@ -232,7 +240,8 @@ def _next_number(client: redis.Redis, session: str) -> int:
     return int(current or 0) + 1
 
 
-def _start_time() -> str:
+def _now() -> str:
+    """The local time with its UTC offset (ISO 8601), as BLISS gives start and end times."""
     return datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat()
 
 
@@ -268,7 +277,7 @@ def simulate(
                             seed=options.seed, repeat=repeat, npoints=options.npoints,
                             count_time=options.count_time, nchannels=options.nchannels,
                             mca_detectors=options.mca_detectors,
-                            start_time=_start_time(), lima_format=options.lima_format)
+                            start_time=_now(), lima_format=options.lima_format)
                         result = publish_plan(publisher, build_scan(kind, params),
                                               count_time=options.count_time,
                                               block_size=options.block_size, truth=truth,
