@@ -9,12 +9,13 @@ scan goes FAULT with a reason the acquisition program's author can act on.
 from __future__ import annotations
 
 import datetime
+import os
 from typing import Any, Mapping, NamedTuple
 
 from ..errors import MalformedInfoError
 
 __all__ = ["WRITTEN_BY", "Comment", "categories", "comments", "instrument_info",
-           "plotselect", "skip_reason"]
+           "master_files", "master_link_name", "plotselect", "scan_file", "skip_reason"]
 
 #: Categories of scan metadata the writer puts elsewhere than in a tree of their name.
 _PLACED_ELSEWHERE = ("positioners", "nexuswriter")
@@ -133,3 +134,98 @@ def plotselect(info: Mapping[str, Any]) -> list[str]:
     if not isinstance(selected, list) or not all(isinstance(v, str) for v in selected):
         raise _malformed(f"{key}/plotselect", selected, "a list of channel names")
     return selected
+
+
+def _text_mapping(key: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise _malformed(key, value, "a mapping of level names to file paths")
+    return dict(value)
+
+
+def master_files(info: Mapping[str, Any]) -> dict[str, str]:
+    """``{level: path}`` of the master files the scan's entries are linked into:
+    ``nexuswriter.masterfiles`` (where BLISS puts them: ``dataset_collection``,
+    ``proposal``, and ``dataset`` with separate scan files), and ``masterfiles`` (an
+    older place, which ``nexuswriter`` overrides level by level). A scan written to a
+    file of its own (:func:`scan_file`) is linked into its dataset file in any case,
+    at the level ``dataset``."""
+    found: dict[str, str] = {}
+    own = info.get("masterfiles")
+    if own is not None:
+        found.update(_text_mapping("masterfiles", own))
+    bliss = nexuswriter(info, "masterfiles")
+    if bliss is not None:
+        found.update(_text_mapping("nexuswriter/masterfiles", bliss))
+    dataset = info.get("filename")
+    if isinstance(dataset, str) and dataset and scan_file(info) != dataset:
+        found.setdefault("dataset", dataset)
+    return found
+
+
+def master_link_name(level: str, dataset_file: str, entry: str) -> str:
+    """The name of the link to ``entry`` in a master file, as the classic writer names
+    it: the entry's own name (``N.M``) in the dataset file (level ``dataset``),
+    ``<dataset file stem>_<N.M>`` in the others, so that the scans of two datasets
+    never take each other's names in a collection or proposal file."""
+    if level == "dataset":
+        return entry
+    stem = os.path.splitext(os.path.basename(dataset_file))[0]
+    return f"{stem}_{entry}"
+
+
+def writer_options(info: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``writer_options``: options BLISS gives the writer with each scan."""
+    value = info.get("writer_options")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _malformed("writer_options", value, "a mapping")
+    return value
+
+
+def images_path(info: Mapping[str, Any]) -> str:
+    """``images_path``: where BLISS has lima save the scan's images (a template such as
+    ``.../sample1_0001/scan0003/{img_acq_device}_``; "" when absent)."""
+    value = info.get("images_path")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _malformed("images_path", value, "a path")
+    return value
+
+
+#: The name of a scan file of its own, as the classic writer names it.
+SCAN_FILE_NAME = "bliss_master"
+
+
+def scan_file(info: Mapping[str, Any]) -> str:
+    """The file the scan's entries are written to: ``filename`` (the dataset file),
+    or with ``writer_options.separate_scan_files`` a file of the scan's own, as the
+    classic writer places it: ``bliss_master.h5`` in the scan's directory, the part
+    of ``images_path`` below the dataset file's directory that holds no ``{}``
+    template (``.../sample1_0001/scan0003/bliss_master.h5``). Without an
+    ``images_path`` below the dataset's directory, the dataset file."""
+    filename = info.get("filename")
+    if not isinstance(filename, str) or not filename:
+        return ""
+    separate = writer_options(info).get("separate_scan_files")
+    if separate is None or separate is False:
+        return filename
+    if not isinstance(separate, bool):
+        raise _malformed("writer_options/separate_scan_files", separate, "true or false")
+    images = images_path(info)
+    if not images:
+        return filename
+    directory, base = os.path.split(filename)
+    parts = []
+    for part in os.path.relpath(images, directory).split(os.sep):
+        if "{" in part:
+            break
+        if part == "..":
+            return filename  # not below the dataset: the scan stays in the dataset file
+        if part and part != ".":
+            parts.append(part)
+    if not parts:
+        return filename
+    return os.path.join(directory, *parts, SCAN_FILE_NAME + os.path.splitext(base)[1])
