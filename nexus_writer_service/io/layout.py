@@ -290,8 +290,9 @@ def _entry(description: ScanDescription, options: SaveOptions, subscan: str, ind
     stacked = {n.name for fields in stacks.values() for group in fields.values()
                for n in group}
     devices = stack_devices(stacks)
+    described = scan_info_keys.devices(info)
     placed = place_all([n for n in nodes if n.name not in stacked], masters,
-                       RESERVED | frozenset(devices.values()))
+                       RESERVED | frozenset(devices.values()), described)
     placed += place_stacks(stacks, devices)
     names = link_names(placed, options.short_names)
     streams: dict[str, StreamPlan] = {}
@@ -317,6 +318,7 @@ def _entry(description: ScanDescription, options: SaveOptions, subscan: str, ind
         else:
             stream = streams[p.node.name] = _stream(p.node, path, options, expected)
             entry.add(stream)
+    _device_info(entry, instrument, placed, described)
     _positioners(entry, info, placed, options)
     entry.add(GroupPlan(f"{root}/measurement", "NXcollection"))
     for p in placed:
@@ -336,6 +338,25 @@ def _entry(description: ScanDescription, options: SaveOptions, subscan: str, ind
                         {"type": "application/json"}))
     _metadata(entry, info)
     return entry, streams, images
+
+
+def _device_info(entry: EntryPlan, instrument: str, placed: Sequence[Placed],
+                 described: Mapping[str, scan_info_keys.Device]) -> None:
+    """The ``device_info`` BLISS gives a channel's device (``nexuswriter.devices``),
+    written into the device's group as the classic writer does (``type``...), never
+    over what the writer plans itself."""
+    planned: dict[str, PlanItem] = {item.path: item for item in entry.items}
+    for p in placed:
+        names = p.members or (p.node.name,)
+        for name in names:
+            device = described.get(name)
+            if device is None or not device.device_info:
+                continue
+            where = f"nexuswriter/devices/{name}/device_info"
+            for item in tree_items(f"{instrument}/{p.device}", device.device_info, where,
+                                   planned):
+                entry.add(item)
+                planned[item.path] = item
 
 
 def _metadata(entry: EntryPlan, scan_info: Mapping[str, Any]) -> None:

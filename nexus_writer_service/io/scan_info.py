@@ -9,13 +9,17 @@ scan goes FAULT with a reason the acquisition program's author can act on.
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 from typing import Any, Mapping, NamedTuple
 
 from ..errors import MalformedInfoError
 
-__all__ = ["WRITTEN_BY", "Comment", "categories", "comments", "instrument_info",
-           "master_files", "master_link_name", "plotselect", "scan_file", "skip_reason"]
+__all__ = ["WRITTEN_BY", "Comment", "Device", "categories", "comments", "devices",
+           "instrument_info", "master_files", "master_link_name", "plotselect", "scan_file",
+           "skip_reason", "unknown_keys"]
+
+logger = logging.getLogger(__name__)
 
 #: Categories of scan metadata the writer puts elsewhere than in a tree of their name.
 _PLACED_ELSEWHERE = ("positioners", "nexuswriter")
@@ -229,3 +233,73 @@ def scan_file(info: Mapping[str, Any]) -> str:
     if not parts:
         return filename
     return os.path.join(directory, *parts, SCAN_FILE_NAME + os.path.splitext(base)[1])
+
+
+class Device(NamedTuple):
+    """How BLISS describes the device of a channel in ``nexuswriter.devices``:
+    ``device_type`` (``mca``, ``lima``, ``positioner``, ``samplingcounter``...),
+    ``device_name`` and ``data_name`` (the group and the field the classic writer
+    puts the channel in; "" to let the writer choose), and ``device_info`` (a tree
+    written into the device's group, such as ``{"type": "mca"}``)."""
+
+    device_type: str = ""
+    device_name: str = ""
+    data_name: str = ""
+    device_info: Mapping[str, Any] = {}
+
+
+#: The keys of a ``nexuswriter.devices`` entry the writer reads.
+_DEVICE_KEYS = frozenset(Device._fields)
+
+
+def devices(info: Mapping[str, Any]) -> dict[str, Device]:
+    """``nexuswriter.devices``: per channel name, its :class:`Device`. Keys of an entry
+    the writer does not know are ignored (logged at debug level)."""
+    value = nexuswriter(info, "devices")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _malformed("nexuswriter/devices", value, "a mapping of channel names")
+    found = {}
+    for channel, entry in value.items():
+        key = f"nexuswriter/devices/{channel}"
+        if not isinstance(entry, Mapping):
+            raise _malformed(key, entry, "a mapping (device_type, device_info...)")
+        fields: dict[str, Any] = {}
+        for name in ("device_type", "device_name", "data_name"):
+            text = entry.get(name)
+            if text is None:
+                continue
+            if not isinstance(text, str):
+                raise _malformed(f"{key}/{name}", text, "a text")
+            fields[name] = text
+        device_info = entry.get("device_info")
+        if device_info is not None:
+            if not isinstance(device_info, Mapping):
+                raise _malformed(f"{key}/device_info", device_info, "a mapping")
+            fields["device_info"] = device_info
+        unknown = sorted(set(map(str, entry)) - _DEVICE_KEYS)
+        if unknown:
+            logger.debug("scan_info %r: %s not used by the writer", key, ", ".join(unknown))
+        found[str(channel)] = Device(**fields)
+    return found
+
+
+#: The scan_info keys the writer reads (the others are kept in ``writer/scan_info``).
+KNOWN_KEYS = frozenset({
+    "name", "type", "title", "npoints", "npoints1", "npoints2", "count_time", "data_dim",
+    "acquisition_chain", "channels", "devices", "positioners", "filename", "sample",
+    "proposal", "plots", "start_time", "end_time", "end_reason", "scan_nb", "data_writer",
+    "scan_meta_categories", "nexuswriter", "instrument", "technique", "comments",
+    "display_extra", "_display_extra", "writer_options", "images_path", "masterfiles",
+})
+
+
+def unknown_keys(info: Mapping[str, Any]) -> list[str]:
+    """The keys of a scan_info the writer neither reads nor writes as scan metadata
+    (:func:`categories`): kept in ``writer/scan_info`` only."""
+    try:
+        metadata = set(categories(info))
+    except MalformedInfoError:
+        metadata = set()
+    return sorted(str(key) for key in info if key not in KNOWN_KEYS and key not in metadata)

@@ -222,6 +222,10 @@ class NexusScanWriter(Subscriber):
                 "program must say where to save the scan")
         # malformed keys fault the scan before any file is made
         masters = scan_info_keys.master_files(info)
+        unknown = scan_info_keys.unknown_keys(info)
+        if unknown:
+            logger.debug("%s: scan_info keys not used by the writer (kept in "
+                         "writer/scan_info): %s", self.name, ", ".join(unknown))
         options = self.options
         path = checks.check_path_allowed(filename, options.allowed_roots,
                                          f"scan file (scan_info['filename'] of {self.node.key})")
