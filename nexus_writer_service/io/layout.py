@@ -354,7 +354,7 @@ def _device_info(entry: EntryPlan, instrument: str, placed: Sequence[Placed],
                 continue
             where = f"nexuswriter/devices/{name}/device_info"
             for item in tree_items(f"{instrument}/{p.device}", device.device_info, where,
-                                   planned):
+                                   planned, entry.metadata_notes):
                 entry.add(item)
                 planned[item.path] = item
 
@@ -371,13 +371,20 @@ def _metadata(entry: EntryPlan, scan_info: Mapping[str, Any]) -> None:
         path = f"{root}/{safe_name(category)}"
         if isinstance(value, Mapping):
             trees.append((path, value, category))
-        elif value is not None and path not in planned:
+        elif value is not None:
+            if path in planned:
+                moved = path + "_metadata"
+                while moved in planned:
+                    moved += "_"
+                entry.metadata_notes.append(
+                    f"scan_info {category!r} is at {moved}: the writer has {path}")
+                path = moved
             entry.add(FieldPlan(path, value))
             planned[path] = entry.items[-1]
     for path, tree, where in trees:
         if not [key for key in tree if "@" not in key and key != "NX_class"]:
             continue  # BLISS publishes empty categories: {"@NX_class": ...}
-        for item in tree_items(path, tree, where, planned):
+        for item in tree_items(path, tree, where, planned, entry.metadata_notes):
             entry.add(item)
             planned[item.path] = item
 
@@ -401,5 +408,6 @@ def plan_scan(description: ScanDescription, options: SaveOptions,
                 stacks.update(dict.fromkeys(item.channels, item))
     root_attrs = {"NX_class": "NXroot", "creator": creator,
                   "default": entries[0].name if entries else ""}
-    notes = [f"{entry.name}: {note}" for entry in entries for note in entry.notes]
+    notes = [f"{entry.name}: {note}" for entry in entries
+             for note in entry.notes + entry.metadata_notes]
     return ScanLayout(root_attrs, entries, streams, images, stacks, notes)

@@ -207,7 +207,8 @@ class NexusFile:
         self._fresh_entries: set[str] = set()
         self._free: int | None = None
         self._free_at = 0.0
-        self._created: set[str] = set()
+        # the kind of plan item each path was made (or found) for
+        self._created: dict[str, type] = {}
         self._group_class: dict[str, str] = {}
         # the value and attributes of every field as last written (or found) here
         self._fields: dict[str, tuple[Any, Mapping[str, Any]]] = {}
@@ -270,9 +271,7 @@ class NexusFile:
                 self._fresh_entries.add(entry.name)
                 fresh = True
             for item in entry.items:
-                if item.path in self._created if fresh else (
-                        item.path in self.file or (isinstance(item, LinkPlan)
-                                                   and self._has_link(item.path))):
+                if self._exists(item, fresh):
                     if isinstance(item, StreamPlan) and item.channel not in self._streams:
                         self._open_stream(item)
                     elif isinstance(item, StackPlan) and any(
@@ -284,12 +283,50 @@ class NexusFile:
                         self._update_field(item)
                     continue
                 self._create(item)
-                self._created.add(item.path)
+                self._created[item.path] = type(item)
             self._set_member_attrs(entry.items)
             if entry.default:
                 self.file[entry.name].attrs["default"] = entry.default
         if not self.file.attrs.get("default") and layout.root_attrs.get("default"):
             self.file.attrs["default"] = layout.root_attrs["default"]
+
+    def _exists(self, item: Any, fresh: bool) -> bool:
+        """Whether the file has ``item`` already. Something else at its path (scan
+        metadata written before a channel took its place: the plan now puts the
+        metadata beside it, see :mod:`.metadata`) is removed first."""
+        kind = self._created.get(item.path)
+        if kind is None and not fresh:
+            kind = self._found(item)
+            if kind is not None:
+                self._created[item.path] = kind
+        if kind is None:
+            return False
+        if kind is type(item):
+            return True
+        self._remove(item.path)
+        return False
+
+    def _found(self, item: Any) -> type | None:
+        """The kind of plan item the object at ``item.path`` of an entry this object
+        did not create was made for (as far as it matters), or None."""
+        if isinstance(item, LinkPlan):
+            return LinkPlan if item.path in self.file or self._has_link(item.path) else None
+        found = self.file.get(item.path)
+        if found is None:
+            return None
+        if isinstance(found, h5py.Group):
+            return GroupPlan
+        if isinstance(item, StreamPlan) and "channel" not in found.attrs:
+            return FieldPlan
+        return type(item) if not isinstance(item, GroupPlan) else FieldPlan
+
+    def _remove(self, path: str) -> None:
+        """Remove the object at ``path`` and forget what was made under it."""
+        del self.file[path]
+        inside = path + "/"
+        for known in (self._created, self._fields, self._group_class):
+            for name in [name for name in known if name == path or name.startswith(inside)]:
+                del known[name]
 
     def _update_group(self, plan: GroupPlan) -> None:
         """An existing group gets the attributes planned now, and its planned class

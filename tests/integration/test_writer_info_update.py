@@ -162,3 +162,38 @@ def test_simulated_scans_publish_the_end_keys_at_the_end_as_bliss_does(
         for motor, value in end.items():
             assert entry[f"instrument/positioners_end/{motor}"][()] == value
     assert nxcheck_errors(published.filename, ignore_entry_names=True) == []
+
+
+def test_a_channel_declared_where_metadata_was_written_takes_its_place_and_keeps_it(
+        redis_url: str, tmp_path: Path) -> None:
+    """Metadata written at the path of a channel declared later is put beside the
+    channel's data (``<name>_metadata``); the scan goes on, nothing is lost."""
+    filename = tmp_path / "late.h5"
+    info = _info(filename)
+    info["scan_meta_categories"] = ["instrument"]
+    info["instrument"] = {"late": {"data": "what the late counter counts", "gain": 3},
+                          "late2": "a text about late2"}
+    with session_writer(redis_url, "late", fast_options()) as writer:
+        with Publisher("late", redis_url) as publisher:
+            scan = publisher.create_scan(info, name="loopscan", number=1)
+            scan.add_channel("timer:elapsed_time", "float64", subscan="timer", unit="s")
+            scan.prepare()
+            scan.send({"timer:elapsed_time": [0.0, 0.1]})
+            wait_until(lambda: [r.writer.points for r in writer.scans()]
+                       == [{"timer:elapsed_time": 2}], what="the points in the writer")
+            scan.add_channel("ctrl:late", "float64", subscan="timer")
+            scan.add_channel("ctrl:late2", "float64", subscan="timer")
+            scan.send({"ctrl:late": [1.0, 2.0], "ctrl:late2": [3.0, 4.0]})
+            scan.end()
+        (record,) = wait_scans_done(writer, 1)
+    assert record.state is SubscriberState.OFF, record.as_dict()
+    with h5py.File(filename, "r") as h5:
+        instrument = h5["1.1/instrument"]
+        late = instrument["late"]
+        assert _text(late.attrs["NX_class"]) == "NXdetector"
+        assert late["data"][()].tolist() == [1.0, 2.0]
+        assert _text(late["data_metadata"][()]) == "what the late counter counts"
+        assert late["gain"][()] == 3
+        assert instrument["late2/data"][()].tolist() == [3.0, 4.0]
+        assert _text(instrument["late2_metadata"][()]) == "a text about late2"
+    assert nxcheck_errors(str(filename), ignore_entry_names=True) == []
