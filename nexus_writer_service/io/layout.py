@@ -344,14 +344,16 @@ def _device_info(entry: EntryPlan, instrument: str, placed: Sequence[Placed],
                  described: Mapping[str, scan_info_keys.Device]) -> None:
     """The ``device_info`` BLISS gives a channel's device (``nexuswriter.devices``),
     written into the device's group as the classic writer does (``type``...), never
-    over what the writer plans itself."""
+    over what the writer plans itself. The channels of one device describe it alike:
+    the first one that does is written."""
     planned: dict[str, PlanItem] = {item.path: item for item in entry.items}
+    done: set[str] = set()
     for p in placed:
-        names = p.members or (p.node.name,)
-        for name in names:
+        for name in p.members or (p.node.name,):
             device = described.get(name)
-            if device is None or not device.device_info:
+            if device is None or not device.device_info or p.device in done:
                 continue
+            done.add(p.device)
             where = f"nexuswriter/devices/{name}/device_info"
             for item in tree_items(f"{instrument}/{p.device}", device.device_info, where,
                                    planned, entry.metadata_notes):

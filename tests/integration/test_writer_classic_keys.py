@@ -38,6 +38,8 @@ def test_devices_name_and_type_the_detectors_as_bliss_describes_them(
                       "device_info": {"type": "samplingcounter", "mode": "MEAN"},
                       "a_key_of_a_later_bliss": 1}
     devices["timer:epoch"] = {"device_type": "positioner"}
+    # BLISS describes every channel of the MCA: its detector gets the info once
+    devices["mca1:icr_det0"] = devices["mca1:spectrum_det0"]
     caplog.set_level(logging.DEBUG, logger="nexus_writer_service")
     record, _ = write_ascan(redis_url, tmp_path, info, ending)
     assert record.state is SubscriberState.OFF, record.writer.state_reason
@@ -48,6 +50,7 @@ def test_devices_name_and_type_the_detectors_as_bliss_describes_them(
         mca = instrument["mca1_det0"]
         assert _text(mca.attrs["NX_class"]) == "NXdetector"
         assert _text(mca["type"][()]) == "mca"
+        assert "type_metadata" not in mca
         np.testing.assert_array_equal(mca["data"][()], data["mca1:spectrum_det0"])
         # a device BLISS names itself: its group, its field, its info
         diode = instrument["diode_ctrl"]
