@@ -36,6 +36,7 @@ from nexus_writer_service.embedded import EmbeddedRedis, EmbeddedTangoDatabase
 from nexus_writer_service.errors import NexusWriterError
 from nexus_writer_service.io.nxcheck import NxcheckError, nxcheck_errors
 from nexus_writer_service.simulation import SCAN_TYPES, PublishedScan, SimulationOptions, simulate
+from nexus_writer_service.simulation.info import master_filenames
 
 from .process import ServerProcess
 from .register import device_name, register_nexus_writer
@@ -159,6 +160,14 @@ def _wait_written(proxy: tango.DeviceProxy, progress: _Progress, thread: threadi
         time.sleep(0.2)
 
 
+def _say_master_files(root: str, session: str) -> None:
+    """Where every scan is linked, as BLISS asks for (``nexuswriter.masterfiles``)."""
+    for level, path in master_filenames(root, session).items():
+        if os.path.exists(path):
+            _say(f"  {level.replace('_', ' ')} file, every scan linked as "
+                 f"<dataset>_<N.M>: {os.path.relpath(path, root)}")
+
+
 def _wait_for_ctrl_c(lines: Sequence[str]) -> None:
     try:
         _say("\nEverything keeps running for exploration (Ctrl-C stops it all):")
@@ -264,6 +273,7 @@ def _run(args: argparse.Namespace, root: Path, scans: tuple[str, ...], stack: Ex
         thread.join()
     ok = _table(proxy, root, progress.published)
     _say(f"\nfiles are in {root} (open them with: silx view {root})")
+    _say_master_files(str(root), args.session)
     if args.keep_running:
         _wait_for_ctrl_c([
             f"TANGO_HOST={tango_host}  device {device}  (jive, or tango.DeviceProxy)",

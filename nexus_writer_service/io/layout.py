@@ -330,7 +330,7 @@ def _entry(description: ScanDescription, options: SaveOptions, subscan: str, ind
         for item in _text_fields(f"{root}/sample", sample):
             entry.add(item)
     _notes(entry, info)
-    entry.add(GroupPlan(f"{root}/writer", "NXnote"))
+    entry.add(GroupPlan(f"{root}/writer", "NXcollection"))
     entry.add(FieldPlan(f"{root}/writer/scan_key", description.key))
     entry.add(FieldPlan(f"{root}/writer/scan_info", json.dumps(jsonable(info)),
                         {"type": "application/json"}))
