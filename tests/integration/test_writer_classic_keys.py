@@ -68,6 +68,11 @@ def test_devices_name_and_type_the_detectors_as_bliss_describes_them(
         assert silx_view(plot) == "curve"
         np.testing.assert_array_equal(nxdata.NXdata(plot).signal[()], data[DIODE])
     assert "a_key_of_a_later_bliss not used by the writer" in caplog.text
+    # BLISS's keys the writer does not read stay in writer/scan_info, said at debug level
+    unused = [r.getMessage() for r in caplog.records
+              if "scan_info keys not used by the writer" in r.getMessage()]
+    assert len(unused) == 1 and "publisher_version" in unused[0], unused
+    assert "filename" not in unused[0].split(": ", 2)[-1].split(", ")
     assert nxcheck_errors(info["filename"], ignore_entry_names=True) == []
 
 
