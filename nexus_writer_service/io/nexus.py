@@ -132,6 +132,17 @@ def _same_value(known: Any, planned: Any) -> bool:
         jsonable(planned), sort_keys=True, default=str)
 
 
+def _fits(dataset: h5py.Dataset, data: Any) -> bool:
+    """Whether ``data`` can be written over the whole of ``dataset``, as it would be
+    created for it (same shape; text over text, or the same dtype)."""
+    array = np.asarray(data)
+    if dataset.shape != array.shape:
+        return False
+    if h5py.check_string_dtype(dataset.dtype) is not None:
+        return array.dtype.kind == "O"
+    return bool(dataset.dtype == array.dtype)
+
+
 def _stored_equal(dataset: h5py.Dataset, value: Any) -> bool:
     """Whether ``dataset`` holds ``value`` as :func:`_field_data` stores it."""
     data = np.asarray(_field_data(value))
@@ -212,6 +223,8 @@ class NexusFile:
         self._group_class: dict[str, str] = {}
         # the value and attributes of every field as last written (or found) here
         self._fields: dict[str, tuple[Any, Mapping[str, Any]]] = {}
+        # the attributes of every stream as last written here
+        self._stream_attrs: dict[str, Mapping[str, Any]] = {}
 
     def _init_root(self) -> None:
         attrs = self.file.attrs
@@ -272,8 +285,10 @@ class NexusFile:
                 fresh = True
             for item in entry.items:
                 if self._exists(item, fresh):
-                    if isinstance(item, StreamPlan) and item.channel not in self._streams:
-                        self._open_stream(item)
+                    if isinstance(item, StreamPlan):
+                        if item.channel not in self._streams:
+                            self._open_stream(item)
+                        self._update_stream_attrs(item)
                     elif isinstance(item, StackPlan) and any(
                             channel not in self._streams for channel in item.channels):
                         self._open_stack(item)
@@ -324,7 +339,7 @@ class NexusFile:
         """Remove the object at ``path`` and forget what was made under it."""
         del self.file[path]
         inside = path + "/"
-        for known in (self._created, self._fields, self._group_class):
+        for known in (self._created, self._fields, self._group_class, self._stream_attrs):
             for name in [name for name in known if name == path or name.startswith(inside)]:
                 del known[name]
 
@@ -353,11 +368,24 @@ class NexusFile:
             return
         if known is None and _stored_equal(dataset, plan.value):
             _set_attrs(dataset, plan.attrs)
+        elif _fits(dataset, _field_data(plan.value)):
+            # in place: a reader without locking never meets a freed object
+            dataset[()] = _field_data(plan.value)
+            _set_attrs(dataset, plan.attrs)
         else:
             del dataset
             del self.file[plan.path]
             self._create_field(plan)
         self._fields[plan.path] = (plan.value, plan.attrs)
+
+    def _update_stream_attrs(self, plan: StreamPlan) -> None:
+        """A stream's planned attributes that changed (a unit published in the
+        scan_info's ``channels`` after the channel was declared), or those of a
+        stream of a resumed file, written once."""
+        if self._stream_attrs.get(plan.path) == plan.attrs:
+            return
+        _set_attrs(self._streams[plan.channel].dataset, plan.attrs)
+        self._stream_attrs[plan.path] = plan.attrs
 
     def _create_field(self, plan: FieldPlan) -> None:
         dataset = self.file.create_dataset(plan.path, data=_field_data(plan.value))
@@ -417,6 +445,7 @@ class NexusFile:
             self._streams[plan.channel] = Stream(dataset, plan, None, self._scratch,
                                                  (0, dtype, direct))
         _set_attrs(dataset, plan.attrs, new=True)
+        self._stream_attrs[plan.path] = plan.attrs
         if plan.channel not in self._streams:
             self._open_stream(plan, dataset)
 

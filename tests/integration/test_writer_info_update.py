@@ -197,3 +197,31 @@ def test_a_channel_declared_where_metadata_was_written_takes_its_place_and_keeps
         assert instrument["late2/data"][()].tolist() == [3.0, 4.0]
         assert _text(instrument["late2_metadata"][()]) == "a text about late2"
     assert nxcheck_errors(str(filename), ignore_entry_names=True) == []
+
+
+def test_units_published_when_the_scan_is_prepared_reach_the_channels(
+        redis_url: str, tmp_path: Path) -> None:
+    """BLISS completes ``channels`` (with the units) at PREPARED, after the channels
+    were declared, and a channel's points may already be in the file then."""
+    filename = tmp_path / "units.h5"
+    with session_writer(redis_url, "units", fast_options()) as writer:
+        with Publisher("units", redis_url) as publisher:
+            scan = publisher.create_scan(_info(filename), name="loopscan", number=1)
+            scan.add_channel("timer:elapsed_time", "float64", subscan="timer")
+            scan.add_channel("diode:diode1", "float64", subscan="timer")
+            scan.send({"timer:elapsed_time": [0.0, 0.1], "diode:diode1": [5.0, 6.0]})
+            wait_until(lambda: [r.writer.points for r in writer.scans()]
+                       == [{"timer:elapsed_time": 2, "diode:diode1": 2}],
+                       what="the points in the writer")
+            scan.update_info({"channels": {"timer:elapsed_time": {"unit": "s"},
+                                           "diode:diode1": {"unit": "counts"}}})
+            scan.prepare()
+            scan.end()
+        (record,) = wait_scans_done(writer, 1)
+    assert record.state is SubscriberState.OFF, record.as_dict()
+    with h5py.File(filename, "r") as h5:
+        assert _text(h5["1.1/instrument/diode1/data"].attrs["units"]) == "counts"
+        assert _text(h5["1.1/measurement/diode1"].attrs["units"]) == "counts"
+        assert _text(h5["1.1/instrument/elapsed_time/value"].attrs["units"]) == "s"
+        assert h5["1.1/instrument/diode1/data"][()].tolist() == [5.0, 6.0]
+    assert nxcheck_errors(str(filename), ignore_entry_names=True) == []
