@@ -257,7 +257,8 @@ def _run(args: argparse.Namespace, root: Path, scans: tuple[str, ...], stack: Ex
          f"{proxy.state()}")
     options = SimulationOptions(session=args.session, scans=scans, redis_url=url,
                                 root=str(root), npoints=args.npoints,
-                                count_time=args.count_time, seed=args.seed)
+                                count_time=args.count_time, seed=args.seed,
+                                master_files=True)
     progress = _Progress(proxy, len(scans))
     errors: list[BaseException] = []
     _say(f"\npublishing {len(scans)} scans into session {args.session!r}: {', '.join(scans)}")

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(session.unregister_reader, _READ_BACK)
         start = session.current_position()
         sim_args = ["--redis-url", url, "--session", args.session, "--root", root,
-                    "--seed", str(args.seed)]
+                    "--seed", str(args.seed), "--master-files"]
         for name in args.scan or ["all"]:
             sim_args += ["--scan", name]
         writer = NexusSessionWriter(session, options=SaveOptions(allowed_roots=(root,)),

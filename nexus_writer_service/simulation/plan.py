@@ -141,6 +141,8 @@ class ScanParameters:
     mca_detectors: int = 1
     start_time: str = "2000-01-01T00:00:00+00:00"
     lima_format: str = "hdf5"
+    #: give each scan BLISS's ``nexuswriter.masterfiles`` (a collection and a proposal file)
+    master_files: bool = False
 
     @property
     def exposure(self) -> float:

@@ -70,6 +70,8 @@ class SimulationOptions:
     ``truth``: path of the ground-truth HDF5 file to write, if any.
     ``block_size``: the most points sent per Redis round trip. ``lima_format``: the
     file format of the simulated lima detectors, ``"hdf5"`` or ``"edf"``.
+    ``master_files``: each scan names a dataset collection and a proposal master file
+    in ``nexuswriter.masterfiles``, as BLISS does under the ESRF data policy.
     """
 
     session: str = "demo"
@@ -87,6 +89,7 @@ class SimulationOptions:
     retention: float = 24 * 3600.0
     block_size: int = 1000
     lima_format: str = "hdf5"
+    master_files: bool = False
 
     def validate(self) -> None:
         """Raise :class:`ConfigurationError` naming the first invalid option."""
@@ -277,7 +280,8 @@ def simulate(
                             seed=options.seed, repeat=repeat, npoints=options.npoints,
                             count_time=options.count_time, nchannels=options.nchannels,
                             mca_detectors=options.mca_detectors,
-                            start_time=_now(), lima_format=options.lima_format)
+                            start_time=_now(), lima_format=options.lima_format,
+                            master_files=options.master_files)
                         result = publish_plan(publisher, build_scan(kind, params),
                                               count_time=options.count_time,
                                               block_size=options.block_size, truth=truth,

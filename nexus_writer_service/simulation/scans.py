@@ -102,7 +102,8 @@ def _plan(params: ScanParameters, kind: str, *, name: str, scan_type: str, title
         npoints=npoints, count_time=params.exposure, chain=chain, channels=channel_info,
         positioners=sinfo.positioners_info(start_positions, end_positions), plots=plots,
         start_time=params.start_time, data_dim=data_dim,
-        masterfiles=sinfo.master_filenames(params.root, params.session),
+        masterfiles=(sinfo.master_filenames(params.root, params.session)
+                     if params.master_files else None),
         extra=dict(extra or {}, simulation={"kind": kind, "seed": params.seed,
                                             "repeat": params.repeat}),
     )
