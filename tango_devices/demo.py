@@ -42,6 +42,7 @@ from nexus_writer_service.simulation import (
     SimulationOptions,
     simulate,
 )
+from nexus_writer_service.simulation.info import master_filenames
 
 from .process import ServerProcess
 from .register import device_name, register_nexus_writer
@@ -168,6 +169,14 @@ def _wait_written(proxy: tango.DeviceProxy, progress: _Progress, thread: threadi
         time.sleep(0.2)
 
 
+def _say_master_files(root: str, session: str) -> None:
+    """Where every scan is linked, as BLISS asks for (``nexuswriter.masterfiles``)."""
+    for level, path in master_filenames(root, session).items():
+        if os.path.exists(path):
+            _say(f"  {level.replace('_', ' ')} file, every scan linked as "
+                 f"<dataset>_<N.M>: {os.path.relpath(path, root)}")
+
+
 def _wait_for_ctrl_c(lines: Sequence[str]) -> None:
     try:
         _say("\nEverything keeps running for exploration (Ctrl-C stops it all):")
@@ -257,7 +266,8 @@ def _run(args: argparse.Namespace, root: Path, scans: tuple[str, ...], stack: Ex
          f"{proxy.state()}")
     options = SimulationOptions(session=args.session, scans=scans, redis_url=url,
                                 root=str(root), npoints=args.npoints,
-                                count_time=args.count_time, seed=args.seed)
+                                count_time=args.count_time, seed=args.seed,
+                                master_files=True)
     # a sequence publishes its scans and itself
     total = sum(1 + len(SEQUENCE_TYPES[s].scans) if s in SEQUENCE_TYPES else 1 for s in scans)
     progress = _Progress(proxy, total)
@@ -275,6 +285,7 @@ def _run(args: argparse.Namespace, root: Path, scans: tuple[str, ...], stack: Ex
         thread.join()
     ok = _table(proxy, root, progress.published)
     _say(f"\nfiles are in {root} (open them with: silx view {root})")
+    _say_master_files(str(root), args.session)
     if args.keep_running:
         _wait_for_ctrl_c([
             f"TANGO_HOST={tango_host}  device {device}  (jive, or tango.DeviceProxy)",

@@ -11,6 +11,7 @@ go to ``--root`` (a temporary directory by default, removed at the end unless
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -26,6 +27,7 @@ from ..data import EventType, get_session_node
 from ..embedded import EmbeddedRedis
 from ..errors import EventTimeout, NexusWriterError
 from ..io.options import SaveOptions
+from ..simulation.info import master_filenames
 from ..subscribers import NexusSessionWriter
 from . import simulate
 
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(session.unregister_reader, _READ_BACK)
         start = session.current_position()
         sim_args = ["--redis-url", url, "--session", args.session, "--root", root,
-                    "--seed", str(args.seed)]
+                    "--seed", str(args.seed), "--master-files"]
         for name in args.scan or ["all", "sequence"]:
             sim_args += ["--scan", name]
         writer = NexusSessionWriter(session, options=SaveOptions(allowed_roots=(root,)),
@@ -125,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{record.name:<24.24} {record.state.value:<6} "
                   f"{record.writer.status.value:<10} {done:>8} "
                   f"{','.join(record.writer.urls) or record.writer.state_reason}")
+        masters = {level: path for level, path in
+                   master_filenames(root, args.session).items() if os.path.exists(path)}
+        if masters:
+            print("\nmaster files (every scan linked as <dataset file>_<N.M>):")
+            for level, path in masters.items():
+                print(f"{level:<24} {path}")
         if failed:
             return 1
     return 0

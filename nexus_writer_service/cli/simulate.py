@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="random seed; the same seed publishes the same data (default: 0)")
     parser.add_argument("--lima-format", choices=LIMA_FILE_FORMATS, default="hdf5",
                         help="file format of the simulated lima detector (default: hdf5)")
+    parser.add_argument("--master-files", action="store_true",
+                        help="each scan names a dataset collection and a proposal master "
+                             "file (nexuswriter.masterfiles), as BLISS does")
     parser.add_argument("--truth", metavar="FILE",
                         help="write everything published to this HDF5 file")
     parser.add_argument("--lease", type=float, default=10.0,
@@ -146,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed, truth=args.truth,
         lease=args.lease, reconnect_timeout=args.reconnect_timeout,
         block_size=args.block_size, lima_format=args.lima_format,
+        master_files=args.master_files,
     )
     try:
         simulate(options, on_published=_print_line)

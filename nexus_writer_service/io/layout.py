@@ -311,8 +311,9 @@ def _entry(description: ScanDescription, options: SaveOptions, subscan: str, ind
     stacked = {n.name for fields in stacks.values() for group in fields.values()
                for n in group}
     devices = stack_devices(stacks)
+    described = scan_info_keys.devices(info)
     placed = place_all([n for n in nodes if n.name not in stacked], masters,
-                       RESERVED | frozenset(devices.values()))
+                       RESERVED | frozenset(devices.values()), described)
     placed += place_stacks(stacks, devices)
     names = link_names(placed, options.short_names)
     streams: dict[str, StreamPlan] = {}
@@ -340,6 +341,7 @@ def _entry(description: ScanDescription, options: SaveOptions, subscan: str, ind
         else:
             stream = streams[p.node.name] = _stream(p.node, path, chunking, expected)
             entry.add(stream)
+    _device_info(entry, instrument, placed, described)
     _positioners(entry, info, placed, options)
     entry.add(GroupPlan(f"{root}/measurement", "NXcollection"))
     for p in placed:
@@ -355,7 +357,7 @@ def _entry(description: ScanDescription, options: SaveOptions, subscan: str, ind
         for item in _text_fields(f"{root}/sample", sample):
             entry.add(item)
     _notes(entry, info)
-    entry.add(GroupPlan(f"{root}/writer", "NXnote"))
+    entry.add(GroupPlan(f"{root}/writer", "NXcollection"))
     entry.add(FieldPlan(f"{root}/writer/scan_key", description.key))
     entry.add(FieldPlan(f"{root}/writer/scan_info", json.dumps(jsonable(info)),
                         {"type": "application/json"}))
@@ -365,6 +367,27 @@ def _entry(description: ScanDescription, options: SaveOptions, subscan: str, ind
                         {"type": "application/json"}))
     _metadata(entry, info)
     return entry, streams, images
+
+
+def _device_info(entry: EntryPlan, instrument: str, placed: Sequence[Placed],
+                 described: Mapping[str, scan_info_keys.Device]) -> None:
+    """The ``device_info`` BLISS gives a channel's device (``nexuswriter.devices``),
+    written into the device's group as the classic writer does (``type``...), never
+    over what the writer plans itself. The channels of one device describe it alike:
+    the first one that does is written."""
+    planned: dict[str, PlanItem] = {item.path: item for item in entry.items}
+    done: set[str] = set()
+    for p in placed:
+        for name in p.members or (p.node.name,):
+            device = described.get(name)
+            if device is None or not device.device_info or p.device in done:
+                continue
+            done.add(p.device)
+            where = f"nexuswriter/devices/{name}/device_info"
+            for item in tree_items(f"{instrument}/{p.device}", device.device_info, where,
+                                   planned, entry.metadata_notes):
+                entry.add(item)
+                planned[item.path] = item
 
 
 def _metadata(entry: EntryPlan, scan_info: Mapping[str, Any]) -> None:
@@ -379,13 +402,20 @@ def _metadata(entry: EntryPlan, scan_info: Mapping[str, Any]) -> None:
         path = f"{root}/{safe_name(category)}"
         if isinstance(value, Mapping):
             trees.append((path, value, category))
-        elif value is not None and path not in planned:
+        elif value is not None:
+            if path in planned:
+                moved = path + "_metadata"
+                while moved in planned:
+                    moved += "_"
+                entry.metadata_notes.append(
+                    f"scan_info {category!r} is at {moved}: the writer has {path}")
+                path = moved
             entry.add(FieldPlan(path, value))
             planned[path] = entry.items[-1]
     for path, tree, where in trees:
         if not [key for key in tree if "@" not in key and key != "NX_class"]:
             continue  # BLISS publishes empty categories: {"@NX_class": ...}
-        for item in tree_items(path, tree, where, planned):
+        for item in tree_items(path, tree, where, planned, entry.metadata_notes):
             entry.add(item)
             planned[item.path] = item
 
@@ -410,5 +440,6 @@ def plan_scan(description: ScanDescription, options: SaveOptions,
                 stacks.update(dict.fromkeys(item.channels, item))
     root_attrs = {"NX_class": "NXroot", "creator": creator,
                   "default": entries[0].name if entries else ""}
-    notes = [f"{entry.name}: {note}" for entry in entries for note in entry.notes]
+    notes = [f"{entry.name}: {note}" for entry in entries
+             for note in entry.notes + entry.metadata_notes]
     return ScanLayout(root_attrs, entries, streams, images, stacks, notes)

@@ -10,16 +10,25 @@ BLISS (``instrument``, ``technique``...), written with the conventions of silx's
   soft link (absolute in the file, or relative to the group: ``..`` and ``.`` allowed);
 * anything else is a dataset; ``None`` is left out.
 
-A tree never replaces what the writer plans itself: an item at a path the writer
-already plans is left out (the writer's groups keep their class), and so is what
-would go under one of its datasets. A value no HDF5 attribute or link can be made of
-raises :class:`~nexus_writer_service.errors.MalformedInfoError` naming where it is.
+* a ``/`` in a key names a member of a subgroup, as ``dicttonx`` makes it:
+  ``{"slits/gap": 1}`` is ``{"slits": {"gap": 1}}`` (``"slits/gap@units"`` and
+  ``">slits/beam"`` too); a ``.`` or ``..`` part, or a name that is both a value and
+  a subgroup, is malformed.
+
+A tree never replaces what the writer plans itself, and never loses a value to it:
+a group at the path of one of the writer's groups is merged into it (which keeps its
+class); a value, a link or a group at the path of one of the writer's datasets (or
+links) is put beside it, as ``<name>_metadata``, and a note says so. The writer's
+datasets come from the channels, which may be declared after the metadata was
+written: the file then moves the metadata aside (see :mod:`.nexus`). A value no HDF5
+attribute or link can be made of raises
+:class:`~nexus_writer_service.errors.MalformedInfoError` naming where it is.
 """
 
 from __future__ import annotations
 
 import posixpath
-from typing import Any, Mapping
+from typing import Any, Mapping, MutableMapping, Optional
 
 from ..errors import MalformedInfoError
 from .plan import FieldPlan, GroupPlan, LinkPlan, PlanItem, safe_name
@@ -76,33 +85,96 @@ def _split(tree: Mapping[str, Any], where: str
     return own, member_attrs, members
 
 
+def _nest(tree: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``tree`` with every key holding a ``/`` moved into its subgroups."""
+    nested: dict[str, Any] = {}
+    for key, value in tree.items():
+        key = str(key)
+        member, at, attr = key.rpartition("@") if "@" in key else (key, "", "")
+        link = member.startswith(">")
+        name = member[1:] if link else member
+        if "/" not in name:
+            made = nested.get(key)
+            if isinstance(made, dict) and isinstance(value, Mapping):
+                nested[key] = {**value, **made}  # its subgroup named with a '/' as well
+            elif isinstance(made, dict):
+                raise MalformedInfoError(
+                    f"scan_info {where + '/' + key!r} is both a value and a group; the "
+                    "acquisition program sent a malformed scan_info")
+            else:
+                nested[key] = value
+            continue
+        parts = [part for part in name.split("/") if part]
+        if not parts or any(part in (".", "..") for part in parts):
+            raise MalformedInfoError(
+                f"scan_info {where + '/' + key!r}: a '/' in a name makes subgroups; "
+                "'.' and '..' are not names; the acquisition program sent a malformed "
+                "scan_info")
+        target = nested
+        for depth, group in enumerate(parts[:-1]):
+            sub = target.get(group)
+            if sub is None or isinstance(sub, Mapping):
+                sub = target[group] = dict(sub or {})
+            else:
+                raise MalformedInfoError(
+                    f"scan_info {where + '/' + key!r}: {'/'.join(parts[:depth + 1])!r} "
+                    "is both a value and a group; the acquisition program sent a "
+                    "malformed scan_info")
+            target = sub
+        target[(">" if link else "") + parts[-1] + at + attr] = value
+    return nested
+
+
+def _beside(path: str, name: str, planned: Mapping[str, PlanItem]) -> str:
+    """A free path beside ``path/name`` for metadata the writer's item there displaces."""
+    child = f"{path}/{name}_metadata"
+    while child in planned:
+        child += "_"
+    return child
+
+
 def tree_items(path: str, tree: Mapping[str, Any], where: str,
-               planned: Mapping[str, PlanItem]) -> list[PlanItem]:
+               planned: MutableMapping[str, PlanItem],
+               notes: Optional[list[str]] = None) -> list[PlanItem]:
     """The items of the group ``path`` made from ``tree`` (``where``: its key in the
-    scan_info, for error messages); ``planned``: the items the writer plans itself,
-    by path, which the tree does not replace."""
-    own, member_attrs, members = _split(tree, where)
+    scan_info, for error messages); ``planned``: the items planned so far, by path,
+    which the tree does not replace (the items of the tree are added to it);
+    ``notes``: where to say which metadata was put beside one of the writer's items."""
+    own, member_attrs, members = _split(_nest(tree, where), where)
     nx_class = str(own.pop("NX_class", "NXcollection"))
     items: list[PlanItem] = []
     existing = planned.get(path)
+    if existing is not None and not isinstance(existing, GroupPlan):
+        parent, name = path.rsplit("/", 1)
+        path = _beside(parent, name, planned)
+        if notes is not None:
+            notes.append(f"scan_info {where!r} is at {path}: the writer has {parent}/{name}")
+        existing = None
     if existing is None:
         items.append(GroupPlan(path, nx_class, own, _link_attrs(members, member_attrs)))
-    elif not isinstance(existing, GroupPlan):
-        return []
+        planned[path] = items[-1]
     for key, value in members.items():
         link = key.startswith(">")
         name = safe_name(key[1:] if link else key)
         child = f"{path}/{name}"
+        taken = planned.get(child)
+        if taken is not None and not (isinstance(value, Mapping) and not link
+                                      and isinstance(taken, GroupPlan)):
+            child = _beside(path, name, planned)
+            if notes is not None:
+                notes.append(f"scan_info {where + '/' + key!r} is at {child}: the writer "
+                             f"has {path}/{name}")
         if link:
-            if child not in planned:
-                items.append(_link(child, value, f"{where}/{key}"))
+            items.append(_link(child, value, f"{where}/{key}"))
+            planned[child] = items[-1]
         elif isinstance(value, Mapping):
             nested = dict(value)
             for attr, attr_value in member_attrs.get(key, {}).items():
                 nested.setdefault(f"@{attr}", attr_value)
-            items += tree_items(child, nested, f"{where}/{key}", planned)
-        elif child not in planned:
+            items += tree_items(child, nested, f"{where}/{key}", planned, notes)
+        else:
             items.append(FieldPlan(child, value, member_attrs.get(key, {})))
+            planned[child] = items[-1]
     return items
 
 

@@ -18,12 +18,13 @@ import functools
 import json
 import os
 import time
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Mapping, Optional, TypeVar
 
 import h5py
 import numpy as np
 
 from .. import __version__
+from ..data.codec import jsonable
 from ..errors import DiskSpaceError, EntryExistsError, FileFinishedError, NexusWriterError
 from ._lowlevel import create_group, create_stream_dataset, filter_pipeline, open_uncached
 from ._lowlevel import soft_link
@@ -128,6 +129,47 @@ def _field_data(value: Any) -> Any:
     return value
 
 
+def _same_value(known: Any, planned: Any) -> bool:
+    """Whether two planned values are the same (NaN equal to NaN)."""
+    if known is planned:
+        return True
+    try:
+        if known == planned:
+            return True
+    except (TypeError, ValueError):
+        pass
+    return json.dumps(jsonable(known), sort_keys=True, default=str) == json.dumps(
+        jsonable(planned), sort_keys=True, default=str)
+
+
+def _fits(dataset: h5py.Dataset, data: Any) -> bool:
+    """Whether ``data`` can be written over the whole of ``dataset``, as it would be
+    created for it (same shape; text over text, or the same dtype)."""
+    array = np.asarray(data)
+    if dataset.shape != array.shape:
+        return False
+    if h5py.check_string_dtype(dataset.dtype) is not None:
+        return array.dtype.kind == "O"
+    return bool(dataset.dtype == array.dtype)
+
+
+def _stored_equal(dataset: h5py.Dataset, value: Any) -> bool:
+    """Whether ``dataset`` holds ``value`` as :func:`_field_data` stores it."""
+    data = np.asarray(_field_data(value))
+    try:
+        if h5py.check_string_dtype(dataset.dtype) is not None:
+            if data.dtype.kind not in "OUS":
+                return False
+            return bool(np.array_equal(np.asarray(dataset.asstr()[()]).astype(str),
+                                       data.astype(str)))
+        stored = dataset[()]
+        if data.dtype.kind in "OUS" or np.shape(stored) != data.shape:
+            return False
+        return bool(np.array_equal(stored, data, equal_nan=data.dtype.kind in "fc"))
+    except (TypeError, ValueError):
+        return False
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -214,11 +256,16 @@ class NexusFile:
         self._fresh_entries: set[str] = set()
         self._free: int | None = None
         self._free_at = 0.0
-        self._created: set[str] = set()
+        # the kind of plan item each path was made (or found) for
+        self._created: dict[str, type] = {}
         self._group_class: dict[str, str] = {}
         #: where a sliced materialise stopped: (layout, entry index, item index)
         self._paused_at: tuple[ScanLayout, int, int] | None = None
         self._compressor: ChunkCompressor | None = None
+        # the value and attributes of every field as last written (or found) here
+        self._fields: dict[str, tuple[Any, Mapping[str, Any]]] = {}
+        # the attributes of every stream as last written here
+        self._stream_attrs: dict[str, Mapping[str, Any]] = {}
 
     def _codec(self, codec: ChunkCodec | None
                ) -> tuple[ChunkCodec | None, ChunkCompressor | None]:
@@ -287,7 +334,9 @@ class NexusFile:
     @_disk_full_errors
     def materialise(self, layout: ScanLayout, until: float | None = None) -> bool:
         """Create every planned item that is not in the file yet, and bring the
-        attributes of existing groups (plot signals and axes) up to date (idempotent).
+        attributes of existing groups (plot signals and axes) and the fields whose
+        planned value changed (the scan_info completed during the scan: end
+        positions, comments...) up to date (idempotent).
 
         ``until`` (``time.monotonic()``): stop creating items once past it, and
         answer False; calling again with the same layout carries on where it
@@ -311,25 +360,65 @@ class NexusFile:
                         and time.monotonic() > until:
                     self._paused_at = (layout, index, count)
                     return False
-                if item.path in self._created if fresh else (
-                        item.path in self.file or (isinstance(item, LinkPlan)
-                                                   and self._has_link(item.path))):
-                    if isinstance(item, StreamPlan) and item.channel not in self._streams:
-                        self._open_stream(item)
+                if self._exists(item, fresh):
+                    if isinstance(item, StreamPlan):
+                        if item.channel not in self._streams:
+                            self._open_stream(item)
+                        self._update_stream_attrs(item)
                     elif isinstance(item, StackPlan) and any(
                             channel not in self._streams for channel in item.channels):
                         self._open_stack(item)
                     elif isinstance(item, GroupPlan):
                         self._update_group(item)
+                    elif isinstance(item, FieldPlan):
+                        self._update_field(item)
                     continue
                 self._create(item)
-                self._created.add(item.path)
+                self._created[item.path] = type(item)
             self._set_member_attrs(entry.items)
             if entry.default:
                 self.file[entry.name].attrs["default"] = entry.default
         if not self.file.attrs.get("default") and layout.root_attrs.get("default"):
             self.file.attrs["default"] = layout.root_attrs["default"]
         return True
+
+    def _exists(self, item: Any, fresh: bool) -> bool:
+        """Whether the file has ``item`` already. Something else at its path (scan
+        metadata written before a channel took its place: the plan now puts the
+        metadata beside it, see :mod:`.metadata`) is removed first."""
+        kind = self._created.get(item.path)
+        if kind is None and not fresh:
+            kind = self._found(item)
+            if kind is not None:
+                self._created[item.path] = kind
+        if kind is None:
+            return False
+        if kind is type(item):
+            return True
+        self._remove(item.path)
+        return False
+
+    def _found(self, item: Any) -> type | None:
+        """The kind of plan item the object at ``item.path`` of an entry this object
+        did not create was made for (as far as it matters), or None."""
+        if isinstance(item, LinkPlan):
+            return LinkPlan if item.path in self.file or self._has_link(item.path) else None
+        found = self.file.get(item.path)
+        if found is None:
+            return None
+        if isinstance(found, h5py.Group):
+            return GroupPlan
+        if isinstance(item, StreamPlan) and "channel" not in found.attrs:
+            return FieldPlan
+        return type(item) if not isinstance(item, GroupPlan) else FieldPlan
+
+    def _remove(self, path: str) -> None:
+        """Remove the object at ``path`` and forget what was made under it."""
+        del self.file[path]
+        inside = path + "/"
+        for known in (self._created, self._fields, self._group_class, self._stream_attrs):
+            for name in [name for name in known if name == path or name.startswith(inside)]:
+                del known[name]
 
     def _update_group(self, plan: GroupPlan) -> None:
         """An existing group gets the attributes planned now, and its planned class
@@ -341,6 +430,44 @@ class NexusFile:
             self._group_class[plan.path] = plan.nx_class
         if plan.attrs:
             _set_attrs(self.file[plan.path], plan.attrs)
+
+    def _update_field(self, plan: FieldPlan) -> None:
+        """Rewrite a field whose planned value or attributes changed since it was
+        written (a field of a resumed file is compared with the file once). A path
+        that holds something else than a field is left as it is."""
+        known = self._fields.get(plan.path)
+        if known is not None and _same_value(known[0], plan.value) \
+                and _same_value(known[1], plan.attrs):
+            return
+        dataset = self.file.get(plan.path)
+        if not isinstance(dataset, h5py.Dataset):
+            self._fields[plan.path] = (plan.value, plan.attrs)
+            return
+        if known is None and _stored_equal(dataset, plan.value):
+            _set_attrs(dataset, plan.attrs)
+        elif _fits(dataset, _field_data(plan.value)):
+            # in place: a reader without locking never meets a freed object
+            dataset[()] = _field_data(plan.value)
+            _set_attrs(dataset, plan.attrs)
+        else:
+            del dataset
+            del self.file[plan.path]
+            self._create_field(plan)
+        self._fields[plan.path] = (plan.value, plan.attrs)
+
+    def _update_stream_attrs(self, plan: StreamPlan) -> None:
+        """A stream's planned attributes that changed (a unit published in the
+        scan_info's ``channels`` after the channel was declared), or those of a
+        stream of a resumed file, written once."""
+        if self._stream_attrs.get(plan.path) == plan.attrs:
+            return
+        _set_attrs(self._streams[plan.channel].dataset, plan.attrs)
+        self._stream_attrs[plan.path] = plan.attrs
+
+    def _create_field(self, plan: FieldPlan) -> None:
+        dataset = self.file.create_dataset(plan.path, data=_field_data(plan.value))
+        _set_attrs(dataset, plan.attrs)
+        self._fields[plan.path] = (plan.value, plan.attrs)
 
     def _set_member_attrs(self, items: list[Any]) -> None:
         """The attributes groups give their members, once the members exist."""
@@ -363,8 +490,7 @@ class NexusFile:
             create_group(self.file, item.path, {"NX_class": item.nx_class, **item.attrs})
             self._group_class[item.path] = item.nx_class
         elif isinstance(item, FieldPlan):
-            dataset = self.file.create_dataset(item.path, data=_field_data(item.value))
-            _set_attrs(dataset, item.attrs)
+            self._create_field(item)
         elif isinstance(item, StreamPlan):
             self._create_stream(item)
         elif isinstance(item, StackPlan):
@@ -398,6 +524,7 @@ class NexusFile:
             self._streams[plan.channel] = Stream(dataset, plan, None, self._scratch,
                                                  (0, dtype, direct), *self._codec(codec))
         _set_attrs(dataset, plan.attrs, new=True)
+        self._stream_attrs[plan.path] = plan.attrs
         if plan.channel not in self._streams:
             self._open_stream(plan, dataset)
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from .options import SaveOptions
 from .plan import NodeSpec, safe_name
+from .scan_info import Device
 
 __all__ = [
     "Placed",
@@ -50,18 +51,55 @@ class Placed:
     members: tuple[str, ...] = ()
 
 
-def _place(node: NodeSpec, masters: set[str]) -> tuple[str, str, str, bool]:
+def _place(node: NodeSpec, masters: set[str], described: Device | None = None
+           ) -> tuple[str, str, str, bool]:
+    device, nx_class, leaf, positioner = _place_by_name(node, masters, described)
+    if described is not None:
+        # what BLISS names itself wins
+        device = safe_name(described.device_name) if described.device_name else device
+        leaf = safe_name(described.data_name) if described.data_name else leaf
+    return device, nx_class, leaf, positioner
+
+
+def _place_by_name(node: NodeSpec, masters: set[str], described: Device | None
+                   ) -> tuple[str, str, str, bool]:
+    """The classic writer's naming, from the channel's name and, when BLISS gives it
+    (``nexuswriter.devices``), its device type."""
     parts = node.name.split(":")
+    kind = described.device_type if described is not None else ""
     if node.type == "lima":
         return safe_name(parts[0]), "NXdetector", "data", False
-    if node.name in masters and not node.shape:
+    if (node.name in masters or kind in _POSITIONER_TYPES) and not node.shape:
         return safe_name(node.short_name), "NXpositioner", "value", True
     mca = _MCA.match(node.name)
     if mca:
         leaf = mca_field(mca["quantity"], node.shape)
         return safe_name(f"{mca['ctrl']}_det{mca['n']}"), "NXdetector", leaf, False
+    if kind == "mca" and len(parts) == 2:
+        # a channel of the whole controller (xmap1:roi1): its "sum" detector
+        return safe_name(f"{parts[0]}_sum"), "NXdetector", safe_name(parts[1]), False
+    if kind == "lima" and len(parts) == 3:
+        return _lima_counter(parts)
     device = f"{parts[0]}_{parts[-1]}" if len(parts) > 2 else node.short_name
     return safe_name(device), "NXdetector", "data", False
+
+
+#: device types of ``nexuswriter.devices`` whose scalar channels are positioners
+_POSITIONER_TYPES = ("positioner", "positionergroup")
+
+
+def _lima_counter(parts: list[str]) -> tuple[str, str, str, bool]:
+    """A counter of a lima detector, as the classic writer groups them:
+    ``frelon1:roi_counters:roi1_sum`` -> ``frelon1_roi1/sum``,
+    ``frelon1:roi_profiles:roi2`` -> ``frelon1_roi2/data``,
+    ``frelon1:bpm:fwhm_x`` -> ``frelon1_bpm/fwhm_x``."""
+    ctrl, kind, name = parts
+    if kind == "roi_counters" and "_" in name:
+        roi, quantity = name.rsplit("_", 1)
+        return safe_name(f"{ctrl}_{roi}"), "NXdetector", safe_name(quantity), False
+    if kind == "roi_profiles":
+        return safe_name(f"{ctrl}_{name}"), "NXdetector", "data", False
+    return safe_name(f"{ctrl}_{kind}"), "NXdetector", safe_name(name), False
 
 
 def mca_field(quantity: str, shape: Sequence[int]) -> str:
@@ -71,13 +109,16 @@ def mca_field(quantity: str, shape: Sequence[int]) -> str:
 
 
 def place_all(nodes: Sequence[NodeSpec], masters: set[str],
-              reserved: frozenset[str] = RESERVED) -> list[Placed]:
-    """Device group and field of every node, unique within the entry."""
+              reserved: frozenset[str] = RESERVED,
+              described: Mapping[str, Device] | None = None) -> list[Placed]:
+    """Device group and field of every node, unique within the entry; ``described``:
+    the devices BLISS describes (``nexuswriter.devices``), by channel name."""
     taken: dict[tuple[str, str], str] = {}
     device_class: dict[str, str] = {}
     placed = []
+    described = described or {}
     for node in nodes:
-        device, nx_class, leaf, positioner = _place(node, masters)
+        device, nx_class, leaf, positioner = _place(node, masters, described.get(node.name))
         if ((device, leaf) in taken or device in reserved
                 or device_class.get(device, nx_class) != nx_class):
             device = safe_name(node.name)

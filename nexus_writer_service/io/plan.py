@@ -199,6 +199,8 @@ class EntryPlan:
     items: list[PlanItem] = field(default_factory=list)
     default: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: scan metadata put beside one of the writer's items (see :mod:`.metadata`)
+    metadata_notes: list[str] = field(default_factory=list)
 
     def add(self, item: PlanItem) -> None:
         self.items.append(item)

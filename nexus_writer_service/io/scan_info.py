@@ -9,12 +9,17 @@ scan goes FAULT with a reason the acquisition program's author can act on.
 from __future__ import annotations
 
 import datetime
+import logging
+import os
 from typing import Any, Mapping, NamedTuple
 
 from ..errors import MalformedInfoError
 
-__all__ = ["WRITTEN_BY", "Comment", "categories", "comments", "instrument_info",
-           "plotselect", "skip_reason"]
+__all__ = ["WRITTEN_BY", "Comment", "Device", "categories", "comments", "devices",
+           "instrument_info", "master_files", "master_link_name", "plotselect", "scan_file",
+           "skip_reason", "unknown_keys"]
+
+logger = logging.getLogger(__name__)
 
 #: Categories of scan metadata the writer puts elsewhere than in a tree of their name.
 _PLACED_ELSEWHERE = ("positioners", "nexuswriter")
@@ -133,3 +138,168 @@ def plotselect(info: Mapping[str, Any]) -> list[str]:
     if not isinstance(selected, list) or not all(isinstance(v, str) for v in selected):
         raise _malformed(f"{key}/plotselect", selected, "a list of channel names")
     return selected
+
+
+def _text_mapping(key: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise _malformed(key, value, "a mapping of level names to file paths")
+    return dict(value)
+
+
+def master_files(info: Mapping[str, Any]) -> dict[str, str]:
+    """``{level: path}`` of the master files the scan's entries are linked into:
+    ``nexuswriter.masterfiles`` (where BLISS puts them: ``dataset_collection``,
+    ``proposal``, and ``dataset`` with separate scan files), and ``masterfiles`` (an
+    older place, which ``nexuswriter`` overrides level by level). A scan written to a
+    file of its own (:func:`scan_file`) is linked into its dataset file in any case,
+    at the level ``dataset``."""
+    found: dict[str, str] = {}
+    own = info.get("masterfiles")
+    if own is not None:
+        found.update(_text_mapping("masterfiles", own))
+    bliss = nexuswriter(info, "masterfiles")
+    if bliss is not None:
+        found.update(_text_mapping("nexuswriter/masterfiles", bliss))
+    dataset = info.get("filename")
+    if isinstance(dataset, str) and dataset and scan_file(info) != dataset:
+        found.setdefault("dataset", dataset)
+    return found
+
+
+def master_link_name(level: str, dataset_file: str, entry: str) -> str:
+    """The name of the link to ``entry`` in a master file, as the classic writer names
+    it: the entry's own name (``N.M``) in the dataset file (level ``dataset``),
+    ``<dataset file stem>_<N.M>`` in the others, so that the scans of two datasets
+    never take each other's names in a collection or proposal file."""
+    if level == "dataset":
+        return entry
+    stem = os.path.splitext(os.path.basename(dataset_file))[0]
+    return f"{stem}_{entry}"
+
+
+def writer_options(info: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``writer_options``: options BLISS gives the writer with each scan."""
+    value = info.get("writer_options")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _malformed("writer_options", value, "a mapping")
+    return value
+
+
+def images_path(info: Mapping[str, Any]) -> str:
+    """``images_path``: where BLISS has lima save the scan's images (a template such as
+    ``.../sample1_0001/scan0003/{img_acq_device}_``; "" when absent)."""
+    value = info.get("images_path")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _malformed("images_path", value, "a path")
+    return value
+
+
+#: The name of a scan file of its own, as the classic writer names it.
+SCAN_FILE_NAME = "bliss_master"
+
+
+def scan_file(info: Mapping[str, Any]) -> str:
+    """The file the scan's entries are written to: ``filename`` (the dataset file),
+    or with ``writer_options.separate_scan_files`` a file of the scan's own, as the
+    classic writer places it: ``bliss_master.h5`` in the scan's directory, the part
+    of ``images_path`` below the dataset file's directory that holds no ``{}``
+    template (``.../sample1_0001/scan0003/bliss_master.h5``). Without an
+    ``images_path`` below the dataset's directory, the dataset file."""
+    filename = info.get("filename")
+    if not isinstance(filename, str) or not filename:
+        return ""
+    separate = writer_options(info).get("separate_scan_files")
+    if separate is None or separate is False:
+        return filename
+    if not isinstance(separate, bool):
+        raise _malformed("writer_options/separate_scan_files", separate, "true or false")
+    images = images_path(info)
+    if not images:
+        return filename
+    directory, base = os.path.split(filename)
+    parts = []
+    for part in os.path.relpath(images, directory).split(os.sep):
+        if "{" in part:
+            break
+        if part == "..":
+            return filename  # not below the dataset: the scan stays in the dataset file
+        if part and part != ".":
+            parts.append(part)
+    if not parts:
+        return filename
+    return os.path.join(directory, *parts, SCAN_FILE_NAME + os.path.splitext(base)[1])
+
+
+class Device(NamedTuple):
+    """How BLISS describes the device of a channel in ``nexuswriter.devices``:
+    ``device_type`` (``mca``, ``lima``, ``positioner``, ``samplingcounter``...),
+    ``device_name`` and ``data_name`` (the group and the field the classic writer
+    puts the channel in; "" to let the writer choose), and ``device_info`` (a tree
+    written into the device's group, such as ``{"type": "mca"}``)."""
+
+    device_type: str = ""
+    device_name: str = ""
+    data_name: str = ""
+    device_info: Mapping[str, Any] = {}
+
+
+#: The keys of a ``nexuswriter.devices`` entry the writer reads.
+_DEVICE_KEYS = frozenset(Device._fields)
+
+
+def devices(info: Mapping[str, Any]) -> dict[str, Device]:
+    """``nexuswriter.devices``: per channel name, its :class:`Device`. Keys of an entry
+    the writer does not know are ignored (logged at debug level)."""
+    value = nexuswriter(info, "devices")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _malformed("nexuswriter/devices", value, "a mapping of channel names")
+    found = {}
+    for channel, entry in value.items():
+        key = f"nexuswriter/devices/{channel}"
+        if not isinstance(entry, Mapping):
+            raise _malformed(key, entry, "a mapping (device_type, device_info...)")
+        fields: dict[str, Any] = {}
+        for name in ("device_type", "device_name", "data_name"):
+            text = entry.get(name)
+            if text is None:
+                continue
+            if not isinstance(text, str):
+                raise _malformed(f"{key}/{name}", text, "a text")
+            fields[name] = text
+        device_info = entry.get("device_info")
+        if device_info is not None:
+            if not isinstance(device_info, Mapping):
+                raise _malformed(f"{key}/device_info", device_info, "a mapping")
+            fields["device_info"] = device_info
+        unknown = sorted(set(map(str, entry)) - _DEVICE_KEYS)
+        if unknown:
+            logger.debug("scan_info %r: %s not used by the writer", key, ", ".join(unknown))
+        found[str(channel)] = Device(**fields)
+    return found
+
+
+#: The scan_info keys the writer reads (the others are kept in ``writer/scan_info``).
+KNOWN_KEYS = frozenset({
+    "name", "type", "title", "npoints", "npoints1", "npoints2", "count_time", "data_dim",
+    "acquisition_chain", "channels", "devices", "positioners", "filename", "sample",
+    "proposal", "plots", "start_time", "end_time", "end_reason", "scan_nb", "data_writer",
+    "scan_meta_categories", "nexuswriter", "instrument", "technique", "comments",
+    "display_extra", "_display_extra", "writer_options", "images_path", "masterfiles",
+})
+
+
+def unknown_keys(info: Mapping[str, Any]) -> list[str]:
+    """The keys of a scan_info the writer neither reads nor writes as scan metadata
+    (:func:`categories`): kept in ``writer/scan_info`` only."""
+    try:
+        metadata = set(categories(info))
+    except MalformedInfoError:
+        metadata = set()
+    return sorted(str(key) for key in info if key not in KNOWN_KEYS and key not in metadata)

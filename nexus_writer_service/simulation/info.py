@@ -9,7 +9,7 @@ and units), ``filename`` (where the writer puts the file), ``sample``,
 ``plots``, ``start_time`` (ISO 8601) and ``scan_nb``; ``data_writer``, and scan
 metadata as BLISS publishes it: ``scan_meta_categories`` with the ``instrument`` and
 ``technique`` trees (silx ``dicttonx`` conventions) and ``nexuswriter``
-(``instrument_info``).
+(``instrument_info``, ``masterfiles``, and ``devices`` for the MCA).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ __all__ = [
     "Motor",
     "SESSION_MOTORS",
     "scan_filename",
+    "master_filenames",
     "format_number",
     "ascan_title",
     "mesh_title",
@@ -58,6 +59,15 @@ SESSION_MOTORS: tuple[Motor, ...] = (
 def scan_filename(root: str, session: str, number: int) -> str:
     """Where a writer saves scan ``number``: ``<root>/<session>/<session>_<number>.h5``."""
     return os.path.join(os.path.abspath(root), session, f"{session}_{number}.h5")
+
+
+def master_filenames(root: str, session: str) -> dict[str, str]:
+    """``nexuswriter.masterfiles`` as BLISS fills it under the ESRF data policy: the
+    dataset collection file beside the session's scan files, the proposal file at
+    ``root``."""
+    root = os.path.abspath(root)
+    return {"dataset_collection": os.path.join(root, session, f"ih0000_{session}.h5"),
+            "proposal": os.path.join(root, "ih0000_sim00.h5")}
 
 
 def format_number(value: float) -> str:
@@ -154,8 +164,10 @@ def make_scan_info(
     npoints: int, count_time: float, chain: Mapping[str, Any],
     channels: Mapping[str, Any], positioners: Mapping[str, Any], plots: Sequence[Any],
     start_time: str, data_dim: int = 1, extra: Mapping[str, Any] | None = None,
+    masterfiles: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A complete ``scan_info`` dict; ``extra`` adds or overrides keys."""
+    """A complete ``scan_info`` dict; ``extra`` adds or overrides keys; ``masterfiles``:
+    ``nexuswriter.masterfiles`` (see :func:`master_filenames`)."""
     info: dict[str, Any] = {
         "name": name,
         "type": scan_type,
@@ -179,6 +191,7 @@ def make_scan_info(
         "scan_meta_categories": ["positioners", "nexuswriter", "instrument", "technique"],
         "nexuswriter": {
             "instrument_info": {"name": "ESRF-SIM00", "name@short_name": "sim00"},
+            "masterfiles": dict(masterfiles or {}),
         },
         "instrument": {
             "@NX_class": "NXinstrument",

@@ -141,10 +141,19 @@ class ScanParameters:
     mca_detectors: int = 1
     start_time: str = "2000-01-01T00:00:00+00:00"
     lima_format: str = "hdf5"
+    #: give each scan BLISS's ``nexuswriter.masterfiles`` (a collection and a proposal file)
+    master_files: bool = False
 
     @property
     def exposure(self) -> float:
         return self.count_time if self.count_time > 0 else 0.1
+
+
+#: scan_info keys BLISS completes when a scan is prepared, and when it ends
+INFO_AT_PREPARED = ("channels",)
+INFO_AT_END = ("end_time", "end_reason")
+#: keys of ``scan_info["positioners"]`` BLISS completes when a scan ends
+POSITIONERS_AT_END = ("positioners_end", "positioners_dial_end")
 
 
 @dataclass
@@ -153,7 +162,9 @@ class ScanPlan:
 
     ``npoints`` points of the scan are published (then the scan ends with
     ``end_reason`` and ``end_message``); ``scan_info["npoints"]`` may say more, as
-    for a scan stopped early or one that fails.
+    for a scan stopped early or one that fails. ``scan_info`` is the scan_info as it
+    is once the scan is prepared; it is published in three steps, as BLISS does (see
+    :meth:`info_at_creation`).
     """
 
     kind: str
@@ -174,6 +185,33 @@ class ScanPlan:
     @property
     def subscans(self) -> list[str]:
         return list(self.scan_info.get("acquisition_chain") or {}) or ["main"]
+
+    def info_at_creation(self) -> dict[str, Any]:
+        """The scan_info as BLISS publishes it when the scan is created: without what
+        it completes when the scan is prepared (:meth:`info_at_prepared`) and when it
+        ends (:meth:`info_at_end`)."""
+        info = {key: value for key, value in self.scan_info.items()
+                if key not in INFO_AT_PREPARED + INFO_AT_END}
+        positioners = info.get("positioners")
+        if isinstance(positioners, dict):
+            info["positioners"] = {key: value for key, value in positioners.items()
+                                   if key not in POSITIONERS_AT_END}
+        return info
+
+    def info_at_prepared(self) -> dict[str, Any]:
+        """What BLISS adds to the scan_info when the scan is prepared (``channels``)."""
+        return {key: self.scan_info[key] for key in INFO_AT_PREPARED if key in self.scan_info}
+
+    def info_at_end(self, reason: EndReason, end_time: str) -> dict[str, Any]:
+        """What BLISS adds to the scan_info when the scan ends: the end positions, the
+        end time and the end reason."""
+        changes: dict[str, Any] = {"end_time": end_time, "end_reason": reason.value}
+        positioners = self.scan_info.get("positioners")
+        if isinstance(positioners, dict):
+            end = {key: positioners[key] for key in POSITIONERS_AT_END if key in positioners}
+            if end:
+                changes["positioners"] = end
+        return changes
 
     def blocks(self, points_per_block: int) -> Iterator[Block]:
         """The scan's points in consecutive blocks of at most ``points_per_block``."""

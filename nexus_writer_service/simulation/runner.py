@@ -71,6 +71,8 @@ class SimulationOptions:
     ``truth``: path of the ground-truth HDF5 file to write, if any.
     ``block_size``: the most points sent per Redis round trip. ``lima_format``: the
     file format of the simulated lima detectors, ``"hdf5"`` or ``"edf"``.
+    ``master_files``: each scan names a dataset collection and a proposal master file
+    in ``nexuswriter.masterfiles``, as BLISS does under the ESRF data policy.
     """
 
     session: str = "demo"
@@ -89,6 +91,7 @@ class SimulationOptions:
     reconnect_timeout: float | None = None
     block_size: int = 1000
     lima_format: str = "hdf5"
+    master_files: bool = False
 
     def validate(self) -> None:
         """Raise :class:`ConfigurationError` naming the first invalid option."""
@@ -197,7 +200,7 @@ def publish_plan(
     created (a sequence names it then).
     """
     started = time.monotonic()
-    scan = publisher.create_scan(plan.scan_info, name=plan.name, number=plan.number)
+    scan = publisher.create_scan(plan.info_at_creation(), name=plan.name, number=plan.number)
     if on_created is not None:
         on_created(scan)
     record = truth.add_scan(plan, scan.key, publisher.session) if truth is not None else None
@@ -206,6 +209,9 @@ def publish_plan(
     try:
         with scan:
             writers = _declare(scan, plan)
+            prepared = plan.info_at_prepared()
+            if prepared:
+                scan.update_info(prepared)
             scan.prepare()
             acquisition = time.monotonic()
             for block in plan.blocks(points_per_block(count_time, block_size)):
@@ -218,6 +224,11 @@ def publish_plan(
                     record.append(block)
                 _save_frames(scan, writers, block, record)
                 published = block.stop
+            if not scan.ended:
+                ending = plan.info_at_end(reason, _now())
+                scan.update_info(ending)
+                if record is not None:
+                    record.update_info(ending)
             scan.end(reason, message)
     except BaseException as exc:
         if record is not None:
@@ -270,7 +281,8 @@ def _next_number(client: redis.Redis, session: str) -> int:
     return int(current or 0) + 1
 
 
-def _start_time() -> str:
+def _now() -> str:
+    """The local time with its UTC offset (ISO 8601), as BLISS gives start and end times."""
     return datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat()
 
 
@@ -309,7 +321,8 @@ def simulate(
                                 seed=options.seed, repeat=repeat, npoints=options.npoints,
                                 count_time=options.count_time, nchannels=options.nchannels,
                                 mca_detectors=options.mca_detectors,
-                                start_time=_start_time(), lima_format=options.lima_format)
+                                start_time=_now(), lima_format=options.lima_format,
+                                master_files=options.master_files)
                         if kind in SEQUENCE_TYPES:
                             results = publish_sequence(
                                 publisher, kind, params, count_time=options.count_time,

@@ -103,6 +103,8 @@ def _plan(params: ScanParameters, kind: str, *, name: str, scan_type: str, title
         npoints=npoints, count_time=params.exposure, chain=chain, channels=channel_info,
         positioners=sinfo.positioners_info(start_positions, end_positions), plots=plots,
         start_time=params.start_time, data_dim=data_dim,
+        masterfiles=(sinfo.master_filenames(params.root, params.session)
+                     if params.master_files else None),
         extra=dict(extra or {}, simulation={"kind": kind, "seed": params.seed,
                                             "repeat": params.repeat}),
     )
@@ -252,6 +254,11 @@ def build_mca(params: ScanParameters, rng: np.random.Generator) -> ScanPlan:
 
     plan = _motor_scan(params, rng, "mca", [("samy", 0.0, 1.0)], npoints=n, published=n,
                        name="ascan", extra_channels=mca, extra_data=mca_data)
+    # as BLISS describes its MCA counters to the writer
+    plan.scan_info["nexuswriter"]["devices"] = {
+        spec.name: {"device_type": "mca",
+                    "device_info": {"type": "mca", "description": "simulated XIA/mercury"}}
+        for spec in mca}
     plan.scan_info["plots"].append(
         {"kind": "mca-plot", "items": [{"kind": "mca", "mca": "mca1:spectrum_det0"}]})
     # the classic writer's XRF application, as a beamline configures its technique

@@ -5,6 +5,7 @@ Layout of the HDF5 file (one group per scan, in publication order)::
     /<scan id>_<scan type>            attrs: key, kind, name, number, session,
                                        npoints, end_reason, end_message, filename
         scan_info                     JSON text of the scan_info, as readers get it
+                                       once the scan has ended
         channels/<channel name>       every point published, dtype as declared;
                                        attrs: subscan, unit, shape
         lima/<lima name>              attrs: saving parameters (file_format, dtype,
@@ -30,7 +31,7 @@ import h5py
 import numpy as np
 
 from ..data import codec
-from ..data.events import EndReason
+from ..data.events import EndReason, merge_info
 from .plan import Block, ChannelSpec, LimaSpec, ScanPlan
 
 __all__ = ["TruthWriter", "ScanTruthWriter", "TruthScan", "TruthLima", "read_truth"]
@@ -112,6 +113,12 @@ class ScanTruthWriter:
         group = self._limas[name]
         group.attrs["last_image_acquired"] = int(last_image_acquired)
         group.attrs["last_image_saved"] = int(last_image_saved)
+
+    def update_info(self, changes: dict[str, Any]) -> None:
+        """Record an update of the scan_info (merged as readers merge it)."""
+        dataset = self.group["scan_info"]
+        info = merge_info(json.loads(_text(dataset[()])), codec.jsonable(changes))
+        dataset[()] = json.dumps(info)
 
     def end(self, reason: EndReason, message: str, npoints: int) -> None:
         self.group.attrs.update({"end_reason": EndReason(reason).value,

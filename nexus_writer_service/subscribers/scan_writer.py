@@ -40,6 +40,7 @@ from ..errors import (
     ScanStateError,
 )
 from ..io import checks, masterfiles
+from ..io import scan_info as scan_info_keys
 from ..io.scan_info import skip_reason
 from ..io.layout import NodeSpec, ScanDescription, ScanLayout, plan_scan
 from ..io.plan import ChildScan
@@ -236,11 +237,17 @@ class NexusScanWriter(Subscriber):
     def _open(self) -> None:
         info = self.scan_info = dict(self.node.info)
         self.start_time = now_iso()
-        filename = info.get("filename")
-        if not isinstance(filename, str) or not filename:
+        filename = scan_info_keys.scan_file(info)
+        if not filename:
             raise NexusWriterError(
                 f"scan {self.node.key} has no 'filename' in its scan_info: the acquisition "
                 "program must say where to save the scan")
+        # malformed keys fault the scan before any file is made
+        masters = scan_info_keys.master_files(info)
+        unknown = scan_info_keys.unknown_keys(info)
+        if unknown:
+            logger.debug("%s: scan_info keys not used by the writer (kept in "
+                         "writer/scan_info): %s", self.name, ", ".join(unknown))
         options = self.options
         path = checks.check_path_allowed(filename, options.allowed_roots,
                                          f"scan file (scan_info['filename'] of {self.node.key})")
@@ -280,24 +287,26 @@ class NexusScanWriter(Subscriber):
             self._file.set_text(f"/{self.entries[0]}/writer/resumed",
                                 f"resumed at {now_iso()}: the file was completed from Redis")
         self._write_status(self.status)
-        self._link_master_files(info, path)
+        self._link_master_files(masters, str(info["filename"]), path)
         self._acknowledge("0-0")
         self._start_ticker()
 
-    def _link_master_files(self, info: dict[str, Any], path: str) -> None:
-        """Link the entries into the master files the scan asks for. A master file
-        that cannot be updated gives a warning: the scan file itself is complete."""
+    def _link_master_files(self, masters: dict[str, str], dataset: str, path: str) -> None:
+        """Link the entries into the master files the scan asks for (``{level: path}``),
+        named as the classic writer names them (``dataset``: the dataset file). A
+        master file that cannot be updated gives a warning: the scan file itself is
+        complete."""
         options = self.options
         problems = []
-        try:
-            masters = masterfiles.master_file_paths(info)
-        except ValueError as exc:
-            masters, problems = {}, [str(exc)]
         for level, master in masters.items():
+            if os.path.abspath(master) == path:
+                continue  # the scan file itself
+            names = [scan_info_keys.master_link_name(level, dataset, entry)
+                     for entry in self.entries]
             try:
                 masterfiles.link_entries(master, path, self.entries, options.allowed_roots,
                                          options.lock_retry_time, options.file_mode,
-                                         self._parked)
+                                         self._parked, names)
             except (OSError, ValueError, NexusWriterError) as exc:
                 problems.append(f"{level}: {exc}")
         if problems:

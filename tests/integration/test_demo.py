@@ -22,6 +22,7 @@ def test_demo_reads_back_what_it_published(capsys, tmp_path):
                       "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     read_back, written = out.split("read back from Redis", 1)[1].split("written by the NeXus")
+    written, masters = written.split("master files")
     read_back = read_back.strip().splitlines()[2:]
     assert len(read_back) == 3
     ascan, timescan, lima = (line.split() for line in read_back)
@@ -34,6 +35,12 @@ def test_demo_reads_back_what_it_published(capsys, tmp_path):
                                       ["2_timescan", "OFF", "SUCCEEDED"],
                                       ["3_loopscan", "OFF", "SUCCEEDED"]]
     assert all(f[4].startswith(str(tmp_path)) for f in files)
+    # the scans as BLISS's master files show them, named <dataset file>_<entry>
+    levels = dict(line.split() for line in masters.strip().splitlines()[1:])
+    assert set(levels) == {"dataset_collection", "proposal"}
+    with h5py.File(levels["proposal"], "r") as h5:
+        assert sorted(h5) == ["demo_1_1.1", "demo_2_2.1", "demo_3_3.1"]
+        assert h5["demo_1_1.1/title"][()] == b"ascan samy 0 1 10 0.1"
 
 
 def test_demo_against_a_given_redis(capsys, redis_url, tmp_path):

@@ -314,11 +314,74 @@ def test_master_files_link_every_entry_with_relative_paths(
     for master in (collection, proposal):
         path = master.replace(str(root), str(moved))
         with h5py.File(path, "r") as h5:
-            assert list(h5) == ["1.1", "2.1"]
-            link = h5.get("2.1", getlink=True)
+            # named as the classic writer names them: <dataset file stem>_<entry>
+            assert list(h5) == ["scan_1.1", "scan_2.1"]
+            link = h5.get("scan_2.1", getlink=True)
             assert isinstance(link, h5py.ExternalLink) and not os.path.isabs(link.filename)
-            np.testing.assert_array_equal(h5["2.1/instrument/diode1/data"][()],
+            assert link.path == "/2.1"
+            np.testing.assert_array_equal(h5["scan_2.1/instrument/diode1/data"][()],
                                           np.arange(5.0) + 2)
+
+
+def test_scans_of_two_datasets_with_the_same_numbers_never_clash_in_master_files(
+        redis_url: str, tmp_path: Any) -> None:
+    """BLISS names the master files in ``nexuswriter.masterfiles``; each dataset
+    numbers its scans from 1, so the collection and the proposal file name the links
+    ``<dataset file stem>_<entry>``, as the classic writer does. A master file that an
+    earlier version linked by entry name alone keeps its links."""
+    root = tmp_path / "RAW_DATA"
+    collection = str(root / "sample1" / "ih0000_sample1.h5")
+    proposal = str(root / "ih0000_id00.h5")
+    chain = {"timer": {"scalars": ["diode:diode1"]}}
+    old = root / "sample1" / "sample1_0000" / "sample1_0000.h5"
+    old.parent.mkdir(parents=True)
+    with h5py.File(old, "w") as h5:
+        h5.create_group("1.1")
+    with h5py.File(collection, "w") as h5:
+        h5["1.1"] = h5py.ExternalLink("sample1_0000/sample1_0000.h5", "/1.1")
+    options = SaveOptions(allowed_roots=(str(root),))
+    datasets = ("sample1_0001", "sample1_0002")
+    with session_writer(redis_url, "twosets", options) as writer:
+        for count, dataset in enumerate(datasets):
+            for number in (1, 2):
+                _publish_quick(redis_url, "twosets", number, {
+                    "title": f"{dataset} scan {number}", "acquisition_chain": chain,
+                    "scan_nb": number,
+                    "filename": str(root / "sample1" / dataset / f"{dataset}.h5"),
+                    "nexuswriter": {"masterfiles": {"dataset_collection": collection,
+                                                    "proposal": proposal}}})
+        records = wait_scans_done(writer, 4)
+    assert [r.state for r in records] == [SubscriberState.OFF] * 4, [
+        r.as_dict() for r in records]
+    assert [r.writer.warning for r in records] == [None] * 4
+    expected = [f"{dataset}_{n}.1" for dataset in datasets for n in (1, 2)]
+    with h5py.File(proposal, "r") as h5:
+        assert sorted(h5) == expected
+    with h5py.File(collection, "r") as h5:
+        assert sorted(h5) == ["1.1"] + expected
+        assert "1.1" in h5 and h5.get("1.1", getlink=True).filename.startswith("sample1_0000")
+        for dataset in datasets:
+            for number in (1, 2):
+                link = h5.get(f"{dataset}_{number}.1", getlink=True)
+                assert (link.filename, link.path) == (f"{dataset}/{dataset}.h5",
+                                                      f"/{number}.1")
+                assert _text(h5[f"{dataset}_{number}.1/title"][()]) == \
+                    f"{dataset} scan {number}"
+
+
+def test_malformed_master_files_fault_the_scan_naming_the_key(
+        redis_url: str, tmp_path: Any) -> None:
+    filename = tmp_path / "scan.h5"
+    with session_writer(redis_url, "badmasters", SaveOptions()) as writer:
+        _publish_quick(redis_url, "badmasters", 1, {
+            "title": "scan", "filename": str(filename),
+            "acquisition_chain": {"timer": {"scalars": ["diode:diode1"]}},
+            "nexuswriter": {"masterfiles": ["/data/collection.h5"]}})
+        (record,) = wait_scans_done(writer, 1)
+    assert record.state is SubscriberState.FAULT
+    assert "'nexuswriter/masterfiles'" in record.writer.state_reason
+    assert "mapping of level names to file paths" in record.writer.state_reason
+    assert not filename.exists()
 
 
 def test_the_reader_of_a_scan_reads_nothing_while_the_writer_builds_or_flushes(

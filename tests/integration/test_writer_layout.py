@@ -126,8 +126,6 @@ def test_lima_frames_beyond_the_mapping_limit_keep_one_mapping_per_file(
 
 #: What nxcheck may still warn about: names NeXus has none for (docs/file-layout.rst).
 ENTRY_ATTRIBUTES = {"scan_key", "scan_uid", "subscan"}
-WRITER_FIELDS = {"status", "end_reason", "message", "options", "chunk_options", "scan_info",
-                 "scan_key"}
 MCA_QUANTITIES = {"icr", "ocr", "livetime", "deadtime"}
 #: the classic writer's names of the APPxrf application definition (not NeXus's)
 APPXRF_FIELDS = {"i0", "it", "mca", "elapsed_time", "live_time"}
@@ -139,8 +137,6 @@ def _unexplained(h5: h5py.File, warning: str, where: str, units: dict[str, str])
     attribute = warning.split('"')[1].lstrip("@") if warning.startswith('"@') else None
     if kind == "NXentry" and warning.endswith("is not defined as an attribute in NXentry"):
         return attribute not in ENTRY_ATTRIBUTES
-    if warning == "This field is not defined in NXnote":
-        return not (path.split("/")[-2] == "writer" and path.split("/")[-1] in WRITER_FIELDS)
     if warning == "This field is not defined in NXdetector":
         return path.rsplit("/", 1)[-1] not in MCA_QUANTITIES
     if warning == "This field is not defined in NXsubentry":

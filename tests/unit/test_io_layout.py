@@ -278,8 +278,11 @@ def test_mca_detector_group_holds_spectrum_and_rates():
     detector = by_path(layout)[group]
     assert isinstance(detector, GroupPlan) and detector.nx_class == "NXdetector"
     members = children(layout, group)
-    # NeXus names realtime real_time (NXdetector); the others have no NeXus name
-    assert set(members) == {"data", "icr", "ocr", "livetime", "real_time", "deadtime"}
+    # NeXus names realtime real_time (NXdetector); the others have no NeXus name;
+    # type and description are the device_info BLISS gives its MCAs
+    assert set(members) == {"data", "icr", "ocr", "livetime", "real_time", "deadtime",
+                            "type", "description"}
+    assert members["type"] == FieldPlan(f"{group}/type", "mca")
     assert members["real_time"] == layout.streams["mca1:realtime_det0"]
     data = members["data"]
     assert isinstance(data, StreamPlan) and data.channel == "mca1:spectrum_det0"

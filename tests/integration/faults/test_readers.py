@@ -149,6 +149,8 @@ path, channel, deadline = sys.argv[1], sys.argv[2], time.monotonic() + 90
 def elapsed(h5):
     for entry in h5.values():
         for name, obj in entry["instrument"].items():
+            if not isinstance(obj, h5py.Group):
+                continue  # a field of the instrument (its name)
             for item in obj.values():
                 if item.attrs.get("channel") == channel:
                     return item
