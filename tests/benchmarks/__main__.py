@@ -2,7 +2,7 @@
 next to the baselines that bound it, measured in the same run.
 
     python -m tests.benchmarks [--quick] [--scenario N ...] [--repeat N]
-                               [--mca-seconds S] [--big]
+                               [--mca-seconds S] [--big] [--blisswriter PATH]
                                [--redis-url URL] [--write-docs docs/benchmarks.rst]
 
 Redis: ``--redis-url``, else the ``REDIS_URL`` environment variable, else an embedded
@@ -12,7 +12,8 @@ and the ``NexusWriterService`` device server. Files go to a temporary directory
 progress to stderr. The drain and end-to-end measures of scenarios 1 and 2, a
 second or less each, are repeated (``--repeat``, 5 by default) and their medians
 shown: one run alone varies by a third on a shared machine. ``--quick`` scales sizes
-down about 10x (under 2 minutes); the full run takes under 15 minutes. Exit status 1
+down about 10x (under 2 minutes); the full run takes under 15 minutes, scenario 13
+about 8 more. Exit status 1
 if a writer problem was seen (a missed target alone is not an error: read the
 summary). ``BENCH_LAG_TRACE=1`` also
 prints the backlog series of scenarios 3, 5 and 7 to stderr. ``--write-docs PATH``
