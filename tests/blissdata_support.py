@@ -124,9 +124,12 @@ class BlissScan:
         for channel, data in blocks.items():
             self.streams[channel].send(data)
 
-    def end(self, reason: str = "SUCCESS", comment: str | None = None) -> None:
-        """Stop (seals the streams), then close with ``reason`` as BLISS does."""
+    def end(self, reason: str = "SUCCESS", comment: str | None = None,
+            info: Mapping[str, Any] | None = None) -> None:
+        """Stop (seals the streams), then close with ``reason`` as BLISS does; ``info``:
+        more scan_info keys BLISS sets at CLOSED (``h5maps``)."""
         self.scan.stop()
+        self.scan.info.update(info or {})
         self.scan.info["end_reason"] = reason
         self.scan.info["end_time"] = END_TIME
         positioners = self.scan.info.get("positioners")

@@ -2,7 +2,7 @@
 next to the baselines that bound it, measured in the same run.
 
     python -m tests.benchmarks [--quick] [--scenario N ...] [--repeat N]
-                               [--mca-seconds S] [--big]
+                               [--mca-seconds S] [--big] [--blisswriter PATH]
                                [--redis-url URL] [--write-docs docs/benchmarks.rst]
 
 Redis: ``--redis-url``, else the ``REDIS_URL`` environment variable, else an embedded
@@ -12,7 +12,8 @@ and the ``NexusWriterService`` device server. Files go to a temporary directory
 progress to stderr. The drain and end-to-end measures of scenarios 1 and 2, a
 second or less each, are repeated (``--repeat``, 5 by default) and their medians
 shown: one run alone varies by a third on a shared machine. ``--quick`` scales sizes
-down about 10x (under 2 minutes); the full run takes under 15 minutes. Exit status 1
+down about 10x (under 2 minutes); the full run takes under 15 minutes, scenario 13
+about 8 more. Exit status 1
 if a writer problem was seen (a missed target alone is not an error: read the
 summary). ``BENCH_LAG_TRACE=1`` also
 prints the backlog series of scenarios 3, 5 and 7 to stderr. ``--write-docs PATH``
@@ -20,6 +21,9 @@ also writes the tables, as printed, to a documentation page (``docs/benchmarks.r
 Scenarios 9 to 12 (compressed writing, :mod:`.bench_compression`) repeat each measure
 too and show the spread; ``--mca-seconds`` shortens scenario 10, ``--big`` runs
 scenario 1 with 1e8 points (800 MB), on which the writer's CPU is judged.
+Scenario 13 (:mod:`.bench_blisswriter`) compares our writer with ESRF's blisswriter
+3.0 on the same blissdata scans, on a server of its own with the modules blissdata
+needs; ``--blisswriter`` names blisswriter's command (installed apart).
 """
 
 from __future__ import annotations
@@ -37,10 +41,10 @@ from nexus_writer_service.embedded import EmbeddedRedis
 
 from .bench_writer import machine_facts, print_table
 from .docs_page import Recorder, render_page, write_page
-from . import bench_compression, system
+from . import bench_blisswriter, bench_compression, system
 from .system import Context, log
 
-SCENARIOS = {**system.SCENARIOS, **bench_compression.SCENARIOS}
+SCENARIOS = {**system.SCENARIOS, **bench_compression.SCENARIOS, **bench_blisswriter.SCENARIOS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="duration of scenario 10 (default 60 s, 10 s with --quick)")
     parser.add_argument("--big", action="store_true",
                         help="scenario 1 with 1e7 points per channel (1e8 in all)")
+    parser.add_argument("--blisswriter", default=None, metavar="PATH",
+                        help="ESRF's blisswriter 3.0 command, for scenario 13 (default: the "
+                             "BLISSWRITER environment variable, else blisswriter on the PATH)")
     parser.add_argument("--redis-url", default=None,
                         help="Redis server to use (default: REDIS_URL, else an embedded one)")
     parser.add_argument("--write-docs", metavar="PATH", default=None,
@@ -84,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         client = redis.Redis.from_url(url)
         stack.callback(client.close)
         ctx = Context(url, client, tmp, args.quick, max(1, args.repeat),
-                      mca_seconds=args.mca_seconds, big=args.big)
+                      mca_seconds=args.mca_seconds, big=args.big,
+                      blisswriter=args.blisswriter)
         machine = machine_facts(client)
         print(machine)
         print(f"mode: {'quick' if args.quick else 'full'}; medians of {ctx.repeat} runs; "

@@ -65,6 +65,8 @@ class Context:
     mca_seconds: float | None = None
     #: scenario 1 with 1e7 points per channel (1e8 in all, 800 MB)
     big: bool = False
+    #: ESRF's blisswriter 3.0 command, for scenario 13 (None: BLISSWRITER, else the PATH)
+    blisswriter: str | None = None
     summary: list[tuple[str, str, str, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 

@@ -4,7 +4,8 @@
         [any NexusSessionWriter option]
 
 Same parser, same :class:`NexusSessionWriter` and same clean stop on SIGINT/SIGTERM
-as ``NexusSessionWriter`` (``nexus_writer_service.cli.session_writer``), so the
+as ``NexusSessionWriter`` (``nexus_writer_service.cli.session_writer``), any data
+source (``--data-source``) included, so the
 benchmarks can measure the writer's CPU time and peak memory in a process of its
 own. It appends to ``--status``, one JSON object per line, ``t`` being
 ``time.time()``:
@@ -36,7 +37,7 @@ from nexus_writer_service.tuning import (
     use_one_malloc_arena,
     use_switch_interval,
 )
-from nexus_writer_service.data import get_session_node
+from nexus_writer_service.data.opener import open_session
 from nexus_writer_service.subscribers import NexusSessionWriter, SubscriberState
 
 
@@ -51,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = save_options_from_args(args)
     configure_logging(args.log, args.logfile, args.filesize, args.filebackups,
                       not args.nologstdout)
-    node = get_session_node(args.session, args.redis_url)
+    node = open_session(args.session, args.redis_url, args.data_source,
+                        blissdata_idle_timeout=args.blissdata_idle_timeout)
     node.current_position()
     stop = gevent.event.Event()
     go = gevent.event.Event()

@@ -16,14 +16,14 @@ def test_benchmark_help_lists_the_scenarios():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     for option in ("--quick", "--scenario", "--repeat", "--redis-url", "--mca-seconds",
-                   "--big"):
+                   "--big", "--blisswriter"):
         assert option in result.stdout
-    for number in range(1, 13):
+    for number in range(1, 14):
         assert f"  {number}. " in result.stdout
 
 
 def test_benchmark_rejects_an_unknown_scenario():
-    result = subprocess.run([sys.executable, "-m", "tests.benchmarks", "--scenario", "13"],
+    result = subprocess.run([sys.executable, "-m", "tests.benchmarks", "--scenario", "14"],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "--scenario" in result.stderr
