@@ -19,6 +19,7 @@ import redis
 
 from ..errors import ConfigurationError, NexusWriterError
 from ..simulation import (
+    DATA_SOURCES,
     LIMA_FILE_FORMATS,
     SCAN_TYPES,
     SEQUENCE_TYPES,
@@ -111,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--master-files", action="store_true",
                         help="each scan names a dataset collection and a proposal master "
                              "file (nexuswriter.masterfiles), as BLISS does")
+    parser.add_argument("--data-source", choices=DATA_SOURCES, default="nws",
+                        help="publish into our own nws: streams (default), or with "
+                             "blissdata 2.x as BLISS 2.x does (needs the blissdata extra and "
+                             "a Redis with the RedisJSON and RediSearch modules: "
+                             "nexus-writer-embedded redis --blissdata)")
     parser.add_argument("--truth", metavar="FILE",
                         help="write everything published to this HDF5 file")
     parser.add_argument("--lease", type=float, default=10.0,
@@ -150,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lease=args.lease, reconnect_timeout=args.reconnect_timeout,
         block_size=args.block_size, lima_format=args.lima_format,
         master_files=args.master_files,
+        data_source=args.data_source,
     )
     try:
         simulate(options, on_published=_print_line)

@@ -19,6 +19,7 @@ from .plan import (
     ScanPlan,
 )
 from .runner import (
+    DATA_SOURCES,
     PublishedScan,
     SimulationOptions,
     default_root,
@@ -48,6 +49,7 @@ __all__ = [
     "PointSource",
     "ScanParameters",
     "ScanPlan",
+    "DATA_SOURCES",
     "PublishedScan",
     "SimulationOptions",
     "default_root",

@@ -19,12 +19,12 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Union
 
 import redis
 
 from ..data import EndReason, Publisher, ScanPublisher, StopHandle, connect
-from ..data.connection import redis_errors
+from ..data.connection import redis_errors, resolve_redis_url
 from ..data.keys import SessionKeys, check_name
 from ..errors import ConfigurationError
 from .lima import LimaFileWriter
@@ -32,7 +32,15 @@ from .plan import LIMA_FILE_FORMATS, Block, ScanParameters, ScanPlan
 from .scans import SEQUENCE_TYPES, build_scan, build_sequence, resolve_scan_names
 from .truth import ScanTruthWriter, TruthWriter
 
+if TYPE_CHECKING:
+    from .blissdata_publish import BlissdataPublisher, BlissdataScan
+
+#: What publishes the simulated scans: our own publisher, or blissdata's.
+AnyPublisher = Union[Publisher, "BlissdataPublisher"]
+AnyScan = Union[ScanPublisher, "BlissdataScan"]
+
 __all__ = [
+    "DATA_SOURCES",
     "PUBLISH_PERIOD",
     "SimulationOptions",
     "PublishedScan",
@@ -44,6 +52,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Where the simulator publishes: our own ``nws:`` streams, or through blissdata 2.x
+#: as BLISS 2.x does (:mod:`.blissdata_publish`, the ``blissdata`` extra).
+DATA_SOURCES = ("nws", "blissdata")
 
 PUBLISH_PERIOD = 0.1
 """With a positive count time, points are sent at least this often (seconds)."""
@@ -73,6 +85,9 @@ class SimulationOptions:
     file format of the simulated lima detectors, ``"hdf5"`` or ``"edf"``.
     ``master_files``: each scan names a dataset collection and a proposal master file
     in ``nexuswriter.masterfiles``, as BLISS does under the ESRF data policy.
+    ``data_source``: ``"nws"`` publishes with our own publisher, ``"blissdata"`` with
+    blissdata 2.x (a Redis with the RedisJSON and RediSearch modules; ``lease``,
+    ``retention`` and ``reconnect_timeout`` are our publisher's and do not apply).
     """
 
     session: str = "demo"
@@ -92,6 +107,7 @@ class SimulationOptions:
     block_size: int = 1000
     lima_format: str = "hdf5"
     master_files: bool = False
+    data_source: str = "nws"
 
     def validate(self) -> None:
         """Raise :class:`ConfigurationError` naming the first invalid option."""
@@ -111,6 +127,8 @@ class SimulationOptions:
             ("block_size", self.block_size >= 1, ">= 1"),
             ("lima_format", self.lima_format in LIMA_FILE_FORMATS,
              f"one of {', '.join(LIMA_FILE_FORMATS)}"),
+            ("data_source", self.data_source in DATA_SOURCES,
+             f"one of {', '.join(DATA_SOURCES)}"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -157,7 +175,7 @@ def _wait_until(deadline: float, stop: StopEvent | None) -> None:
         time.sleep(remaining)
 
 
-def _declare(scan: ScanPublisher, plan: ScanPlan) -> dict[str, LimaFileWriter]:
+def _declare(scan: AnyScan, plan: ScanPlan) -> dict[str, LimaFileWriter]:
     for spec in plan.channels:
         scan.add_channel(spec.name, spec.dtype, spec.shape, subscan=spec.subscan,
                          unit=spec.unit)
@@ -173,7 +191,7 @@ def _declare(scan: ScanPublisher, plan: ScanPlan) -> dict[str, LimaFileWriter]:
     return writers
 
 
-def _save_frames(scan: ScanPublisher, writers: dict[str, LimaFileWriter], block: Block,
+def _save_frames(scan: AnyScan, writers: dict[str, LimaFileWriter], block: Block,
                  record: ScanTruthWriter | None) -> None:
     """Acquired, then saved: two progress updates per block, as a detector reports them."""
     for name, frames in block.frames.items():
@@ -188,9 +206,9 @@ def _save_frames(scan: ScanPublisher, writers: dict[str, LimaFileWriter], block:
 
 
 def publish_plan(
-    publisher: Publisher, plan: ScanPlan, *, count_time: float = 0.0, block_size: int = 1000,
+    publisher: AnyPublisher, plan: ScanPlan, *, count_time: float = 0.0, block_size: int = 1000,
     truth: TruthWriter | None = None, stop: StopEvent | None = None,
-    on_created: Callable[[ScanPublisher], Any] | None = None,
+    on_created: Callable[[Any], Any] | None = None,
 ) -> PublishedScan:
     """Publish one scan, save its lima frames, record it in ``truth``; blocks until it ends.
 
@@ -245,7 +263,7 @@ def publish_plan(
 
 
 def publish_sequence(
-    publisher: Publisher, kind: str, parameters: Callable[[], ScanParameters], *,
+    publisher: AnyPublisher, kind: str, parameters: Callable[[], ScanParameters], *,
     count_time: float = 0.0, block_size: int = 1000, truth: TruthWriter | None = None,
     stop: StopEvent | None = None,
 ) -> list[PublishedScan]:
@@ -286,13 +304,24 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat()
 
 
+def _publisher(options: SimulationOptions, client: redis.Redis) -> Any:
+    """The publisher ``options.data_source`` asks for (a context manager)."""
+    if options.data_source == "blissdata":
+        from .blissdata_publish import BlissdataPublisher
+
+        return BlissdataPublisher(options.session, resolve_redis_url(options.redis_url))
+    return Publisher(options.session, lease=options.lease, retention=options.retention,
+                     reconnect_timeout=options.reconnect_timeout, client=client)
+
+
 def simulate(
     options: SimulationOptions, *, on_published: Callable[[PublishedScan], None] | None = None,
     stop: StopEvent | None = None,
 ) -> list[PublishedScan]:
     """Publish ``options.repeat`` times each selected scan type; return what was published.
 
-    Raises :class:`ConfigurationError` for invalid options or a missing Redis URL
+    Raises :class:`ConfigurationError` for invalid options, a missing Redis URL or,
+    with ``data_source="blissdata"``, a missing blissdata package or server modules,
     and :class:`~nexus_writer_service.errors.RedisUnavailableError` when Redis
     cannot be reached, before anything is published.
     """
@@ -306,9 +335,9 @@ def simulate(
             client.ping()
         truth = TruthWriter(options.truth, options.session) if options.truth else None
         try:
-            with Publisher(options.session, lease=options.lease, retention=options.retention,
-                           reconnect_timeout=options.reconnect_timeout,
-                           client=client) as publisher:
+            with _publisher(options, client) as publisher:
+                number = (publisher.next_number if options.data_source == "blissdata"
+                          else lambda: _next_number(client, options.session))
                 for repeat in range(options.repeat):
                     for kind in kinds:
                         if stop is not None and stop.is_set():
@@ -316,8 +345,7 @@ def simulate(
 
                         def params(repeat: int = repeat) -> ScanParameters:
                             return ScanParameters(
-                                session=options.session,
-                                number=_next_number(client, options.session), root=root,
+                                session=options.session, number=number(), root=root,
                                 seed=options.seed, repeat=repeat, npoints=options.npoints,
                                 count_time=options.count_time, nchannels=options.nchannels,
                                 mca_detectors=options.mca_detectors,
