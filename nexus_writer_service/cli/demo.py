@@ -6,6 +6,11 @@ prints what a reader gets back from Redis (nodes, points per channel, lima frame
 how each scan ended) and what the writer wrote (state, points, NeXus file). Files
 go to ``--root`` (a temporary directory by default, removed at the end unless
 ``--keep``).
+
+With ``--data-source blissdata`` the scans are published with blissdata 2.x, as
+BLISS 2.x publishes them: the embedded Redis loads the RedisJSON and RediSearch
+modules and the writer reads the session's blissdata scans (the read back from
+Redis, which uses our own reader, is then left out).
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from typing import Any
 import gevent
 
 from ..data import EventType, get_session_node
+from ..data.opener import open_session
 from ..embedded import EmbeddedRedis
-from ..errors import EventTimeout, NexusWriterError
+from ..errors import ConfigurationError, EmbeddedServerError, EventTimeout, NexusWriterError
 from ..io.options import SaveOptions
 from ..simulation.info import master_filenames
 from ..subscribers import NexusSessionWriter
@@ -43,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", help="directory for detector files (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep --root's temporary files")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-source", choices=("nws", "blissdata"), default="nws",
+                        help="publish into our own nws: streams (default) or with "
+                             "blissdata 2.x as BLISS 2.x does (the blissdata extra)")
     return parser
 
 
@@ -74,28 +83,43 @@ def summarize(scan: Any) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    blissdata = args.data_source == "blissdata"
     with ExitStack() as stack:
         url = args.redis_url
         if not url:
-            server = stack.enter_context(EmbeddedRedis())
+            try:
+                server = stack.enter_context(EmbeddedRedis(blissdata=blissdata))
+            except EmbeddedServerError as exc:
+                print(f"nexus-writer-demo: {exc}", file=sys.stderr)
+                return 1
             url = server.url + "/0"
-            print(f"embedded Redis at {url} (log: {server.log_path})")
+            modules = " with the RedisJSON and RediSearch modules" if blissdata else ""
+            print(f"embedded Redis{modules} at {url} (log: {server.log_path})")
         root = args.root
         if root is None:
             root = tempfile.mkdtemp(prefix="nws-demo-")
             if not args.keep:
                 stack.callback(shutil.rmtree, root, ignore_errors=True)
-        session = get_session_node(args.session, url)
-        # the writer's acknowledgements trim what it wrote: the read back below is a
-        # reader of its own, registered so that the scans keep their data for it
-        session.register_reader(_READ_BACK)
-        stack.callback(session.unregister_reader, _READ_BACK)
-        start = session.current_position()
         sim_args = ["--redis-url", url, "--session", args.session, "--root", root,
-                    "--seed", str(args.seed), "--master-files"]
+                    "--seed", str(args.seed), "--master-files",
+                    "--data-source", args.data_source]
         for name in args.scan or ["all", "sequence"]:
             sim_args += ["--scan", name]
-        writer = NexusSessionWriter(session, options=SaveOptions(allowed_roots=(root,)),
+        if blissdata:
+            try:
+                source: Any = open_session(args.session, url, "blissdata")
+            except ConfigurationError as exc:
+                print(f"nexus-writer-demo: {exc}", file=sys.stderr)
+                return 1
+        else:
+            session = get_session_node(args.session, url)
+            # the writer's acknowledgements trim what it wrote: the read back below is a
+            # reader of its own, registered so that the scans keep their data for it
+            session.register_reader(_READ_BACK)
+            stack.callback(session.unregister_reader, _READ_BACK)
+            start = session.current_position()
+            source = session
+        writer = NexusSessionWriter(source, options=SaveOptions(allowed_roots=(root,)),
                                     resume=False)
         writer.start(wait=True, timeout=30)
         try:
@@ -104,21 +128,22 @@ def main(argv: list[str] | None = None) -> int:
             writer.stop(wait=True, timeout=_WRITE_TIMEOUT)
         if code:
             return code
-        print(f"\nread back from Redis (session {args.session!r}):")
-        print(f"{'#':>4} {'scan':<22} {'channels':>8} {'points/channel':>15} {'frames':>6} "
-              f"{'end':<14} title")
-        try:
-            for event, scan, _ in session.walk_on_new_events(
-                    from_position=start, timeout=0.5, poll_interval=0.05):
-                if event is EventType.END_SCAN:
-                    print(summarize(scan))
-        except EventTimeout:
-            pass
-        except NexusWriterError as exc:
-            print(f"nexus-writer-demo: {exc}", file=sys.stderr)
-            return 1
-        print(f"\nwritten by the NeXus writer (files under {root}"
-              f"{'' if args.keep or args.root else ', removed at exit: --keep keeps them'}):")
+        if not blissdata:
+            print(f"\nread back from Redis (session {args.session!r}):")
+            print(f"{'#':>4} {'scan':<22} {'channels':>8} {'points/channel':>15} "
+                  f"{'frames':>6} {'end':<14} title")
+            try:
+                for event, scan, _ in session.walk_on_new_events(
+                        from_position=start, timeout=0.5, poll_interval=0.05):
+                    if event is EventType.END_SCAN:
+                        print(summarize(scan))
+            except EventTimeout:
+                pass
+            except NexusWriterError as exc:
+                print(f"nexus-writer-demo: {exc}", file=sys.stderr)
+                return 1
+        print(f"\nwritten by the NeXus writer from {args.data_source} scans (files under "
+              f"{root}{'' if args.keep or args.root else ', removed at exit: --keep keeps them'}):")
         print(f"{'scan':<24} {'state':<6} {'status':<10} {'points':>8} file")
         failed = False
         for record in writer.scans():

