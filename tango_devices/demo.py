@@ -13,7 +13,10 @@ Files stay in a new folder ``--root/<date-time>`` per run (``--root`` defaults t
 ``--keep-running`` leaves Redis, the database and the server up for exploration
 (jive, silx, Tango clients) until Ctrl-C. Every process the demo
 starts is stopped by its PID when it ends or on Ctrl-C. ``--no-tango`` runs the
-session writer in this process instead (no Tango at all).
+session writer in this process instead (no Tango at all). ``--data-source
+blissdata`` publishes the scans with blissdata 2.x, as BLISS 2.x does: the embedded
+Redis loads the RedisJSON and RediSearch modules (the ``blissdata`` extra) and the
+device reads them with ``data_source`` ``blissdata``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from nexus_writer_service.simulation import (
     simulate,
 )
 from nexus_writer_service.simulation.info import master_filenames
+from nexus_writer_service.simulation.blissdata_publish import prepare_blissdata_db
 
 from .process import ServerProcess
 from .register import device_name, register_nexus_writer
@@ -80,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-tango", action="store_true",
                         help="run the session writer in this process, without Tango")
     parser.add_argument("--seed", type=int, default=0, help="simulation seed (default: 0)")
+    parser.add_argument("--data-source", choices=("nws", "blissdata"), default="nws",
+                        help="publish into our own nws: streams (default) or with "
+                             "blissdata 2.x as BLISS 2.x does (needs the blissdata extra)")
     return parser
 
 
@@ -210,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.no_tango:
         local = ["--session", args.session, "--root", args.root, "--keep",
-                 "--seed", str(args.seed)]
+                 "--seed", str(args.seed), "--data-source", args.data_source]
         for name in args.scan or DEFAULT_SCANS:
             local += ["--scan", name]
         if args.redis_url:
@@ -238,12 +245,17 @@ def _run(args: argparse.Namespace, root: Path, scans: tuple[str, ...], stack: Ex
     root.mkdir(parents=True, exist_ok=True)
     servers = root / ".servers"
     url = args.redis_url or os.environ.get("REDIS_URL")
+    blissdata = args.data_source == "blissdata"
     if url:
         _say(f"Redis: {url} (given)")
     else:
-        redis_server = stack.enter_context(EmbeddedRedis(workdir=servers / "redis"))
+        redis_server = stack.enter_context(EmbeddedRedis(workdir=servers / "redis",
+                                                         blissdata=blissdata))
         url = redis_server.url + "/0"
-        _say(f"Redis: {url} (embedded, pid {redis_server.pid})")
+        modules = " with the RedisJSON and RediSearch modules" if blissdata else ""
+        _say(f"Redis: {url} (embedded{modules}, pid {redis_server.pid})")
+    if blissdata:  # as BLISS's beacon does, before anything reads the Redis
+        prepare_blissdata_db(url)
     tango_host = os.environ.get("TANGO_HOST")
     if tango_host:
         _say(f"Tango database: {tango_host} (TANGO_HOST)")
@@ -255,7 +267,8 @@ def _run(args: argparse.Namespace, root: Path, scans: tuple[str, ...], stack: Ex
     device = device_name(args.session)
     registration = register_nexus_writer(
         args.session, instance=args.session, redis_url=url, force=True,
-        options={"allowed_roots": [str(root)]}, database=tango.Database(host, int(port)))
+        options={"allowed_roots": [str(root)]}, database=tango.Database(host, int(port)),
+        data_source=args.data_source)
     _say(f"registered {registration.device} in {registration.server}")
     server = ServerProcess(args.session, tango_host, output=root / "nexus-writer-service.out",
                            args=["--log=info", "--logfile", str(root / "nexus-writer.log"),
@@ -267,7 +280,8 @@ def _run(args: argparse.Namespace, root: Path, scans: tuple[str, ...], stack: Ex
     options = SimulationOptions(session=args.session, scans=scans, redis_url=url,
                                 root=str(root), npoints=args.npoints,
                                 count_time=args.count_time, seed=args.seed,
-                                master_files=True)
+                                master_files=True,
+                                data_source=args.data_source)
     # a sequence publishes its scans and itself
     total = sum(1 + len(SEQUENCE_TYPES[s].scans) if s in SEQUENCE_TYPES else 1 for s in scans)
     progress = _Progress(proxy, total)
@@ -290,7 +304,7 @@ def _run(args: argparse.Namespace, root: Path, scans: tuple[str, ...], stack: Ex
         _wait_for_ctrl_c([
             f"TANGO_HOST={tango_host}  device {device}  (jive, or tango.DeviceProxy)",
             f"REDIS_URL={url}  (nexus-writer-simulate --redis-url {url} "
-            f"--session {args.session} --root {root})",
+            f"--session {args.session} --root {root} --data-source {args.data_source})",
             f"silx view {root}",
         ])
     return code or (0 if ok else 1)

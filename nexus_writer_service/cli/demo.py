@@ -34,6 +34,7 @@ from ..embedded import EmbeddedRedis
 from ..errors import ConfigurationError, EmbeddedServerError, EventTimeout, NexusWriterError
 from ..io.options import SaveOptions
 from ..simulation.info import master_filenames
+from ..simulation.blissdata_publish import prepare_blissdata_db
 from ..subscribers import NexusSessionWriter
 from . import simulate
 
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             sim_args += ["--scan", name]
         if blissdata:
             try:
+                prepare_blissdata_db(url)  # as BLISS's beacon does, before any reader
                 source: Any = open_session(args.session, url, "blissdata")
             except ConfigurationError as exc:
                 print(f"nexus-writer-demo: {exc}", file=sys.stderr)

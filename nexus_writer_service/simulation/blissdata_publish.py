@@ -37,7 +37,8 @@ import numpy as np
 from ..data.events import EndReason, merge_info
 from ..errors import ConfigurationError
 
-__all__ = ["BlissdataPublisher", "BlissdataScan", "END_REASONS", "lima_template"]
+__all__ = ["BlissdataPublisher", "BlissdataScan", "END_REASONS", "lima_template",
+           "prepare_blissdata_db"]
 
 #: Our end reasons as BLISS 2.x writes them in the scan_info.
 END_REASONS = {
@@ -96,7 +97,24 @@ def _data_store(url: str) -> Any:
     except RuntimeError as exc:
         if "No blissdata protocol" not in str(exc):
             raise ConfigurationError(f"blissdata refuses the Redis at {url}: {exc}") from None
-    return DataStore(_with_max_connections(url), init_db=True)
+    try:
+        return DataStore(_with_max_connections(url), init_db=True)
+    except RuntimeError as exc:
+        raise ConfigurationError(
+            f"the Redis at {url} has no blissdata database and blissdata sets one up only "
+            f"in an empty database ({exc}): use an empty Redis database, or set it up "
+            "before anything else uses it (as BLISS's beacon does when it starts)") from None
+
+
+def prepare_blissdata_db(url: str) -> None:
+    """Set up blissdata's database at ``url`` if it is not yet (BLISS's beacon does
+    this when it starts, before any writer reads the Redis).
+
+    :raises ConfigurationError: blissdata is not installed, the server lacks its
+        modules, or the database is neither set up nor empty (each named with its remedy)
+    """
+    store = _data_store(url)
+    store._redis.close()
 
 
 def lima_template(directory: str, prefix: str, suffix: str) -> str:
@@ -222,11 +240,14 @@ class BlissdataScan:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        """A scan left open by an exception ends as our own publisher ends it."""
-        if not self.ended:
-            failed = (EndReason.ABORTED if exc_type is KeyboardInterrupt
-                      else EndReason.FAILED)
-            self.end(failed, f"{exc_type.__name__}: {exc}" if exc_type else "")
+        """A scan still open ends as our own publisher ends it: SUCCESS, else as the
+        exception says."""
+        if exc_type is None:
+            self.end(EndReason.SUCCESS)
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.end(EndReason.ABORTED, "interrupted by the user")
+        else:
+            self.end(EndReason.FAILED, f"{exc_type.__name__}: {exc}")
 
 
 class BlissdataPublisher:

@@ -167,11 +167,13 @@ class NexusSessionWriter(Subscriber):
         self._scan_worker = worker
 
     def _walk_events(self, stop: StopHandle) -> Iterator[SubscriberEvent]:
-        return self._events(stop)
+        # the position is taken now, before the subscriber says it listens: a scan
+        # created once ``start(wait=True)`` returns is after it (a generator would
+        # take it only when first asked for an event, maybe after that scan)
+        return self._events(stop, self.node.current_position())
 
-    def _events(self, stop: StopHandle) -> Iterator[SubscriberEvent]:
+    def _events(self, stop: StopHandle, position: str) -> Iterator[SubscriberEvent]:
         node: SessionSource = self.node
-        position = node.current_position()
         if self.resume:
             for key in self._unfinished(node):
                 yield EventType.NEW_NODE, node.scan(key), EventData(position)

@@ -86,6 +86,26 @@ def test_tango_demo_writes_valid_files_through_the_device(capsys, tmp_path, monk
     assert (run / "nexus-writer.log").read_text().count("writing scan") == 3
 
 
+@pytest.mark.slow
+def test_tango_demo_with_blissdata_writes_valid_files_from_blissdata_scans(
+        capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("TANGO_HOST", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    code = tango_demo.main(["--data-source", "blissdata", "--scan", "ascan", "--scan", "lima",
+                            "--scan", "sequence", "--count-time", "0.01",
+                            "--root", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "(embedded with the RedisJSON and RediSearch modules, pid" in out
+    assert [r[:6] for r in _rows(out)] == [
+        ["1_ascan", "ascan", "SUCCESS", "OFF", "11/11", "valid"],
+        ["2_loopscan", "lima", "SUCCESS", "OFF", "25/25", "valid"],
+        ["3_sequence", "sequence", "SUCCESS", "OFF", "0/?", "valid"],
+        ["4_ascan", "ascan", "SUCCESS", "OFF", "11/11", "valid"],
+        ["5_loopscan", "loopscan", "SUCCESS", "OFF", "10/10", "valid"],
+    ]
+
+
 def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 

@@ -118,3 +118,18 @@ def test_h5_files_name_the_blissdata_scan(blissdata_url, tmp_path):
     with h5py.File(scans[0].filename, "r") as h5:
         (entry,) = h5.values()
         assert entry.attrs["scan_key"] in (scans[0].key, scans[0].key.encode())
+
+
+def test_sequence_published_with_blissdata_names_its_scans_and_all_succeed(
+        blissdata_url, tmp_path):
+    root = str(tmp_path / "data")
+    scans, records, truth = _write(blissdata_url, "seq", root, scans=("sequence",),
+                                   npoints=4)
+    assert [s.kind for s in scans] == ["ascan", "loopscan", "sequence"]
+    store = DataStore(blissdata_url)
+    for scan in scans:
+        assert store.load_scan(scan.key).info["end_reason"] == "SUCCESS", scan.kind
+    assert [r.writer.end_reason for r in records] == ["SUCCESS"] * 3
+    assert len({s.filename for s in scans}) == 1  # the sequence's file holds its scans
+    assert check_against_truth(truth) == 2
+    assert nxcheck_errors(scans[0].filename, ignore_entry_names=True) == []
