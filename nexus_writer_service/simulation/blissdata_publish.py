@@ -38,7 +38,7 @@ from ..data.events import EndReason, merge_info
 from ..errors import ConfigurationError
 
 __all__ = ["BlissdataPublisher", "BlissdataScan", "END_REASONS", "lima_template",
-           "prepare_blissdata_db"]
+           "prepare_blissdata_db", "require_blissdata"]
 
 #: Our end reasons as BLISS 2.x writes them in the scan_info.
 END_REASONS = {
@@ -69,15 +69,23 @@ def _with_max_connections(url: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}max_connections={MAX_CONNECTIONS}"
 
 
-def _data_store(url: str) -> Any:
-    """blissdata's ``DataStore`` on ``url``; the database is set up (as BLISS's beacon
-    does) when it is not yet."""
+def require_blissdata() -> Any:
+    """blissdata's ``DataStore`` class.
+
+    :raises ConfigurationError: blissdata is not installed (names the extra)"""
     try:
         from blissdata.redis_engine.store import DataStore
     except ImportError as exc:
         raise ConfigurationError(
             f"publishing through blissdata needs the blissdata package ({exc}): "
             "pip install 'nexus-writer-service[blissdata]'") from None
+    return DataStore
+
+
+def _data_store(url: str) -> Any:
+    """blissdata's ``DataStore`` on ``url``; the database is set up (as BLISS's beacon
+    does) when it is not yet."""
+    DataStore = require_blissdata()
     import redis
 
     client = redis.Redis.from_url(url)

@@ -326,6 +326,10 @@ def simulate(
     cannot be reached, before anything is published.
     """
     options.validate()
+    if options.data_source == "blissdata":
+        from .blissdata_publish import require_blissdata
+
+        require_blissdata()
     kinds = resolve_scan_names(options.scans)
     root = os.path.abspath(options.root or default_root())
     client = connect(options.redis_url)

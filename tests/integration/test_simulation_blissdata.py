@@ -4,6 +4,7 @@ writer from blissdata: bit-exact against the simulator's truth, valid NeXus."""
 from __future__ import annotations
 
 import json
+import sys
 
 import h5py
 import numpy as np
@@ -133,3 +134,12 @@ def test_sequence_published_with_blissdata_names_its_scans_and_all_succeed(
     assert len({s.filename for s in scans}) == 1  # the sequence's file holds its scans
     assert check_against_truth(truth) == 2
     assert nxcheck_errors(scans[0].filename, ignore_entry_names=True) == []
+
+
+def test_without_blissdata_installed_the_error_names_the_extra(monkeypatch, tmp_path):
+    # what an installation without the extra meets: the import fails
+    monkeypatch.setitem(sys.modules, "blissdata.redis_engine.store", None)
+    with pytest.raises(ConfigurationError, match=r"nexus-writer-service\[blissdata\]"):
+        simulate(SimulationOptions(session="noextra", redis_url="redis://127.0.0.1:1/0",
+                                   root=str(tmp_path), data_source="blissdata",
+                                   scans=("ct",)))
