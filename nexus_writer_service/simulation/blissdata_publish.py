@@ -151,6 +151,7 @@ class BlissdataScan:
         self.key: str = self._scan.key
         self._streams: dict[str, Any] = {}
         self._prepared = False
+        self._at_end: dict[str, Any] = {}
         self.ended = False
 
     # -- declaration ---------------------------------------------------------------
@@ -217,8 +218,12 @@ class BlissdataScan:
                                   "last_index_saved": int(last_image_saved)})
 
     def update_info(self, changes: Mapping[str, Any]) -> None:
-        """Complete the scan_info as BLISS does (objects merged key by key): blissdata
-        publishes it at the next state change (PREPARED, or CLOSED at the end)."""
+        """Complete the scan_info as BLISS does (objects merged key by key). blissdata
+        publishes it at PREPARED and at CLOSED only: changes made once the scan started
+        wait for its end."""
+        if self._prepared:
+            self._at_end = merge_info(self._at_end, changes)
+            return
         info = self._scan.info
         for key, value in merge_info(dict(info), changes).items():
             info[key] = value
@@ -235,6 +240,9 @@ class BlissdataScan:
             self._scan.prepare()
             self._scan.start()
         self._scan.stop()
+        info = self._scan.info
+        for key, value in merge_info(dict(info), self._at_end).items():
+            info[key] = value
         self._scan.info["end_reason"] = END_REASONS.get(reason, "FAILURE")
         if not self._scan.info.get("end_time"):
             self._scan.info["end_time"] = _now()
