@@ -53,6 +53,7 @@ __all__ = [
     "encode_info",
     "merge_info",
     "encode_end",
+    "end_on_exit",
     "encode_lima",
     "encode_scan_reference",
     "encode_data",
@@ -232,6 +233,17 @@ def encode_prepared() -> dict:
 
 def encode_end(reason: EndReason, message: str = "") -> dict:
     return {b"t": b"end", b"r": EndReason(reason).value.encode(), b"m": message.encode()}
+
+
+def end_on_exit(exc_type: type[BaseException] | None, exc: BaseException | None
+                ) -> tuple[EndReason, str]:
+    """How a publisher's ``with`` block ends a scan still open: SUCCESS, ABORTED when
+    interrupted by the user, else FAILED naming the exception."""
+    if exc_type is None:
+        return EndReason.SUCCESS, ""
+    if issubclass(exc_type, KeyboardInterrupt):
+        return EndReason.ABORTED, "interrupted by the user"
+    return EndReason.FAILED, f"{exc_type.__name__}: {exc}"
 
 
 def encode_info(changes: Mapping[str, Any]) -> dict:

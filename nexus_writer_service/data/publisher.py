@@ -46,6 +46,7 @@ from .events import (
     encode_node,
     encode_prepared,
     encode_scan_reference,
+    end_on_exit,
     merge_info,
     encode_session_new,
 )
@@ -356,12 +357,7 @@ class ScanPublisher:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.end(EndReason.SUCCESS)
-        elif issubclass(exc_type, KeyboardInterrupt):
-            self.end(EndReason.ABORTED, "interrupted by the user")
-        else:
-            self.end(EndReason.FAILED, f"{exc_type.__name__}: {exc}")
+        self.end(*end_on_exit(exc_type, exc))
 
 
 class Publisher:

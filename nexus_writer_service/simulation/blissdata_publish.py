@@ -34,7 +34,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..data.events import EndReason, merge_info
+from ..data.events import EndReason, end_on_exit, merge_info
 from ..errors import ConfigurationError
 
 __all__ = ["BlissdataPublisher", "BlissdataScan", "END_REASONS", "lima_template",
@@ -258,12 +258,7 @@ class BlissdataScan:
                  tb: TracebackType | None) -> None:
         """A scan still open ends as our own publisher ends it: SUCCESS, else as the
         exception says."""
-        if exc_type is None:
-            self.end(EndReason.SUCCESS)
-        elif issubclass(exc_type, KeyboardInterrupt):
-            self.end(EndReason.ABORTED, "interrupted by the user")
-        else:
-            self.end(EndReason.FAILED, f"{exc_type.__name__}: {exc}")
+        self.end(*end_on_exit(exc_type, exc))
 
 
 class BlissdataPublisher:
