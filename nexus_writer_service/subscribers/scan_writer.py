@@ -13,6 +13,9 @@ Progress is acknowledged to the scan source (``reader_name``) only after the poi
 are flushed to the file, so the publisher never trims what the file does not hold,
 and a restarted writer that finds the stream trimmed resumes after its last
 acknowledgement. Properties read by other threads are plain snapshots.
+
+The scans a sequence groups and the scan_info updates are taken in by
+:class:`~.scan_updates.ScanUpdates` (the consumer's too).
 """
 
 from __future__ import annotations
@@ -27,14 +30,13 @@ import gevent
 
 from ..concurrency import Event, Thread
 from ..data.codec import jsonable
-from ..data.events import EventData, EventType, ScanReference, merge_info
+from ..data.events import EventData, EventType
 from ..data.nodes import ChannelNode, LimaNode, ScansNode
 from ..data.source import ScanSource, StopHandle
 from ..errors import (
     DataLostError,
     DiskSpaceError,
     FileFinishedError,
-    MalformedEventError,
     NexusWriterError,
     RedisUnavailableError,
     ScanStateError,
@@ -49,6 +51,7 @@ from ..io.options import SaveOptions
 from ..io.parking import ParkedFiles
 from ..tuning import release_memory
 from .file_status import WriterStatus, check_status_transition
+from .scan_updates import ScanUpdates
 from .states import SubscriberMode
 from .subscriber import Subscriber, SubscriberEvent
 
@@ -71,7 +74,7 @@ RELEASE_MEMORY_CHANNELS = 1000
 FLUSH_DUTY = 10
 
 
-class NexusScanWriter(Subscriber):
+class NexusScanWriter(Subscriber, ScanUpdates):
     """Write the scan ``scan_node`` (a :class:`~..data.source.ScanSource`) to
     ``scan_info["filename"]``.
 
@@ -367,24 +370,6 @@ class NexusScanWriter(Subscriber):
         self._file.add_points(node.name, event_data.first_index, event_data.data)
         self._points[node.name] = max(self._points.get(node.name, 0), event_data.last_index)
 
-    def _add_children(self, references: list[ScanReference]) -> None:
-        """A sequence groups more scans: its entry links them at once."""
-        added = False
-        for reference in references:
-            if reference.key == self.node.key:
-                child = ChildScan(reference.key, reference.number,
-                                  problem="the sequence names itself")
-            else:
-                child = _child_scan(reference)
-            if self._children.get(reference.key) != child:
-                self._children[reference.key] = child
-                added = True
-                if child.problem:
-                    logger.warning("%s: scan %s of the sequence is not linked: %s",
-                                   self.name, reference.key, child.problem)
-        if added:
-            self._materialise()
-
     def _lima_progress(self, node: LimaNode, event_data: EventData) -> None:
         self._lima_saved[node.name] = int(event_data.data.last_image_saved) + 1
         expected = self.npoints_expected
@@ -445,23 +430,6 @@ class NexusScanWriter(Subscriber):
             self._file.set_text(f"/{entry}/writer/status", status.value)
             if message is not None:
                 self._file.set_text(f"/{entry}/writer/message", message)
-
-    def _update_info(self, changes: dict[str, Any]) -> None:
-        """Merge a scan_info update; the file shows it at the next materialisation
-        (new groups, such as ``positioners_end``) and at the end (``end_time``, the
-        scan_info kept in ``writer/scan_info``)."""
-        for key, value in changes.items():
-            kind = _INFO_UPDATE_KINDS.get(key)
-            if kind is None:
-                logger.debug("%s: scan_info update of %r, not used by the writer", self.name,
-                             key)
-            elif not isinstance(value, kind):
-                raise NexusWriterError(
-                    f"scan {self.node.key}: the scan_info update of {key!r} is a "
-                    f"{type(value).__name__}, not a {kind.__name__}: the acquisition "
-                    "program sent a malformed scan_info")
-        self.scan_info = merge_info(self.scan_info, changes)
-        self._dirty = True
 
     def _end(self, event_data: EventData) -> None:
         assert self._file is not None
@@ -602,14 +570,6 @@ _STORABLE_KINDS = "biufcSV"
 _MAX_POINT_BYTES = 2**32 - 1
 
 
-#: The scan_info keys BLISS completes during a scan that the writer uses, and their kind:
-#: an update of one with another kind faults the scan, naming the key.
-_INFO_UPDATE_KINDS: dict[str, type] = {
-    "positioners": dict, "end_time": str, "end_reason": str, "comments": list,
-    "devices": dict, "channels": dict, "plots": list, "display_extra": dict,
-}
-
-
 def _json_bytes(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), default=str))
 
@@ -680,31 +640,6 @@ def _check_lima_files(lima: LimaNode, roots: tuple[str, ...]) -> None:
                 "directories in 'directory'")
     checks.check_path_allowed(lima.filename(lima.first_file_number), roots,
                               f"{what}: saved file")
-
-
-def _child_scan(reference: ScanReference) -> ChildScan:
-    """Where the entries of a scan of a sequence are, or why they cannot be linked."""
-    if reference.problem or reference.info is None:
-        return ChildScan(reference.key, reference.number,
-                         problem=reference.problem or "the scan could not be found")
-    info = reference.info
-    number = reference.number if reference.number is not None else info.get("scan_nb")
-    filename = info.get("filename")
-    chain = info.get("acquisition_chain")
-    subscans = len(chain) if isinstance(chain, dict) and chain else 1
-    try:
-        problem = skip_reason(info)
-    except MalformedEventError as exc:
-        problem = str(exc)
-    if info.get("save") is False:
-        problem = "the scan is not saved (scan_info save is false)"
-    elif not isinstance(filename, str) or not filename:
-        problem = problem or "the scan has no 'filename' in its scan_info"
-    if isinstance(number, bool) or not isinstance(number, int):
-        return ChildScan(reference.key, None, problem=problem or f"its number {number!r} is "
-                         "not an integer")
-    return ChildScan(reference.key, number, filename if isinstance(filename, str) else "",
-                     subscans, problem)
 
 
 def _image_source(lima: LimaNode) -> Any:
