@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import gevent
+import h5py
 
 from nexus_writer_service.io import SaveOptions
 from nexus_writer_service.subscribers import NexusSessionWriter, ScanRecord
@@ -50,3 +51,30 @@ def process_alive(pid: int) -> bool:
             return stat.read().split(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def text(value: Any) -> str:
+    """A text value read from HDF5 (bytes or str) as str."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def assert_sequence_links(h5: h5py.File, linked: Mapping[str, str], external: tuple[str, str],
+                          missing: str) -> None:
+    """Entry ``1.1`` of ``h5`` is a sequence that SUCCEEDED, whose ``scans`` collection
+    holds soft links to the entries ``linked`` (entry name: scan key) at the root and the
+    note of the ``missing`` scan (not in Redis); the ``external`` entry (entry name, file
+    name), saved in another file, is linked at the root as the classic writer does."""
+    scans = h5["1.1/scans"]
+    assert text(scans.attrs["NX_class"]) == "NXcollection"
+    assert sorted(scans) == sorted([*linked, missing])
+    for name, key in linked.items():
+        link = scans.get(name, getlink=True)
+        assert isinstance(link, h5py.SoftLink) and link.path == f"/{name}"
+        assert text(scans[name].attrs["scan_key"]) == key
+    name, filename = external
+    link = h5.get(name, getlink=True)
+    assert isinstance(link, h5py.ExternalLink)
+    assert (link.filename, link.path) == (filename, f"/{name}")
+    note = text(scans[missing][()])
+    assert note.startswith("not linked: ") and "not in Redis" in note
+    assert text(h5["1.1/writer/status"][()]) == "SUCCEEDED"
