@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator, Mapping
 import h5py
 import numpy as np
 import pytest
+import redis
 
 from nexus_writer_service.data import (
     EndReason,
@@ -39,7 +40,7 @@ from nexus_writer_service.embedded import EmbeddedRedis, free_port
 from nexus_writer_service.io import SaveOptions
 from nexus_writer_service.subscribers import ScanRecord, SubscriberState
 from tests.nxcheck import nxcheck_errors
-from tests.writer_support import session_writer, wait_scans_done
+from tests.writer_support import session_writer, text, wait_scans_done, wait_until
 
 #: The reader name under which the tests keep a scan's whole stream in Redis.
 AUDIT_READER = "fault_audit"
@@ -55,10 +56,6 @@ Points = dict[str, np.ndarray]
 
 def fast_options(**kwargs: Any) -> SaveOptions:
     return SaveOptions(**dict(FAST, **kwargs))
-
-
-def text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 # -- processes -----------------------------------------------------------------------
@@ -317,6 +314,32 @@ def cli_writer(session: str, redis_url: str, root: Path, log: Path, *extra: str)
     return [sys.executable, "-m", "nexus_writer_service.cli.session_writer", session,
             "--redis-url", redis_url, "--allowed-roots", str(root), "--flush-period", "0.05",
             "--log", "info", "--logfile", str(log), "--nologstdout", *extra]
+
+
+def connections_of(client: redis.Redis, pid: int) -> list[dict[str, Any]]:
+    """The Redis connections of the writer process ``pid`` (the writer names them
+    ``nexus_writer_service:<pid>``)."""
+    return [c for c in client.client_list() if c.get("name") == f"nexus_writer_service:{pid}"]
+
+
+def start_cli_writer(processes: list[subprocess.Popen[Any]], session: str, redis_url: str,
+                     tmp_path: Path, *extra: str, **popen: Any
+                     ) -> tuple[subprocess.Popen[Any], Path]:
+    """The command-line writer of ``session`` (:func:`cli_writer`) saving under
+    ``tmp_path/data`` and logging to ``tmp_path/writer.log``, started as a child process
+    that ``processes`` stops at the end of the test (``popen``: more ``Popen`` keywords);
+    returned with its log once it is connected to Redis."""
+    log = tmp_path / "writer.log"
+    writer = subprocess.Popen(cli_writer(session, redis_url, tmp_path / "data", log, *extra),
+                              **popen)
+    processes.append(writer)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        wait_until(lambda: len(connections_of(client, writer.pid)) >= 1, 30,
+                   "writer connected")
+    finally:
+        client.close()
+    return writer, log
 
 
 def file_status(filename: Path) -> str:

@@ -9,13 +9,14 @@ Redis and in the file is what happened.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -27,10 +28,10 @@ from nexus_writer_service.errors import PointsLostError, ScanStateError
 from tests.integration.faults.conftest import (
     DIODE,
     TIME,
-    cli_writer,
     loopscan_points,
     published_points,
     register_audit,
+    start_cli_writer,
     start_loopscan,
     writer_note,
 )
@@ -142,18 +143,6 @@ def test_redis_killed_and_restarted_during_fast_publishing_loses_nothing(
         server.cleanup()
 
 
-def _writer(session: str, url: str, root: Path, tmp_path: Path,
-            processes: list[subprocess.Popen[Any]]) -> Path:
-    log = tmp_path / "writer.log"
-    writer = subprocess.Popen(cli_writer(session, url, root, log))
-    processes.append(writer)
-    client = redis.Redis.from_url(url)
-    wait_until(lambda: any(c.get("name") == f"nexus_writer_service:{writer.pid}"
-                           for c in client.client_list()), 30, "writer connected")
-    client.close()
-    return log
-
-
 def _file_ended(filename: Path, key: str) -> dict[str, str | None]:
     def ended() -> bool:
         try:
@@ -165,20 +154,37 @@ def _file_ended(filename: Path, key: str) -> dict[str, str | None]:
     return writer_note(filename, key)
 
 
+@contextlib.contextmanager
+def _outage_after_40_points(own_redis: EmbeddedRedis, tmp_path: Path,
+                            processes: list[subprocess.Popen[Any]], session: str,
+                            words: str, **options: Any) -> Iterator[ScanPublisher]:
+    """A loopscan of 100 points written by the command-line writer, published with
+    ``options`` (:class:`Publisher` keywords); Redis stops once 40 points are sent,
+    and the block goes on from there. Then the scan must have ended FAILED in Redis
+    with those 40 points, and in the file, whose end message holds ``words``."""
+    url = own_redis.url + "/0"
+    filename = tmp_path / "data" / f"{session}.h5"
+    register_audit(url, session)
+    start_cli_writer(processes, session, url, tmp_path)
+    with Publisher(session, url, retention=60, **options) as publisher:
+        scan = start_loopscan(publisher, filename, 1, 100)
+        scan.send(loopscan_points(1, 0, 40))
+        own_redis.stop()
+        yield scan
+    published, reason = published_points(url, scan.key)
+    assert reason is EndReason.FAILED and len(published[TIME]) == 40
+    note = _file_ended(filename, scan.key)
+    assert note["end_reason"] == "FAILED", note
+    assert words in str(note["message"]), note
+
+
 @pytest.mark.slow
 def test_points_sent_while_redis_stays_down_are_named_to_the_caller_and_in_the_file(
         own_redis: EmbeddedRedis, tmp_path: Path,
         processes: list[subprocess.Popen[Any]]) -> None:
-    session = "publost"
-    url = own_redis.url + "/0"
-    root = tmp_path / "data"
-    filename = root / "lost.h5"
-    register_audit(url, session)
-    _writer(session, url, root, tmp_path, processes)
-    with Publisher(session, url, lease=30, retention=60, reconnect_timeout=0.5) as publisher:
-        scan = start_loopscan(publisher, filename, 1, 100)
-        scan.send(loopscan_points(1, 0, 40))
-        own_redis.stop()
+    with _outage_after_40_points(own_redis, tmp_path, processes, "publost",
+                                 "'timer:elapsed_time' points 40-59",
+                                 lease=30, reconnect_timeout=0.5) as scan:
         started = time.monotonic()
         with pytest.raises(PointsLostError) as lost:
             scan.send(loopscan_points(1, 40, 20))
@@ -189,36 +195,16 @@ def test_points_sent_while_redis_stays_down_are_named_to_the_caller_and_in_the_f
             scan.send(loopscan_points(1, 60, 20))
         own_redis.start()
         assert scan.end() is True
-        key = scan.key
-    published, reason = published_points(url, key)
-    assert reason is EndReason.FAILED and len(published[TIME]) == 40
-    note = _file_ended(filename, key)
-    assert note["end_reason"] == "FAILED", note
-    assert "'timer:elapsed_time' points 40-59" in str(note["message"]), note
 
 
 @pytest.mark.slow
 def test_a_scan_whose_lease_ran_out_during_an_outage_is_ended_by_its_publisher(
         own_redis: EmbeddedRedis, tmp_path: Path,
         processes: list[subprocess.Popen[Any]]) -> None:
-    session = "publease"
-    url = own_redis.url + "/0"
-    root = tmp_path / "data"
-    filename = root / "outage.h5"
-    register_audit(url, session)
-    _writer(session, url, root, tmp_path, processes)
-    with Publisher(session, url, lease=1.5, retention=60) as publisher:
-        scan = start_loopscan(publisher, filename, 1, 100)
-        scan.send(loopscan_points(1, 0, 40))
-        own_redis.stop()
+    with _outage_after_40_points(own_redis, tmp_path, processes, "publease",
+                                 "Redis could not be reached", lease=1.5) as scan:
         time.sleep(3.0)
         own_redis.start()
         wait_until(lambda: scan.ended, 30, "the publisher ended the scan")
         with pytest.raises(ScanStateError, match="could not be reached"):
             scan.send(loopscan_points(1, 40, 20))
-        key = scan.key
-    published, reason = published_points(url, key)
-    assert reason is EndReason.FAILED and len(published[TIME]) == 40
-    note = _file_ended(filename, key)
-    assert note["end_reason"] == "FAILED", note
-    assert "Redis could not be reached" in str(note["message"]), note
