@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import zlib
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
@@ -45,18 +45,6 @@ simulate(SimulationOptions(session=session, redis_url=redis_url, root=root, trut
                            scans=("lima",), npoints=int(npoints), block_size=4,
                            count_time=0.1, lima_format=lima_format))
 """
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    try:
-        yield started
-    finally:
-        for process in started:
-            if process.poll() is None:
-                process.kill()
-            process.wait(10)
 
 
 CASES = [

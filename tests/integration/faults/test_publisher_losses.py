@@ -70,6 +70,19 @@ def _when_sent(scan: ScanPublisher, npoints: int) -> None:
         time.sleep(0.001)
 
 
+def _publish_through(url: str, session: str, fault: Callable[[ScanPublisher], None],
+                     release: threading.Event) -> tuple[str, dict[str, np.ndarray]]:
+    """A loopscan of NPOINTS published while ``fault(scan)`` runs (see
+    :func:`_publish_while`); it ends, its publisher naming no point lost: its key, and
+    what was sent."""
+    with Publisher(session, url, lease=30, retention=60) as publisher:
+        scan = start_loopscan(publisher, "unused.h5", 1, NPOINTS)
+        sent = _publish_while(scan, lambda: fault(scan), release)
+        assert scan.end() is True
+        assert scan.lost == []
+        return scan.key, sent
+
+
 def _assert_in_redis_once(url: str, key: str, sent: dict[str, np.ndarray]) -> None:
     published, reason = published_points(url, key)
     assert reason is EndReason.SUCCESS
@@ -91,12 +104,7 @@ def test_connections_killed_during_fast_publishing_lose_nothing(redis_url: str) 
 
     release = threading.Event()
     release.set()
-    with Publisher(session, redis_url, lease=30, retention=60) as publisher:
-        scan = start_loopscan(publisher, "unused.h5", 1, NPOINTS)
-        sent = _publish_while(scan, lambda: kill_every_client(scan), release)
-        assert scan.end() is True
-        assert scan.lost == []
-        key = scan.key
+    key, sent = _publish_through(redis_url, session, kill_every_client, release)
     wait_until(lambda: len(killed) == 3, 30, "every kill done")
     admin.close()
     assert len(killed) == 3 and all(killed), killed
@@ -131,12 +139,7 @@ def test_redis_killed_and_restarted_during_fast_publishing_loses_nothing(
 
     release = threading.Event()
     try:
-        with Publisher(session, url, lease=30, retention=60) as publisher:
-            scan = start_loopscan(publisher, "unused.h5", 1, NPOINTS)
-            sent = _publish_while(scan, lambda: kill_redis(scan), release)
-            assert scan.end() is True
-            assert scan.lost == []
-            key = scan.key
+        key, sent = _publish_through(url, session, kill_redis, release)
         _assert_in_redis_once(url, key, sent)
     finally:
         release.set()
