@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import time
+import zlib
 from typing import Any, Iterator, Mapping
 
 import gevent
 import h5py
+import numpy as np
 
 from nexus_writer_service.io import SaveOptions
 from nexus_writer_service.subscribers import NexusSessionWriter, ScanRecord
@@ -56,6 +58,12 @@ def process_alive(pid: int) -> bool:
 def text(value: Any) -> str:
     """A text value read from HDF5 (bytes or str) as str."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def frame_checksums(frames: np.ndarray) -> np.ndarray:
+    """The CRC-32 of each frame's bytes, as the simulator's truth file keeps them."""
+    return np.array([zlib.crc32(np.ascontiguousarray(f).tobytes()) for f in frames],
+                    dtype=np.uint32)
 
 
 def assert_sequence_links(h5: h5py.File, linked: Mapping[str, str], external: tuple[str, str],

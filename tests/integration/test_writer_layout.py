@@ -3,7 +3,6 @@ the default plot silx opens, the frames nexusformat reads, the names nxcheck kno
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 import h5py
@@ -19,7 +18,7 @@ from nexus_writer_service.simulation import TruthScan, simulate
 from nexus_writer_service.subscribers import SubscriberState
 from tests.nxcheck import nxcheck_errors, nxcheck_warnings
 from tests.silx_views import silx_view
-from tests.writer_support import session_writer, wait_scans_done
+from tests.writer_support import frame_checksums, session_writer, wait_scans_done
 
 
 def _text(value: Any) -> str:
@@ -92,11 +91,6 @@ def test_line_scans_open_in_silx_as_curves(redis_url: str, tmp_path: Any) -> Non
             assert _text(plot.attrs["axes"][0]) == "samy"
 
 
-def _frame_checksums(frames: np.ndarray) -> np.ndarray:
-    return np.array([zlib.crc32(np.ascontiguousarray(f).tobytes()) for f in frames],
-                    dtype=np.uint32)
-
-
 def test_lima_frames_in_several_files_open_in_nexusformat(redis_url: str, tmp_path: Any
                                                           ) -> None:
     ((scan, truth),) = _write(redis_url, tmp_path, "nexusformat", ("lima",), npoints=25)
@@ -107,8 +101,8 @@ def test_lima_frames_in_several_files_open_in_nexusformat(redis_url: str, tmp_pa
                  "1.1/plot2D/lima_simulator"):
         field = root[path]
         assert field.shape == (25, 64, 80), path
-        np.testing.assert_array_equal(_frame_checksums(field.nxdata), lima.checksums)
-        np.testing.assert_array_equal(_frame_checksums(field[7:12].nxdata),
+        np.testing.assert_array_equal(frame_checksums(field.nxdata), lima.checksums)
+        np.testing.assert_array_equal(frame_checksums(field[7:12].nxdata),
                                       lima.checksums[7:12])
     assert nxcheck_errors(scan.filename, ignore_entry_names=True) == []
 
@@ -121,7 +115,7 @@ def test_lima_frames_beyond_the_mapping_limit_keep_one_mapping_per_file(
     with h5py.File(scan.filename, "r") as h5:
         dataset = h5["1.1/instrument/lima_simulator/data"]
         assert len(dataset.virtual_sources()) == 3
-        np.testing.assert_array_equal(_frame_checksums(dataset[()]), lima.checksums)
+        np.testing.assert_array_equal(frame_checksums(dataset[()]), lima.checksums)
 
 
 #: What nxcheck may still warn about: names NeXus has none for (docs/file-layout.rst).

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import threading
-import zlib
 from typing import Any
 
 import h5py
@@ -30,20 +29,17 @@ from nexus_writer_service.simulation.info import scan_filename
 from nexus_writer_service.simulation.lima import write_edf_frames
 from nexus_writer_service.subscribers import SubscriberState
 from tests.nxcheck import nxcheck_errors
-from tests.writer_support import session_writer, wait_scans_done, wait_until
+from tests.writer_support import (
+    frame_checksums,
+    session_writer,
+    text,
+    wait_scans_done,
+    wait_until,
+)
 
 LIMA = "lima_simulator:image"
 NPOINTS = 23
 SHAPE = (64, 80)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _checksums(frames: np.ndarray) -> np.ndarray:
-    return np.array([zlib.crc32(np.ascontiguousarray(f).tobytes()) for f in frames],
-                    dtype=np.uint32)
 
 
 def _frame_at(uri: str, directory: str) -> np.ndarray:
@@ -108,12 +104,12 @@ def test_lima_frames_are_written_as_the_options_say_and_bit_exact(
     assert len(lima.checksums) == NPOINTS
     with h5py.File(filename, "r", locking=False) as h5:
         entry = h5["1.1"]
-        assert _text(entry["writer/status"][()]) == "SUCCEEDED"
+        assert text(entry["writer/status"][()]) == "SUCCEEDED"
         dataset = entry["instrument/lima_simulator/data"]
         assert "not_linked" not in dataset.attrs
         if storage == "references":
             directory = os.path.dirname(filename)
-            uris = [_text(u) for u in dataset[()]]
+            uris = [text(u) for u in dataset[()]]
             assert len(uris) == NPOINTS
             frames = np.stack([_frame_at(uri, directory) for uri in uris])
             assert "plot2D" not in entry
@@ -123,9 +119,9 @@ def test_lima_frames_are_written_as_the_options_say_and_bit_exact(
             external = dataset.external or []
             if storage == "external":
                 assert len(external) == NPOINTS
-                assert all(os.path.isabs(_text(name)) for name, _, _ in external)
-                assert {_text(name) for name, _, _ in external} == {ref[0] for ref in
-                                                                    lima.references}
+                assert all(os.path.isabs(text(name)) for name, _, _ in external)
+                assert {text(name) for name, _, _ in external} == {ref[0] for ref in
+                                                                   lima.references}
             else:
                 assert not external
             if storage == "copy":
@@ -133,7 +129,7 @@ def test_lima_frames_are_written_as_the_options_say_and_bit_exact(
             frames = dataset[()]
             np.testing.assert_array_equal(entry["measurement/lima_simulator"][()], frames)
             np.testing.assert_array_equal(entry["plot2D/lima_simulator"][()], frames)
-    np.testing.assert_array_equal(_checksums(frames), lima.checksums)
+    np.testing.assert_array_equal(frame_checksums(frames), lima.checksums)
     assert nxcheck_errors(filename, ignore_entry_names=True) == []
 
 
@@ -243,11 +239,11 @@ def test_missing_or_corrupt_edf_file_faults_its_scan_only(
     assert frame_file in reason and what in reason, reason
     assert fine.state is SubscriberState.OFF, fine.as_dict()
     with h5py.File(bad, "r", locking=False) as h5:
-        assert _text(h5["1.1/writer/status"][()]) == "FAILED"
-        assert frame_file in _text(h5["1.1/writer/message"][()])
+        assert text(h5["1.1/writer/status"][()]) == "FAILED"
+        assert frame_file in text(h5["1.1/writer/message"][()])
         assert h5["1.1/instrument/cam/data"].shape == (10, 4, 6)
     with h5py.File(good, "r", locking=False) as h5:
-        assert _text(h5["2.1/writer/status"][()]) == "SUCCEEDED"
+        assert text(h5["2.1/writer/status"][()]) == "SUCCEEDED"
         frames = h5["2.1/instrument/cam/data"][()]
     np.testing.assert_array_equal(frames, np.arange(15 * 4 * 6).reshape(15, 4, 6))
     assert nxcheck_errors(good, ignore_entry_names=True) == []
@@ -271,14 +267,14 @@ def test_edf_frames_that_cannot_be_linked_are_copied_or_referenced(
     expected = np.arange(15 * 4 * 6, dtype=np.uint16).reshape(15, 4, 6)
     with h5py.File(filename, "r", locking=False) as h5:
         dataset = h5["1.1/instrument/cam/data"]
-        reason = _text(dataset.attrs["not_linked"])
+        reason = text(dataset.attrs["not_linked"])
         assert frame_file in reason and ">u2" in reason, reason
         if storage == "copy":
             assert dataset.dtype == np.dtype("<u2") and not dataset.external
             np.testing.assert_array_equal(dataset[()], expected)
             np.testing.assert_array_equal(h5["1.1/measurement/cam"][()], expected)
         else:
-            uris = [_text(u) for u in dataset[()]]
+            uris = [text(u) for u in dataset[()]]
             assert uris[10] == "scan1/cam_0001.edf::[0]"
             frames = [_frame_at(uri, str(root)) for uri in uris]
             np.testing.assert_array_equal(np.stack(frames).astype("<u2"), expected)

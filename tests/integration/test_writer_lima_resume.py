@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import zlib
 from typing import Any
 
 import h5py
@@ -20,21 +19,18 @@ from nexus_writer_service.simulation import read_truth
 from nexus_writer_service.simulation.info import scan_filename
 from nexus_writer_service.subscribers import SubscriberState
 from tests.nxcheck import nxcheck_errors
-from tests.writer_support import session_writer, wait_scans_done, wait_until
+from tests.writer_support import (
+    frame_checksums,
+    session_writer,
+    text,
+    wait_scans_done,
+    wait_until,
+)
 
 LIMA = "lima_simulator:image"
 DATA = "/1.1/instrument/lima_simulator/data"
 NPOINTS = 40
 SHAPE = (64, 80)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _checksums(frames: np.ndarray) -> np.ndarray:
-    return np.array([zlib.crc32(np.ascontiguousarray(f).tobytes()) for f in frames],
-                    dtype=np.uint32)
 
 
 _SIMULATE = """
@@ -75,8 +71,8 @@ def test_lima_frames_are_complete_once_and_bit_exact_after_a_resume(
     assert publisher.poll() is None, "the scan ended before the writer was stopped"
     assert writer.scans()[0].writer.filename == filename
     with h5py.File(filename, "r", locking=False) as h5:
-        assert _text(h5["/1.1/writer/status"][()]) == "RUNNING"
-        before = _checksums(h5[DATA][()])
+        assert text(h5["/1.1/writer/status"][()]) == "RUNNING"
+        before = frame_checksums(h5[DATA][()])
     assert 0 < len(before) < NPOINTS, len(before)
     with session_writer(redis_url, session, options) as writer:
         wait_until(lambda: publisher.poll() is not None, 30, "simulated scan published")
@@ -89,20 +85,20 @@ def test_lima_frames_are_complete_once_and_bit_exact_after_a_resume(
     assert lima.info["file_format"] == lima_format and len(lima.checksums) == NPOINTS
     with h5py.File(filename, "r", locking=False) as h5:
         entry = h5["1.1"]
-        assert _text(entry["writer/status"][()]) == "SUCCEEDED"
-        assert "resumed" in _text(entry["writer/resumed"][()])
+        assert text(entry["writer/status"][()]) == "SUCCEEDED"
+        assert "resumed" in text(entry["writer/resumed"][()])
         dataset = entry[DATA]
         assert "not_linked" not in dataset.attrs
         assert dataset.shape == (NPOINTS,) + SHAPE and not dataset.is_virtual
         external = dataset.external or []
         if storage == "external":
             assert len(external) == NPOINTS
-            assert {_text(name) for name, _, _ in external} == {
+            assert {text(name) for name, _, _ in external} == {
                 ref[0] for ref in lima.references}
         else:
             assert not external and dataset.chunks == (1,) + SHAPE
         frames = dataset[()]
         np.testing.assert_array_equal(entry["measurement/lima_simulator"][()], frames)
     np.testing.assert_array_equal(before, lima.checksums[:len(before)])
-    np.testing.assert_array_equal(_checksums(frames), lima.checksums)
+    np.testing.assert_array_equal(frame_checksums(frames), lima.checksums)
     assert nxcheck_errors(filename, ignore_entry_names=True) == []
