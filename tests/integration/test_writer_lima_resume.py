@@ -19,13 +19,7 @@ from nexus_writer_service.simulation import read_truth
 from nexus_writer_service.simulation.info import scan_filename
 from nexus_writer_service.subscribers import SubscriberState
 from tests.nxcheck import nxcheck_errors
-from tests.writer_support import (
-    frame_checksums,
-    session_writer,
-    text,
-    wait_scans_done,
-    wait_until,
-)
+from tests.writer_support import frame_checksums, session_writer, text, wait_scans_done, wait_until
 
 LIMA = "lima_simulator:image"
 DATA = "/1.1/instrument/lima_simulator/data"
