@@ -131,6 +131,7 @@ _POLL = """
 import sys, time, zlib
 import h5py
 filename, path, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+print("ready", flush=True)
 n = -1
 deadline = time.monotonic() + 60
 while n < total and time.monotonic() < deadline:
@@ -159,6 +160,10 @@ def test_edf_frames_are_readable_in_the_scan_file_while_the_scan_runs(
         [sys.executable, "-c", _POLL, filename, "/1.1/instrument/lima_simulator/data",
          str(NPOINTS)], stdout=subprocess.PIPE, text=True)
     processes.append(reader)
+    assert reader.stdout is not None
+    # the scan starts once the reader polls (starting Python and h5py takes seconds
+    # under load: long enough to miss the scan)
+    assert reader.stdout.readline() == "ready\n"
     filename_seen, lima, record = _simulate_lima(
         redis_url, tmp_path, "live", "edf",
         SaveOptions(lima_refresh_period=0.1, flush_period=0.05, **values), count_time=0.1)
