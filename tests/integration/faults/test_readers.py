@@ -177,22 +177,25 @@ while time.monotonic() < deadline:
 """
 
 
-def _start_reader(path: str, entry: str, processes: list[subprocess.Popen[Any]]
-                  ) -> subprocess.Popen[str]:
-    reader = subprocess.Popen([sys.executable, "-c", _POLL, path, entry, TIME],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _start_reader(path: str, entry: str, out: Path, processes: list[subprocess.Popen[Any]]
+                  ) -> subprocess.Popen[bytes]:
+    """A ``_POLL`` reader of ``entry`` of ``path``; what it sees goes to the file ``out``
+    (a pipe nobody reads while the scan runs could fill up and stop it)."""
+    with open(out, "wb") as output:
+        reader = subprocess.Popen([sys.executable, "-c", _POLL, path, entry, TIME],
+                                  stdout=output, stderr=subprocess.PIPE)
     processes.append(reader)
     return reader
 
 
-def _reader_output(reader: subprocess.Popen[str]) -> list[dict[str, Any]]:
+def _reader_output(reader: subprocess.Popen[bytes], out: Path) -> list[dict[str, Any]]:
     """What ``reader`` saw; it must have ended by itself, without a crash."""
-    output, errors = reader.communicate(timeout=30)
+    _, errors = reader.communicate(timeout=30)
     assert reader.returncode == 0, (
         f"the reader failed (exit {reader.returncode}"
         + (f", {signal.Signals(-reader.returncode).name}" if reader.returncode < 0 else "")
-        + f"): {errors}")
-    return [json.loads(line) for line in output.splitlines()]
+        + f"): {errors.decode(errors='replace')}")
+    return [json.loads(line) for line in out.read_text().splitlines()]
 
 
 def _check_seen(seen: list[dict[str, Any]], final: Any, npoints: int) -> None:
@@ -225,9 +228,10 @@ def test_reader_without_locking_throughout_the_scan_sees_it_grow_and_harms_nothi
     register_audit(redis_url, session)
     with session_writer(redis_url, session, fast_options(allowed_roots=(str(root),)),
                         poll_interval=0.05) as writer:
-        readers = [_start_reader(filename, "1.1", processes),
-                   _start_reader(master, master_link_name("dataset_collection", filename,
-                                                          "1.1"), processes)]
+        link = master_link_name("dataset_collection", filename, "1.1")
+        outputs = [tmp_path / "scan_file_reader.jsonl", tmp_path / "master_file_reader.jsonl"]
+        readers = [_start_reader(filename, "1.1", outputs[0], processes),
+                   _start_reader(master, link, outputs[1], processes)]
         publisher = subprocess.Popen(_simulated_scan(redis_url, session, root, npoints,
                                                      "--master-files"))
         processes.append(publisher)
@@ -240,8 +244,8 @@ def test_reader_without_locking_throughout_the_scan_sees_it_grow_and_harms_nothi
     assert record.writer.filename == filename
     _check_simulated(redis_url, record, npoints)
     final = file_points(filename, record.key)[TIME]
-    for reader in readers:
-        _check_seen(_reader_output(reader), final, npoints)
+    for reader, output in zip(readers, outputs):
+        _check_seen(_reader_output(reader, output), final, npoints)
 
 
 #: The object header message a symbol table group (HDF5 1.6's format) has (H5O_STAB_ID).
