@@ -38,6 +38,19 @@ Identity = tuple[int, int]
 #: stream keeps at most a chunk or two in its cache (whole chunks go to the file
 #: directly), for which HDF5 1.x's default is plenty.
 CHUNK_CACHE_SLOTS = 521
+#: The HDF5 format versions (h5py ``libver``) of everything the writer puts in a file:
+#: HDF5 1.10's, whose metadata all carries checksums (object headers, link storage,
+#: chunk indexes). A process reading the file without locking while it is written may
+#: meet metadata half written or freed; it then gets an error ("incorrect metadata
+#: checksum"), where the older formats (symbol table groups, local heaps, version 1
+#: B-trees) have no checksum, and HDF5 followed their stale addresses into a
+#: segmentation fault. Files need HDF5 1.10 or newer to read.
+WRITE_LIBVER = ("v110", "v110")
+#: The format of a new, empty file: HDF5 1.8's superblock (version 2, with a checksum)
+#: and root group (links in its object header). HDF5 1.10's superblock (version 3)
+#: marks a file open for writing, and HDF5 then refuses every other opening of it,
+#: even without locking: readers could not follow a scan.
+CREATE_LIBVER = ("v108", "v110")
 #: How this process may hold a file open that makes HDF5 refuse to open it again
 #: with file locking, as another process's lock would: read-write, without locking.
 _HELD_WITHOUT_LOCKING = (False, False)
@@ -51,9 +64,10 @@ def _no_space(what: str, path: str) -> DiskSpaceError:
 
 @functools.lru_cache(maxsize=1)
 def _empty_file_image() -> bytes:
-    """The bytes of a new, empty HDF5 file, as ``h5py.File(path, "w")`` writes them."""
+    """The bytes of a new, empty HDF5 file, as ``h5py.File(path, "w",
+    libver=CREATE_LIBVER)`` writes them."""
     buffer = io.BytesIO()
-    with h5py.File(buffer, "w"):
+    with h5py.File(buffer, "w", libver=CREATE_LIBVER):
         pass
     return buffer.getvalue()
 
@@ -152,7 +166,8 @@ def _create_file(path: str, file_mode: int, what: str, roots: Sequence[str]
 
 def _open_existing(path: str) -> h5py.File:
     """The one place a file is opened for writing: never creates, never truncates."""
-    return h5py.File(path, "r+", locking=True, rdcc_nslots=CHUNK_CACHE_SLOTS)
+    return h5py.File(path, "r+", locking=True, libver=WRITE_LIBVER,
+                     rdcc_nslots=CHUNK_CACHE_SLOTS)
 
 
 def _check_opened(file: h5py.File, path: str, what: str, roots: Sequence[str],

@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+from h5py import h5o
 
 from nexus_writer_service.data import EndReason, Publisher
-from nexus_writer_service.simulation.info import scan_filename
+from nexus_writer_service.io import masterfiles
+from nexus_writer_service.io.scan_info import master_link_name
+from nexus_writer_service.simulation.info import master_filenames, scan_filename
 from nexus_writer_service.subscribers import NexusSessionWriter, ScanRecord
 from tests.integration.faults.conftest import (
     TIME,
@@ -31,6 +34,7 @@ from tests.integration.faults.conftest import (
     published_points,
     publish_loopscan,
     register_audit,
+    run_session_scans,
     simulate_command,
 )
 from tests.writer_support import session_writer, wait_scans_done, wait_until
@@ -88,9 +92,10 @@ else:
 """
 
 
-def _simulated_scan(redis_url: str, session: str, root: Path, npoints: int) -> list[str]:
+def _simulated_scan(redis_url: str, session: str, root: Path, npoints: int, *args: str
+                    ) -> list[str]:
     return simulate_command(redis_url, session, root, "--scan", "loopscan", "--npoints",
-                            str(npoints), "--count-time", "0.01", "--lease", "5")
+                            str(npoints), "--count-time", "0.01", "--lease", "5", *args)
 
 
 def _check_simulated(redis_url: str, record: ScanRecord, npoints: int) -> None:
@@ -136,30 +141,32 @@ def test_reader_opening_in_append_mode_is_refused_and_the_writer_carries_on(
 #: What h5py raises for an HDF5 error (its translation table, and RuntimeError for the
 #: rest): the errors a reader without locking may meet while the writer updates the
 #: file's metadata (the reader contract, docs/file-layout.rst). NotImplementedError is a
-#: RuntimeError.
+#: RuntimeError, FileNotFoundError an OSError.
 READER_ERRORS = {"FileNotFoundError", "OSError", "KeyError", "ValueError", "TypeError",
                  "RuntimeError", "NotImplementedError"}
 
 #: Reads the file without locking until the writer says it is done; prints one JSON
 #: line per attempt: the points of the elapsed time seen and the last of them, or the
-#: transient error the contract allows. Any other error ends it with a traceback.
+#: error the contract allows. Any other error ends it with a traceback, a crash with
+#: the Python stack where HDF5 crashed.
 _POLL = """
-import json, sys, time, h5py
-path, channel, deadline = sys.argv[1], sys.argv[2], time.monotonic() + 90
+import faulthandler, json, sys, time, h5py
+faulthandler.enable()
+path, entry, channel = sys.argv[1], sys.argv[2], sys.argv[3]
+deadline = time.monotonic() + 90
 def elapsed(h5):
-    for entry in h5.values():
-        for name, obj in entry["instrument"].items():
-            if not isinstance(obj, h5py.Group):
-                continue  # a field of the instrument (its name)
-            for item in obj.values():
-                if item.attrs.get("channel") == channel:
-                    return item
+    for name, obj in h5[entry]["instrument"].items():
+        if not isinstance(obj, h5py.Group):
+            continue  # a field of the instrument (its name), or an object gone meanwhile
+        for item in obj.values():
+            if item is not None and item.attrs.get("channel") == channel:
+                return item
     raise KeyError(channel)
 while time.monotonic() < deadline:
     try:
         with h5py.File(path, "r", locking=False) as h5:
             data = elapsed(h5)[()]
-            status = h5["1.1/writer/status"][()].decode()
+            status = h5[entry]["writer/status"][()].decode()
         print(json.dumps({"n": len(data), "last": float(data[-1]) if len(data) else None,
                           "status": status}), flush=True)
         if status in ("SUCCEEDED", "FAILED"):
@@ -170,85 +177,30 @@ while time.monotonic() < deadline:
 """
 
 
-#: The signals by which HDF5 may end a reader that met half-updated metadata.
-CRASH_SIGNALS = {-signal.SIGSEGV, -signal.SIGBUS, -signal.SIGABRT}
+def _start_reader(path: str, entry: str, out: Path, processes: list[subprocess.Popen[Any]]
+                  ) -> subprocess.Popen[bytes]:
+    """A ``_POLL`` reader of ``entry`` of ``path``; what it sees goes to the file ``out``
+    (a pipe nobody reads while the scan runs could fill up and stop it)."""
+    with open(out, "wb") as output:
+        reader = subprocess.Popen([sys.executable, "-c", _POLL, path, entry, TIME],
+                                  stdout=output, stderr=subprocess.PIPE)
+    processes.append(reader)
+    return reader
 
 
-class _Readers:
-    """The polling reader of ``_POLL``, started again when HDF5 crashed it (as a person
-    opens the file again): its output and the crashes seen."""
-
-    def __init__(self, filename: str, processes: list[subprocess.Popen[Any]]) -> None:
-        self._filename = filename
-        self._processes = processes
-        self.output = ""
-        self.crashes: list[int] = []
-        self._reader = self._start()
-
-    def _start(self) -> subprocess.Popen[str]:
-        reader = subprocess.Popen([sys.executable, "-c", _POLL, self._filename, TIME],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self._processes.append(reader)
-        return reader
-
-    def restarted(self) -> bool:
-        """True; a reader that died is collected (an error is raised for anything but
-        a crash by a signal) and a new one started."""
-        if self._reader.poll() is None:
-            return True
-        self._collect()
-        self._reader = self._start()
-        return True
-
-    def restarted_until_done(self) -> bool:
-        """Whether a reader ended by itself (it saw the final status)."""
-        if self._reader.poll() is None:
-            return False
-        code = self._collect()
-        if code == 0:
-            return True
-        self._reader = self._start()
-        return False
-
-    def _collect(self) -> int:
-        output, errors = self._reader.communicate(timeout=10)
-        self.output += output
-        code = self._reader.returncode
-        if code != 0:
-            assert code < 0, f"the reader failed (exit {code}): {errors}"
-            self.crashes.append(code)
-        return code
+def _reader_output(reader: subprocess.Popen[bytes], out: Path) -> list[dict[str, Any]]:
+    """What ``reader`` saw; it must have ended by itself, without a crash."""
+    _, errors = reader.communicate(timeout=30)
+    assert reader.returncode == 0, (
+        f"the reader failed (exit {reader.returncode}"
+        + (f", {signal.Signals(-reader.returncode).name}" if reader.returncode < 0 else "")
+        + f"): {errors.decode(errors='replace')}")
+    return [json.loads(line) for line in out.read_text().splitlines()]
 
 
-def test_reader_without_locking_throughout_the_scan_sees_it_grow_and_harms_nothing(
-        redis_url: str, tmp_path: Path, processes: list[subprocess.Popen[Any]]) -> None:
-    session = "poller"
-    root = tmp_path / "data"
-    npoints = 300
-    filename = scan_filename(str(root), session, 1)
-    register_audit(redis_url, session)
-    with session_writer(redis_url, session, fast_options(allowed_roots=(str(root),)),
-                        poll_interval=0.05) as writer:
-        readers = _Readers(filename, processes)
-        publisher = subprocess.Popen(_simulated_scan(redis_url, session, root, npoints))
-        processes.append(publisher)
-        # the writer runs in this thread: wait letting its hub run
-        wait_until(lambda: readers.restarted() and publisher.poll() is not None, 60,
-                   "the simulated scan published")
-        assert publisher.returncode == 0
-        record = wait_scans_done(writer, 1)[0]
-        wait_until(readers.restarted_until_done, 60, "the reader saw the end")
-        output = readers.output
-    # HDF5 without SWMR does not protect a reader from half-updated metadata: rarely, it
-    # crashes the reading process (the reader contract says so). A crash is by a signal
-    # only, and a reader started again carries on.
-    assert set(readers.crashes) <= CRASH_SIGNALS, readers.crashes
-    assert len(readers.crashes) <= 3, readers.crashes
-    assert record.writer.filename == filename
-    _check_simulated(redis_url, record, npoints)
-
-    final = file_points(filename, record.key)[TIME]
-    seen = [json.loads(line) for line in output.splitlines()]
+def _check_seen(seen: list[dict[str, Any]], final: Any, npoints: int) -> None:
+    """A reader saw the scan grow, never backwards, with the values the file ends with,
+    and met only the errors the contract names."""
     assert seen[0] == {"error": "FileNotFoundError"}, "the reader started before the scan"
     assert seen[-1]["n"] == npoints and seen[-1]["status"] == "SUCCEEDED", seen[-1]
     reads = [s for s in seen if "n" in s]
@@ -260,3 +212,75 @@ def test_reader_without_locking_throughout_the_scan_sees_it_grow_and_harms_nothi
         if s["n"]:
             assert s["last"] == final[s["n"] - 1], ("the reader saw a wrong value", s)
     assert {s["error"] for s in seen if "error" in s} <= READER_ERRORS
+
+
+def test_reader_without_locking_throughout_the_scan_sees_it_grow_and_harms_nothing(
+        redis_url: str, tmp_path: Path, processes: list[subprocess.Popen[Any]]) -> None:
+    """One reader opens the scan file, another the dataset collection's master file and
+    follows its external link into the scan file: both see the scan grow, meet only
+    the errors the contract names, and never crash (HDF5 1.10's file format, whose
+    metadata carries checksums, see ``nexus_writer_service.io.files``)."""
+    session = "poller"
+    root = tmp_path / "data"
+    npoints = 300
+    filename = scan_filename(str(root), session, 1)
+    master = master_filenames(str(root), session)["dataset_collection"]
+    register_audit(redis_url, session)
+    with session_writer(redis_url, session, fast_options(allowed_roots=(str(root),)),
+                        poll_interval=0.05) as writer:
+        link = master_link_name("dataset_collection", filename, "1.1")
+        outputs = [tmp_path / "scan_file_reader.jsonl", tmp_path / "master_file_reader.jsonl"]
+        readers = [_start_reader(filename, "1.1", outputs[0], processes),
+                   _start_reader(master, link, outputs[1], processes)]
+        publisher = subprocess.Popen(_simulated_scan(redis_url, session, root, npoints,
+                                                     "--master-files"))
+        processes.append(publisher)
+        # the writer runs in this thread: wait letting its hub run
+        wait_until(lambda: publisher.poll() is not None, 60, "the simulated scan published")
+        assert publisher.returncode == 0
+        record = wait_scans_done(writer, 1)[0]
+        wait_until(lambda: all(reader.poll() is not None for reader in readers), 60,
+                   "the readers saw the end")
+    assert record.writer.filename == filename
+    _check_simulated(redis_url, record, npoints)
+    final = file_points(filename, record.key)[TIME]
+    for reader, output in zip(readers, outputs):
+        _check_seen(_reader_output(reader, output), final, npoints)
+
+
+#: The object header message a symbol table group (HDF5 1.6's format) has (H5O_STAB_ID).
+_SYMBOL_TABLE_MESSAGE = 0x11
+
+
+def _format_problems(path: Path) -> list[str]:
+    """What in ``path`` is in a format whose metadata carries no checksum, or would
+    make HDF5 refuse readers while the file is open for writing."""
+    with open(path, "rb") as raw:
+        superblock = raw.read(9)[8]
+    problems = [] if superblock == 2 else [f"superblock version {superblock}"]
+    with h5py.File(path, "r") as h5:
+        objects = {"/": h5}
+        h5.visititems(lambda name, obj: objects.setdefault(name, obj))
+        for name, obj in objects.items():
+            header = h5o.get_info(obj.id).hdr
+            if header.version != 2:
+                problems.append(f"{name}: object header version {header.version}")
+            if isinstance(obj, h5py.Group) and name != "/" and \
+                    header.mesg.present & (1 << _SYMBOL_TABLE_MESSAGE):
+                problems.append(f"{name}: a symbol table group")
+    return problems
+
+
+def test_scan_and_master_files_have_checksummed_metadata_that_readers_may_open(
+        redis_url: str, tmp_path: Path) -> None:
+    """The format that keeps readers without locking from crashing: HDF5 1.10's
+    objects (checksums on every object header, group and chunk index), HDF5 1.8's
+    superblock (HDF5 1.10's makes HDF5 refuse readers while the writer has the file)."""
+    filename = tmp_path / "format.h5"
+    master = tmp_path / "master.h5"
+    record, = run_session_scans(redis_url, "format", fast_options(),
+                                lambda publisher: publish_loopscan(publisher, filename, 1, 30))
+    assert record.writer.status.value == "SUCCEEDED", record.as_dict()
+    masterfiles.link_entries(str(master), str(filename), ["1.1"], [str(tmp_path)])
+    assert _format_problems(filename) == []
+    assert _format_problems(master) == []

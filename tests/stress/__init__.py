@@ -1,0 +1,1 @@
+"""Stress runs by hand (rates, not verdicts): not collected by pytest."""
