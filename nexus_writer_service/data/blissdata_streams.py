@@ -187,32 +187,38 @@ class _Reading:
         self.done = False
         self.decode = _decoder(stream)
 
-    def view(self, entries: Sequence[Any]) -> Any:
+    def view(self, entries: Sequence[Any]) -> tuple[Any, int]:
         """blissdata's view of ``entries`` (as ``XREAD`` gives them), None when they
-        hold only the seal, with nothing missing before it. A view starts at
-        ``position``: the points from there to the first entry's are gone (trimmed),
-        and raise :class:`IndexNoMoreThereError` when asked for, as blissdata's do."""
+        hold only the seal, with nothing missing before it; and the bytes of their
+        payloads. A view starts at ``position``: the points from there to the first
+        entry's are gone (trimmed), and raise :class:`IndexNoMoreThereError` when
+        asked for, as blissdata's do."""
+        if not entries:
+            return None, 0
+        if entries[-1][0] == SEAL_ID:
+            self.done = True
+            seal = int(_fields(entries[-1][1])[b"id"])
+            entries = entries[:-1]
         payloads: list[bytes] = []
         lens: list[int] = []
-        first = None
-        for raw_id, fields in entries:
-            values = _fields(fields)
-            if raw_id == SEAL_ID:
-                self.done = True
-                if first is None:
-                    first = int(values[b"id"])
-                break
-            index = int(raw_id.split(b"-", 1)[0])
-            if first is None:
-                first = index
-            payloads.append(values[b"payload"])
-            lens.append(int(values.get(b"len", 1)))
-        if first is None:
-            return None
+        for _, fields in entries:  # [b"payload", p] or [b"payload", p, b"len", n]
+            if len(fields) == 4 and fields[0] == b"payload" and fields[2] == b"len":
+                payloads.append(fields[1])
+                lens.append(int(fields[3]))
+            elif len(fields) == 2 and fields[0] == b"payload":
+                payloads.append(fields[1])
+                lens.append(1)
+            else:
+                values = _fields(fields)
+                payloads.append(values[b"payload"])
+                lens.append(int(values.get(b"len", 1)))
+        # only the first entry's index is read: blissdata numbers the entries of a
+        # stream by their first point, each after the one before
+        first = int(entries[0][0].split(b"-", 1)[0]) if entries else seal
         data = self.decode(payloads, lens) if payloads else []
         expected, self.position = self.position, first + len(data)
         event_range = EventRange(expected, first - expected, data, self.done)
-        return View(event_range) if len(event_range) else None
+        return (View(event_range) if len(event_range) else None), sum(map(len, payloads))
 
 
 def _fields(raw: Any) -> dict[bytes, Any]:
@@ -283,10 +289,9 @@ class Cursors:
         try:
             for raw_key, entries in (reply.items() if isinstance(reply, dict) else reply):
                 reading = self._readings[raw_key]
+                view, size = reading.view(entries)
                 nentries += len(entries)
-                nbytes += sum(len(value) for _, fields in entries for value in fields
-                              if isinstance(fields, list))
-                view = reading.view(entries)
+                nbytes += size
                 if view is not None:
                     views[reading.stream] = view
         except (KeyError, TypeError, ValueError, IndexError) as exc:

@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+_isal_zlib: Any
 try:
     from isal import isal_zlib as _isal_zlib
 except ImportError:  # pragma: no cover - a declared dependency
