@@ -14,8 +14,8 @@ much faster and tested against blissdata's reader on the same data:
   15 times faster);
 * the entries of a scan's streams are read in one ``XREAD`` for all streams and
   decoded as blissdata decodes them, without its per-entry objects
-  (:class:`~.blissdata_streams.Cursors`: about 4 times less CPU than blissdata's
-  ``CursorGroup`` on scans sent in small blocks).
+  (:class:`~.blissdata_streams.Cursors`: 1.5 to 2.4 times less CPU than
+  blissdata's ``CursorGroup``).
 
 What the writers see is the event model of every source:
 
