@@ -327,8 +327,9 @@ class BlissdataScan:
                     from_position: str | None = None, merge_blocks: bool = False
                     ) -> Iterator[Event]:
         """The scan's events after ``from_position`` (see the module), ending after
-        END_SCAN. Each block comes as the cursor read it (``merge_blocks`` changes
-        nothing: blissdata's cursors read up to 100 entries of each stream at once).
+        END_SCAN. Each block comes as one read gave it (``merge_blocks`` changes
+        nothing: a read takes many entries of each stream at once, see
+        :class:`~.blissdata_streams.Cursors`).
 
         :raises DataLostError: points after ``from_position`` are no longer in Redis
         :raises MalformedEventError: the document or a stream cannot be read
@@ -396,7 +397,9 @@ class BlissdataScan:
                    silence: _Silence) -> Iterator[Event]:
         streams, nodes = list(streams), dict(nodes)
         order = {stream.name: i for i, stream in enumerate(streams)}
-        cursors = Cursors(streams, self._key)
+        # each stream from the entry holding its next point (lima: all its statuses)
+        start = [0 if is_lima(stream) else had for stream, had in zip(streams, progress.counts)]
+        cursors = Cursors(streams, self._key, self._session.connection, start)
         seen = self.info  # what the writer planned with: BLISS completes it at CLOSED
         while stop is None or not stop.is_set():
             views, sealed = cursors.read(_wait_time(poll_interval))

@@ -6,15 +6,22 @@ the chunk can be written with a direct chunk write (filter mask 0) and read back
 any HDF5 reader through its own pipeline:
 
 * byte shuffle (HDF5 filter 2): the bytes of the elements transposed, with numpy;
-* deflate (filter 1, level ``cd_values[0]``): a zlib stream, from :mod:`zlib`;
+* deflate (filter 1, level ``cd_values[0]``): a zlib stream, from ISA-L's deflate
+  (the ``isal`` package, :func:`deflate`) where it is installed, else from :mod:`zlib`.
+  ISA-L compresses 5 to 20 times faster than zlib, at the same ratio within 1 % on
+  noisy data (random float64 values, Poisson MCA spectra), at a lower one on data
+  that compresses very well (22 instead of 41 for a linear float64 ramp); any zlib
+  inflates its stream, as HDF5's deflate filter does. Its levels are 0 to 3: zlib's
+  1-3, 4-6 and 7-9 become 1, 2 and 3 (the level kept in the filter's parameters
+  stays the zlib one asked for, which readers ignore);
 * bitshuffle (filter 32008, hdf5plugin's): bit-transposed blocks from the
   ``bitshuffle`` package; with LZ4 or zstd each block compressed, after the header
   the filter writes (the chunk's bytes, big-endian 64 bits; the block's bytes,
   big-endian 32 bits).
 
 Thread-safety: :meth:`ChunkCodec.encode` keeps no state, takes no lock and, for
-chunks of more than a few kilobytes, runs with the GIL released in zlib, numpy and
-bitshuffle: several threads encode in parallel (see :mod:`.compressor`).
+chunks of more than a few kilobytes, runs with the GIL released in ISA-L (or zlib),
+numpy and bitshuffle: several threads encode in parallel (see :mod:`.compressor`).
 """
 
 from __future__ import annotations
@@ -26,7 +33,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["ChunkCodec", "codec_for", "codec_from_filters", "DEFLATE", "SHUFFLE",
+_isal_zlib: Any
+try:
+    from isal import isal_zlib as _isal_zlib
+except ImportError:  # pragma: no cover - a declared dependency
+    _isal_zlib = None
+
+__all__ = ["ChunkCodec", "codec_for", "codec_from_filters", "deflate", "DEFLATE", "SHUFFLE",
            "BITSHUFFLE", "GZIP_LEVEL", "ZSTD_LEVEL"]
 
 #: HDF5 filter ids
@@ -65,6 +78,15 @@ def default_block(itemsize: int) -> int:
     return max(_MIN_BLOCK, block)
 
 
+def deflate(data: Any, level: int) -> bytes:
+    """``data`` as a zlib stream (what HDF5's deflate filter stores) at zlib's
+    ``level``: ISA-L's where installed (its level ``(level + 2) // 3``, 0 kept as
+    0: stored), else zlib's. Releases the GIL."""
+    if _isal_zlib is not None and level > 0:
+        return _isal_zlib.compress(data, min(3, (level + 2) // 3))
+    return zlib.compress(data, level)
+
+
 def byte_shuffle(chunk: Array) -> Array:
     """HDF5's shuffle filter: byte ``j`` of every element, for ``j`` in order."""
     itemsize = chunk.dtype.itemsize
@@ -94,7 +116,7 @@ class ChunkCodec:
             return self._bitshuffled(chunk)
         data: Any = byte_shuffle(chunk) if self.shuffle else chunk
         if self.deflate is not None:
-            return zlib.compress(data, self.deflate)
+            return deflate(data, self.deflate)
         return data
 
     def _bitshuffled(self, chunk: Array) -> bytes | Array:

@@ -1,17 +1,23 @@
 """Our writer next to ESRF's blisswriter 3.0, both writing the same blissdata 2.x scans.
 
-    python -m tests.benchmarks.bench_blisswriter [--points N] [--block B ...]
-        [--repeat N] [--blisswriter PATH] [--redis-url URL] [--quick]
+    python -m tests.benchmarks.bench_blisswriter [--load {scalars,mca} ...]
+        [--points N] [--block B ...] [--spectra N] [--repeat N] [--blisswriter PATH]
+        [--redis-url URL] [--quick]
 
 Also scenario 13 of ``python -m tests.benchmarks``. What is compared:
 
 * the scans: published with blissdata's own publisher (:class:`tests.blissdata_support.BlissScan`),
-  10 float64 channels x 1e6 points (``--points``; ``--quick``: 1e5) in blocks of 100
-  and of 1000 (``--block``), with the scan_info of a BLISS 2.4 ascan plus the
-  ``scan_info["h5maps"]`` that blisswriter 3.0 writes from (:func:`h5maps`: the
-  NeXus entry BLISS 2.4 maps, with the 10 streams in ``instrument``, soft links in
-  ``measurement``, and ``end_time`` added at CLOSED, as BLISS 2.4 regenerates the
-  mapping then);
+  with the scan_info of a BLISS 2.4 ascan plus the ``scan_info["h5maps"]`` that
+  blisswriter 3.0 writes from (:func:`h5maps`: the NeXus entry BLISS 2.4 maps, with
+  the streams in ``instrument``, soft links in ``measurement``, and ``end_time``
+  added at CLOSED, as BLISS 2.4 regenerates the mapping then). Two loads
+  (``--load``, both by default):
+
+  - ``scalars``: 10 float64 channels x 1e6 points (``--points``; ``--quick``: 1e5)
+    in blocks of 100 and of 1000 (``--block``), sent as fast as blissdata sends;
+  - ``mca``: the MCA scenario of ``python -m tests.benchmarks`` (3): 4 detectors x
+    4096-channel uint32 spectra (Poisson counts of a few peaks) at 1 kHz in blocks
+    of 50, 10,000 spectra each (``--spectra``; ``--quick``: 2000), 655 MB;
 * ours: the ``NexusSessionWriter`` command with ``--data-source blissdata``
   (:mod:`tests.benchmarks.writer_proc`), in a process of its own; the file is complete
   when it reports the scan done, and it counts only with status ``SUCCEEDED``;
@@ -77,6 +83,8 @@ CHANNELS = {
     "mca1:ocr_det0": "ocr_det0",
     "mca1:deadtime_det0": "deadtime_det0",
 }
+#: The 4 MCA spectra of the ``mca`` load: blissdata stream name -> name in the file
+SPECTRA = {f"mca1:spectrum_det{d}": f"spectrum_det{d}" for d in range(4)}
 NUMBER = 3  # the scan number: entry "3.1"
 MISSING = ("blisswriter 3.0 not found: install it in a virtual environment of its own "
            "(python3 -m venv .venv-bw && .venv-bw/bin/pip install blisswriter==3.0.0) and "
@@ -91,18 +99,49 @@ def log(text: str) -> None:
 # -- the scans -------------------------------------------------------------------------
 
 
-def bench_data(npoints: int, seed: int = 0) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class Load:
+    """What a scan publishes: ``channels`` (stream name -> name in the file) of
+    ``dtype`` and point ``shape``, at ``rate`` points per second (None: as fast as
+    blissdata sends)."""
+
+    name: str
+    channels: dict[str, str]
+    dtype: str
+    shape: tuple[int, ...]
+    rate: float | None = None
+
+    @property
+    def point_bytes(self) -> int:
+        return int(np.dtype(self.dtype).itemsize * np.prod(self.shape, dtype=int))
+
+
+SCALARS = Load("scalars", CHANNELS, "f8", ())
+MCA = Load("mca", SPECTRA, "u4", (4096,), rate=1000.0)
+LOADS = {load.name: load for load in (SCALARS, MCA)}
+
+
+def bench_data(npoints: int, seed: int = 0, load: Load = SCALARS) -> dict[str, np.ndarray]:
+    if load.name == "mca":
+        from .bench_compression import spectra
+
+        return {name: spectra(npoints, load.shape[0], seed + d)
+                for d, name in enumerate(load.channels)}
     rng = np.random.default_rng(seed)
-    return {name: rng.standard_normal(npoints) for name in CHANNELS}
+    return {name: rng.standard_normal(npoints) for name in load.channels}
 
 
-def bench_scan_info(filename: str, session: str, npoints: int) -> dict[str, Any]:
-    """The reference BLISS 2.4 ascan's scan_info with the 10 float64 channels of
-    :data:`CHANNELS` (its MCA spectrum left out, a second diode added), saving to
-    ``filename``, and its ``h5maps``."""
+def bench_scan_info(filename: str, session: str, npoints: int, load: Load = SCALARS
+                    ) -> dict[str, Any]:
+    """The reference BLISS 2.4 ascan's scan_info with the channels of ``load``,
+    saving to ``filename``, and its ``h5maps``: for ``scalars``, the 10 float64
+    channels of :data:`CHANNELS` (its MCA spectrum left out, a second diode added);
+    for ``mca``, only the 4 spectra of :data:`SPECTRA` (of its MCA ``mca1``)."""
     from tests.blissdata_support import reference_scan_info
 
     info = reference_scan_info(filename, session=session, npoints=npoints)
+    if load.name == "mca":
+        return _mca_scan_info(info, load)
     chain = info["acquisition_chain"]["axis"]
     chain["spectra"] = []
     chain["scalars"] = [name for name in CHANNELS if name != "axis:samy"]
@@ -116,7 +155,26 @@ def bench_scan_info(filename: str, session: str, npoints: int) -> dict[str, Any]
     devices["140003:simulation_diode_sampling_controller"]["channels"].append(
         "simulation_diode_sampling_controller:diode2")
     devices["140002:timer"]["triggered_devices"].remove("140005:pilatus")
-    info["h5maps"] = h5maps(info)
+    info["h5maps"] = h5maps(info, load=load)
+    return info
+
+
+def _mca_scan_info(info: dict[str, Any], load: Load) -> dict[str, Any]:
+    """``info`` publishing only the spectra of ``load``, all of device ``mca1``."""
+    chain = info["acquisition_chain"]["axis"]
+    chain["master"]["scalars"] = []
+    chain["scalars"], chain["spectra"], chain["images"] = [], list(load.channels), []
+    chain["devices"] = ["140001:axis", "140002:timer", "140004:mca1"]
+    info["channels"] = {name: {"dim": 1, "display_name": short}
+                        for name, short in load.channels.items()}
+    devices = info["devices"]
+    for name in ("140003:simulation_diode_sampling_controller", "140005:pilatus"):
+        devices.pop(name, None)
+    devices["140001:axis"]["channels"] = []
+    devices["140002:timer"]["channels"] = []
+    devices["140002:timer"]["triggered_devices"] = ["140004:mca1"]
+    devices["140004:mca1"]["channels"] = list(load.channels)
+    info["h5maps"] = h5maps(info, load=load)
     return info
 
 
@@ -124,7 +182,8 @@ def _text(value: str) -> dict[str, Any]:
     return {"type": "dataset", "value": value}
 
 
-def h5maps(info: dict[str, Any], end_time: str | None = None) -> dict[str, Any]:
+def h5maps(info: dict[str, Any], end_time: str | None = None, load: Load = SCALARS
+           ) -> dict[str, Any]:
     """``scan_info["h5maps"]`` of the scan, as blissdata's h5map models in their JSON form
     (``blissdata.h5map``): one file, ``info["filename"]``, an NXentry ``<number>.1``
     with title and times, each channel's stream as ``instrument/<name>/data`` (with
@@ -133,7 +192,7 @@ def h5maps(info: dict[str, Any], end_time: str | None = None) -> dict[str, Any]:
     entry = f"{NUMBER}.1"
     instrument: dict[str, Any] = {}
     measurement: dict[str, Any] = {}
-    for channel, name in CHANNELS.items():
+    for channel, name in load.channels.items():
         unit = (info["channels"].get(channel) or {}).get("unit")
         data: dict[str, Any] = {"type": "dataset",
                                 "value": {"type": "stream", "stream": channel}}
@@ -308,28 +367,40 @@ class Run:
     writer: str
     mode: str  # "e2e" or "drain"
     block: int
+    load: str = "scalars"
     wall: float = float("nan")  # publish start (e2e) or continued (drain) -> complete
     tail: float = float("nan")  # scan closed -> complete
     cpu: float = float("nan")
     outcome: str = ""
 
 
-def publish_scan(url: str, info: dict[str, Any], session: str):  # type: ignore[no-untyped-def]
+def publish_scan(url: str, info: dict[str, Any], session: str, load: Load = SCALARS
+                 ) -> Any:
     from tests.blissdata_support import BlissScan
 
-    channels = {name: (np.float64, ()) for name in CHANNELS}
+    channels = {name: (np.dtype(load.dtype), load.shape) for name in load.channels}
     return BlissScan(url, info, session=session, number=NUMBER, channels=channels)
 
 
-def send_all(scan: Any, data: dict[str, np.ndarray], block: int, info: dict[str, Any]) -> None:
+def send_all(scan: Any, data: dict[str, np.ndarray], block: int, info: dict[str, Any],
+             load: Load = SCALARS, paced: bool = True) -> None:
+    """Every block of ``data``, at ``load.rate`` when ``paced``, then the end."""
     from tests.blissdata_support import END_TIME, blocks
 
+    start = time.monotonic()
+    sent = 0
     for part in blocks(data, block):
+        if paced and load.rate:
+            delay = start + sent / load.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
         scan.send(part)
-    scan.end(info={"h5maps": h5maps(info, end_time=END_TIME)})
+        sent += len(next(iter(part.values())))
+    scan.end(info={"h5maps": h5maps(info, end_time=END_TIME, load=load)})
 
 
-def check_file(path: str, data: dict[str, np.ndarray], ours: bool) -> str:
+def check_file(path: str, data: dict[str, np.ndarray], ours: bool, load: Load = SCALARS
+               ) -> str:
     """What is wrong with the file (empty: every point of every channel, equal to what
     was published)."""
     try:
@@ -351,7 +422,7 @@ def check_file(path: str, data: dict[str, np.ndarray], ours: bool) -> str:
                 entry["instrument"].visititems(visit)
             else:
                 found = {channel: entry[f"measurement/{name}"]
-                         for channel, name in CHANNELS.items()
+                         for channel, name in load.channels.items()
                          if f"measurement/{name}" in entry}
             for channel, values in data.items():
                 if channel not in found:
@@ -366,16 +437,17 @@ def check_file(path: str, data: dict[str, np.ndarray], ours: bool) -> str:
 
 
 def one_run(url: str, tmp: str, blisswriter: str | None, writer: str, mode: str,
-            block: int, data: dict[str, np.ndarray], label: str, timeout: float
-            ) -> tuple[Run, list[str]]:
-    """One scan written by ``writer`` (``ours`` or ``blisswriter``) in ``mode``."""
+            block: int, data: dict[str, np.ndarray], label: str, timeout: float,
+            load: Load = SCALARS) -> tuple[Run, list[str]]:
+    """One scan of ``load`` written by ``writer`` (``ours`` or ``blisswriter``) in
+    ``mode`` (drain: published unpaced)."""
     from blissdata.redis_engine.store import DataStore
 
-    run = Run(writer, mode, block)
+    run = Run(writer, mode, block, load.name)
     session = f"bw_{label}_{os.getpid()}"
     path = os.path.join(tmp, f"{label}.h5")
     npoints = len(next(iter(data.values())))
-    info = bench_scan_info(path, session, npoints)
+    info = bench_scan_info(path, session, npoints, load)
     check_h5maps(info["h5maps"])
     proc: Ours | Theirs = (Ours(url, session, tmp) if writer == "ours"
                            else Theirs(blisswriter or "blisswriter", url))
@@ -383,7 +455,7 @@ def one_run(url: str, tmp: str, blisswriter: str | None, writer: str, mode: str,
     problems: list[str] = []
     try:
         proc.wait_ready(60)
-        scan = publish_scan(url, info, session)
+        scan = publish_scan(url, info, session, load)
         key = scan.key
         scan.prepare_and_start()
         proc.wait_seen(key, 60)
@@ -391,14 +463,14 @@ def one_run(url: str, tmp: str, blisswriter: str | None, writer: str, mode: str,
         if mode == "drain":
             os.kill(proc.pid, signal.SIGSTOP)
             try:
-                send_all(scan, data, block, info)
+                send_all(scan, data, block, info, load, paced=False)
             finally:
                 t0 = time.time()
                 os.kill(proc.pid, signal.SIGCONT)
             closed = t0
         else:
             t0 = time.time()
-            send_all(scan, data, block, info)
+            send_all(scan, data, block, info, load)
             closed = time.time()
         done = proc.wait_done(key, timeout)
         run.cpu = sum(proc_times(proc.pid)) - before
@@ -413,9 +485,10 @@ def one_run(url: str, tmp: str, blisswriter: str | None, writer: str, mode: str,
             except Exception as exc:  # the run's figure stands; the Redis fills up
                 problems.append(f"{label}: scan {key} not deleted: {exc}")
     if not run.outcome:
-        run.outcome = check_file(path, data, writer == "ours")
+        run.outcome = check_file(path, data, writer == "ours", load)
     if run.outcome:
-        problems.append(f"{writer} {mode} block {block} ({label}): {run.outcome}")
+        problems.append(f"{writer} {load.name} {mode} block {block} ({label}): "
+                        f"{run.outcome}")
     if os.path.exists(path):
         os.unlink(path)
     return run, problems
@@ -452,23 +525,29 @@ def ratios(ours: list[Run], theirs: list[Run], attr: str) -> list[float]:
     return out
 
 
-def table(results: Results, npoints: int, title: str) -> None:
+def table(results: Results, npoints: int, title: str, load: Load = SCALARS) -> None:
+    """The table of ``load``'s runs (scalars: Mpts/s; spectra: MB/s of data)."""
     rows = []
+    runs = [r for r in results.runs if r.load == load.name]
     for mode in ("e2e", "drain"):
-        for block in sorted({r.block for r in results.runs}):
-            per = {w: [r for r in results.runs if (r.mode, r.block, r.writer)
+        for block in sorted({r.block for r in runs}):
+            per = {w: [r for r in runs if (r.mode, r.block, r.writer)
                        == (mode, block, w)] for w in ("ours", "blisswriter")}
             if not per["ours"] and not per["blisswriter"]:
                 continue
             for writer in ("ours", "blisswriter"):
                 good = [r for r in per[writer] if not r.outcome]
+                rate = ([npoints * len(load.channels) / r.wall / 1e6 for r in good]
+                        if not load.shape else
+                        [npoints * len(load.channels) * load.point_bytes / r.wall / 1e6
+                         for r in good])
                 rows.append([
                     f"{'end to end' if mode == 'e2e' else 'drain'}, blocks of {block}: "
                     f"{writer}", f"{len(good)}/{len(per[writer])}",
                     spread([r.wall for r in good]),
                     spread([r.tail for r in good]) if mode == "e2e" else "-",
                     spread([r.cpu for r in good]),
-                    spread([npoints * len(CHANNELS) / r.wall / 1e6 for r in good], ".1f"),
+                    spread(rate, ".1f" if not load.shape else ".0f"),
                 ])
             for attr, what in (("wall", "time"), ("tail", "tail"), ("cpu", "CPU")):
                 if attr == "tail" and mode != "e2e":
@@ -476,23 +555,34 @@ def table(results: Results, npoints: int, title: str) -> None:
                 values = ratios(per["ours"], per["blisswriter"], attr)
                 rows.append([f"  ours/blisswriter, {what}", f"{len(values)}",
                              ", ".join(f"{v:.2f}" for v in values) or "-", "", "", ""])
+    sent = (f"sent at {load.rate:g} points/s end to end, as fast as possible for the drain"
+            if load.rate else "sent as fast as blissdata sends")
     notes = [
         "time: first point sent (end to end) or writer continued (drain) -> file complete;",
         "tail: scan closed -> file complete; CPU: writer's user + system s; median (min-max)",
-        "of the runs whose file held every point; ratio rows: each repetition's ours/theirs.",
+        "of the runs whose file held every point; ratio rows: each repetition's ours/theirs;",
+        f"points {sent}.",
     ]
-    print_table(title, ["measure", "runs ok", "time s", "tail s", "CPU s", "Mpts/s"],
-                rows, notes)
+    print_table(title, ["measure", "runs ok", "time s", "tail s", "CPU s",
+                        "MB/s" if load.shape else "Mpts/s"], rows, notes)
 
 
 # -- the command -----------------------------------------------------------------------
 
 
+def _describe(load: Load, npoints: int) -> str:
+    if load.shape:
+        size = "x".join(map(str, load.shape))
+        return (f"{len(load.channels)} MCA detectors x {npoints:,} {size}-channel "
+                f"{np.dtype(load.dtype).name} spectra at {load.rate:g} Hz")
+    return f"{len(load.channels)} {np.dtype(load.dtype).name} channels x {npoints:,} points"
+
+
 def run_all(url: str, tmp: str, blisswriter: str | None, npoints: int,
             block_sizes: Sequence[int], repeat: int, modes: Sequence[str],
-            timeout: float) -> Results:
+            timeout: float, load: Load = SCALARS) -> Results:
     results = Results()
-    data = bench_data(npoints)
+    data = bench_data(npoints, load=load)
     for block in block_sizes:
         for mode in modes:
             for i in range(repeat):
@@ -500,10 +590,10 @@ def run_all(url: str, tmp: str, blisswriter: str | None, npoints: int,
                 for writer in order:
                     if writer == "blisswriter" and blisswriter is None:
                         continue
-                    label = f"{writer}_{mode}_{block}_{i}"
-                    log(f"{label}: {len(CHANNELS)} x {npoints:,} float64")
+                    label = f"{writer}_{load.name}_{mode}_{block}_{i}"
+                    log(f"{label}: {_describe(load, npoints)}")
                     run, problems = one_run(url, tmp, blisswriter, writer, mode, block,
-                                            data, label, timeout)
+                                            data, label, timeout, load)
                     results.runs.append(run)
                     results.problems += problems
                     for text in problems:
@@ -513,18 +603,18 @@ def run_all(url: str, tmp: str, blisswriter: str | None, npoints: int,
 
 def compare(url: str, tmp: str, *, blisswriter: str | None, npoints: int,
             block_sizes: Sequence[int] = (100, 1000), repeat: int = 3,
-            modes: Sequence[str] = ("e2e", "drain"), timeout: float = 600.0
-            ) -> Results:
-    """Run and print the comparison (the scenario and the command)."""
+            modes: Sequence[str] = ("e2e", "drain"), timeout: float = 600.0,
+            load: Load = SCALARS) -> Results:
+    """Run and print the comparison of ``load`` (the scenario and the command)."""
     command, version = find_blisswriter(blisswriter)
     title = (f"Ours (NexusSessionWriter --data-source blissdata) vs blisswriter "
-             f"{version if command else '(missing)'}: {len(CHANNELS)} float64 channels x "
-             f"{npoints:,} points, medians of {repeat} runs")
+             f"{version if command else '(missing)'}: {_describe(load, npoints)}, "
+             f"medians of {repeat} runs")
     if command is None:
         print(f"\nblisswriter comparison skipped: {version}")
         log(f"blisswriter comparison skipped: {version}")
-    results = run_all(url, tmp, command, npoints, block_sizes, repeat, modes, timeout)
-    table(results, npoints, title)
+    results = run_all(url, tmp, command, npoints, block_sizes, repeat, modes, timeout, load)
+    table(results, npoints, title, load)
     if command is None:
         print(f"blisswriter rows not measured: {version}")
     return results
@@ -558,36 +648,43 @@ def blissdata_redis(stack: ExitStack, tmp: str, given: str | None) -> str:
     return url
 
 
+#: Blocks of the MCA load: the MCA scenario's (50 spectra every 50 ms)
+MCA_BLOCK = 50
+
+
 def scenario(ctx: Any) -> None:
-    """Scenario 13 of ``python -m tests.benchmarks``."""
+    """Scenario 13 of ``python -m tests.benchmarks``: both loads."""
+    results = Results()
     with ExitStack() as stack:
         url = blissdata_redis(stack, ctx.tmp, None)
-        results = compare(url, ctx.tmp, blisswriter=ctx.blisswriter,
-                          npoints=100_000 if ctx.quick else 1_000_000,
-                          repeat=ctx.repeat)
+        for load, npoints, block_sizes in (
+                (SCALARS, 100_000 if ctx.quick else 1_000_000, (100, 1000)),
+                (MCA, 2000 if ctx.quick else 10_000, (MCA_BLOCK,))):
+            found = compare(url, ctx.tmp, blisswriter=ctx.blisswriter, npoints=npoints,
+                            block_sizes=block_sizes, repeat=ctx.repeat, load=load)
+            results.runs += found.runs
+            results.problems += found.problems
     for text in results.problems:
         ctx.problem(text)
-    figures = {}
-    for block in (100, 1000):
-        ours = [r for r in results.runs if (r.writer, r.mode, r.block) == ("ours", "e2e", block)]
-        theirs = [r for r in results.runs
-                  if (r.writer, r.mode, r.block) == ("blisswriter", "e2e", block)]
-        figures[block] = (ratios(ours, theirs, "cpu"), ratios(ours, theirs, "tail"))
-    for block, (cpu, tail) in figures.items():
+    for load, block in ((SCALARS, 100), (SCALARS, 1000), (MCA, MCA_BLOCK)):
+        ours, theirs = ([r for r in results.runs if (r.writer, r.mode, r.block, r.load)
+                         == (writer, "e2e", block, load.name)]
+                        for writer in ("ours", "blisswriter"))
+        cpu, tail = ratios(ours, theirs, "cpu"), ratios(ours, theirs, "tail")
+        what = (f"13 blisswriter, blocks of {block}" if load is SCALARS
+                else "13 blisswriter, MCA at 1 kHz")
         if not cpu:
-            ctx.summary.append((f"13 blisswriter, blocks of {block}", "not measured",
-                                "CPU and tail <= 1/3 of theirs", "-"))
+            ctx.summary.append((what, "not measured", "CPU and tail <= 1/3 of theirs", "-"))
             continue
         figure = (f"ours/theirs CPU {statistics.median(cpu):.2f}, "
                   f"tail {statistics.median(tail):.2f}")
-        ctx.verdict(f"13 blisswriter, blocks of {block}", figure,
-                    "CPU and tail <= 1/3 of theirs",
+        ctx.verdict(what, figure, "CPU and tail <= 1/3 of theirs",
                     statistics.median(cpu) <= 1 / 3 and statistics.median(tail) <= 1 / 3)
 
 
 SCENARIOS: dict[int, tuple[str, Callable[[Any], None]]] = {
     13: ("blissdata scans: ours vs ESRF's blisswriter 3.0, 10 channels x 1e6 float64, "
-         "blocks of 100 and 1000", scenario),
+         "blocks of 100 and 1000, and MCA at 1 kHz", scenario),
 }
 
 
@@ -596,11 +693,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m tests.benchmarks.bench_blisswriter",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--load", choices=sorted(LOADS), action="append",
+                        help="scalars (10 float64 channels) or mca (4 x 4096 uint32 "
+                             "spectra at 1 kHz) (repeatable; default: both)")
     parser.add_argument("--points", type=int, default=None, metavar="N",
-                        help="points per channel (default 1e6; --quick: 1e5)")
-    parser.add_argument("--quick", action="store_true", help="1e5 points per channel")
+                        help="points per scalar channel (default 1e6; --quick: 1e5)")
+    parser.add_argument("--spectra", type=int, default=None, metavar="N",
+                        help="spectra per MCA detector (default 10,000; --quick: 2000)")
+    parser.add_argument("--quick", action="store_true",
+                        help="1e5 points per channel, 2000 spectra per detector")
     parser.add_argument("--block", type=int, action="append", metavar="B",
-                        help="points per block (repeatable; default: 100 and 1000)")
+                        help="scalar points per block (repeatable; default: 100 and 1000; "
+                             f"spectra: {MCA_BLOCK})")
     parser.add_argument("--repeat", type=int, default=3, metavar="N",
                         help="runs of each measure (default 3)")
     parser.add_argument("--mode", choices=("e2e", "drain"), action="append",
@@ -619,14 +723,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     npoints = args.points or (100_000 if args.quick else 1_000_000)
-    if npoints < 1 or any(b < 1 for b in args.block or ()) or args.repeat < 1:
-        build_parser().error("--points, --block and --repeat must be positive")
+    nspectra = args.spectra or (2000 if args.quick else 10_000)
+    if min(npoints, nspectra, args.repeat, *(args.block or [1])) < 1:
+        build_parser().error("--points, --spectra, --block and --repeat must be positive")
+    results = Results()
     with ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_bw_"))
         url = blissdata_redis(stack, tmp, args.redis_url or os.environ.get("REDIS_URL"))
-        results = compare(url, tmp, blisswriter=args.blisswriter, npoints=npoints,
-                          block_sizes=args.block or (100, 1000), repeat=args.repeat,
-                          modes=args.mode or ("e2e", "drain"), timeout=args.timeout)
+        for name in args.load or sorted(LOADS, reverse=True):
+            load = LOADS[name]
+            found = compare(
+                url, tmp, blisswriter=args.blisswriter,
+                npoints=nspectra if load.shape else npoints,
+                block_sizes=(MCA_BLOCK,) if load.shape else (args.block or (100, 1000)),
+                repeat=args.repeat, modes=args.mode or ("e2e", "drain"),
+                timeout=args.timeout, load=load)
+            results.runs += found.runs
+            results.problems += found.problems
     if results.problems:
         print(f"{len(results.problems)} problem(s) seen:")
         for text in results.problems:

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import threading
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nexus_writer_service.io._lowlevel import create_stream_dataset, filter_pipeline
-from nexus_writer_service.io.codecs import ChunkCodec, codec_for, codec_from_filters
+from nexus_writer_service.io.codecs import ChunkCodec, codec_for, codec_from_filters, deflate
 from nexus_writer_service.io.compressor import ChunkCompressor
 from nexus_writer_service.io.layout import StreamPlan
 from nexus_writer_service.io.nexus import NexusFile, filter_options
@@ -63,8 +64,8 @@ def counts(n: int, dtype: Any = "f8", point: tuple[int, ...] = (), seed: int = 0
 def test_a_chunk_encoded_here_reads_back_through_hdf5s_filters(
         tmp_path: Path, scheme: str, dtype: str, point: tuple[int, ...], rows: int) -> None:
     """Same filter ids and parameters as HDF5 gives the dataset; the same bytes as
-    HDF5's pipeline stores, but for zstd (another library build may compress
-    differently); every chunk read back bit-exact."""
+    HDF5's pipeline stores, but for deflate (ISA-L's, not zlib's) and zstd (another
+    library build may compress differently); every chunk read back bit-exact."""
     chunk = counts(rows, dtype, point)
     with h5py.File(tmp_path / "codec.h5", "w") as f:
         reference = f.create_dataset("hdf5", data=chunk, chunks=chunk.shape,
@@ -76,7 +77,7 @@ def test_a_chunk_encoded_here_reads_back_through_hdf5s_filters(
         assert codec_from_filters(filter_pipeline(direct), chunk.dtype.itemsize) == codec
         encoded = bytes(codec.encode(chunk))
         direct.id.write_direct_chunk((0,) * chunk.ndim, encoded, 0)
-        if scheme != "zstd-bitshuffle":
+        if scheme not in ("zstd-bitshuffle", "gzip", "gzip-byteshuffle"):
             assert encoded == reference.id.read_direct_chunk((0,) * chunk.ndim)[1]
     with h5py.File(tmp_path / "codec.h5", "r") as f:
         assert filter_pipeline(f["here"]) == filter_pipeline(f["hdf5"])
@@ -251,3 +252,14 @@ def test_a_flush_without_new_points_does_not_compress_the_partial_chunk_again(
     with h5py.File(tmp_path / "scan.h5", "r") as f:
         np.testing.assert_array_equal(f["data"][()], np.concatenate([counts(5),
                                                                      counts(2, seed=1)]))
+
+
+@pytest.mark.parametrize("level", [0, 1, 4, 6, 9])
+def test_deflate_gives_a_zlib_stream_at_every_level(level: int) -> None:
+    """What :func:`deflate` gives (ISA-L's deflate) inflates with zlib, as HDF5's
+    filter does, to the bytes given, at every zlib level."""
+    data = counts(5000, "u4", (3,)).tobytes() + bytes(range(256)) * 40
+    encoded = deflate(data, level)
+    assert zlib.decompress(encoded) == data
+    if level:
+        assert len(encoded) < len(data) / 2  # it compresses
