@@ -23,7 +23,7 @@ from tests.blissdata_support import (
     reference_scan_info,
 )
 from tests.nxcheck import nxcheck_errors
-from tests.writer_support import wait_scans_done, wait_until
+from tests.writer_support import wait_until
 
 DIODE = "simulation_diode_sampling_controller:diode"
 
@@ -86,8 +86,8 @@ INFO_CASES = {
 
 
 @pytest.mark.parametrize("case", list(INFO_CASES))
-def test_scan_info_of_wrong_types_faults_only_its_scan(blissdata_url: str, tmp_path: Path,
-                                                        case: str) -> None:
+def test_scan_info_of_wrong_types_faults_only_its_scan(
+        blissdata_url: str, tmp_path: Path, case: str) -> None:
     change, words = INFO_CASES[case]
     writer = _writer(blissdata_url, tmp_path)
     try:
