@@ -6,6 +6,7 @@ publisher died is ended are said in :mod:`.blissdata_source`, the session side.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -16,15 +17,17 @@ from blissdata.exceptions import (
     IndexNoMoreThereError,
     ScanLoadError,
     ScanNotFoundError,
+    UnknownEncodingError,
 )
 from blissdata.redis_engine.scan import Scan, ScanState, scan_creation_stream
 
-from ..errors import DataLostError, MalformedEventError, NodeNotFoundError
+from ..errors import DataLostError, MalformedEventError, NexusWriterError, NodeNotFoundError
 from . import codec
 from .connection import redis_errors, translated
 from .blissdata_lima import lima_node_info, lima_progress
 from .blissdata_streams import (
     Cursors,
+    encoding_problems,
     first_kept,
     is_lima,
     is_scans,
@@ -69,6 +72,29 @@ ACK_RETENTION = 7 * 24 * 3600
 #: closed is taken as abandoned by its publisher (see the module).
 DEFAULT_IDLE_TIMEOUT = 600.0
 _START = "0-0"
+#: What blissdata raises for a scan document (or stream model) it cannot read.
+_UNREADABLE = (ScanLoadError, UnknownEncodingError, KeyError, TypeError, ValueError,
+               AssertionError)
+
+
+def _unreadable(key: str, exc: BaseException, streams: Sequence[str] = ()
+                ) -> MalformedEventError:
+    """The error for a document of ``key`` that blissdata refuses (``exc``), naming the
+    keys its model says are wrong and the ``streams`` whose encoding is (blissdata's
+    own message names neither)."""
+    cause = exc.__cause__
+    errors = getattr(cause, "errors", None)
+    details = ""
+    if callable(errors):
+        try:
+            found = [f"{'.'.join(str(part) for part in error.get('loc', ()))}: "
+                     f"{error.get('msg', '')}" for error in errors()]
+        except (TypeError, ValueError, AttributeError):
+            found = []
+        details = f": {'; '.join(found)}" if found else ""
+    named = f"; {'; '.join(streams)}" if streams else ""
+    return MalformedEventError(f"scan {key}: blissdata cannot read its document "
+                               f"({exc}{details}){named}")
 
 
 def _wait_time(seconds: float) -> float:
@@ -232,9 +258,20 @@ class BlissdataScan:
         except ScanNotFoundError:
             raise NodeNotFoundError(f"scan {self._key} is not in Redis (deleted, or expired)") \
                 from None
-        except (ScanLoadError, KeyError, TypeError, ValueError, AssertionError) as exc:
-            raise MalformedEventError(
-                f"scan {self._key}: blissdata cannot read its document ({exc})") from None
+        except _UNREADABLE as exc:
+            raise _unreadable(self._key, exc, self._stream_problems()) from None
+
+    def _stream_problems(self) -> list[str]:
+        """The streams of the raw document whose encoding blissdata cannot read (read
+        as JSON without blissdata, only to name them in an error)."""
+        try:
+            with redis_errors(f"reading the streams of {self._key}"):
+                raw = self._session.connection.execute_command("JSON.GET", self._key,
+                                                               "$.data_streams")
+            found = json.loads(raw) if raw else []
+        except (NexusWriterError, ValueError, TypeError):
+            return []
+        return encoding_problems(found[0]) if isinstance(found, list) and found else []
 
     def _update(self, scan: Scan, timeout: float | None) -> bool:
         """``scan.update``: wait up to ``timeout`` (None: do not wait) for its next state."""
@@ -245,9 +282,8 @@ class BlissdataScan:
                 changed = scan.update(block=True, timeout=_wait_time(timeout))
         except ScanNotFoundError:
             raise _Deleted() from None
-        except (ScanLoadError, KeyError, TypeError, ValueError, AssertionError) as exc:
-            raise MalformedEventError(
-                f"scan {self._key}: blissdata cannot read its document ({exc})") from None
+        except _UNREADABLE as exc:
+            raise _unreadable(self._key, exc, self._stream_problems()) from None
         if changed:
             self._remember(scan)
         return bool(changed)
@@ -281,8 +317,13 @@ class BlissdataScan:
         declarations = [] if known else [
             NodeDeclaration(name, NodeType.SUBSCAN, index, {"index": index + 1})
             for index, name in enumerate(tops)]
-        channels = info.get("channels")
-        units: dict[str, Any] = channels if isinstance(channels, dict) else {}
+        channels = info.get("channels", {})
+        if not isinstance(channels, dict):
+            raise MalformedEventError(
+                f"scan {self._key}: scan_info 'channels' is {channels!r:.200} "
+                f"({type(channels).__name__}), not an object of channels: the acquisition "
+                "program sent a malformed scan_info")
+        units: dict[str, Any] = channels
         for stream in streams:
             if stream.name in nodes:
                 continue

@@ -54,8 +54,8 @@ from ..errors import MalformedEventError
 from .blissdata_lima import is_lima_info, lima_node_info
 from .connection import Client, redis_errors
 
-__all__ = ["Cursors", "first_kept", "is_lima", "is_scans", "readable_streams",
-           "stream_order", "subscans"]
+__all__ = ["Cursors", "encoding_problems", "first_kept", "is_lima", "is_scans",
+           "readable_streams", "stream_order", "subscans"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,9 +106,14 @@ def readable_streams(scan: Scan, key: str) -> dict[str, Any]:
     frames are saved and the scans of a sequence, by name; the others are logged and
     left out.
 
-    :raises MalformedEventError: a lima stream is not as blissdata writes them"""
+    :raises MalformedEventError: a stream's encoding cannot be read, or a lima stream
+        is not as blissdata writes them"""
     streams: dict[str, Any] = {}
     for name, stream in sorted(scan.streams.items()):
+        problem = _encoding_problem(getattr(stream.event_stream, "encoding", None))
+        if problem:
+            raise MalformedEventError(f"stream {name!r} ({stream.key}) of scan {key}: "
+                                      f"{problem}")
         info = stream.info if isinstance(stream.info, dict) else {}
         if is_lima_info(info):
             what = f"lima stream {name!r} ({stream.key}) of scan {key}"
@@ -337,22 +342,72 @@ def first_kept(stream: Any, start: int) -> int:
     return low
 
 
+def _encoding_problem(encoding: Any) -> str:
+    """What is wrong with a stream model's ``encoding`` as blissdata 2.4 reads it
+    (``""``: nothing)."""
+    if not isinstance(encoding, dict):
+        return f"its encoding {encoding!r:.100} is not an object"
+    kind = encoding.get("type")
+    if kind == "json":
+        return ""
+    if kind != "numeric":
+        return f"its encoding type {kind!r:.100} is neither 'numeric' nor 'json'"
+    try:
+        dtype = np.dtype(encoding.get("dtype_str"))
+    except (TypeError, ValueError):
+        dtype = None
+    if dtype is None or dtype.kind not in "biufc":
+        return f"its encoding dtype_str {encoding.get('dtype_str')!r:.100} is not a numeric dtype"
+    shape = encoding.get("shape")
+    if not isinstance(shape, list) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= -1 for n in shape):
+        return f"its encoding shape {shape!r:.100} is not a list of sizes"
+    return ""
+
+
+def encoding_problems(streams: Any) -> list[str]:
+    """The streams of a scan document's ``data_streams`` (raw JSON) whose encoding
+    blissdata cannot read, each named with what is wrong."""
+    if not isinstance(streams, dict):
+        return [f"its data_streams {streams!r:.100} is not an object of streams"]
+    found = []
+    for name, model in streams.items():
+        problem = _encoding_problem(model.get("encoding") if isinstance(model, dict)
+                                    else None)
+        if problem:
+            found.append(f"stream {name!r}: {problem}")
+    return found
+
+
+def _chain_problem(key: str, value: Any, expected: str) -> MalformedEventError:
+    return MalformedEventError(f"scan_info {key!r} is {value!r:.200} ({type(value).__name__}), "
+                               f"not {expected}: the acquisition program sent a malformed "
+                               "scan_info")
+
+
 def subscans(info: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:
     """The top masters of the acquisition chain (``["main"]`` without one), and the one
-    each channel named there belongs to."""
+    each channel named there belongs to.
+
+    :raises MalformedEventError: the chain is not as BLISS writes it (the key named)"""
     chain = info.get("acquisition_chain")
-    if not isinstance(chain, dict) or not chain:
+    if chain is None or chain == {}:
         return ["main"], {}
+    if not isinstance(chain, dict):
+        raise _chain_problem("acquisition_chain", chain, "an object of top masters")
     placement: dict[str, str] = {}
     for top, entry in chain.items():
         if not isinstance(entry, dict):
-            continue
-        master = entry.get("master")
-        parts: list[dict[str, Any]] = [entry, master if isinstance(master, dict) else {}]
-        for part in parts:
+            raise _chain_problem(f"acquisition_chain/{top}", entry, "an object")
+        master = entry.get("master", {})
+        if not isinstance(master, dict):
+            raise _chain_problem(f"acquisition_chain/{top}/master", master, "an object")
+        for part, where in ((entry, f"acquisition_chain/{top}"),
+                            (master, f"acquisition_chain/{top}/master")):
             for kind in ("scalars", "spectra", "images"):
-                names = part.get(kind)
-                if isinstance(names, list):
-                    for name in names:
-                        placement.setdefault(str(name), str(top))
+                names = part.get(kind, [])
+                if not isinstance(names, list):
+                    raise _chain_problem(f"{where}/{kind}", names, "a list of channel names")
+                for name in names:
+                    placement.setdefault(str(name), str(top))
     return [str(top) for top in chain], placement

@@ -183,9 +183,15 @@ class ScanPublisher:
         file_format: str = "hdf5", frames_per_file: int = 100, first_file_number: int = 0,
         path_in_file: str = "/entry_0000/measurement/data", dtype: Any = "uint16",
         shape: Sequence[int] = (), subscan: str | None = None,
-        info: Mapping[str, Any] | None = None,
+        info: Mapping[str, Any] | None = None, file_template: str = "",
+        frames_per_acquisition: int = 0,
     ) -> None:
-        """Declare a 2D detector whose frames are saved in files by the detector itself."""
+        """Declare a 2D detector whose frames are saved in files by the detector itself.
+
+        ``file_template``: a printf template of the file number (``/d/cam_%04d.h5``)
+        naming the files instead of ``directory``, ``prefix`` and ``suffix``;
+        ``frames_per_acquisition`` > 0: the scan runs several acquisitions of that many
+        frames, each starting a new file (see :class:`~.nodes.LimaNode`)."""
         what = f"lima node {name!r} of scan {self.name!r}"
         if file_format not in LIMA_FORMATS:
             raise ValueError(f"{what}: file_format {file_format!r} is not one of {LIMA_FORMATS}")
@@ -199,6 +205,10 @@ class ScanPublisher:
             dtype=codec.dtype_to_text(dtype), shape=list(codec.check_point_shape(shape, what)),
             subscan=self._subscan(subscan, what),
         )
+        if file_template:
+            node_info["file_template"] = str(file_template)
+        if frames_per_acquisition:
+            node_info["frames_per_acquisition"] = int(frames_per_acquisition)
         self._declare(name, NodeType.LIMA, codec.jsonable(node_info))
         self._lima[name] = LimaProgress(-1, -1)
 

@@ -76,7 +76,8 @@ def _is_inside(path: str, root: str) -> bool:
         return False
 
 
-def check_path_allowed(path: StrPath, roots: Iterable[StrPath], what: str = "file") -> str:
+def check_path_allowed(path: StrPath, roots: Iterable[StrPath], what: str = "file",
+                       remedy: str = "change the scan's filename") -> str:
     """Return the real path of ``path`` after checking it lies inside one of ``roots``.
 
     ``path`` must be absolute. It is resolved with :func:`os.path.realpath`, so
@@ -86,7 +87,8 @@ def check_path_allowed(path: StrPath, roots: Iterable[StrPath], what: str = "fil
     means any absolute path is allowed.
 
     Raises :class:`PathNotAllowedError` (a :class:`PermissionError`) when the
-    path is relative, holds a NUL byte, or lies outside every root.
+    path is relative, holds a NUL byte, or lies outside every root; its message
+    ends with ``remedy``, what to do besides adding the directory to the roots.
     """
     text = os.fspath(path)
     if "\0" in text:
@@ -103,7 +105,7 @@ def check_path_allowed(path: StrPath, roots: Iterable[StrPath], what: str = "fil
     raise PathNotAllowedError(
         f"{what} {text!r}{via} is outside the allowed roots "
         f"{', '.join(repr(root) for root in allowed)}: "
-        "add its directory to allowed_roots or change the scan's filename"
+        f"add its directory to allowed_roots or {remedy}"
     )
 
 

@@ -589,13 +589,19 @@ class NexusFile(Rewriting):
         nexusformat (2.1 at least) takes a virtual dataset to have one frame per
         mapping: it shows ``(mappings,) + frame shape`` and fails to read the data
         otherwise. Frames mapped one by one are read right by every reader.
+
+        HDF5 reads ``%`` in the source file and dataset names of a mapping as the start
+        of a format (``%b``), so a literal one (a lima file template such as
+        ``run%2_%04d.h5`` gives them) is written ``%%``.
         """
         shape = tuple(plan.frame_shape)
         layout = h5py.VirtualLayout(shape=(nframes,) + shape, dtype=np.dtype(plan.dtype))
         frame = 0
         for filename, path, index, count in frame_runs(source, 0, nframes):
             rel = os.path.relpath(filename, directory)
-            vsource = h5py.VirtualSource(rel, path or "/", shape=(index + count,) + shape)
+            vsource = h5py.VirtualSource(rel.replace("%", "%%"),
+                                         (path or "/").replace("%", "%%"),
+                                         shape=(index + count,) + shape)
             if per_frame:
                 for k in range(count):
                     layout[frame + k] = vsource[index + k]

@@ -211,7 +211,9 @@ def scan_file(info: Mapping[str, Any]) -> str:
     template (``.../sample1_0001/scan0003/bliss_master.h5``). Without an
     ``images_path`` below the dataset's directory, the dataset file."""
     filename = info.get("filename")
-    if not isinstance(filename, str) or not filename:
+    if filename is not None and not isinstance(filename, str):
+        raise _malformed("filename", filename, "a file name")
+    if not filename:
         return ""
     separate = writer_options(info).get("separate_scan_files")
     if separate is None or separate is False:

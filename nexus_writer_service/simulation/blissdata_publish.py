@@ -13,8 +13,9 @@ API (``DataStore.create_scan``, ``scan.create_stream``...):
 * one numeric stream per channel with the channel's dtype and point shape (its unit
   in the stream's info);
 * one lima stream per 2D detector (blissdata's ``lima`` plugin) whose saving info is
-  the printf template of the files the simulator writes, the first file number and
-  the frames per file; its events are ``{"last_index", "last_index_saved"}``;
+  the printf template of the files the simulator writes, the first file number, the
+  frames per file and per acquisition (several acquisitions per scan, each starting
+  a new file); its events are ``{"last_index", "last_index_saved"}``;
 * for a sequence, its ``GroupingMaster:SUBSCANS`` stream (the ``scan_sequence``
   plugin) gets ``{"key", "scan_number"}`` of each of its scans.
 
@@ -168,12 +169,17 @@ class BlissdataScan:
     def add_lima(self, name: str, *, directory: str, prefix: str, suffix: str,
                  file_format: str, frames_per_file: int, first_file_number: int,
                  path_in_file: str, dtype: Any, shape: tuple[int, ...],
-                 subscan: str | None = None, frames_per_acquisition: int = 0) -> None:
-        """A lima detector saving ``directory/prefix<number:04d>suffix`` files."""
+                 subscan: str | None = None, frames_per_acquisition: int = 0,
+                 file_template: str = "") -> None:
+        """A lima detector saving ``directory/prefix<number:04d>suffix`` files, or
+        ``file_template % number`` when a printf template is given, in acquisitions
+        of ``frames_per_acquisition`` frames (0: one for the whole scan), each
+        starting a new file (blissdata's ``LimaClient`` locates the frames so)."""
         from blissdata.streams.lima import LimaStream
 
         hdf5 = file_format == "hdf5"
-        saving = {"file_path": lima_template(directory, prefix, suffix),
+        template = file_template or lima_template(directory, prefix, suffix)
+        saving = {"file_path": template,
                   "data_path": path_in_file if hdf5 else None,
                   "file_format": "HDF5" if hdf5 else file_format.upper(),
                   "file_offset": first_file_number, "frames_per_file": frames_per_file}

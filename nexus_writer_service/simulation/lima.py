@@ -1,7 +1,8 @@
 """Saving the frames of a simulated 2D detector the way Lima does, in HDF5 or EDF files.
 
 Frame ``i`` goes to file ``spec.filename(spec.file_number(i))`` at index
-``spec.index_in_file(i)``: of the dataset ``spec.path_in_file`` (a hard link to
+``spec.index_in_file(i)`` (a scan of several acquisitions starts a new file with
+each, see :class:`~.plan.LimaSpec`): of the dataset ``spec.path_in_file`` (a hard link to
 ``spec.detector_path``, as in Lima files) in HDF5 files; as the
 ``index_in_file + 1``-th frame (header and raw little-endian data, see
 :mod:`nexus_writer_service.io.edf`) of EDF files. That is exactly where the
@@ -54,12 +55,10 @@ class LimaFileWriter:
                 f"lima {self.spec.name!r}: frames of shape {frames.shape[1:]} do not match "
                 f"the declared {tuple(self.spec.shape)}"
             )
-        os.makedirs(self.spec.directory, exist_ok=True)
         done = 0
         while done < len(frames):
             frame = first + done
-            room = self.spec.frames_per_file - self.spec.index_in_file(frame)
-            chunk = frames[done:done + room]
+            chunk = frames[done:done + self.spec.frames_left_in_file(frame)]
             self._write(frame, chunk)
             done += len(chunk)
         self.saved += len(frames)
@@ -68,6 +67,7 @@ class LimaFileWriter:
         spec = self.spec
         filename = spec.filename(spec.file_number(frame))
         index = spec.index_in_file(frame)
+        os.makedirs(os.path.dirname(filename) or ".", exist_ok=True)
         if spec.file_format == "edf":
             write_edf_frames(filename, index, frames)
             return

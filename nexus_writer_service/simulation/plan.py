@@ -60,10 +60,16 @@ class ChannelSpec:
 class LimaSpec:
     """A 2D detector that saves its frames in HDF5 or EDF files, Lima style.
 
-    File ``n`` is ``<directory>/<prefix><n:04d><suffix>`` and holds frames
-    ``[(n - first_file_number) * frames_per_file, ...)``, at ``path_in_file`` in
-    HDF5 files, one after the other in EDF files (``file_format`` ``"edf"``);
-    this is the rule the reader's ``LimaNode.image_reference`` applies.
+    File ``n`` is ``<directory>/<prefix><n:04d><suffix>``, or ``file_template % n``
+    when a printf ``file_template`` is given (as blissdata names lima files; its
+    one integer conversion is in the file name). It holds up to ``frames_per_file``
+    frames, at ``path_in_file`` in HDF5 files, one after the other in EDF files
+    (``file_format`` ``"edf"``). ``frames_per_acquisition`` > 0: the scan runs
+    several acquisitions of that many frames, and each starts a new file, so the
+    last file of an acquisition may hold fewer frames; each acquisition takes
+    ``ceil(frames_per_acquisition / frames_per_file)`` file numbers, the first one
+    being ``first_file_number``. This is the rule of blissdata's ``LimaClient``
+    and of the reader's ``LimaNode.image_reference``.
     """
 
     name: str
@@ -78,20 +84,55 @@ class LimaSpec:
     detector_path: str = "/entry_0000/instrument/detector/data"
     subscan: str | None = None
     file_format: str = "hdf5"
+    frames_per_acquisition: int = 0
+    file_template: str = ""
 
     def __post_init__(self) -> None:
         if self.file_format not in LIMA_FILE_FORMATS:
             raise ValueError(f"lima {self.name!r}: file_format {self.file_format!r} is not "
                              f"one of {', '.join(LIMA_FILE_FORMATS)}")
+        for name, minimum in (("frames_per_file", 1), ("first_file_number", 0),
+                              ("frames_per_acquisition", 0)):
+            if getattr(self, name) < minimum:
+                raise ValueError(f"lima {self.name!r}: {name} must be >= {minimum}, got "
+                                 f"{getattr(self, name)!r}")
+        if self.file_template:
+            try:
+                self.file_template % 0
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"lima {self.name!r}: file_template {self.file_template!r} "
+                                 f"needs one integer conversion ({exc})") from None
+
+    @property
+    def files_per_acquisition(self) -> int:
+        return -(-self.frames_per_acquisition // self.frames_per_file)
 
     def filename(self, file_number: int) -> str:
+        if self.file_template:
+            return self.file_template % file_number
         return os.path.join(self.directory, f"{self.prefix}{file_number:04d}{self.suffix}")
 
+    def _place(self, frame: int) -> tuple[int, int, int]:
+        """``(acquisition, file in the acquisition, index in the file)`` of ``frame``."""
+        acquisition, in_acquisition = 0, frame
+        if self.frames_per_acquisition:
+            acquisition, in_acquisition = divmod(frame, self.frames_per_acquisition)
+        return (acquisition,) + divmod(in_acquisition, self.frames_per_file)
+
     def file_number(self, frame: int) -> int:
-        return self.first_file_number + frame // self.frames_per_file
+        acquisition, file_in_acquisition, _ = self._place(frame)
+        return (self.first_file_number + acquisition * self.files_per_acquisition
+                + file_in_acquisition)
 
     def index_in_file(self, frame: int) -> int:
-        return frame % self.frames_per_file
+        return self._place(frame)[2]
+
+    def frames_left_in_file(self, frame: int) -> int:
+        """How many frames from ``frame`` on (itself included) go to its file."""
+        left = self.frames_per_file - self.index_in_file(frame)
+        if self.frames_per_acquisition:
+            left = min(left, self.frames_per_acquisition - frame % self.frames_per_acquisition)
+        return left
 
     def image_reference(self, frame: int) -> tuple[str, str | None, int]:
         """``(filename, path_in_file, index_in_file)`` of frame ``frame``; the path is
@@ -141,6 +182,13 @@ class ScanParameters:
     mca_detectors: int = 1
     start_time: str = "2000-01-01T00:00:00+00:00"
     lima_format: str = "hdf5"
+    #: frames per file of the simulated 2D detectors
+    lima_frames_per_file: int = 10
+    #: frames per acquisition of the simulated 2D detectors (0: one acquisition per
+    #: scan), each acquisition starting a new file (see :class:`LimaSpec`)
+    lima_frames_per_acquisition: int = 0
+    #: the number of the first file of the simulated 2D detectors
+    lima_first_file_number: int = 0
     #: give each scan BLISS's ``nexuswriter.masterfiles`` (a collection and a proposal file)
     master_files: bool = False
 

@@ -82,7 +82,10 @@ class SimulationOptions:
     files the writer is told to write (``None``: :func:`default_root`).
     ``truth``: path of the ground-truth HDF5 file to write, if any.
     ``block_size``: the most points sent per Redis round trip. ``lima_format``: the
-    file format of the simulated lima detectors, ``"hdf5"`` or ``"edf"``.
+    file format of the simulated lima detectors, ``"hdf5"`` or ``"edf"``;
+    ``lima_frames_per_file``, ``lima_frames_per_acquisition`` (0: one acquisition per
+    scan; else each acquisition starts a new file) and ``lima_first_file_number``
+    their file naming (see :class:`~.plan.LimaSpec`).
     ``master_files``: each scan names a dataset collection and a proposal master file
     in ``nexuswriter.masterfiles``, as BLISS does under the ESRF data policy.
     ``data_source``: ``"nws"`` publishes with our own publisher, ``"blissdata"`` with
@@ -108,6 +111,9 @@ class SimulationOptions:
     lima_format: str = "hdf5"
     master_files: bool = False
     data_source: str = "nws"
+    lima_frames_per_file: int = 10
+    lima_frames_per_acquisition: int = 0
+    lima_first_file_number: int = 0
 
     def validate(self) -> None:
         """Raise :class:`ConfigurationError` naming the first invalid option."""
@@ -125,6 +131,9 @@ class SimulationOptions:
             ("reconnect_timeout", self.reconnect_timeout is None or
              0 <= self.reconnect_timeout < float("inf"), "finite and >= 0 seconds"),
             ("block_size", self.block_size >= 1, ">= 1"),
+            ("lima_frames_per_file", self.lima_frames_per_file >= 1, ">= 1"),
+            ("lima_frames_per_acquisition", self.lima_frames_per_acquisition >= 0, ">= 0"),
+            ("lima_first_file_number", self.lima_first_file_number >= 0, ">= 0"),
             ("lima_format", self.lima_format in LIMA_FILE_FORMATS,
              f"one of {', '.join(LIMA_FILE_FORMATS)}"),
             ("data_source", self.data_source in DATA_SOURCES,
@@ -186,7 +195,8 @@ def _declare(scan: AnyScan, plan: ScanPlan) -> dict[str, LimaFileWriter]:
                       frames_per_file=lima.frames_per_file,
                       first_file_number=lima.first_file_number,
                       path_in_file=lima.path_in_file, dtype=lima.dtype, shape=lima.shape,
-                      subscan=lima.subscan)
+                      subscan=lima.subscan, file_template=lima.file_template,
+                      frames_per_acquisition=lima.frames_per_acquisition)
         writers[lima.name] = LimaFileWriter(lima)
     return writers
 
@@ -256,7 +266,7 @@ def publish_plan(
     if record is not None:
         record.end(reason, message, published)
     lima_files = sorted({lima.filename(lima.file_number(i)) for lima in plan.limas
-                         for i in range(0, published, lima.frames_per_file)})
+                         for i in range(published) if lima.index_in_file(i) == 0})
     return PublishedScan(plan.kind, plan.name, plan.number, scan.key, published, reason,
                          message, plan.filename, time.monotonic() - started,
                          tuple(lima_files))
@@ -354,6 +364,9 @@ def simulate(
                                 count_time=options.count_time, nchannels=options.nchannels,
                                 mca_detectors=options.mca_detectors,
                                 start_time=_now(), lima_format=options.lima_format,
+                                lima_frames_per_file=options.lima_frames_per_file,
+                                lima_frames_per_acquisition=options.lima_frames_per_acquisition,
+                                lima_first_file_number=options.lima_first_file_number,
                                 master_files=options.master_files)
                         if kind in SEQUENCE_TYPES:
                             results = publish_sequence(

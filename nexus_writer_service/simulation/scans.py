@@ -354,7 +354,9 @@ def build_lima(params: ScanParameters, rng: np.random.Generator) -> ScanPlan:
         "lima_simulator:image",
         directory=os.path.join(os.path.abspath(params.root), params.session,
                                f"scan{params.number:04d}"),
-        prefix="lima_simulator_", shape=(64, 80), frames_per_file=10,
+        prefix="lima_simulator_", shape=(64, 80), frames_per_file=params.lima_frames_per_file,
+        frames_per_acquisition=params.lima_frames_per_acquisition,
+        first_file_number=params.lima_first_file_number,
         detector_path="/entry_0000/instrument/lima_simulator/data", subscan="timer",
         file_format=params.lima_format, suffix=".h5" if params.lima_format == "hdf5" else ".edf",
     )

@@ -87,6 +87,8 @@ class ScanTruthWriter:
             "directory": spec.directory, "prefix": spec.prefix, "suffix": spec.suffix,
             "file_format": spec.file_format, "frames_per_file": spec.frames_per_file,
             "first_file_number": spec.first_file_number, "path_in_file": spec.path_in_file,
+            "frames_per_acquisition": spec.frames_per_acquisition,
+            "file_template": spec.file_template,
             "dtype": np.dtype(spec.dtype).str, "shape": json.dumps(list(spec.shape)),
             "last_image_acquired": -1, "last_image_saved": -1,
         })

@@ -638,8 +638,11 @@ def _check_lima_files(lima: LimaNode, roots: tuple[str, ...]) -> None:
             raise NexusWriterError(
                 f"{what}: file name {part} {value!r} holds a path separator; put "
                 "directories in 'directory'")
+    template = f" (file template {lima.file_template!r})" if lima.file_template else ""
     checks.check_path_allowed(lima.filename(lima.first_file_number), roots,
-                              f"{what}: saved file")
+                              f"{what}: saved file",
+                              remedy=f"set the detector's saving directory{template} "
+                                     "inside them")
 
 
 def _image_source(lima: LimaNode) -> Any:

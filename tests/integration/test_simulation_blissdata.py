@@ -64,6 +64,29 @@ def test_simulated_scans_published_with_blissdata_are_written_bit_exact(
     assert lima and all(v.last_image_saved >= 0 for v in lima.values())
 
 
+def test_other_simulated_scan_types_and_lima_acquisitions_published_with_blissdata(
+        blissdata_url, tmp_path):
+    """The scan types the test above leaves out, and a lima detector saving several
+    acquisitions per scan (4 frames each, 3 per file, from file 2)."""
+    root = str(tmp_path / "data")
+    kinds = ("ct", "a2scan", "timescan", "loopscan", "long", "lima")
+    scans, records, truth = _write(blissdata_url, "bd2", root, block_size=4, npoints=11,
+                                   scans=kinds, lima_frames_per_acquisition=4,
+                                   lima_frames_per_file=3, lima_first_file_number=2)
+    assert [s.kind for s in scans] == list(kinds)
+    assert [r.state for r in records] == [SubscriberState.OFF] * len(scans), [
+        r.as_dict() for r in records]
+    assert [r.writer.end_reason for r in records] == ["SUCCESS"] * 2 + ["ABORTED"] + \
+        ["SUCCESS"] * 3
+    assert check_against_truth(truth) == len(scans)
+    for scan in scans:
+        assert nxcheck_errors(scan.filename, ignore_entry_names=True) == [], scan.kind
+    (lima,) = read_truth(truth)[scans[-1].key].limas.values()
+    numbers = [ref[0][-7:-3] for ref in lima.references]  # ..._<number:04d>.h5
+    assert numbers == ["0002"] * 3 + ["0003"] + ["0004"] * 3 + ["0005"] + ["0006"] * 3
+    assert sorted(scans[-1].lima_files) == sorted(set(ref[0] for ref in lima.references))
+
+
 def test_blissdata_scan_document_is_what_bliss_publishes(blissdata_url, tmp_path):
     root = str(tmp_path / "data")
     truth = str(tmp_path / "truth.h5")
@@ -102,6 +125,21 @@ def test_cli_publishes_with_blissdata(blissdata_url, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "esrf:scan:" in out and "SUCCESS" in out
+
+
+def test_cli_publishes_lima_acquisitions(blissdata_url, tmp_path, capsys):
+    truth = str(tmp_path / "truth.h5")
+    code = simulate_cli.main(["--redis-url", blissdata_url, "--session", "cli",
+                              "--scan", "lima", "--npoints", "5", "--data-source", "blissdata",
+                              "--root", str(tmp_path), "--truth", truth,
+                              "--lima-frames-per-acquisition", "2",
+                              "--lima-frames-per-file", "1", "--lima-first-file-number", "3"])
+    assert code == 0, capsys.readouterr().err
+    (scan,) = read_truth(truth).values()
+    (lima,) = scan.limas.values()
+    assert [ref[0][-7:-3] for ref in lima.references] == ["0003", "0004", "0005", "0006",
+                                                          "0007"]
+    assert lima.info["frames_per_acquisition"] == 2
 
 
 def test_cli_rejects_an_unknown_data_source(capsys):
