@@ -32,6 +32,7 @@ from ..concurrency._timeouts import check_timeout
 from ..data.events import EventData, EventType
 from ..data.source import StopHandle
 from ..errors import ConfigurationError, SubscriberStateError, ThreadStoppedError, WaitTimeout
+from ..tuning.priority import lower_this_thread
 from ._reader_pause import ReadGate, reader_paused
 from .states import SubscriberMode, SubscriberState, check_transition
 
@@ -370,6 +371,7 @@ class Subscriber:
 
     def _read(self, run: _Run) -> None:
         """Reader thread: iterate the blocking walk into the inbox, then an end marker."""
+        lower_this_thread()
         end = _End()
         events: Optional[Iterator[SubscriberEvent]] = None
         try:
