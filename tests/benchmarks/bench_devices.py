@@ -1,7 +1,7 @@
 """How fast NexusWriter devices answer when many of them write at once.
 
     python -m tests.benchmarks.bench_devices [--devices N] [--rounds N] [--scans N]
-                                             [--points N]
+                                             [--points N] [--trace]
 
 Starts an embedded Redis and the embedded sqlite Tango database, registers
 ``--devices`` NexusWriter devices (one session each, default 10) and runs each in
@@ -17,7 +17,11 @@ Redis ``PING`` (the machine), of the devices in turn, one read every 10 ms:
    its publisher (``nexus-writer-simulate``, a process of its own) can, while the
    client reads.
 
-The table shows p50/p99/max per round and the spread of p99 over the rounds.
+The table shows p50/p99/max per round, the machine's load average, and the spread
+of p99 over the rounds next to that of the Redis PING of the same rounds (a client
+starved of CPU inflates both). ``--trace`` runs the servers under
+:mod:`.tango_trace` and shows where the time of the reads under load went, server
+side (the tracing costs some CPU itself).
 Target (issue): p99 of ``scan_states`` under 50 ms with 10 devices under load.
 """
 
