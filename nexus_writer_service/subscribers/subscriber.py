@@ -62,6 +62,17 @@ def _cost(item: Any) -> int:
     return _EVENT_OVERHEAD + int(getattr(data, "nbytes", 0) or 0)
 
 
+def _join_cooperatively(thread: threading.Thread, timeout: float) -> None:
+    """Wait for ``thread`` to end, at most ``timeout`` seconds, letting the other
+    greenlets of the calling hub run meanwhile. A reader thread has put its end marker
+    and has only to return, but it may wait for a CPU first (a Tango server runs its
+    reader threads at a lower priority): a plain ``join`` would hold the whole hub,
+    and the Tango requests it answers, that long."""
+    deadline = time.monotonic() + timeout
+    while thread.is_alive() and time.monotonic() < deadline:
+        gevent.sleep(_WAITED)
+
+
 class _End:
     """End marker: the reader has nothing more to give (``error`` when it failed)."""
 
@@ -482,7 +493,7 @@ class Subscriber:
                 break
         if run.reader is not None:
             run.stop_reading.send()
-            run.reader.join(_JOIN_TIMEOUT)
+            _join_cooperatively(run.reader, _JOIN_TIMEOUT)
         if run.owned_worker is not None:
             try:
                 run.owned_worker.stop(timeout=_JOIN_TIMEOUT)
