@@ -466,12 +466,19 @@ class NexusWriter(Device):
     def _column(self, func: Callable[[ScanRecord], Any]) -> list[Any]:
         return [func(record) for record in self._records()]
 
-    @attribute(dtype=(str,), max_dim_x=_MAX_SCANS, doc="scan names, oldest first")
+    # The names, the states and scan_state are what clients poll, during scans: they
+    # are answered in Tango's request thread, from snapshots (a copy of the list of
+    # scans, taken under its lock, and each writer's state), without a trip through
+    # the device's hub.
+
+    @attribute(dtype=(str,), max_dim_x=_MAX_SCANS, doc="scan names, oldest first",
+               green_mode=False)
     def scan_names(self) -> list[str]:
         return self._column(lambda r: r.name)
 
     @attribute(dtype=(DevState,), max_dim_x=_MAX_SCANS,
-               doc="writer state of each scan: ON (writing), OFF (done), FAULT")
+               doc="writer state of each scan: ON (writing), OFF (done), FAULT",
+               green_mode=False)
     def scan_states(self) -> list[DevState]:
         return self._column(lambda r: SCAN_DEVSTATE[r.state])
 
@@ -597,7 +604,8 @@ class NexusWriter(Device):
 
     def _scan_file(self, name: str) -> str:
         record = self._scan(name)
-        filename = record.writer.filename or record.writer.info.get("filename", "")
+        # never the writer's info: that may read and decode the scan_info in this call
+        filename = record.writer.filename or record.filename
         if not filename:
             raise ScanStateError(f"scan {name!r} has no filename in its scan_info")
         return str(filename)
@@ -609,7 +617,8 @@ class NexusWriter(Device):
             return None
 
     @command(dtype_in=str, dtype_out=DevState, doc_in="scan name",
-             doc_out="ON (writing), OFF (done), FAULT, or UNKNOWN (not known)")
+             doc_out="ON (writing), OFF (done), FAULT, or UNKNOWN (not known)",
+             cmd_green_mode=False)
     def scan_state(self, name: str) -> DevState:
         record = self._known_scan(name)
         return DevState.UNKNOWN if record is None else SCAN_DEVSTATE[record.state]

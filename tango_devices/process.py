@@ -1,9 +1,9 @@
 """Run ``NexusWriterService`` as a child process (demo, tests, benchmarks).
 
-``ServerProcess(instance, tango_host)`` starts the real entry point with
-``TANGO_HOST`` set, waits until a device answers, and stops the process by its
-PID (SIGTERM, then SIGKILL after ``timeout``). Its output goes to ``output``
-(a file), so a failed start can say why.
+``ServerProcess(instance, tango_host)`` starts the real entry point (or ``module``,
+a wrapper of it taking the same arguments) with ``TANGO_HOST`` set, waits until a
+device answers, and stops the process by its PID (SIGTERM, then SIGKILL after
+``timeout``). Its output goes to ``output`` (a file), so a failed start can say why.
 """
 
 from __future__ import annotations
@@ -36,9 +36,14 @@ def device_proxy(tango_host: str, device: str, timeout: float = 10.0) -> tango.D
 class ServerProcess:
     """``NexusWriterService <instance> [args]`` in a child process."""
 
+    #: The module run with ``python -m``: the server's entry point.
+    MODULE = "tango_devices.server"
+
     def __init__(self, instance: str, tango_host: str, *, args: Sequence[str] = (),
-                 output: str | os.PathLike[str], env: Optional[dict[str, str]] = None) -> None:
+                 output: str | os.PathLike[str], env: Optional[dict[str, str]] = None,
+                 module: str = MODULE) -> None:
         self.instance = instance
+        self.module = module
         self.tango_host = tango_host
         self.args = list(args)
         self.output = Path(output)
@@ -50,7 +55,7 @@ class ServerProcess:
         return self.process.pid if self.process is not None else None
 
     def start(self) -> "ServerProcess":
-        command = [sys.executable, "-m", "tango_devices.server", self.instance, *self.args]
+        command = [sys.executable, "-m", self.module, self.instance, *self.args]
         self.output.parent.mkdir(parents=True, exist_ok=True)
         with open(self.output, "ab") as out:
             self.process = subprocess.Popen(guarded(command), stdout=out, stderr=subprocess.STDOUT,

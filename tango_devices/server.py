@@ -25,6 +25,7 @@ from nexus_writer_service.cli.session_writer import (
     LOG_LEVELS, add_logging_options, configure_logging)
 from nexus_writer_service.tuning import (
     limit_hdf5_free_lists,
+    use_background_nice,
     use_one_malloc_arena,
     use_switch_interval,
 )
@@ -100,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     use_switch_interval()  # the reader and HDF5 threads pass the GIL often
     use_one_malloc_arena()  # and pass each other pages of memory
     limit_hdf5_free_lists()  # and give back what a big scan needed
+    use_background_nice()  # Tango's threads answer clients before the writer's work
     try:
         tango.server.run((NexusWriter,), args=[SERVER, args.instance, *tango_args],
                          green_mode=tango.GreenMode.Gevent, raises=True)

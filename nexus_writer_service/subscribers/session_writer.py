@@ -35,6 +35,7 @@ from ..errors import (
 )
 from ..io.options import SaveOptions
 from ..io.parking import ParkedFiles
+from ..tuning.priority import lower_this_thread
 from .scan_writer import NexusScanWriter, check_info_size
 from .states import SubscriberMode, SubscriberState
 from .subscriber import Subscriber, SubscriberEvent
@@ -55,6 +56,9 @@ class ScanRecord:
     writer: NexusScanWriter
     started: float = field(default_factory=time.time)
     ended: Optional[float] = None
+    #: the file the scan_info names, known as soon as the scan is listed (the
+    #: writer's ``filename`` is set once its thread has the scan in hand)
+    filename: str = ""
 
     @property
     def state(self) -> SubscriberState:
@@ -164,6 +168,7 @@ class NexusSessionWriter(Subscriber):
         self.node.register_reader(self.reader_name)
         worker = Thread(name=f"{self.name}-worker")
         worker.start(timeout=_STOP_TIMEOUT)
+        worker.apply(lower_this_thread)  # and the compression threads it starts
         self._scan_worker = worker
 
     def _walk_events(self, stop: StopHandle) -> Iterator[SubscriberEvent]:
@@ -176,9 +181,25 @@ class NexusSessionWriter(Subscriber):
         node: SessionSource = self.node
         if self.resume:
             for key in self._unfinished(node):
-                yield EventType.NEW_NODE, node.scan(key), EventData(position)
-        yield from node.walk_on_new_events(from_position=position, stop=stop,
-                                           poll_interval=self._poll_interval)
+                yield EventType.NEW_NODE, self._prefetched(node.scan(key)), EventData(position)
+        for event_type, scan, data in node.walk_on_new_events(
+                from_position=position, stop=stop, poll_interval=self._poll_interval):
+            if event_type is EventType.NEW_NODE:
+                scan = self._prefetched(scan)
+            yield event_type, scan, data
+
+    def _prefetched(self, scan: ScanSource) -> ScanSource:
+        """Reader thread: read what :meth:`_start_scan` needs of a new scan (number,
+        name, scan_info, which the scan source keeps once read), so that the hub it
+        runs in, which also answers the Tango clients, neither waits for Redis nor
+        decodes JSON. A scan_info over ``max_info_bytes`` is not decoded."""
+        try:
+            _ = (scan.number, scan.name)
+            check_info_size(scan, self.options)
+            _ = scan.info
+        except NexusWriterError:
+            pass  # met again, and reported, by _start_scan
+        return scan
 
     def _unfinished(self, node: SessionSource) -> list[str]:
         """Scans running in Redis, and ended scans whose file this writer started
@@ -231,7 +252,8 @@ class NexusSessionWriter(Subscriber):
                                  name=f"NexusScanWriter({name})",
                                  poll_interval=self._poll_interval, parked=self.parked)
         with self._records_lock:
-            self._records[scan.key] = ScanRecord(scan.key, name, writer)
+            self._records[scan.key] = ScanRecord(scan.key, name, writer,
+                                                 filename=str(info.get("filename") or ""))
         logger.info("%s: writing scan %s to %s", self.name, name, info.get("filename"))
         writer.start()
 

@@ -32,6 +32,7 @@ from ..concurrency._timeouts import check_timeout
 from ..data.events import EventData, EventType
 from ..data.source import StopHandle
 from ..errors import ConfigurationError, SubscriberStateError, ThreadStoppedError, WaitTimeout
+from ..tuning.priority import lower_this_thread
 from ._reader_pause import ReadGate, reader_paused
 from .states import SubscriberMode, SubscriberState, check_transition
 
@@ -59,6 +60,17 @@ def _cost(item: Any) -> int:
     """Approximate memory held by one event while it waits to be processed."""
     data = getattr(item[2], "data", None)
     return _EVENT_OVERHEAD + int(getattr(data, "nbytes", 0) or 0)
+
+
+def _join_cooperatively(thread: threading.Thread, timeout: float) -> None:
+    """Wait for ``thread`` to end, at most ``timeout`` seconds, letting the other
+    greenlets of the calling hub run meanwhile. A reader thread has put its end marker
+    and has only to return, but it may wait for a CPU first (a Tango server runs its
+    reader threads at a lower priority): a plain ``join`` would hold the whole hub,
+    and the Tango requests it answers, that long."""
+    deadline = time.monotonic() + timeout
+    while thread.is_alive() and time.monotonic() < deadline:
+        gevent.sleep(_WAITED)
 
 
 class _End:
@@ -370,6 +382,7 @@ class Subscriber:
 
     def _read(self, run: _Run) -> None:
         """Reader thread: iterate the blocking walk into the inbox, then an end marker."""
+        lower_this_thread()
         end = _End()
         events: Optional[Iterator[SubscriberEvent]] = None
         try:
@@ -480,7 +493,7 @@ class Subscriber:
                 break
         if run.reader is not None:
             run.stop_reading.send()
-            run.reader.join(_JOIN_TIMEOUT)
+            _join_cooperatively(run.reader, _JOIN_TIMEOUT)
         if run.owned_worker is not None:
             try:
                 run.owned_worker.stop(timeout=_JOIN_TIMEOUT)

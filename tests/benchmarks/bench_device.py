@@ -24,56 +24,25 @@ import platform
 import tempfile
 import threading
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import redis
 import tango
 
-from nexus_writer_service.embedded import EmbeddedRedis, EmbeddedTangoDatabase
+from nexus_writer_service.embedded import EmbeddedRedis
 from nexus_writer_service.simulation import SimulationOptions, simulate
-from tango_devices.process import ServerProcess
-from tango_devices.register import register_nexus_writer
+
+from .tango_servers import PERIOD, running_device, sample
 
 TARGET_P99_MS = 50.0
-PERIOD = 0.010
-
-
-def _sample(read: Callable[[], object], until: Callable[[], bool], limit: int) -> np.ndarray:
-    """Call ``read`` every PERIOD seconds until ``until()`` or ``limit`` reads; ms each."""
-    times: list[float] = []
-    next_time = time.perf_counter()
-    while len(times) < limit and not until():
-        start = time.perf_counter()
-        read()
-        times.append((time.perf_counter() - start) * 1e3)
-        next_time += PERIOD
-        time.sleep(max(0.0, next_time - time.perf_counter()))
-    return np.asarray(times)
 
 
 def _row(name: str, ms: np.ndarray) -> str:
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     return (f"{name:<40} {len(ms):>7} {p50:>8.2f} {p90:>8.2f} {p99:>8.2f} "
             f"{ms.max():>8.2f}")
-
-
-@contextmanager
-def running_device(work: Path, url: str, session: str = "bench"
-                   ) -> Iterator[tuple[ServerProcess, tango.DeviceProxy]]:
-    """The sqlite Tango database and a ``NexusWriterService`` writing ``session``
-    (files allowed under ``work``), both stopped on exit."""
-    with ExitStack() as stack:
-        database = stack.enter_context(EmbeddedTangoDatabase(workdir=work / "tango"))
-        host, port = database.tango_host.split(":")
-        register_nexus_writer(session, redis_url=url, options={"allowed_roots": [str(work)]},
-                              database=tango.Database(host, int(port)))
-        server = stack.enter_context(ServerProcess(
-            session, database.tango_host, args=["--log=warning"],
-            output=work / "server.out"))
-        yield server, server.wait_ready(f"id00/bliss_nxwriter/{session}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
 
         client = redis.Redis.from_url(url)
         stack.callback(client.close)
-        ping = _sample(client.ping, lambda: False, 500)
-        idle = _sample(lambda: proxy.scan_states, lambda: False, 500)
+        ping = sample(client.ping, lambda: False, 500)
+        idle = sample(lambda: proxy.scan_states, lambda: False, 500)
 
         busy = {}
         for kind, points in (("long", npoints), ("many_channels", 20_000)):
@@ -138,7 +107,7 @@ def _while_writing(proxy: tango.DeviceProxy, options: SimulationOptions
     started = time.perf_counter()
     publisher.start()
     try:
-        ms = _sample(lambda: proxy.scan_states, written, 10**7)
+        ms = sample(lambda: proxy.scan_states, written, 10**7)
     finally:
         publisher.join()
     return ms, time.perf_counter() - started

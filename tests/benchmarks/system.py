@@ -38,7 +38,7 @@ from nexus_writer_service.simulation.plan import LimaSpec
 
 from . import baselines
 from .baselines import Timing, blocks, timed
-from .bench_device import PERIOD, _sample, running_device
+from .tango_servers import PERIOD, running_device, sample
 from .bench_writer import (
     WriterProcess, channel_path, check_file, create_scan, delete_session, print_table,
     proc_times, publish_all, raw_read, raw_write, scan_info, status_path)
@@ -988,8 +988,8 @@ def scenario_tango(ctx: Context) -> None:
     with running_device(work, ctx.url, session) as (server, proxy):
         pid = server.pid
         assert pid is not None
-        ping = _sample(ctx.client.ping, lambda: False, idle_n)
-        idle = _sample(lambda: proxy.scan_states, lambda: False, idle_n)
+        ping = sample(ctx.client.ping, lambda: False, idle_n)
+        idle = sample(lambda: proxy.scan_states, lambda: False, idle_n)
         written = threading.Event()
         published = threading.Event()
         before = len(proxy.scan_names or ())
@@ -1034,7 +1034,7 @@ def scenario_tango(ctx: Context) -> None:
         log(f"7. Tango: {nscans} scans x {len(channels)} channels at {rate:g} Hz")
         for thread in threads:
             thread.start()
-        busy = _sample(lambda: proxy.scan_states, finished, 10**7)
+        busy = sample(lambda: proxy.scan_states, finished, 10**7)
         written.set()
         for thread in threads:
             thread.join(120 + seconds)
