@@ -229,8 +229,9 @@ class NexusWriter(Device):
         if monitor is not None:
             monitor.kill()
         self._stop_writer()
-        if self._hold is not None:
-            self._hold.release()
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            hold.close()
         self._update()
         self._end_profiling()
         announcer, self._announcer = self._announcer, None
@@ -268,6 +269,8 @@ class NexusWriter(Device):
             self._fault = f"cannot start the writer: {exc}"
             logger.error("%s: %s", self.get_name(), self._fault)
             return
+        if self._hold is not None:
+            self._hold.close()
         self._hold = SessionHold(SessionLease(
             self._writer.node.connection, self._writer.node.name,
             name=f"NexusWriter {self.get_name()}"))

@@ -7,6 +7,11 @@ another waits one lease time (the lease of a writer that just died, restarted at
 by Starter or supervisor, expires) and then refuses, naming the holder. A device
 whose lease lapsed (Redis unreachable, the server stopped) stops writing and waits to
 take it again. Owned by the device's monitor greenlet.
+
+Every Redis command of the lease (take, give up) runs in the hold's own native thread
+while the calling greenlet waits cooperatively: the device's hub, which answers Tango
+clients, stays free however long Redis takes to answer, refuse or time out (a lease
+given up waits for its renewal thread, whose command may be retried).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 
+from nexus_writer_service.concurrency import Thread
 from nexus_writer_service.data.session_lease import SessionLease
 from nexus_writer_service.errors import RedisUnavailableError, SessionTakenError
 
@@ -25,10 +31,12 @@ POLL = 0.5
 
 class SessionHold:
     """``begin(patient)``, then ``try_take()`` every tick until it is True; ``lost``
-    when the lease lapses; ``release()`` to give it up."""
+    when the lease lapses; ``release()`` to give it up; ``close()`` at the end."""
 
     def __init__(self, lease: SessionLease) -> None:
         self.lease = lease
+        self._worker = Thread(name=f"lease-{lease.session}")
+        self._worker.start()
         self.waiting = False
         self.why = ""
         self._deadline = 0.0
@@ -56,7 +64,7 @@ class SessionHold:
             return False
         self._next = now + POLL
         try:
-            self.lease.acquire()
+            self._worker.apply(self.lease.acquire)
         except SessionTakenError as exc:
             self.why = str(exc)
             if now > self._deadline:
@@ -77,4 +85,9 @@ class SessionHold:
 
     def release(self) -> None:
         self.waiting = False
-        self.lease.release()
+        self._worker.apply(self.lease.release)
+
+    def close(self) -> None:
+        """Give the lease up and stop the hold's thread."""
+        self.release()
+        self._worker.stop(wait=True, timeout=5.0)
