@@ -191,8 +191,16 @@ class ChunkCompressor:
 
         :raises NexusWriterError: the pool was closed
         """
-        nbytes = int(chunk.nbytes)
-        self._queue.append((self.pool.submit(self, codec.encode, chunk), write, nbytes))
+        self.call(codec.encode, (chunk,), write, int(chunk.nbytes))
+
+    def call(self, encode: Callable[..., Any], args: tuple[Any, ...],
+             write: Callable[[Any], None], nbytes: int) -> None:
+        """:meth:`submit` of any encoding: ``write(encode(*args))``, ``nbytes`` the
+        bytes of the chunk it encodes; ``encode`` returns bytes or an array.
+
+        :raises NexusWriterError: the pool was closed
+        """
+        self._queue.append((self.pool.submit(self, encode, *args), write, nbytes))
         self._pending += nbytes
         self.drain(wait=False)
         while self._pending > self.max_pending_bytes and self._queue:
@@ -221,6 +229,7 @@ class ChunkCompressor:
         write(encoded)
         self.chunks += 1
         self.raw_bytes += nbytes
+        # bytes, or an array or a partial chunk (their nbytes)
         self.stored_bytes += len(encoded) if isinstance(encoded, bytes) else encoded.nbytes
 
     @property
