@@ -15,6 +15,7 @@ thread-safe and nothing here talks to Redis. HDF5 is reached through
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import math
 from typing import Any, Sequence
@@ -333,12 +334,15 @@ class Stream:
         if stop > self.written:
             grow(dsid, (stop,) + self.tail)
             self.written = stop
-        before = self._partial if self._partial_at == first else PartialChunk()
+        before = self._partial
+        if self._partial_at != first or before.points > len(held):
+            before = PartialChunk()  # another chunk, or its points given again
         write = functools.partial(write_chunk, dsid, (first,) + (0,) * len(self.tail))
 
         def store(encoded: PartialChunk) -> None:
-            self._partial, self._partial_at = encoded, first
             write(encoded.encoded)
+            # its pieces are kept for the next flush, not the stream they make
+            self._partial, self._partial_at = dataclasses.replace(encoded, encoded=b""), first
 
         self.compressor.call(encode_partial, (codec, held, self.rows, before), store,
                              int(held.nbytes))
