@@ -46,9 +46,11 @@ _LONGEST_RUN = 1 << 20
 #: bytes: a slow scan flushed at every point would make a chunk of pieces bigger
 #: than its points).
 MAX_PIECES = 8
-#: Smaller chunks are compressed at once, padded: their pieces would cost more than
-#: the compressor's worst-case overhead the disk-space check counts (1/64).
-MIN_CHUNK_BYTES = 512 << 10
+#: Smaller chunks are compressed at once, padded: that is cheap, and their pieces'
+#: bytes would come close to the compressor's worst-case overhead the disk-space
+#: check counts (1/64 and 64 bytes; incompressible chunks of 64 KiB flushed at every
+#: point stay 600 bytes under it).
+MIN_CHUNK_BYTES = 64 << 10
 _zero_runs: dict[tuple[int, int], bytes] = {}
 _zero_runs_lock = threading.Lock()
 
