@@ -244,6 +244,8 @@ class Stream:
             # a whole chunk, or the first rows of the last one (padded: the padding
             # lies past the dataset's end until the next points replace it)
             chunk = block if len(block) == self.rows else self._padded(block)
+            if first == self._partial_at and len(block) == self.rows:
+                self._partial, self._partial_at = PartialChunk(), -1  # whole at last
             assert self.compressor is not None
             self.compressor.submit(codec, chunk, functools.partial(
                 write_chunk, dsid, (first,) + (0,) * len(self.tail)))
