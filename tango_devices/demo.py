@@ -30,11 +30,12 @@ import threading
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator, NoReturn, Sequence
+from typing import Iterator, Sequence
 
 import tango
 
 from nexus_writer_service.cli import demo as local_demo
+from nexus_writer_service.cli.arguments import Parser
 from nexus_writer_service.embedded import EmbeddedRedis, EmbeddedTangoDatabase
 from nexus_writer_service.errors import NexusWriterError
 from nexus_writer_service.io.nxcheck import NxcheckError, nxcheck_errors
@@ -61,14 +62,9 @@ _SCAN_NAMES = list(SCAN_TYPES) + list(SEQUENCE_TYPES)
 _WRITE_TIMEOUT = 300.0
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
-                     epilog="Scan types: " + ", ".join(_SCAN_NAMES))
+    parser = Parser(prog=PROG, description=__doc__.split("\n\n")[0],
+                    epilog="Scan types: " + ", ".join(_SCAN_NAMES))
     parser.add_argument("--session", default="demo", help="session name (default: demo)")
     parser.add_argument("--scan", action="append", choices=sorted(_SCAN_NAMES), metavar="TYPE",
                         help="scan type to publish (repeatable; default: all but 'long', "

@@ -32,6 +32,7 @@ from channels.connection import redact
 from nexus_writer_service.data.opener import open_session
 from nexus_writer_service.data.session_lease import SessionLease
 from nexus_writer_service.errors import (
+    ConfigurationError,
     NexusWriterError,
     RedisUnavailableError,
     ScanStateError,
@@ -82,7 +83,8 @@ SAVE_OPTION_PROPERTIES = (
     "enable_external_nonhdf5", "copy_non_external", "short_names",
     "strict_names", "stack_mcas", "allowed_roots", "required_disk_space",
     "recommended_disk_space",
-    "chunk_bytes", "compression", "compression_threads", "flush_period",
+    "chunk_bytes", "chunk_split", "compression", "compression_limit_nbytes",
+    "compression_threads", "flush_period",
     "lima_refresh_period", "purge_delay",
     "disk_check_period", "file_mode", "lock_retry_time", "max_channels", "max_info_bytes",
     "max_dataset_bytes",
@@ -161,7 +163,9 @@ class NexusWriter(Device):
     required_disk_space = _option_property("required_disk_space", float)
     recommended_disk_space = _option_property("recommended_disk_space", float)
     chunk_bytes = _option_property("chunk_bytes", int)
+    chunk_split = _option_property("chunk_split", int)
     compression = _option_property("compression", str)
+    compression_limit_nbytes = _option_property("compression_limit_nbytes", int)
     compression_threads = _option_property("compression_threads", int)
     flush_period = _option_property("flush_period", float)
     lima_refresh_period = _option_property("lima_refresh_period", float)
@@ -172,10 +176,13 @@ class NexusWriter(Device):
     max_channels = _option_property("max_channels", int)
     max_info_bytes = _option_property("max_info_bytes", int)
     max_dataset_bytes = _option_property("max_dataset_bytes", int)
-    # Classic names: ``stackmca`` (BLISS <= 1.11) is stack_mcas; ``noconfig`` is not
-    # supported (see UNSUPPORTED_PROPERTIES).
+    # Classic names: ``stackmca`` (BLISS <= 1.11) is stack_mcas, ``chunk_nbytes``
+    # (BLISS's chunk_options) is chunk_bytes; ``noconfig`` is not supported (see
+    # UNSUPPORTED_PROPERTIES).
     stackmca = device_property(dtype=bool, default_value=False,
                                doc="same as stack_mcas (the name of BLISS <= 1.11)")
+    chunk_nbytes = device_property(dtype=int, default_value=0,
+                                   doc="same as chunk_bytes (BLISS's chunk_options name)")
     standby = device_property(
         dtype=bool, default_value=False,
         doc="when another writer writes the session, wait (state STANDBY) and take over "
@@ -217,6 +224,9 @@ class NexusWriter(Device):
             self._configure()
         except (NexusWriterError, ValueError, TypeError) as exc:
             self._fault = f"invalid configuration: {exc}"
+            if isinstance(exc, ConfigurationError):
+                self._fault += ("; correct the device property (jive, or "
+                                "RegisterNexusWriter) and run Init")
             logger.error("%s: %s", self.get_name(), self._fault)
         else:
             self._announcer = Announcer(self.get_name(), self._url)
@@ -246,6 +256,13 @@ class NexusWriter(Device):
                 "(jive, or RegisterNexusWriter) and run Init")
         values = {name: getattr(self, name) for name in SAVE_OPTION_PROPERTIES}
         values["stack_mcas"] = bool(self.stack_mcas or self.stackmca)
+        if self.chunk_nbytes:
+            if self.chunk_bytes and self.chunk_bytes != self.chunk_nbytes:
+                raise ConfigurationError(
+                    f"the device properties chunk_bytes ({self.chunk_bytes}) and "
+                    f"chunk_nbytes ({self.chunk_nbytes}) are the same option with two "
+                    "values: set only one")
+            values["chunk_bytes"] = self.chunk_nbytes
         self._options = SaveOptions.from_mapping(values)
         self._url = (self.redis_url or "").strip() or os.environ.get("REDIS_URL") or None
         if self._url is None:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from typing import Any, Mapping, NoReturn, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import tango
 
+from nexus_writer_service.cli.arguments import Parser, checked_or_exit
 from nexus_writer_service.cli.session_writer import add_save_options, save_options_from_args
 from nexus_writer_service.data.keys import check_name
 from nexus_writer_service.data.opener import DATA_SOURCES, check_data_source, check_idle_timeout
@@ -132,13 +133,8 @@ def register_nexus_writer(session: str, *, domain: str = "id00",
     return Registration(name, server_name, created, moved_from, running)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("session", help="session whose scans the device writes")
     parser.add_argument("--domain", default="id00", help="device domain (default: id00)")
     parser.add_argument("--family", default="bliss_nxwriter",
@@ -164,10 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        options = save_options_from_args(args)
-    except ConfigurationError as exc:
-        parser.error(str(exc))
+    options = checked_or_exit(parser, lambda: save_options_from_args(args))
     # every option given on the command line, even with its default value, so that
     # `--compression none` resets a property that was gzip
     given = {k: v for k, v in options.as_dict().items() if getattr(args, k, None) is not None}

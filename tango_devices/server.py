@@ -16,11 +16,12 @@ import argparse
 import logging
 import os
 import sys
-from typing import NoReturn, Sequence
+from typing import Sequence
 
 import tango
 import tango.server
 
+from nexus_writer_service.cli.arguments import Parser
 from nexus_writer_service.cli.session_writer import (
     LOG_LEVELS, add_logging_options, configure_logging)
 from nexus_writer_service.tuning import (
@@ -39,13 +40,8 @@ _TANGO_SHUTDOWN = "Caught an unknown exception!"
 _TANGO_VERBOSITY = {"debug": 5, "info": 4, "warning": 3, "error": 2, "critical": 1}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=SERVER, allow_abbrev=False, description=(
+    parser = Parser(prog=SERVER, allow_abbrev=False, description=(
         "Tango device server writing NeXus HDF5 files for the sessions of its "
         "NexusWriter devices. Unknown options are passed to Tango."))
     parser.add_argument("instance", help="server instance, as registered in the Tango database")

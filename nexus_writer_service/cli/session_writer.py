@@ -19,7 +19,7 @@ import stat
 import sys
 import time
 import urllib.parse
-from typing import Any, NoReturn, Sequence
+from typing import Any, Sequence
 
 import gevent
 import gevent.event
@@ -32,6 +32,7 @@ from ..errors import (
     RedisUnavailableError,
     SessionTakenError,
 )
+from .arguments import Parser, checked_or_exit
 from ..io.options import COMPRESSIONS, SaveOptions, option_help
 from ..subscribers import NexusSessionWriter, SubscriberState
 from ..tuning import limit_hdf5_free_lists, use_one_malloc_arena, use_switch_interval
@@ -48,18 +49,14 @@ _FLAGS = ("keepshape", "multivalue_positioners", "disable_external_hdf5",
           "enable_external_nonhdf5", "copy_non_external", "strict_names", "stack_mcas")
 _VALUES: dict[str, Any] = {
     "allowed_roots": str, "required_disk_space": float, "recommended_disk_space": float,
-    "chunk_bytes": int, "compression_threads": int, "flush_period": float,
+    "chunk_bytes": int, "chunk_split": int, "compression_limit_nbytes": int,
+    "compression_threads": int, "flush_period": float,
     "lima_refresh_period": float, "purge_delay": float, "disk_check_period": float,
     "lock_retry_time": float,
     "max_channels": int, "max_info_bytes": int, "max_dataset_bytes": int,
 }
-
-
-class _Parser(argparse.ArgumentParser):
-    """Reports a usage error as one line on stderr and exits with status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+#: Other names of options on the command line: BLISS's (its ``chunk_options``).
+_ALIASES = {"chunk_bytes": ("--chunk-nbytes",)}
 
 
 def add_save_options(parser: argparse.ArgumentParser) -> None:
@@ -74,8 +71,8 @@ def add_save_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--compression", choices=COMPRESSIONS, help=helps["compression"])
     group.add_argument("--file-mode", help=helps["file_mode"])
     for name, kind in _VALUES.items():
-        group.add_argument(f"--{name.replace('_', '-')}", type=kind, metavar=name.upper(),
-                           help=helps[name])
+        group.add_argument(f"--{name.replace('_', '-')}", *_ALIASES.get(name, ()), dest=name,
+                           type=kind, metavar=name.upper(), help=helps[name])
 
 
 def save_options_from_args(args: argparse.Namespace) -> SaveOptions:
@@ -86,7 +83,7 @@ def save_options_from_args(args: argparse.Namespace) -> SaveOptions:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=(
+    parser = Parser(prog=PROG, description=(
         "Write every scan of a session to NeXus HDF5 files while the scans run."))
     parser.add_argument("session", help="name of the session to listen to")
     where = parser.add_mutually_exclusive_group()
@@ -267,23 +264,18 @@ class Restarts:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        options = save_options_from_args(args)
-        url = args.redis_url
-        if args.redis_url_file is not None:
-            url = read_redis_url_file(args.redis_url_file)
-    except (ConfigurationError, TypeError, ValueError) as exc:
-        parser.error(str(exc))
+    options = checked_or_exit(parser, lambda: save_options_from_args(args))
+    url = args.redis_url
+    if args.redis_url_file is not None:
+        url = checked_or_exit(parser, lambda: read_redis_url_file(args.redis_url_file))
     try:
         configure_logging(args.log, args.logfile, args.filesize, args.filebackups,
                           not args.nologstdout)
     except OSError as exc:
         parser.error(f"cannot open the log file: {exc}")
-    try:
-        node: Any = open_session(args.session, url, args.data_source,
-                                 blissdata_idle_timeout=args.blissdata_idle_timeout)
-    except (ConfigurationError, TypeError, ValueError) as exc:
-        parser.error(str(exc))
+    node: Any = checked_or_exit(parser, lambda: open_session(
+        args.session, url, args.data_source,
+        blissdata_idle_timeout=args.blissdata_idle_timeout))
     log = logging.getLogger("nexus_writer_service.cli")
     if args.redis_url and url_has_password(args.redis_url):
         log.warning("%s: the password given with --redis-url can be read by every user of "

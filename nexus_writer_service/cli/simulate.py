@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
-from typing import NoReturn, Sequence
+from typing import Sequence
 
 import redis
 
 from ..errors import ConfigurationError, NexusWriterError
+from .arguments import Parser, non_negative_float, non_negative_int, positive_int
 from ..simulation import (
     DATA_SOURCES,
     LIMA_FILE_FORMATS,
@@ -35,36 +35,6 @@ PROG = "nexus-writer-simulate"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def _scan_name(text: str) -> str:
     if text != "all" and text not in SCAN_TYPES and text not in SEQUENCE_TYPES:
         raise argparse.ArgumentTypeError(
@@ -73,17 +43,10 @@ def _scan_name(text: str) -> str:
     return text
 
 
-class _Parser(argparse.ArgumentParser):
-    """Reports a usage error as one line on stderr and exits with status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     scans = "\n".join(f"  {name:<16} {t.description}" for name, t in
                       list(SCAN_TYPES.items()) + list(SEQUENCE_TYPES.items()))
-    parser = _Parser(
+    parser = Parser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Publish realistic, deterministic simulated scans into a session in Redis.",
         epilog=f"scan types:\n{scans}",
@@ -93,19 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--session", default="demo", help="session name (default: demo)")
     parser.add_argument("--scan", action="append", type=_scan_name, metavar="NAME",
                         help="scan type to publish, repeatable, or 'all' (the default)")
-    parser.add_argument("--npoints", type=_positive_int,
+    parser.add_argument("--npoints", type=positive_int,
                         help="points per scan (default: each scan type's own size)")
-    parser.add_argument("--count-time", type=_non_negative_float, default=0.0,
+    parser.add_argument("--count-time", type=non_negative_float, default=0.0,
                         help="seconds per point; 0 publishes as fast as possible (default)")
-    parser.add_argument("--nchannels", type=_positive_int, default=128,
+    parser.add_argument("--nchannels", type=positive_int, default=128,
                         help="counters of the many_channels scan (default: 128)")
-    parser.add_argument("--mca-detectors", type=_positive_int, default=1,
+    parser.add_argument("--mca-detectors", type=positive_int, default=1,
                         help="detectors of the mca scan's MCA controller (default: 1)")
-    parser.add_argument("--repeat", type=_positive_int, default=1,
+    parser.add_argument("--repeat", type=positive_int, default=1,
                         help="publish the selection this many times (default: 1)")
     parser.add_argument("--root", help="directory of lima files and of the NeXus files "
                         f"scan_info asks for (default: {default_root()})")
-    parser.add_argument("--seed", type=_non_negative_int, default=0,
+    parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="random seed; the same seed publishes the same data (default: 0)")
     parser.add_argument("--lima-format", choices=LIMA_FILE_FORMATS, default="hdf5",
                         help="file format of the simulated lima detector (default: hdf5)")
@@ -132,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how long a dropped connection to Redis is retried before "
                              "the points not stored are given up, named in an error and "
                              "in the scan's end (default: the lease)")
-    parser.add_argument("--block-size", type=_positive_int, default=1000,
+    parser.add_argument("--block-size", type=positive_int, default=1000,
                         help="most points per Redis round trip (default: 1000)")
     parser.add_argument("--log", default="WARNING", type=str.upper, choices=LOG_LEVELS,
                         metavar="LEVEL", help="log level (default: WARNING)")

@@ -3,7 +3,8 @@
 BLISS says it per scan in ``scan_info["writer_options"]["chunk_options"]`` (keys
 ``chunk_nbytes``, ``chunk_split``, ``compression_limit_nbytes``,
 ``compression_scheme``); the operator says it per session with the save options
-``chunk_bytes`` and ``compression``. :func:`resolve` decides, key by key:
+``chunk_bytes``, ``chunk_split``, ``compression_limit_nbytes`` and
+``compression``. :func:`resolve` decides, key by key:
 
 1. a key the scan gives (not null) wins;
 2. else the session option, when the operator set it;
@@ -24,7 +25,14 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 from ..errors import MalformedInfoError
-from .options import SCHEMES, SaveOptions, scheme_name
+from .options import (
+    MAX_CHUNK_BYTES,
+    MAX_CHUNK_SPLIT,
+    MAX_COMPRESSION_LIMIT,
+    SCHEMES,
+    SaveOptions,
+    scheme_name,
+)
 
 __all__ = ["ChunkOptions", "CLASSIC", "DEFAULT_CHUNK_BYTES", "SCHEMES", "resolve",
            "scan_chunk_options"]
@@ -34,7 +42,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_CHUNK_BYTES = 1 << 20
 #: Points the classic writer assumes for a scan that does not say how many it has.
 UNKNOWN_POINTS = 512
-_MAX_CHUNK_BYTES = 1 << 30
 _KEYS = ("chunk_nbytes", "chunk_split", "compression_limit_nbytes", "compression_scheme")
 
 
@@ -111,11 +118,11 @@ def scan_chunk_options(info: Mapping[str, Any]) -> dict[str, Any] | None:
                 raise _malformed(key, value, "one of " + ", ".join(SCHEMES))
             found[key] = name
         elif key == "chunk_nbytes":
-            found[key] = _integer(key, value, 1, _MAX_CHUNK_BYTES)
+            found[key] = _integer(key, value, 1, MAX_CHUNK_BYTES)
         elif key == "chunk_split":
-            found[key] = _integer(key, value, 1, 1 << 20)
+            found[key] = _integer(key, value, 1, MAX_CHUNK_SPLIT)
         else:
-            found[key] = _integer(key, value, 0, 1 << 62)
+            found[key] = _integer(key, value, 0, MAX_COMPRESSION_LIMIT)
     return found
 
 
@@ -129,6 +136,10 @@ def resolve(info: Mapping[str, Any], options: SaveOptions) -> ChunkOptions:
     session: dict[str, Any] = {}
     if options.chunk_bytes:
         session["chunk_nbytes"] = options.chunk_bytes
+    if options.chunk_split:
+        session["chunk_split"] = options.chunk_split
+    if options.compression_limit_nbytes >= 0:
+        session["compression_limit_nbytes"] = options.compression_limit_nbytes
     if options.compression:
         session["compression_scheme"] = options.compression
     values = {**base.as_dict(), **session, **(given or {})}

@@ -31,7 +31,7 @@ from ._lowlevel import set_attrs as _set_attrs
 from ._lowlevel import stored_as_given
 from .checks import MIB, free_disk_space
 from .codecs import GZIP_LEVEL, ZSTD_LEVEL, ChunkCodec, codec_for, codec_from_filters
-from .compressor import ChunkCompressor
+from .compressor import ChunkCompressor, CompressionPool
 from .files import CHUNK_CACHE_SLOTS, discard, open_for_writing, open_or_create
 from .layout import (
     FieldPlan,
@@ -160,7 +160,9 @@ class NexusFile(Rewriting):
     ``NexusFile(path, options)`` opens (or creates) the file in append mode with
     HDF5 file locking, retrying ``options.lock_retry_time`` seconds while another
     process holds a lock (see :func:`~.files.open_or_create`); ``parked``: the
-    owner's files left open when the disk was full (see :mod:`.parking`). An
+    owner's files left open when the disk was full (see :mod:`.parking`);
+    ``compression``: the threads that compress its chunks, shared with the other
+    files of a session (see :mod:`.compressor`; threads of its own when None). An
     existing file is never truncated, and nothing is written to it before the first
     :meth:`materialise` (so a file refused by :meth:`check_entries` is left as it
     was).
@@ -170,7 +172,8 @@ class NexusFile(Rewriting):
     """
 
     def __init__(self, path: str, options: SaveOptions,
-                 parked: Optional[ParkedFiles] = None) -> None:
+                 parked: Optional[ParkedFiles] = None,
+                 compression: Optional[CompressionPool] = None) -> None:
         self.path = path
         self.options = options
         # a file left open when the disk was full is released from, or parked in,
@@ -198,6 +201,7 @@ class NexusFile(Rewriting):
         #: where a sliced materialise stopped: (layout, entry index, item index)
         self._paused_at: tuple[ScanLayout, int, int] | None = None
         self._compressor: ChunkCompressor | None = None
+        self._compression_pool = compression
         # the value and attributes of every field as last written (or found) here
         self._fields: dict[str, tuple[Any, Mapping[str, Any]]] = {}
         # the attributes of every stream as last written here
@@ -205,12 +209,14 @@ class NexusFile(Rewriting):
 
     def _codec(self, codec: ChunkCodec | None
                ) -> tuple[ChunkCodec | None, ChunkCompressor | None]:
-        """``codec`` and the file's compressor (created on first use), or nothing
-        when chunks are compressed by HDF5 on this thread (``compression_threads=0``)."""
+        """``codec`` and the file's compressor (created on first use, a client of the
+        session's pool, else with threads of its own), or nothing when chunks are
+        compressed by HDF5 on this thread (``compression_threads=0``)."""
         if codec is None or not self.options.compression_threads:
             return None, None
         if self._compressor is None:
-            self._compressor = ChunkCompressor(self.options.compression_threads)
+            self._compressor = ChunkCompressor(self.options.compression_threads,
+                                               pool=self._compression_pool)
         return codec, self._compressor
 
     def _init_root(self) -> None:

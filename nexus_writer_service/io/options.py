@@ -14,7 +14,8 @@ from typing import Any, Mapping
 
 from ..errors import ConfigurationError
 
-__all__ = ["SaveOptions", "COMPRESSIONS", "SCHEMES", "option_help", "scheme_name"]
+__all__ = ["SaveOptions", "COMPRESSIONS", "SCHEMES", "MAX_CHUNK_BYTES", "MAX_CHUNK_SPLIT",
+           "MAX_COMPRESSION_LIMIT", "option_help", "scheme_name"]
 
 #: Compression schemes of the datasets a writer creates: BLISS's names
 #: (``writer_options.chunk_options.compression_scheme``), and ``zstd-bitshuffle``.
@@ -24,6 +25,12 @@ SCHEMES = ("none", "gzip", "byteshuffle", "gzip-byteshuffle", "bitshuffle",
 _ALIASES = {"bitshuffle-lz4": "lz4-bitshuffle", "zstd": "zstd-bitshuffle"}
 #: What the ``compression`` option accepts.
 COMPRESSIONS = SCHEMES + tuple(_ALIASES)
+#: The largest chunk, chunk split and compression limit, of a scan as of a session.
+MAX_CHUNK_BYTES = 1 << 30
+MAX_CHUNK_SPLIT = 1 << 20
+MAX_COMPRESSION_LIMIT = 1 << 62
+#: Other names of options: BLISS's (``chunk_options``).
+_OPTION_ALIASES = {"chunk_nbytes": "chunk_bytes"}
 
 
 def scheme_name(name: str) -> str | None:
@@ -48,12 +55,19 @@ _HELP = {
     "required_disk_space": "MiB that must stay free, else the scan goes FAULT",
     "recommended_disk_space": "MiB below which a warning is given",
     "chunk_bytes": "target size in bytes of the HDF5 chunks of data written (0: a scan's "
-                   "writer_options say, else 1 MiB)",
+                   "writer_options say, else 1 MiB); BLISS's chunk_nbytes, a name also "
+                   "accepted",
+    "chunk_split": "a chunk holds at most 1/chunk_split of the points a scan expects (0: "
+                   "a scan's writer_options say, else 4 for BLISS scans and 1 for others)",
+    "compression_limit_nbytes": "datasets expected to take at most this many bytes are "
+                                "not compressed (-1: a scan's writer_options say, else "
+                                "1 MB for BLISS scans and 0 for others)",
     "compression": "compression of the data written: " + ", ".join(SCHEMES) + " (empty: "
                    "a scan's writer_options say, else BLISS scans get gzip-byteshuffle "
                    "above 1 MB and other scans none)",
     "compression_threads": "threads compressing whole chunks beside the thread writing "
-                           "the file (0: HDF5 compresses them itself, on that thread)",
+                           "the files, shared by the scans of the session (0: HDF5 "
+                           "compresses them itself, on that thread)",
     "flush_period": "seconds between making received data visible in the file",
     "lima_refresh_period": "seconds between refreshes of the lima virtual datasets",
     "purge_delay": "seconds a finished scan stays listed by the session writer",
@@ -103,8 +117,12 @@ class SaveOptions:
     recommended_disk_space: float = 1000.0
     #: 0: not set (see :mod:`.chunking`)
     chunk_bytes: int = 0
+    #: 0: not set (see :mod:`.chunking`)
+    chunk_split: int = 0
     #: "": not set (see :mod:`.chunking`)
     compression: str = ""
+    #: -1: not set (see :mod:`.chunking`)
+    compression_limit_nbytes: int = -1
     compression_threads: int = 2
     flush_period: float = 0.1
     lima_refresh_period: float = 1.0
@@ -125,10 +143,18 @@ class SaveOptions:
                     f"save option compression must be one of {', '.join(SCHEMES)} (or "
                     f"empty: as each scan says), got {self.compression!r}")
             object.__setattr__(self, "compression", scheme)
-        if self.chunk_bytes and not 64 <= self.chunk_bytes <= 1 << 30:
+        if self.chunk_bytes and not 64 <= self.chunk_bytes <= MAX_CHUNK_BYTES:
             raise ConfigurationError(
                 f"save option chunk_bytes must be 0 (as each scan says) or between 64 and "
                 f"2**30, got {self.chunk_bytes}")
+        if self.chunk_split and not 1 <= self.chunk_split <= MAX_CHUNK_SPLIT:
+            raise ConfigurationError(
+                f"save option chunk_split must be 0 (as each scan says) or between 1 and "
+                f"2**20, got {self.chunk_split}")
+        if not -1 <= self.compression_limit_nbytes <= MAX_COMPRESSION_LIMIT:
+            raise ConfigurationError(
+                f"save option compression_limit_nbytes must be -1 (as each scan says) or "
+                f"bytes between 0 and 2**62, got {self.compression_limit_nbytes}")
         for name in ("flush_period", "lima_refresh_period", "disk_check_period"):
             if not 0 < getattr(self, name) < 3600:
                 raise ConfigurationError(
@@ -159,12 +185,20 @@ class SaveOptions:
         """
         kinds = {f.name: f.type for f in dataclasses.fields(cls)}
         parsed: dict[str, Any] = {}
+        named: dict[str, str] = {}
         for name, value in values.items():
             key = name.strip().lower().replace("-", "_")
+            key = _OPTION_ALIASES.get(key, key)
+            if key in named:
+                raise ConfigurationError(
+                    f"save option {key} is given twice, as {named[key]!r} and {name!r} "
+                    "(the same option): give it once")
+            named[key] = name
             kind = kinds.get(key)
             if kind is None:
                 raise ConfigurationError(
-                    f"unknown save option {name!r}; known: {', '.join(sorted(kinds))}")
+                    f"unknown save option {name!r}; known: "
+                    f"{', '.join(sorted(list(kinds) + list(_OPTION_ALIASES)))}")
             try:
                 if kind == "bool":
                     parsed[key] = _parse_bool(value, key)

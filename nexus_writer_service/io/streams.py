@@ -15,6 +15,7 @@ thread-safe and nothing here talks to Redis. HDF5 is reached through
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import math
 from typing import Any, Sequence
@@ -26,6 +27,7 @@ from .checks import MIB
 from .codecs import ChunkCodec
 from .compressor import ChunkCompressor
 from .layout import StackPlan, StreamPlan
+from .partial_chunks import MIN_CHUNK_BYTES, PartialChunk, encode_partial, partial_encodable
 from ._lowlevel import grow, stored_as_given, write_chunk, write_rows
 
 __all__ = ["RAGGED_SLICE_BYTES", "ragged_slices", "Scratch", "Stream", "Stack", "ColumnStream"]
@@ -91,6 +93,9 @@ class Stream:
     compressor: ChunkCompressor | None = None
     #: the end of the held points a flush wrote as a partial chunk (compressed streams)
     _partial_end = -1
+    #: what the flushes compressed of the chunk begun at ``_partial_at`` (deflate)
+    _partial = PartialChunk()
+    _partial_at = -1
 
     def __init__(self, dataset: h5py.Dataset, plan: StreamPlan,
                  lengths: h5py.Dataset | None, scratch: Scratch,
@@ -239,6 +244,8 @@ class Stream:
             # a whole chunk, or the first rows of the last one (padded: the padding
             # lies past the dataset's end until the next points replace it)
             chunk = block if len(block) == self.rows else self._padded(block)
+            if first == self._partial_at and len(block) == self.rows:
+                self._partial, self._partial_at = PartialChunk(), -1  # whole at last
             assert self.compressor is not None
             self.compressor.submit(codec, chunk, functools.partial(
                 write_chunk, dsid, (first,) + (0,) * len(self.tail)))
@@ -295,8 +302,9 @@ class Stream:
 
     def flush(self) -> None:
         """Write the held points; a compressed stream keeps the first points of a new
-        chunk (written whole, padded, compressed) until the chunk is written whole
-        again.
+        chunk (written whole, padded, compressed: with deflate, only the points
+        added since the last flush are compressed, see :mod:`.partial_chunks`) until
+        the chunk is written whole again.
 
         (Storing such a chunk uncompressed until it fills up, its filter mask telling
         readers so, would spare compressing it at each flush; HDF5 2.0 then misreads
@@ -306,10 +314,40 @@ class Stream:
         if self.codec is not None and not self.start % self.rows and self.count < self.rows:
             end = self.start + self.count
             if end != self._partial_end:  # else written so at the last flush
-                self._write(self.start, self._held())
+                self._write_partial(self._held())
                 self._partial_end = end
             return
         self._write_until(self.start + self.count)
+
+    def _write_partial(self, held: Array) -> None:
+        """Write the first points of the chunk begun, ``held``, as a whole chunk: with
+        deflate, the points the last flush compressed are not compressed again (see
+        :mod:`.partial_chunks`); else as :meth:`_write` does."""
+        first, stop = self.start, self.start + len(held)
+        codec = self.codec
+        assert codec is not None and self.compressor is not None
+        if not (partial_encodable(codec) and stop >= self.written
+                and held.dtype == self.dtype and held.flags.c_contiguous
+                and self.rows * held[:1].nbytes >= MIN_CHUNK_BYTES):
+            self._write(first, held)
+            return
+        dsid = self.dataset.id
+        self.allocated = max(self.allocated, -(-stop // self.rows))
+        if stop > self.written:
+            grow(dsid, (stop,) + self.tail)
+            self.written = stop
+        before = self._partial
+        if self._partial_at != first or before.points > len(held):
+            before = PartialChunk()  # another chunk, or its points given again
+        write = functools.partial(write_chunk, dsid, (first,) + (0,) * len(self.tail))
+
+        def store(encoded: PartialChunk) -> None:
+            write(encoded.encoded)
+            # its pieces are kept for the next flush, not the stream they make
+            self._partial, self._partial_at = dataclasses.replace(encoded, encoded=b""), first
+
+        self.compressor.call(encode_partial, (codec, held, self.rows, before), store,
+                             int(held.nbytes))
 
     def _held(self) -> Array:
         """Every held point, in one new array; they stay held."""

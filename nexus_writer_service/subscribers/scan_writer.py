@@ -46,6 +46,7 @@ from ..io import scan_info as scan_info_keys
 from ..io.scan_info import skip_reason
 from ..io.layout import NodeSpec, ScanDescription, ScanLayout, plan_scan
 from ..io.plan import ChildScan
+from ..io.compressor import CompressionPool
 from ..io.nexus import NexusFile, now_iso
 from ..io.options import SaveOptions
 from ..io.parking import ParkedFiles
@@ -88,18 +89,22 @@ class NexusScanWriter(Subscriber, ScanUpdates):
     the same name put the writer in FAULT with the reason; the file keeps every
     point received until then. ``parked``: where a file that cannot be closed for
     lack of space is kept open (the session writer's; a new one when None).
+    ``compression``: the threads compressing its chunks, shared by the scans of a
+    session (the file has threads of its own when None).
     """
 
     def __init__(self, scan_node: ScanSource, options: Optional[SaveOptions] = None,
                  worker: Optional[Thread] = None, reader_name: Optional[str] = None,
                  name: Optional[str] = None, poll_interval: float = 0.25,
-                 parked: Optional[ParkedFiles] = None) -> None:
+                 parked: Optional[ParkedFiles] = None,
+                 compression: Optional[CompressionPool] = None) -> None:
         super().__init__(scan_node, SubscriberMode.PARALLEL, worker=worker,
                          name=name or f"NexusScanWriter({scan_node.key})",
                          poll_interval=poll_interval)
         self.options = options or SaveOptions()
         self._reader_name = reader_name
         self._parked = ParkedFiles() if parked is None else parked
+        self._compression = compression
         self.status = WriterStatus.STARTING
         self.filename: str = ""
         self.entries: list[str] = []
@@ -265,7 +270,7 @@ class NexusScanWriter(Subscriber, ScanUpdates):
         # name, say) leaves no file behind
         layout = self._plan()
         try:
-            self._file = nexus_file = NexusFile(path, options, self._parked)
+            self._file = nexus_file = NexusFile(path, options, self._parked, self._compression)
             existing = nexus_file.check_entries(layout, self.node.key, self.node.uid)
         except FileFinishedError as exc:
             # written to its end already (a restart that found its acknowledgement

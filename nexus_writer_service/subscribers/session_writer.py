@@ -5,9 +5,13 @@ per-scan listeners, the purge) runs as greenlets in the thread that calls
 ``start`` (the *start thread*, the main thread of the Tango device). It owns ONE
 worker :class:`~nexus_writer_service.concurrency.Thread` in which the consumers of
 all its scan writers do their HDF5 I/O, started in ``start`` and stopped when the
-session writer has finished. Methods that read (``scans``, ``scan``, ``summary``)
-are safe from any thread; the ones that change scan writers must be called from
-the start thread (the Tango device's green mode does that).
+session writer has finished, and ONE
+:class:`~nexus_writer_service.io.compressor.CompressionPool` of
+``compression_threads`` threads that compress the chunks of all its scans (they
+start with the first chunk and stop after the worker). Methods that read
+(``scans``, ``scan``, ``summary``) are safe from any thread; the ones that change
+scan writers must be called from the start thread (the Tango device's green mode
+does that).
 
 On start, scans that are still running in Redis, or whose file this writer
 (``reader_name``) started but never finished, are written (resumed) first; then
@@ -33,6 +37,7 @@ from ..errors import (
     ScanStateError,
     WaitTimeout,
 )
+from ..io.compressor import CompressionPool
 from ..io.options import SaveOptions
 from ..io.parking import ParkedFiles
 from ..tuning.priority import lower_this_thread
@@ -112,6 +117,7 @@ class NexusSessionWriter(Subscriber):
         self._records: dict[str, ScanRecord] = {}
         self._records_lock = threading.Lock()
         self._scan_worker: Optional[Thread] = None
+        self._compression: Optional[CompressionPool] = None
 
     # -- queries (any thread) ----------------------------------------------------
 
@@ -170,6 +176,9 @@ class NexusSessionWriter(Subscriber):
         worker.start(timeout=_STOP_TIMEOUT)
         worker.apply(lower_this_thread)  # and the compression threads it starts
         self._scan_worker = worker
+        if self.options.compression_threads:
+            self._compression = CompressionPool(self.options.compression_threads,
+                                                name=f"{self.node.name}-compressor")
 
     def _walk_events(self, stop: StopHandle) -> Iterator[SubscriberEvent]:
         # the position is taken now, before the subscriber says it listens: a scan
@@ -250,7 +259,8 @@ class NexusSessionWriter(Subscriber):
         writer = NexusScanWriter(scan, self.options, worker=self._scan_worker,
                                  reader_name=self.reader_name,
                                  name=f"NexusScanWriter({name})",
-                                 poll_interval=self._poll_interval, parked=self.parked)
+                                 poll_interval=self._poll_interval, parked=self.parked,
+                                 compression=self._compression)
         with self._records_lock:
             self._records[scan.key] = ScanRecord(scan.key, name, writer,
                                                  filename=str(info.get("filename") or ""))
@@ -277,4 +287,7 @@ class NexusSessionWriter(Subscriber):
         worker, self._scan_worker = self._scan_worker, None
         if worker is not None:
             worker.stop(timeout=_STOP_TIMEOUT)
+        compression, self._compression = self._compression, None
+        if compression is not None:
+            compression.close(timeout=_STOP_TIMEOUT)
         self.purge()

@@ -35,6 +35,18 @@ def test_the_operators_session_option_beats_the_classic_default():
     assert resolve(bliss(), options) == ChunkOptions(1 << 16, 4, 1 << 20, "lz4-bitshuffle")
 
 
+def test_the_sessions_chunk_split_and_compression_limit_are_defaults_for_every_scan():
+    options = SaveOptions(compression="gzip-byteshuffle", compression_limit_nbytes=0,
+                          chunk_split=16, chunk_bytes=1 << 16)
+    assert resolve({}, options) == ChunkOptions(1 << 16, 16, 0, "gzip-byteshuffle")
+    assert resolve(bliss(), options) == ChunkOptions(1 << 16, 16, 0, "gzip-byteshuffle")
+    given = bliss(chunk_split=2, compression_limit_nbytes=5000)
+    assert resolve(given, options) == ChunkOptions(1 << 16, 2, 5000, "gzip-byteshuffle")
+    # only the compression limit: a BLISS scan keeps the classic split
+    assert resolve(bliss(), SaveOptions(compression_limit_nbytes=10)) == ChunkOptions(
+        1 << 20, 4, 10, "gzip-byteshuffle")
+
+
 def test_a_key_the_scan_gives_wins_and_null_keys_are_not_given():
     options = SaveOptions(compression="lz4-bitshuffle", chunk_bytes=1 << 16)
     given = bliss(chunk_nbytes=4096, chunk_split=None, compression_limit_nbytes=0,

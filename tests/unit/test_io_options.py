@@ -106,6 +106,12 @@ def test_unknown_option_is_named_with_the_known_ones():
     ("chunk_bytes", "1"),
     ("chunk_bytes", "1.5"),
     ("chunk_bytes", str(1 << 31)),
+    ("chunk_split", "-1"),
+    ("chunk_split", str((1 << 20) + 1)),
+    ("chunk_split", "four"),
+    ("compression_limit_nbytes", "-2"),
+    ("compression_limit_nbytes", "1e6"),
+    ("compression_limit_nbytes", str((1 << 62) + 1)),
     ("flush_period", "0"),
     ("flush_period", "nan"),
     ("lima_refresh_period", "-1"),
@@ -122,6 +128,31 @@ def test_unknown_option_is_named_with_the_known_ones():
 def test_bad_value_is_refused_naming_the_option(name, value):
     with pytest.raises(ConfigurationError, match=name):
         SaveOptions.from_mapping({name: value})
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("chunk_split", -1, ["0 (as each scan says)", "between 1 and 2**20", "got -1"]),
+    ("compression_limit_nbytes", -2, ["-1 (as each scan says)", "between 0 and 2**62",
+                                      "got -2"]),
+])
+def test_a_bad_chunk_option_is_refused_with_the_values_it_takes(name, value, words):
+    with pytest.raises(ConfigurationError) as info:
+        SaveOptions(**{name: value})
+    assert f"save option {name} " in str(info.value)
+    assert all(word in str(info.value) for word in words), str(info.value)
+
+
+def test_chunk_nbytes_is_blisss_name_of_chunk_bytes():
+    assert SaveOptions.from_mapping({"chunk_nbytes": "4096"}).chunk_bytes == 4096
+    assert SaveOptions.from_mapping({"chunk-nbytes": 4096}) == SaveOptions(chunk_bytes=4096)
+    with pytest.raises(ConfigurationError, match="chunk_bytes is given twice.*give it once"):
+        SaveOptions.from_mapping({"chunk_bytes": "4096", "chunk_nbytes": "4096"})
+
+
+def test_the_chunk_options_are_not_set_by_default():
+    options = SaveOptions()
+    assert (options.chunk_bytes, options.chunk_split, options.compression,
+            options.compression_limit_nbytes) == (0, 0, "", -1)
 
 
 def test_bad_value_is_a_value_error_too():
@@ -178,6 +209,27 @@ def test_every_option_is_on_the_command_line():
                                       "--enable-external-nonhdf5"])
     chosen = save_options_from_args(args)
     assert chosen.stack_mcas and chosen.copy_non_external and chosen.enable_external_nonhdf5
+    args = build_parser().parse_args(["demo", "--chunk-nbytes", "4096", "--chunk-split", "2",
+                                      "--compression-limit-nbytes", "0"])
+    chosen = save_options_from_args(args)
+    assert (chosen.chunk_bytes, chosen.chunk_split, chosen.compression_limit_nbytes) == (
+        4096, 2, 0)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--chunk-split", "-2"], ["chunk_split", "between 1 and 2**20", "got -2"]),
+    (["--compression-limit-nbytes", "-5"], ["compression_limit_nbytes", "got -5"]),
+    (["--chunk-nbytes", "8"], ["chunk_bytes", "between 64 and"]),
+])
+def test_a_bad_chunk_option_on_the_command_line_exits_2_naming_it(capsys, argv, words):
+    from nexus_writer_service.cli.session_writer import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", "--redis-url", "redis://127.0.0.1:1/0", *argv])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("NexusSessionWriter: error: save option"), err
+    assert all(word in err for word in words), err
 
 
 def test_every_option_is_a_device_property():

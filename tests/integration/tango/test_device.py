@@ -219,11 +219,21 @@ def _unreachable_redis() -> str:
     ({"session": "s", "redis_url": "redis://127.0.0.1:1/0", "compression": "zip"},
      ["compression", "'zip'", "gzip"], "NexusWriter_Configuration"),
     ({"session": "s", "redis_url": "redis://127.0.0.1:1/0", "chunk_bytes": 1},
-     ["chunk_bytes", "got 1"], "NexusWriter_Configuration"),
+     ["chunk_bytes", "got 1", "run Init"], "NexusWriter_Configuration"),
+    ({"session": "s", "redis_url": "redis://127.0.0.1:1/0", "chunk_split": -4},
+     ["chunk_split", "got -4", "between 1 and", "run Init"], "NexusWriter_Configuration"),
+    ({"session": "s", "redis_url": "redis://127.0.0.1:1/0", "compression_limit_nbytes": -2},
+     ["compression_limit_nbytes", "got -2", "-1 (as each scan says)", "run Init"],
+     "NexusWriter_Configuration"),
+    ({"session": "s", "redis_url": "redis://127.0.0.1:1/0", "chunk_bytes": 4096,
+      "chunk_nbytes": 8192},
+     ["chunk_bytes (4096)", "chunk_nbytes (8192)", "set only one"],
+     "NexusWriter_Configuration"),
     ({"session": "s", "redis_url": _unreachable_redis},
      ["cannot start the writer", "unreachable", "Connection refused"],
      "NexusWriter_StartFailed"),
-], ids=["empty-session", "compression", "chunk_bytes", "redis-closed-port"])
+], ids=["empty-session", "compression", "chunk_bytes", "chunk_split",
+        "compression_limit_nbytes", "chunk_nbytes-twice", "redis-closed-port"])
 def test_configuration_faults_put_the_device_in_fault_with_the_reason(
         properties: dict[str, Any], words: list[str], start_reason: str) -> None:
     properties = {key: value() if callable(value) else value

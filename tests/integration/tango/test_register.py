@@ -44,6 +44,21 @@ def test_main_creates_the_device_and_sets_the_given_properties(
         "keepshape": []}
 
 
+def test_the_chunk_options_of_the_session_are_set_under_their_option_names(
+        tango_db, redis_url, names, capsys):
+    """BLISS's chunk_options keys as session defaults; ``--chunk-nbytes`` (BLISS's
+    name) sets the chunk_bytes property."""
+    session = names("chunks")
+    device = f"id00/bliss_nxwriter/{session}"
+    assert register.main([session, "--redis-url", redis_url, "--compression",
+                          "gzip-byteshuffle", "--compression-limit-nbytes", "0",
+                          "--chunk-split", "8", "--chunk-nbytes", "65536"]) == 0
+    assert _properties(tango_db, device, "compression", "compression_limit_nbytes",
+                       "chunk_split", "chunk_bytes", "chunk_nbytes") == {
+        "compression": ["gzip-byteshuffle"], "compression_limit_nbytes": ["0"],
+        "chunk_split": ["8"], "chunk_bytes": ["65536"], "chunk_nbytes": []}
+
+
 def test_update_keeps_properties_not_given_and_overwrites_the_given_ones(
         tango_db, redis_url, names, capsys):
     session = names("upd")
@@ -106,15 +121,25 @@ def test_unreachable_database_exits_1_with_a_message(monkeypatch, names, capsys)
     assert "cannot reach the Tango database" in err and "TANGO_HOST" in err
 
 
-@pytest.mark.parametrize("option", [["--compression", "zip"], ["--chunk-bytes", "1"],
-                                    ["--file-mode", "999"], ["--purge-delay", "soon"]],
-                         ids=["compression", "chunk-bytes", "file-mode", "purge-delay"])
-def test_invalid_save_option_exits_2_and_registers_nothing(tango_db, names, capsys, option):
+@pytest.mark.parametrize("option, words", [
+    (["--compression", "zip"], ["compression"]),
+    (["--chunk-bytes", "1"], ["chunk_bytes", "between 64"]),
+    (["--chunk-split", "-1"], ["chunk_split", "between 1 and", "got -1"]),
+    (["--compression-limit-nbytes", "-3"],
+     ["compression_limit_nbytes", "-1 (as each scan", "got -3"]),
+    (["--file-mode", "999"], ["file_mode"]),
+    (["--purge-delay", "soon"], ["purge"]),
+], ids=["compression", "chunk-bytes", "chunk-split", "compression-limit", "file-mode",
+        "purge-delay"])
+def test_invalid_save_option_exits_2_and_registers_nothing(tango_db, names, capsys, option,
+                                                           words):
     session = names("bad")
     with pytest.raises(SystemExit) as exited:
         register.main([session, *option])
     assert exited.value.code == 2
-    assert "RegisterNexusWriter: error:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "RegisterNexusWriter: error:" in err
+    assert all(word in err for word in words), err
     with pytest.raises(tango.DevFailed):
         tango_db.get_device_info(f"id00/bliss_nxwriter/{session}")
 
