@@ -72,12 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="random seed; the same seed publishes the same data (default: 0)")
     parser.add_argument("--lima-format", choices=LIMA_FILE_FORMATS, default="hdf5",
                         help="file format of the simulated lima detector (default: hdf5)")
-    parser.add_argument("--lima-frames-per-file", type=_positive_int, default=10,
+    parser.add_argument("--lima-frames-per-file", type=positive_int, default=10,
                         metavar="N", help="frames per lima file (default: 10)")
-    parser.add_argument("--lima-frames-per-acquisition", type=_non_negative_int, default=0,
+    parser.add_argument("--lima-frames-per-acquisition", type=non_negative_int, default=0,
                         metavar="N", help="frames per lima acquisition: a scan runs several, "
                         "each starting a new file (default: 0, one acquisition per scan)")
-    parser.add_argument("--lima-first-file-number", type=_non_negative_int, default=0,
+    parser.add_argument("--lima-first-file-number", type=non_negative_int, default=0,
                         metavar="N", help="number of the first lima file (default: 0)")
     parser.add_argument("--master-files", action="store_true",
                         help="each scan names a dataset collection and a proposal master "
