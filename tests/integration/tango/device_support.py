@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import threading
 import time
 from typing import Any, Callable, Iterator, Optional
@@ -28,10 +29,23 @@ _JOIN_TIMEOUT = 30.0
 
 @contextlib.contextmanager
 def writer_device(**properties: Any) -> Iterator[tango.DeviceProxy]:
-    """A ``NexusWriter`` named :data:`DEVICE` served by a child process, with ``properties``."""
-    context = DeviceTestContext(NexusWriter, device_name=DEVICE, process=True,
-                                properties=properties, timeout=30)
-    with context as proxy:
+    """A ``NexusWriter`` named :data:`DEVICE` served by a child process, with ``properties``.
+
+    The child is forked from a fork server (a clean process started once), never from
+    the test process: that one runs omniORB's threads and other tests' clients, and a
+    process forked from it could inherit a lock held by a thread that does not exist
+    in the child (the server then hung at start-up, once in a few hundred starts)."""
+    start_method = multiprocessing.get_start_method()
+    multiprocessing.set_forkserver_preload(["tango_devices.nexus_writer", "tango.test_context"])
+    multiprocessing.set_start_method("forkserver", force=True)
+    try:
+        context = DeviceTestContext(NexusWriter, device_name=DEVICE, process=True,
+                                    properties=properties, timeout=30)
+        proxy = context.__enter__()
+    finally:
+        multiprocessing.set_start_method(start_method, force=True)
+    with contextlib.ExitStack() as stack:
+        stack.push(context.__exit__)
         yield proxy
 
 
