@@ -39,8 +39,8 @@ try:
 except ImportError:  # pragma: no cover - a declared dependency
     _isal_zlib = None
 
-__all__ = ["ChunkCodec", "codec_for", "codec_from_filters", "deflate", "DEFLATE", "SHUFFLE",
-           "BITSHUFFLE", "GZIP_LEVEL", "ZSTD_LEVEL"]
+__all__ = ["ChunkCodec", "codec_for", "codec_from_filters", "deflate", "deflate_piece",
+           "DEFLATE", "SHUFFLE", "BITSHUFFLE", "GZIP_LEVEL", "ZSTD_LEVEL"]
 
 #: HDF5 filter ids
 DEFLATE, SHUFFLE, BITSHUFFLE = 1, 2, 32008
@@ -83,8 +83,25 @@ def deflate(data: Any, level: int) -> bytes:
     ``level``: ISA-L's where installed (its level ``(level + 2) // 3``, 0 kept as
     0: stored), else zlib's. Releases the GIL."""
     if _isal_zlib is not None and level > 0:
-        return _isal_zlib.compress(data, min(3, (level + 2) // 3))
+        return _isal_zlib.compress(data, _isal_level(level))
     return zlib.compress(data, level)
+
+
+def _isal_level(level: int) -> int:
+    return min(3, (level + 2) // 3)
+
+
+def deflate_piece(data: Any, level: int) -> bytes:
+    """``data`` as an independent piece of a raw deflate stream (no zlib header,
+    no final block, no checksum), ended by a *full flush*: byte-aligned and
+    referring to nothing before it, so pieces put one after the other are a valid
+    deflate stream of their data put one after the other. ISA-L's where installed
+    (levels as :func:`deflate`), else zlib's. Releases the GIL."""
+    if _isal_zlib is not None and level > 0:
+        compressor = _isal_zlib.compressobj(_isal_level(level), _isal_zlib.DEFLATED, -15)
+        return compressor.compress(data) + compressor.flush(_isal_zlib.Z_FULL_FLUSH)
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
+    return compressor.compress(data) + compressor.flush(zlib.Z_FULL_FLUSH)
 
 
 def byte_shuffle(chunk: Array) -> Array:

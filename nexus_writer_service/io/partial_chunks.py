@@ -9,8 +9,10 @@ flush*: byte-aligned, no reference to what came before), so the stream of a
 partial chunk is put together from:
 
 * per byte plane (one plane without shuffle), the pieces of the points each flush
-  added, compressed once, when they came;
+  added, compressed once, when they came, by ISA-L where installed, as whole chunks
+  are (:func:`.codecs.deflate_piece`), else by zlib;
 * a run of zeros, made of pieces compressed once per process (runs of 2**k bytes);
+  these by zlib (once: its speed does not matter);
 * the zlib header, the final block and the Adler-32 checksum of the whole chunk,
   computed here (the zeros' part by formula).
 
@@ -33,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .codecs import ChunkCodec, byte_shuffle
+from .codecs import ChunkCodec, byte_shuffle, deflate_piece
 
 __all__ = ["PartialChunk", "encode_partial", "partial_encodable", "MAX_PIECES",
            "MIN_CHUNK_BYTES"]
@@ -78,7 +80,7 @@ def partial_encodable(codec: ChunkCodec) -> bool:
     return codec.deflate is not None and codec.bitshuffle is None
 
 
-def _full_flushed(level: int, data: Any) -> bytes:
+def _zlib_piece(level: int, data: Any) -> bytes:
     compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
     return compressor.compress(data) + compressor.flush(zlib.Z_FULL_FLUSH)
 
@@ -94,7 +96,7 @@ def _zero_run(level: int, nbytes: int) -> bytes:
             with _zero_runs_lock:
                 piece = _zero_runs.get(key)
                 if piece is None:
-                    piece = _zero_runs[key] = _full_flushed(level, bytes(size))
+                    piece = _zero_runs[key] = _zlib_piece(level, bytes(size))
         pieces.append(piece)
         nbytes -= size
     return b"".join(pieces)
@@ -136,7 +138,7 @@ def encode_partial(codec: ChunkCodec, held: Array, rows: int, before: PartialChu
     pieces = [zlib.compress(b"", level)[:2]]  # the zlib header of that level
     adler = 1
     for plane, done in zip(real, planes):
-        done += _full_flushed(level, plane[start:])
+        done += deflate_piece(plane[start:], level)
         new_planes.append(done)
         pieces += [done, zeros]
         adler = _adler_zeros(zlib.adler32(plane.data, adler), pad)
