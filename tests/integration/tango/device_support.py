@@ -32,9 +32,12 @@ def writer_device(**properties: Any) -> Iterator[tango.DeviceProxy]:
     """A ``NexusWriter`` named :data:`DEVICE` served by a child process, with ``properties``.
 
     The child is forked from a fork server (a clean process started once), never from
-    the test process: that one runs omniORB's threads and other tests' clients, and a
-    process forked from it could inherit a lock held by a thread that does not exist
-    in the child (the server then hung at start-up, once in a few hundred starts)."""
+    the test process, which runs omniORB's threads and holds other tests' clients. A
+    server forked from the test process hung at start-up now and then: a garbage
+    collection in the child destroyed a ``DeviceProxy`` inherited from the test
+    process, whose destructor waited for an omniORB mutex held, at the fork, by a
+    thread that does not exist in the child. The test then failed, and pytest never
+    exited (it waits for its child processes)."""
     start_method = multiprocessing.get_start_method()
     multiprocessing.set_forkserver_preload(["tango_devices.nexus_writer", "tango.test_context"])
     multiprocessing.set_start_method("forkserver", force=True)
