@@ -68,7 +68,7 @@ from typing import Any, Callable, Sequence
 import h5py
 import numpy as np
 
-from .bench_writer import print_table, proc_times
+from .bench_writer import print_table, proc_times, spread
 
 #: The 10 float64 channels: blissdata stream name -> name in the file (theirs)
 CHANNELS = {
@@ -501,16 +501,6 @@ def one_run(url: str, tmp: str, blisswriter: str | None, writer: str, mode: str,
 class Results:
     runs: list[Run] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-
-
-def spread(values: list[float], spec: str = ".2f") -> str:
-    """``median (min-max)`` of the values, ``-`` when there are none."""
-    if not values:
-        return "-"
-    med = statistics.median(values)
-    if len(values) == 1:
-        return format(med, spec)
-    return f"{format(med, spec)} ({format(min(values), spec)}-{format(max(values), spec)})"
 
 
 def ratios(ours: list[Run], theirs: list[Run], attr: str) -> list[float]:

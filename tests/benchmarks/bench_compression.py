@@ -34,6 +34,7 @@ from nexus_writer_service.io.nexus import filter_options
 from . import baselines
 from .baselines import Timing, timed
 from .bench_writer import channel_path, check_file, delete_session, print_table, publish_all
+from .bench_writer import spread as shared_spread
 from .system import (
     READER, Context, Writer, finish, log, paced_notes, paced_rows, paced_writer_run,
     print_rows, scan_load, writer_timing)
@@ -172,13 +173,7 @@ def raw_h5py(ctx: Context, data: Mapping[str, np.ndarray], rows: int, scheme: st
 
 def spread(values: list[float], spec: str = ".2f") -> str:
     """``median [min-max]`` of the runs that have a value."""
-    values = [v for v in values if v == v]
-    if not values:
-        return "-"
-    med = statistics.median(values)
-    if len(values) == 1:
-        return format(med, spec)
-    return f"{format(med, spec)} [{format(min(values), spec)}-{format(max(values), spec)}]"
+    return shared_spread(values, spec, "[]")
 
 
 def median(values: list[float]) -> float:

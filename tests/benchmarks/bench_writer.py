@@ -31,6 +31,7 @@ import argparse
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -130,6 +131,19 @@ def create_scan(publisher: Publisher, path: str, data: dict[str, np.ndarray], nu
 
 def fmt(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
+
+
+def spread(values: list[float], spec: str = ".2f", brackets: str = "()") -> str:
+    """``median (min-max)`` of the values that are numbers (not NaN), ``-`` when there
+    are none; ``brackets`` around the range."""
+    values = [v for v in values if v == v]
+    if not values:
+        return "-"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return format(med, spec)
+    low, high = format(min(values), spec), format(max(values), spec)
+    return f"{format(med, spec)} {brackets[0]}{low}-{high}{brackets[1]}"
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]],
