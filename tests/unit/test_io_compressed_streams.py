@@ -21,7 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nexus_writer_service.io._lowlevel import create_stream_dataset, filter_pipeline
-from nexus_writer_service.io.codecs import ChunkCodec, codec_for, codec_from_filters, deflate
+from nexus_writer_service.io import codecs
+from nexus_writer_service.io.codecs import (
+    ChunkCodec, byte_shuffle, codec_for, codec_from_filters, deflate)
 from nexus_writer_service.io.compressor import ChunkCompressor
 from nexus_writer_service.io.layout import StreamPlan
 from nexus_writer_service.io.nexus import NexusFile, filter_options
@@ -263,3 +265,22 @@ def test_deflate_gives_a_zlib_stream_at_every_level(level: int) -> None:
     assert zlib.decompress(encoded) == data
     if level:
         assert len(encoded) < len(data) / 2  # it compresses
+
+
+@pytest.mark.parametrize("dtype", ["u1", "i2", "<u4", ">i4", "f8", ">f8", "c16", "V3", "S5"])
+@pytest.mark.parametrize("n", [1, 7, 15, 16, 17, 33, 4097])
+def test_byte_shuffle_is_hdf5s_with_and_without_the_vectorised_transposition(
+        monkeypatch: pytest.MonkeyPatch, dtype: str, n: int) -> None:
+    """bitshuffle's SSE2/NEON byte transposition (used where built) gives what numpy's
+    transposition gives: byte j of every element, for j in order."""
+    itemsize = np.dtype(dtype).itemsize
+    values = np.random.default_rng(n).integers(0, 256, n * itemsize, dtype=np.uint8)
+    chunk = values.view(dtype)
+    expected = values.reshape(n, itemsize).T.reshape(-1)
+    assert codecs._vector_byte_shuffle() is not None  # this machine has SSE2 or NEON
+    fast = byte_shuffle(chunk)
+    monkeypatch.setattr(codecs, "_vector_byte_shuffle", lambda: None)
+    slow = byte_shuffle(chunk)
+    for shuffled in (fast, slow):
+        assert shuffled.dtype == np.uint8 and shuffled.shape == (n * itemsize,)
+        np.testing.assert_array_equal(shuffled, expected)
