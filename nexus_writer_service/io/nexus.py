@@ -637,10 +637,12 @@ class NexusFile(Rewriting):
             self._compressor.drain(wait=True)
 
     @_disk_full_errors
-    def flush(self) -> None:
-        """Write every buffered point and make it visible to readers."""
+    def flush(self, final: bool = False) -> None:
+        """Write every buffered point and make it visible to readers; ``final``: the
+        last flush before closing (every chunk begun compressed at once, see
+        :meth:`.Stream.flush`)."""
         for stream in self._streams.values():
-            stream.flush()
+            stream.flush(final)
         if self._compressor is not None:
             self._compressor.drain(wait=True)
         self.file.flush()
@@ -664,7 +666,7 @@ class NexusFile(Rewriting):
             return
         if not self._disk_full:
             try:
-                self.flush()
+                self.flush(final=True)
             except DiskSpaceError:
                 pass  # HDF5 met the full disk (else the error is raised below)
             except BaseException:

@@ -300,18 +300,20 @@ class Stream:
             self.lengths.resize(stop, axis=0)
         self.lengths[first:stop] = lengths
 
-    def flush(self) -> None:
+    def flush(self, final: bool = False) -> None:
         """Write the held points; a compressed stream keeps the first points of a new
         chunk (written whole, padded, compressed: with deflate, only the points
-        added since the last flush are compressed, see :mod:`.partial_chunks`) until
-        the chunk is written whole again.
+        added since the last flush are encoded, see :mod:`.partial_chunks`) until
+        the chunk is written whole again. ``final`` (the file is about to close):
+        the chunk begun is compressed at once, as a whole chunk is.
 
         (Storing such a chunk uncompressed until it fills up, its filter mask telling
         readers so, would spare compressing it at each flush; HDF5 2.0 then misreads
         it in the writing process until the file is opened again.)"""
         if not self.count:
             return
-        if self.codec is not None and not self.start % self.rows and self.count < self.rows:
+        if (self.codec is not None and not final and not self.start % self.rows
+                and self.count < self.rows):
             end = self.start + self.count
             if end != self._partial_end:  # else written so at the last flush
                 self._write_partial(self._held())

@@ -240,7 +240,10 @@ class Ours:
         from .system import Context, Writer
 
         ctx = Context(url, None, tmp, False)  # type: ignore[arg-type]
-        self.writer = Writer(ctx, session, options=("--data-source", "blissdata"))
+        # this process's own looks at the writer cost CPU too: few of them (blisswriter
+        # is only watched from its log); the time a scan ended is the writer's own
+        self.writer = Writer(ctx, session, options=("--data-source", "blissdata",
+                                                    "--poll", "0.1", "--sample", "0.1"))
         self.pid = self.writer.process.pid
 
     def wait_ready(self, timeout: float) -> None:

@@ -256,6 +256,40 @@ def test_a_flush_without_new_points_does_not_compress_the_partial_chunk_again(
                                                                      counts(2, seed=1)]))
 
 
+@pytest.mark.parametrize("scheme", ["gzip", "gzip-byteshuffle"])
+def test_the_last_flush_compresses_the_chunk_begun_at_once(tmp_path: Path, scheme: str
+                                                           ) -> None:
+    """A flush stores the points of a chunk begun (see io.partial_chunks); the flush
+    before closing compresses it as a whole chunk is, so no stored points stay."""
+    codec = codec_for(scheme)
+    assert codec is not None
+    big = ROWS * 1024  # points of 5 float64: chunks of 640 KiB, over MIN_CHUNK_BYTES
+    values = counts(big + 300, point=(5,))
+    compressor = ChunkCompressor(1)
+    try:
+        with h5py.File(tmp_path / "scan.h5", "w") as f:
+            plan = StreamPlan(path="data", channel="data", dtype="<f8", point_shape=(5,),
+                              chunk_rows=big, compression=scheme)
+            dataset = create_stream_dataset(f, "data", (0, 5), (None, 5), (big, 5),
+                                            np.dtype("f8"), None, filter_options(scheme))
+            stream = Stream(dataset, plan, None, Scratch(), (0, np.dtype("f8"), False),
+                            codec, compressor)
+            stream.add(0, values)
+            stream.flush()
+            compressor.drain()
+            _, stored = dataset.id.read_direct_chunk((big, 0))
+            assert len(stored) > 300 * 5 * 8  # the 300 points copied, not compressed
+            stream.flush(final=True)
+            compressor.drain()
+            _, last = dataset.id.read_direct_chunk((big, 0))
+            assert last == bytes(codec.encode(np.concatenate(
+                [values[big:], np.zeros((big - 300, 5))])))
+    finally:
+        compressor.close()
+    with h5py.File(tmp_path / "scan.h5", "r") as f:
+        np.testing.assert_array_equal(f["data"][()], values)
+
+
 @pytest.mark.parametrize("level", [0, 1, 4, 6, 9])
 def test_deflate_gives_a_zlib_stream_at_every_level(level: int) -> None:
     """What :func:`deflate` gives (ISA-L's deflate) inflates with zlib, as HDF5's
