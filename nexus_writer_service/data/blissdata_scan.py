@@ -71,6 +71,12 @@ ACK_RETENTION = 7 * 24 * 3600
 #: Seconds without a point or a state change after which a scan that was never
 #: closed is taken as abandoned by its publisher (see the module).
 DEFAULT_IDLE_TIMEOUT = 600.0
+#: Seconds at least between two reads of a scan's streams that each took every entry
+#: there was, while data keeps coming (a writer's walk, ``merge_blocks``): without it
+#: a writer keeping up reads one publication at a time (BLISS sends each channel's
+#: block as it comes), at a cost per read and per event. Points reach the file up to
+#: that much later, well within ``flush_period``.
+READ_GAP = 0.02
 _START = "0-0"
 #: What blissdata raises for a scan document (or stream model) it cannot read.
 _UNREADABLE = (ScanLoadError, UnknownEncodingError, KeyError, TypeError, ValueError,
@@ -368,19 +374,22 @@ class BlissdataScan:
                     from_position: str | None = None, merge_blocks: bool = False
                     ) -> Iterator[Event]:
         """The scan's events after ``from_position`` (see the module), ending after
-        END_SCAN. Each block comes as one read gave it (``merge_blocks`` changes
-        nothing: a read takes many entries of each stream at once, see
-        :class:`~.blissdata_streams.Cursors`).
+        END_SCAN. Each block comes as one read gave it: a read takes many entries of
+        each stream at once (see :class:`~.blissdata_streams.Cursors`). With
+        ``merge_blocks``, reads that take every entry there is are
+        :data:`READ_GAP` apart at least while data keeps coming, so that each takes
+        the entries of several publications.
 
         :raises DataLostError: points after ``from_position`` are no longer in Redis
         :raises MalformedEventError: the document or a stream cannot be read
         :raises RedisUnavailableError: Redis cannot be reached (blissdata's own calls
             included): a cause outside the scan, the walk may be started again"""
+        gap = READ_GAP if merge_blocks else 0.0
         return translated(f"reading blissdata scan {self._key}",
-                          self._walk(stop, poll_interval, from_position))
+                          self._walk(stop, poll_interval, from_position, gap))
 
     def _walk(self, stop: StopHandle | None, poll_interval: float,
-              from_position: str | None) -> Generator[Event, None, None]:
+              from_position: str | None, gap: float) -> Generator[Event, None, None]:
         progress = _Progress.parse(from_position)
         scan = self._load()
         self._remember(scan)
@@ -412,7 +421,7 @@ class BlissdataScan:
             progress.state = int(ScanState.PREPARED)
             yield EventType.PREPARED_SCAN, self, EventData(progress.text())
         yield from self._walk_data(scan, streams, nodes, progress, stop, poll_interval,
-                                   silence)
+                                   silence, gap)
 
     def _check_kept(self, streams: Sequence[Any], progress: _Progress) -> None:
         """Raise DataLostError, naming every stream and the points gone, when blissdata
@@ -435,15 +444,22 @@ class BlissdataScan:
 
     def _walk_data(self, scan: Scan, streams: Sequence[Any], nodes: Mapping[str, Node],
                    progress: _Progress, stop: StopHandle | None, poll_interval: float,
-                   silence: _Silence) -> Iterator[Event]:
+                   silence: _Silence, gap: float) -> Iterator[Event]:
         streams, nodes = list(streams), dict(nodes)
         order = {stream.name: i for i, stream in enumerate(streams)}
         # each stream from the entry holding its next point (lima: all its statuses)
         start = [0 if is_lima(stream) else had for stream, had in zip(streams, progress.counts)]
         cursors = Cursors(streams, self._key, self._session.connection, start)
         seen = self.info  # what the writer planned with: BLISS completes it at CLOSED
+        last_read: float | None = None  # when the last read that took all there was began
         while stop is None or not stop.is_set():
+            if last_read is not None:
+                pause = last_read + gap - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+            started = time.monotonic()
             views, sealed = cursors.read(_wait_time(poll_interval))
+            last_read = started if gap and views and cursors.caught_up else None
             for stream, view in views.items():
                 event = self._block(stream, view, nodes[stream.name], order[stream.name],
                                     progress)

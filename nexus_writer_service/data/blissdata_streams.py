@@ -250,6 +250,9 @@ class Cursors:
             self._redis.set_response_callback(command, lambda reply, **_: reply)
         self._readings: dict[bytes, _Reading] = {}
         self._entry_bytes = 0.0
+        #: whether the last read took every entry there was (no stream gave as many
+        #: entries as asked for)
+        self.caught_up = True
         self._add(streams, start)
 
     def add(self, streams: Sequence[Any]) -> None:
@@ -290,13 +293,17 @@ class Cursors:
         args += ["STREAMS", *(r.key for r in open_), *(f"{r.position}-0" for r in open_)]
         reply = self._redis.execute_command("XREAD", *args)
         views: dict[Any, Any] = {}
+        self.caught_up = True
         if not reply:
             return views, False
         nbytes = nentries = 0
+        count = args[1]
         try:
             for raw_key, entries in (reply.items() if isinstance(reply, dict) else reply):
                 reading = self._readings[raw_key]
                 view, size = reading.view(entries)
+                if len(entries) >= count:
+                    self.caught_up = False
                 nentries += len(entries)
                 nbytes += size
                 if view is not None:

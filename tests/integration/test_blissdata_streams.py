@@ -263,3 +263,62 @@ def test_a_payload_that_does_not_fit_its_dtype_is_malformed_naming_the_scan(
     cursors = Cursors([stream], scan.key, _client(blissdata_url), [NPOINTS])
     with pytest.raises(MalformedEventError, match=f"scan {scan.key}: a stream cannot be read"):
         cursors.read(None)
+
+
+def test_a_read_says_whether_it_took_every_entry_there_was(blissdata_url, small_reads):
+    scan, _, _ = _publish(blissdata_url)
+    streams = readable_streams(scan, scan.key)
+    cursors = Cursors([streams["f:float64"]], scan.key, _client(blissdata_url))
+    views, _ = cursors.read(None)
+    assert views and not cursors.caught_up  # FIRST_COUNT (3) entries of more
+    while views:
+        views, _ = cursors.read(None)
+    assert cursors.caught_up
+
+
+def test_a_writers_walk_reads_at_most_every_read_gap_while_data_comes(blissdata_url):
+    """Points sent every millisecond: the walk of a writer (``merge_blocks``) reads
+    them in a few large reads, READ_GAP apart at least, and gives every point."""
+    import threading
+    import time
+
+    from nexus_writer_service.data import blissdata_scan
+    from nexus_writer_service.data.blissdata_source import BlissdataSession
+    from nexus_writer_service.data.events import EventType
+
+    store = DataStore(blissdata_url)
+    published = store.create_scan({"name": "loopscan", "number": 1,
+                                   "data_policy": "no_policy", "session": "demo",
+                                   "path": "/tmp/x.h5"}, info={"save": True})
+    stream = published.create_stream(Stream.make_definition("timer:epoch", "f8", ()))
+    published.prepare()
+    published.start()
+    reads: list[float] = []
+    real_read = Cursors.read
+
+    def timed_read(self: Cursors, timeout: float | None) -> Any:
+        reads.append(time.monotonic())
+        return real_read(self, timeout)
+
+    def send() -> None:
+        for i in range(300):
+            stream.send(np.array([float(i)]))
+            time.sleep(0.001)
+        published.stop()
+        published.close()
+
+    points = []
+    sender = threading.Thread(target=send)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Cursors, "read", timed_read)
+        scan = BlissdataSession("demo", blissdata_url).scan(published.key)
+        sender.start()
+        for event_type, _, data in scan.walk_events(poll_interval=0.05, merge_blocks=True):
+            if event_type is EventType.NEW_DATA:
+                points.extend(np.asarray(data.data).tolist())
+    sender.join()
+    assert points == [float(i) for i in range(300)]
+    gaps = np.diff(reads)
+    assert 3 <= len(reads) < 100  # not a read per point sent
+    # every read after one that gave data soon follows the last by READ_GAP at least
+    assert (gaps >= blissdata_scan.READ_GAP * 0.9).mean() > 0.8, gaps
