@@ -172,7 +172,9 @@ def _decoder(stream: Any) -> Callable[[list[bytes], list[int]], Any]:
     size = dtype.itemsize * math.prod(shape)
 
     def numeric(payloads: list[bytes], lens: list[int]) -> Any:
-        buffer = bytearray().join(payloads)
+        # read-only points; the payload of a single entry is not copied (blissdata's
+        # decoder copies every payload into a bytearray)
+        buffer = b"".join(payloads)
         if len(buffer) != size * sum(lens):
             raise ValueError(f"{len(buffer)} bytes for {sum(lens)} points of {dtype} "
                              f"{shape}")
