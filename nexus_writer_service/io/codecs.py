@@ -45,7 +45,8 @@ try:
 except ImportError:  # pragma: no cover - a declared dependency
     _isal_zlib = None
 
-__all__ = ["ChunkCodec", "codec_for", "codec_from_filters", "adler32", "deflate",
+__all__ = ["ChunkCodec", "codec_for", "codec_from_filters", "filter_options", "adler32",
+           "deflate",
            "deflate_piece",
            "DEFLATE", "SHUFFLE", "BITSHUFFLE", "GZIP_LEVEL", "ZSTD_LEVEL"]
 
@@ -221,3 +222,33 @@ def codec_from_filters(filters: Sequence[tuple[int, Sequence[int]]], itemsize: i
             level = cd[5] if len(cd) > 5 else _ZSTD_DEFAULT_LEVEL
             return ChunkCodec(bitshuffle=_BITSHUFFLE_COMPRESSORS[cd[4]], level=level)
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def _filter_options(scheme: str) -> tuple[tuple[str, Any], ...]:
+    if scheme in ("gzip", "gzip-byteshuffle"):
+        options = {"compression": "gzip", "compression_opts": GZIP_LEVEL,
+                   "shuffle": scheme == "gzip-byteshuffle"}
+    elif scheme == "byteshuffle":
+        options = {"shuffle": True}
+    elif scheme == "bitshuffle":
+        import hdf5plugin
+
+        options = dict(hdf5plugin.Bitshuffle(nelems=0, cname="none"))
+    elif scheme == "lz4-bitshuffle":
+        import hdf5plugin
+
+        options = dict(hdf5plugin.Bitshuffle(nelems=0, cname="lz4"))
+    elif scheme == "zstd-bitshuffle":
+        import hdf5plugin
+
+        options = dict(hdf5plugin.Bitshuffle(nelems=0, cname="zstd", clevel=ZSTD_LEVEL))
+    else:
+        options = {}
+    return tuple(options.items())
+
+
+def filter_options(scheme: str) -> dict[str, Any]:
+    """The h5py ``create_dataset`` keywords of a compression scheme (see
+    :data:`~.options.SCHEMES`): what the classic writer gives, zstd at level 3."""
+    return dict(_filter_options(scheme))

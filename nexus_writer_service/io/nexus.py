@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime
 import functools
-import os
 import time
 from typing import Any, Callable, Mapping, Optional, TypeVar
 
@@ -30,7 +29,7 @@ from ._lowlevel import soft_link
 from ._lowlevel import set_attrs as _set_attrs
 from ._lowlevel import stored_as_given
 from .checks import MIB, free_disk_space
-from .codecs import GZIP_LEVEL, ZSTD_LEVEL, ChunkCodec, codec_for, codec_from_filters
+from .codecs import GZIP_LEVEL, ChunkCodec, codec_for, codec_from_filters, filter_options
 from .compressor import ChunkCompressor, CompressionPool
 from .files import CHUNK_CACHE_SLOTS, discard, open_for_writing, open_or_create
 from .layout import (
@@ -43,7 +42,7 @@ from .layout import (
     StackPlan,
     StreamPlan,
 )
-from .lima_files import LimaFrameFiles, NotLinkableError, frame_runs, unplot_references
+from .lima_images import ImageSource, LimaImages
 from .options import SaveOptions
 from .parking import MIN_FREE_DISK_SPACE, ParkedFiles, met_disk_full
 from .rewriting import Rewriting, _text_attr
@@ -65,15 +64,10 @@ __all__ = [
 ]
 
 _STR = h5py.string_dtype()
-#: (filename, path in file, index in file) of every saved frame, given its number.
-ImageSource = Callable[[int], tuple[str, Optional[str], int]]
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 #: Seconds and bytes that bound how long the free disk space is estimated, not asked.
 DISK_RECHECK_PERIOD = 0.5
 DISK_RECHECK_MARGIN = 64 * MIB
-#: The most frames of a lima detector whose virtual dataset gets one mapping per frame
-#: when its scan ends (about 0.1 s and 100 kB per 1000 frames); see _rebuild_virtual.
-FRAME_MAPPINGS_MAX = 10_000
 #: The writer statuses of a finished file (see subscribers.file_status): such a file is
 #: never written again.
 FINAL_STATUSES = ("SUCCEEDED", "FAILED")
@@ -124,37 +118,7 @@ def _text_field(group: h5py.Group, path: str) -> str | None:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-@functools.lru_cache(maxsize=None)
-def _filter_options(scheme: str) -> tuple[tuple[str, Any], ...]:
-    if scheme in ("gzip", "gzip-byteshuffle"):
-        options = {"compression": "gzip", "compression_opts": GZIP_LEVEL,
-                   "shuffle": scheme == "gzip-byteshuffle"}
-    elif scheme == "byteshuffle":
-        options = {"shuffle": True}
-    elif scheme == "bitshuffle":
-        import hdf5plugin
-
-        options = dict(hdf5plugin.Bitshuffle(nelems=0, cname="none"))
-    elif scheme == "lz4-bitshuffle":
-        import hdf5plugin
-
-        options = dict(hdf5plugin.Bitshuffle(nelems=0, cname="lz4"))
-    elif scheme == "zstd-bitshuffle":
-        import hdf5plugin
-
-        options = dict(hdf5plugin.Bitshuffle(nelems=0, cname="zstd", clevel=ZSTD_LEVEL))
-    else:
-        options = {}
-    return tuple(options.items())
-
-
-def filter_options(scheme: str) -> dict[str, Any]:
-    """The h5py ``create_dataset`` keywords of a compression scheme (see
-    :data:`~.options.SCHEMES`): what the classic writer gives, zstd at level 3."""
-    return dict(_filter_options(scheme))
-
-
-class NexusFile(Rewriting):
+class NexusFile(Rewriting, LimaImages):
     """One scan file, open for writing from the moment it is created.
 
     ``NexusFile(path, options)`` opens (or creates) the file in append mode with
@@ -424,29 +388,6 @@ class NexusFile(Rewriting):
         for column, channel in enumerate(plan.channels):
             self._streams[channel] = ColumnStream(stack, column, self._scratch)
 
-    def _create_placeholder(self, plan: ImagesPlan) -> None:
-        self._images_dataset(plan, plan.storage)
-        self._images[plan.lima] = 0
-
-    def _images_dataset(self, plan: ImagesPlan, storage: str) -> h5py.Dataset:
-        """The empty dataset of a lima detector's frames for ``storage``: copies grow
-        along the first axis; virtual and external datasets are rebuilt as frames come."""
-        shape = tuple(plan.frame_shape)
-        if storage == "copy":
-            dataset = self.file.create_dataset(
-                plan.path, shape=(0,) + shape, maxshape=(None,) + shape,
-                dtype=np.dtype(plan.dtype), chunks=(1,) + shape,
-                **filter_options(plan.compression))
-        elif storage in ("virtual", "external"):
-            dataset = self.file.create_dataset(plan.path, shape=(0,) + shape,
-                                               dtype=np.dtype(plan.dtype))
-        else:
-            dataset = self.file.create_dataset(plan.path, shape=(0,), maxshape=(None,),
-                                               dtype=_STR, chunks=(256,))
-            dataset.attrs["format"] = "<file relative to this one>::<path>[<index>]"
-        _set_attrs(dataset, plan.attrs)
-        return dataset
-
     def _create_grid(self, plan: GridPlan) -> None:
         rows, columns = plan.shape
         layout = h5py.VirtualLayout(shape=(rows, columns), dtype=np.dtype(plan.dtype))
@@ -520,105 +461,12 @@ class NexusFile(Rewriting):
     def has_stream(self, channel: str) -> bool:
         return channel in self._streams
 
-    def frames_shown(self, lima: str) -> int:
-        return self._images.get(lima, 0)
-
-    #: The lima files read to link (EDF) or copy frames; created on first use.
-    _lima_files: LimaFrameFiles | None = None
-
     @_disk_full_errors
     def update_images(self, plan: ImagesPlan, nframes: int, source: ImageSource,
                       final: bool = False) -> None:
-        """Show frames ``[0, nframes)`` of a lima detector.
-
-        Virtual and external datasets are rebuilt, references and copies extended.
-        A frame to link or copy that cannot be read yet (file not written, truncated)
-        is shown by a later call; frames that cannot be linked switch the detector to
-        ``plan.fallback`` (the reason is in the dataset's ``not_linked`` attribute).
-        ``final``: a virtual dataset of at most :data:`FRAME_MAPPINGS_MAX` frames is
-        then mapped frame by frame (again if it already shows them all), so that
-        nexusformat reads it right.
-
-        :raises LimaFileError: ``final`` (the scan ended) and a frame to link or copy
-            cannot be read; the message names the file and what is wrong
-        """
-        if self._lima_files is None:
-            self._lima_files = LimaFrameFiles()
-        files = self._lima_files
-        storage = files.storage.get(plan.lima, plan.storage)
-        shown = self._images.get(plan.lima, 0)
-        if nframes < shown or nframes == shown and not (
-                final and storage == "virtual" and self._frame_mapped.get(plan.lima) is False
-                and nframes <= FRAME_MAPPINGS_MAX):
-            return
-        directory = os.path.dirname(os.path.abspath(self.path))
-        if storage == "external":
-            try:
-                nframes = files.rebuild_external(self.file, plan, nframes, source, final)
-            except NotLinkableError as exc:
-                files.storage[plan.lima] = plan.fallback
-                del self.file[plan.path]
-                self._images_dataset(plan, plan.fallback).attrs["not_linked"] = str(exc)
-                if plan.fallback == "references":
-                    unplot_references(self.file, plan.path)
-                self._images[plan.lima] = 0
-                self.update_images(plan, nframes, source, final)
-                return
-        elif storage == "copy":
-            nframes = files.append_copies(self.file[plan.path], plan,
-                                          self._images.get(plan.lima, 0), nframes, source,
-                                          final)
-        elif storage == "virtual":
-            self._rebuild_virtual(plan, nframes, source, directory,
-                                  final and nframes <= FRAME_MAPPINGS_MAX)
-        else:
-            dataset = self.file[plan.path]
-            first = dataset.shape[0]
-            dataset.resize(nframes, axis=0)
-            uris = []
-            for frame in range(first, nframes):
-                filename, path, index = source(frame)
-                rel = os.path.relpath(filename, directory)
-                uris.append(f"{rel}::{path or ''}[{index}]")
-            dataset[first:nframes] = np.array(uris, dtype=_STR)
-        self._images[plan.lima] = nframes
-
-    #: per lima detector: whether its virtual dataset maps each frame on its own
-    _frame_mapped: dict[str, bool]
-
-    def _rebuild_virtual(self, plan: ImagesPlan, nframes: int, source: ImageSource,
-                         directory: str, per_frame: bool) -> None:
-        """The virtual dataset of frames ``[0, nframes)``: one mapping per run of frames
-        in one file while the scan runs (cheap to rebuild every refresh), and
-        ``per_frame`` (when the scan ends) one mapping per frame.
-
-        nexusformat (2.1 at least) takes a virtual dataset to have one frame per
-        mapping: it shows ``(mappings,) + frame shape`` and fails to read the data
-        otherwise. Frames mapped one by one are read right by every reader.
-
-        HDF5 reads ``%`` in the source file and dataset names of a mapping as the start
-        of a format (``%b``), so a literal one (a lima file template such as
-        ``run%2_%04d.h5`` gives them) is written ``%%``.
-        """
-        shape = tuple(plan.frame_shape)
-        layout = h5py.VirtualLayout(shape=(nframes,) + shape, dtype=np.dtype(plan.dtype))
-        frame = 0
-        for filename, path, index, count in frame_runs(source, 0, nframes):
-            rel = os.path.relpath(filename, directory)
-            vsource = h5py.VirtualSource(rel.replace("%", "%%"),
-                                         (path or "/").replace("%", "%%"),
-                                         shape=(index + count,) + shape)
-            if per_frame:
-                for k in range(count):
-                    layout[frame + k] = vsource[index + k]
-            else:
-                layout[frame:frame + count] = vsource[index:index + count]
-            frame += count
-        del self.file[plan.path]
-        dataset = self.file.create_virtual_dataset(plan.path, layout, fillvalue=0)
-        _set_attrs(dataset, plan.attrs)
-        dataset.attrs["frames"] = nframes
-        self._frame_mapped[plan.lima] = per_frame
+        """See :meth:`.LimaImages.show_images` (a full disk met becomes a
+        DiskSpaceError)."""
+        self.show_images(plan, nframes, source, final)
 
     # -- status and end ----------------------------------------------------------
 

@@ -52,6 +52,7 @@ from ..io.options import SaveOptions
 from ..io.parking import ParkedFiles
 from ..tuning import release_memory
 from .file_status import WriterStatus, check_status_transition
+from .scan_limits import check_info_size, check_limits, check_lima_files, check_storable
 from .scan_updates import ScanUpdates
 from .states import SubscriberMode
 from .subscriber import Subscriber, SubscriberEvent
@@ -353,16 +354,16 @@ class NexusScanWriter(Subscriber, ScanUpdates):
 
     def _declare(self, node: Any) -> None:
         if isinstance(node, (ChannelNode, LimaNode)):
-            _check_limits(node, len(self._nodes) + (node.name not in self._nodes),
-                          self.npoints_expected, self.options)
+            check_limits(node, len(self._nodes) + (node.name not in self._nodes),
+                         self.npoints_expected, self.options)
         if isinstance(node, ChannelNode):
-            _check_storable(node)
+            check_storable(node)
             self._nodes[node.name] = NodeSpec(node.name, "channel", node.subscan,
                                               node.dtype.str, node.shape, node.unit,
                                               node.info)
             self._points.setdefault(node.name, 0)
         elif isinstance(node, LimaNode):
-            _check_lima_files(node, self.options.allowed_roots)
+            check_lima_files(node, self.options.allowed_roots)
             self._nodes[node.name] = NodeSpec(node.name, "lima", node.subscan,
                                               node.dtype.str, node.shape, None, node.info)
             self._lima_nodes[node.name] = node
@@ -567,87 +568,6 @@ class NexusScanWriter(Subscriber, ScanUpdates):
         self._file = None
         if len(self._nodes) >= RELEASE_MEMORY_CHANNELS:
             release_memory()
-
-
-#: numpy kinds a channel's dataset can hold: numbers, bool, bytes and opaque bytes.
-_STORABLE_KINDS = "biufcSV"
-#: An HDF5 chunk holds less than 4 GiB, and a chunk holds at least one point.
-_MAX_POINT_BYTES = 2**32 - 1
-
-
-def _json_bytes(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":"), default=str))
-
-
-def check_info_size(scan: ScanSource, options: SaveOptions) -> None:
-    """Refuse a scan whose scan_info is over ``max_info_bytes`` by its size as stored,
-    before it is decoded (a hostile one would take several times its size in memory)."""
-    info_bytes = scan.info_bytes
-    if info_bytes > options.max_info_bytes:
-        raise NexusWriterError(
-            f"scan {scan.key}: its scan_info takes {info_bytes} bytes of JSON, over the "
-            f"limit max_info_bytes={options.max_info_bytes}; no file written. Publish large "
-            "data as channels, or raise max_info_bytes if the scan is real")
-
-
-def _check_limits(node: "ChannelNode | LimaNode", count: int, npoints: int,
-                  options: SaveOptions) -> None:
-    """Refuse a scan over the limits of ``options`` (hostile or broken publishers),
-    naming the limit and the value, before anything big is planned or allocated."""
-    what = f"scan {node.scan.key}"
-    if count > options.max_channels:
-        raise NexusWriterError(
-            f"{what} declares more than {options.max_channels} channels and lima detectors "
-            f"({node.name!r} is number {count}): over the limit max_channels; raise it if "
-            "the scan is real")
-    info_bytes = _json_bytes(node.info)
-    if info_bytes > options.max_info_bytes:
-        raise NexusWriterError(
-            f"{what}: the info of {node.name!r} takes {info_bytes} bytes of JSON, over the "
-            f"limit max_info_bytes={options.max_info_bytes}")
-    if isinstance(node, ChannelNode):
-        values = 1
-        for dim in node.shape:
-            values *= max(dim, 1)
-        total = node.dtype.itemsize * values * max(npoints, 1)
-        if total > options.max_dataset_bytes:
-            raise NexusWriterError(
-                f"{what}: channel {node.name!r} would take {total} bytes ({max(npoints, 1)} "
-                f"points of shape {node.shape} and dtype {node.dtype}), over the limit "
-                f"max_dataset_bytes={options.max_dataset_bytes}")
-
-
-def _check_storable(channel: ChannelNode) -> None:
-    """Refuse, naming the channel, a declaration no HDF5 dataset of this writer can hold."""
-    dtype = channel.dtype
-    what = f"channel {channel.name!r} of scan {channel.scan.key}"
-    if dtype.kind not in _STORABLE_KINDS or dtype.fields is not None or dtype.subdtype:
-        raise NexusWriterError(
-            f"{what}: dtype {dtype} cannot be written to HDF5 by this writer; publish "
-            "numbers, bool or bytes, one channel per field")
-    values = 1
-    for dim in channel.shape:
-        values *= max(dim, 1)
-    if dtype.itemsize * values > _MAX_POINT_BYTES:
-        raise NexusWriterError(
-            f"{what}: points of shape {channel.shape} and dtype {dtype} take "
-            f"{dtype.itemsize * values} bytes, more than one HDF5 chunk can hold (4 GiB)")
-
-
-def _check_lima_files(lima: LimaNode, roots: tuple[str, ...]) -> None:
-    """The files a lima detector saves must be inside the allowed roots, like the scan
-    file: the scan file refers to them, and readers of the scan file open them."""
-    what = f"lima {lima.name!r} of scan {lima.scan.key}"
-    for part, value in (("prefix", lima.prefix), ("suffix", lima.suffix)):
-        if os.sep in value or (os.altsep and os.altsep in value):
-            raise NexusWriterError(
-                f"{what}: file name {part} {value!r} holds a path separator; put "
-                "directories in 'directory'")
-    template = f" (file template {lima.file_template!r})" if lima.file_template else ""
-    checks.check_path_allowed(lima.filename(lima.first_file_number), roots,
-                              f"{what}: saved file",
-                              remedy=f"set the detector's saving directory{template} "
-                                     "inside them")
 
 
 def _image_source(lima: LimaNode) -> Any:

@@ -12,7 +12,7 @@ from nexusformat.nexus import nxload
 from silx.io import nxdata
 
 from nexus_writer_service.io import SaveOptions
-from nexus_writer_service.io import nexus as nexus_module
+from nexus_writer_service.io import lima_images
 from nexus_writer_service.simulation import PublishedScan, SimulationOptions, read_truth
 from nexus_writer_service.simulation import TruthScan, simulate
 from nexus_writer_service.subscribers import SubscriberState
@@ -109,7 +109,7 @@ def test_lima_frames_in_several_files_open_in_nexusformat(redis_url: str, tmp_pa
 
 def test_lima_frames_beyond_the_mapping_limit_keep_one_mapping_per_file(
         redis_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(nexus_module, "FRAME_MAPPINGS_MAX", 20)
+    monkeypatch.setattr(lima_images, "FRAME_MAPPINGS_MAX", 20)
     ((scan, truth),) = _write(redis_url, tmp_path, "runs", ("lima",), npoints=25)
     (lima,) = truth.limas.values()
     with h5py.File(scan.filename, "r") as h5:
