@@ -25,6 +25,16 @@ from ..errors import DataLostError, MalformedEventError, NexusWriterError, NodeN
 from . import codec
 from .connection import redis_errors, translated
 from .blissdata_lima import lima_node_info, lima_progress
+from .blissdata_progress import (
+    END_REASONS,
+    START,
+    Progress,
+    Silence,
+    duration,
+    end_reason,
+    unreadable,
+    wait_time,
+)
 from .blissdata_streams import (
     Cursors,
     encoding_problems,
@@ -59,13 +69,6 @@ logger = logging.getLogger(__name__)
 PROTOCOL_KEY = "_PROTOCOL_VERSION_"
 #: The stream announcing every new scan, of every session.
 SCAN_HISTORY = scan_creation_stream
-#: BLISS's end reasons, onto ours: ``(reason, message)``.
-END_REASONS: dict[str, tuple[EndReason, str]] = {
-    "SUCCESS": (EndReason.SUCCESS, ""),
-    "FAILURE": (EndReason.FAILED, ""),
-    "USER_ABORT": (EndReason.ABORTED, "aborted by the user"),
-    "DELETION": (EndReason.ABORTED, "the scan was deleted from Redis before it ended"),
-}
 #: How long a reader's acknowledgement of a scan is kept after its last update.
 ACK_RETENTION = 7 * 24 * 3600
 #: Seconds without a point or a state change after which a scan that was never
@@ -77,109 +80,14 @@ DEFAULT_IDLE_TIMEOUT = 600.0
 #: block as it comes), at a cost per read and per event. Points reach the file up to
 #: that much later, well within ``flush_period``.
 READ_GAP = 0.02
-_START = "0-0"
 #: What blissdata raises for a scan document (or stream model) it cannot read.
 _UNREADABLE = (ScanLoadError, UnknownEncodingError, KeyError, TypeError, ValueError,
                AssertionError)
 
 
-def _unreadable(key: str, exc: BaseException, streams: Sequence[str] = ()
-                ) -> MalformedEventError:
-    """The error for a document of ``key`` that blissdata refuses (``exc``), naming the
-    keys its model says are wrong and the ``streams`` whose encoding is (blissdata's
-    own message names neither)."""
-    cause = exc.__cause__
-    errors = getattr(cause, "errors", None)
-    details = ""
-    if callable(errors):
-        try:
-            found = [f"{'.'.join(str(part) for part in error.get('loc', ()))}: "
-                     f"{error.get('msg', '')}" for error in errors()]
-        except (TypeError, ValueError, AttributeError):
-            found = []
-        details = f": {'; '.join(found)}" if found else ""
-    named = f"; {'; '.join(streams)}" if streams else ""
-    return MalformedEventError(f"scan {key}: blissdata cannot read its document "
-                               f"({exc}{details}){named}")
-
-
-def _wait_time(seconds: float) -> float:
-    """A blocking time for blissdata, which reads 0 as "for ever"."""
-    return max(float(seconds), 0.001)
-
-
-def _with_socket_timeout(url: str, seconds: float = 30.0) -> str:
-    """``url`` whose connections give up on a server silent for ``seconds`` (blissdata's
-    own blocking reads are much shorter), unless it says otherwise."""
-    if "socket_timeout=" in url:
-        return url
-    return f"{url}{'&' if '?' in url else '?'}socket_timeout={seconds:g}"
-
-
-def _duration(seconds: float) -> str:
-    """``seconds`` as a person reads it: ``"0.5 s"``, ``"90 s"``, ``"10 min"``."""
-    if seconds >= 120 and seconds % 60 == 0:
-        return f"{seconds / 60:g} min"
-    return f"{seconds:g} s"
-
-
-def _end_reason(info: Mapping[str, Any], key: str) -> tuple[EndReason, str]:
-    raw = info.get("end_reason")
-    if raw is None:
-        return EndReason.FAILED, "the scan was closed without an end reason"
-    try:
-        return END_REASONS[str(raw)]
-    except KeyError:
-        return EndReason.FAILED, f"unknown end reason {raw!r} in the scan_info of {key}"
-
-
 class _Deleted(Exception):
     """The scan was deleted while it was walked (blissdata gives its keys a few
     seconds to live: its streams can still be read to their end)."""
-
-
-class _Silence:
-    """The clock of a walk that takes the publisher of a silent scan as lost: it
-    restarts at every point given and every state change. ``lost``: the verdict is
-    already in (another walk gave it, with ``message``): it expires at once."""
-
-    def __init__(self, timeout: float, message: str | None) -> None:
-        self.timeout = timeout
-        self.message = message
-        self._since = time.monotonic()
-
-    def restart(self) -> None:
-        self._since = time.monotonic()
-
-    def expired(self) -> bool:
-        return self.message is not None or time.monotonic() - self._since >= self.timeout
-
-
-class _Progress:
-    """How far a walk is: the scan state reached and the points given per stream."""
-
-    def __init__(self, state: int = -1, counts: Sequence[int] = ()) -> None:
-        self.state = state
-        self.counts = list(counts)
-
-    @classmethod
-    def parse(cls, position: str | None, nstreams: int | None = None) -> "_Progress":
-        if not position or position == _START:
-            return cls()
-        state, sep, counts = position.partition(":")
-        try:
-            progress = cls(int(state), [int(n) for n in counts.split(",") if n])
-        except ValueError:
-            progress = cls(-2)
-        valid = sep and progress.state >= 0 and all(n >= 0 for n in progress.counts)
-        if not valid or (nstreams is not None and progress.counts
-                         and len(progress.counts) != nstreams):
-            raise ValueError(f"invalid position {position!r}: expected '<state>:<n1>,<n2>,...' "
-                             f"with one count per stream ({nstreams})")
-        return progress
-
-    def text(self) -> str:
-        return f"{max(self.state, 0)}:{','.join(map(str, self.counts))}"
 
 
 class BlissdataScan:
@@ -265,7 +173,7 @@ class BlissdataScan:
             raise NodeNotFoundError(f"scan {self._key} is not in Redis (deleted, or expired)") \
                 from None
         except _UNREADABLE as exc:
-            raise _unreadable(self._key, exc, self._stream_problems()) from None
+            raise unreadable(self._key, exc, self._stream_problems()) from None
 
     def _stream_problems(self) -> list[str]:
         """The streams of the raw document whose encoding blissdata cannot read (read
@@ -285,11 +193,11 @@ class BlissdataScan:
             if timeout is None:
                 changed = scan.update(block=False)
             else:
-                changed = scan.update(block=True, timeout=_wait_time(timeout))
+                changed = scan.update(block=True, timeout=wait_time(timeout))
         except ScanNotFoundError:
             raise _Deleted() from None
         except _UNREADABLE as exc:
-            raise _unreadable(self._key, exc, self._stream_problems()) from None
+            raise unreadable(self._key, exc, self._stream_problems()) from None
         if changed:
             self._remember(scan)
         return bool(changed)
@@ -390,10 +298,10 @@ class BlissdataScan:
 
     def _walk(self, stop: StopHandle | None, poll_interval: float,
               from_position: str | None, gap: float) -> Generator[Event, None, None]:
-        progress = _Progress.parse(from_position)
+        progress = Progress.parse(from_position)
         scan = self._load()
         self._remember(scan)
-        silence = _Silence(self._session.idle_timeout, self._lost_message())
+        silence = Silence(self._session.idle_timeout, self._lost_message())
         while scan.state < ScanState.PREPARED:
             if stop is not None and stop.is_set():
                 return
@@ -423,7 +331,7 @@ class BlissdataScan:
         yield from self._walk_data(scan, streams, nodes, progress, stop, poll_interval,
                                    silence, gap)
 
-    def _check_kept(self, streams: Sequence[Any], progress: _Progress) -> None:
+    def _check_kept(self, streams: Sequence[Any], progress: Progress) -> None:
         """Raise DataLostError, naming every stream and the points gone, when blissdata
         no longer holds points after ``progress`` (its memory tracker trims the oldest
         points of a stream when Redis runs short of memory): the walk then gives
@@ -443,8 +351,8 @@ class BlissdataScan:
                 f"blissdata's memory tracker) after position {progress.text()}")
 
     def _walk_data(self, scan: Scan, streams: Sequence[Any], nodes: Mapping[str, Node],
-                   progress: _Progress, stop: StopHandle | None, poll_interval: float,
-                   silence: _Silence, gap: float) -> Iterator[Event]:
+                   progress: Progress, stop: StopHandle | None, poll_interval: float,
+                   silence: Silence, gap: float) -> Iterator[Event]:
         streams, nodes = list(streams), dict(nodes)
         order = {stream.name: i for i, stream in enumerate(streams)}
         # each stream from the entry holding its next point (lima: all its statuses)
@@ -458,7 +366,7 @@ class BlissdataScan:
                 if pause > 0:
                     time.sleep(pause)
             started = time.monotonic()
-            views, sealed = cursors.read(_wait_time(poll_interval))
+            views, sealed = cursors.read(wait_time(poll_interval))
             last_read = started if gap and views and cursors.caught_up else None
             for stream, view in views.items():
                 event = self._block(stream, view, nodes[stream.name], order[stream.name],
@@ -492,13 +400,13 @@ class BlissdataScan:
                     continue  # not sealed: read what came before the state changed
             progress.state = int(ScanState.CLOSED)
             yield from self._info_changes(seen, progress)
-            reason, message = _end_reason(self.info, self._key)
+            reason, message = end_reason(self.info, self._key)
             yield EventType.END_SCAN, self, EventData(progress.text(), reason=reason,
                                                       message=message)
             return
 
     def _late_streams(self, scan: Scan, streams: list[Any], nodes: dict[str, Node],
-                      order: dict[str, int], progress: _Progress
+                      order: dict[str, int], progress: Progress
                       ) -> Generator[Event, None, list[Any]]:
         """NEW_NODE for the streams the publisher created after PREPARED (the scan
         document lists them from the next state change on), which join ``streams``,
@@ -524,7 +432,7 @@ class BlissdataScan:
                 yield EventType.NEW_NODE, node, EventData(progress.text())
         return late
 
-    def _info_changes(self, seen: Mapping[str, Any], progress: _Progress) -> Iterator[Event]:
+    def _info_changes(self, seen: Mapping[str, Any], progress: Progress) -> Iterator[Event]:
         """INFO_UPDATE with what the scan_info gained since the writer planned with
         ``seen`` (BLISS completes it at CLOSED: positioners_end, end_time, end_reason,
         comments...)."""
@@ -543,11 +451,11 @@ class BlissdataScan:
             raw = self._session.connection.get(self._lost_key)
         return raw.decode(errors="replace") if raw else None
 
-    def _publisher_lost(self, progress: _Progress, silence: _Silence) -> Event:
+    def _publisher_lost(self, progress: Progress, silence: Silence) -> Event:
         """END_SCAN ``PUBLISHER_LOST`` of a scan silent for ``silence.timeout``, the
         verdict kept for later walks (the first one's message wins)."""
         message = silence.message or (
-            f"no data came for {_duration(silence.timeout)} (no point, no state change) "
+            f"no data came for {duration(silence.timeout)} (no point, no state change) "
             "and the scan was never closed: its publisher is taken as lost (BLISS died "
             "or lost Redis)")
         with redis_errors(f"writing {self._lost_key}"):
@@ -558,7 +466,7 @@ class BlissdataScan:
                                                    message=message)
 
     def _drain(self, cursors: Cursors, nodes: Mapping[str, Node], order: Mapping[str, int],
-               progress: _Progress) -> Iterator[Event]:
+               progress: Progress) -> Iterator[Event]:
         """What the streams of a deleted scan still hold."""
         while True:
             views, _ = cursors.read(None)
@@ -570,13 +478,13 @@ class BlissdataScan:
                 if event is not None:
                     yield event
 
-    def _deleted(self, progress: _Progress) -> Event:
+    def _deleted(self, progress: Progress) -> Event:
         progress.state = int(ScanState.CLOSED)
         reason, message = END_REASONS["DELETION"]
         return EventType.END_SCAN, self, EventData(progress.text(), reason=reason,
                                                    message=message)
 
-    def _block(self, stream: Any, view: Any, node: Node, index: int, progress: _Progress
+    def _block(self, stream: Any, view: Any, node: Node, index: int, progress: Progress
                ) -> Event | None:
         """The NEW_DATA event of the points of ``view`` not given yet (None if none)."""
         had = progress.counts[index]
@@ -639,7 +547,7 @@ class BlissdataScan:
         """The position a walk reaches after the last event the scan has so far."""
         scan = self._load()
         if scan.state < ScanState.PREPARED:
-            return _START
+            return START
         streams = self._streams(scan)
         counts = []
         for stream in streams:
@@ -652,7 +560,7 @@ class BlissdataScan:
         state = int(scan.state)
         if state < ScanState.CLOSED and self._lost_message() is not None:
             state = int(ScanState.CLOSED)  # as the walk that took it as lost ended it
-        return _Progress(state, counts).text()
+        return Progress(state, counts).text()
 
     @property
     def _acks_key(self) -> str:
@@ -664,7 +572,7 @@ class BlissdataScan:
 
     def acknowledge(self, reader: str, position: str) -> None:
         """Keep ``position`` as how far ``reader`` wrote (for :data:`ACK_RETENTION`)."""
-        _Progress.parse(position)
+        Progress.parse(position)
         client = self._session.connection
         with redis_errors(f"acknowledging {self._key}"):
             pipe = client.pipeline(transaction=True)

@@ -65,17 +65,8 @@ from blissdata.redis_engine.scan import ScanState
 from blissdata.redis_engine.store import DataStore
 
 from ..errors import MalformedEventError, NexusWriterError, NodeNotFoundError
-from .blissdata_scan import (
-    _START,
-    DEFAULT_IDLE_TIMEOUT,
-    END_REASONS,
-    PROTOCOL_KEY,
-    SCAN_HISTORY,
-    BlissdataScan,
-    _end_reason,
-    _wait_time,
-    _with_socket_timeout,
-)
+from .blissdata_progress import END_REASONS, START, end_reason, wait_time, with_socket_timeout
+from .blissdata_scan import DEFAULT_IDLE_TIMEOUT, PROTOCOL_KEY, SCAN_HISTORY, BlissdataScan
 from .connection import Client, connect, redis_errors, resolve_redis_url, translated
 from .events import EndReason, EventData, EventType
 from .keys import check_name
@@ -146,7 +137,7 @@ class BlissdataSession:
                         f"the Redis of session {self._name!r} is not set up for blissdata "
                         f"(no {PROTOCOL_KEY} key): BLISS sets it up when it starts")
                 try:
-                    self._store = DataStore(_with_socket_timeout(self._url))
+                    self._store = DataStore(with_socket_timeout(self._url))
                 except RuntimeError as exc:
                     raise MalformedEventError(f"blissdata refuses the Redis: {exc}") from None
             return self._store
@@ -156,7 +147,7 @@ class BlissdataSession:
         try:
             store = self.data_store()
         except NodeNotFoundError:
-            return _START
+            return START
         return str(store.get_last_scan_timetag())
 
     def scan(self, key: str) -> BlissdataScan:
@@ -314,7 +305,7 @@ class BlissdataSession:
                     continue
                 try:
                     since, key = store.get_next_scan(since=since, block=True,
-                                                     timeout=_wait_time(poll_interval))
+                                                     timeout=wait_time(poll_interval))
                 except NoScanAvailable:
                     key = None
                 if key is not None:
@@ -346,7 +337,7 @@ class BlissdataSession:
                 if loaded.state < ScanState.CLOSED:  # never closed: see _states
                     reason = EndReason.PUBLISHER_LOST
                 else:
-                    reason, _ = _end_reason(info if isinstance(info, dict) else {}, key)
+                    reason, _ = end_reason(info if isinstance(info, dict) else {}, key)
             except (NodeNotFoundError, MalformedEventError):
                 reason = EndReason.ABORTED
             yield EventType.END_SCAN, scan, EventData(position, reason=reason)
