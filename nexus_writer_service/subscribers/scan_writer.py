@@ -412,12 +412,13 @@ class NexusScanWriter(Subscriber, ScanUpdates):
         if self._position is not None and self._position != self._acked:
             self._acknowledge(self._position)
 
-    def _flush_file(self) -> None:
+    def _flush_file(self, final: bool = False) -> None:
         """Flush the file with the reader paused: as many short HDF5 calls as there
-        are channels with points held (see :meth:`_reader_paused`)."""
+        are channels with points held (see :meth:`_reader_paused`); ``final``: the
+        scan has no more points (see :meth:`.NexusFile.flush`)."""
         assert self._file is not None
         with self._reader_paused():
-            self._file.flush()
+            self._file.flush(final)
 
     def _acknowledge(self, position: str) -> None:
         if self._reader_name:
@@ -457,6 +458,9 @@ class NexusScanWriter(Subscriber, ScanUpdates):
         message = f"scan ended: {self.end_reason}" + (
             f" ({self.end_message})" if self.end_message else "")
         check_status_transition(self.status, WriterStatus.SUCCEEDED, self.name)
+        # every point in the file before the status says the scan is complete: a
+        # reader that finds the final status then reads them all
+        self._flush_file(final=True)
         self._write_status(WriterStatus.SUCCEEDED, message)
         self._flush_file()
         # final once the file holds it: a flush that fails leaves the status as it

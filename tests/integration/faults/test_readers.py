@@ -165,8 +165,11 @@ def elapsed(h5):
 while time.monotonic() < deadline:
     try:
         with h5py.File(path, "r", locking=False) as h5:
-            data = elapsed(h5)[()]
+            # the status first: the writer flushes every point before it writes
+            # SUCCEEDED, so data read after it is complete (read before, it may be
+            # older than the status)
             status = h5[entry]["writer/status"][()].decode()
+            data = elapsed(h5)[()]
         print(json.dumps({"n": len(data), "last": float(data[-1]) if len(data) else None,
                           "status": status}), flush=True)
         if status in ("SUCCEEDED", "FAILED"):
