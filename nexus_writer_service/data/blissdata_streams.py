@@ -289,7 +289,8 @@ class Cursors:
         open_ = [reading for reading in self._readings.values() if not reading.done]
         if not open_:
             return {}, True
-        args: list[Any] = ["COUNT", self._count(len(open_))]
+        count = self._count(len(open_))
+        args: list[Any] = ["COUNT", count]
         if timeout is not None:
             args += ["BLOCK", max(1, int(timeout * 1000))]
         args += ["STREAMS", *(r.key for r in open_), *(f"{r.position}-0" for r in open_)]
@@ -299,7 +300,6 @@ class Cursors:
         if not reply:
             return views, False
         nbytes = nentries = 0
-        count = args[1]
         try:
             for raw_key, entries in (reply.items() if isinstance(reply, dict) else reply):
                 reading = self._readings[raw_key]

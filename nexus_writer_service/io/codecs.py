@@ -46,8 +46,7 @@ except ImportError:  # pragma: no cover - a declared dependency
     _isal_zlib = None
 
 __all__ = ["ChunkCodec", "codec_for", "codec_from_filters", "filter_options", "adler32",
-           "deflate",
-           "deflate_piece",
+           "deflate", "deflate_piece",
            "DEFLATE", "SHUFFLE", "BITSHUFFLE", "GZIP_LEVEL", "ZSTD_LEVEL"]
 
 #: HDF5 filter ids

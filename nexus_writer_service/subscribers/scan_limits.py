@@ -6,6 +6,7 @@ HDF5 dataset of this writer can hold, and lima files inside the allowed roots.""
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -25,6 +26,11 @@ _MAX_POINT_BYTES = 2**32 - 1
 
 def _json_bytes(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), default=str))
+
+
+def _point_values(shape: tuple[int, ...]) -> int:
+    """Values in a point of ``shape`` (a dimension of unknown size, 0 or -1, as 1)."""
+    return math.prod(max(dim, 1) for dim in shape)
 
 
 def check_info_size(scan: ScanSource, options: SaveOptions) -> None:
@@ -54,10 +60,7 @@ def check_limits(node: "ChannelNode | LimaNode", count: int, npoints: int,
             f"{what}: the info of {node.name!r} takes {info_bytes} bytes of JSON, over the "
             f"limit max_info_bytes={options.max_info_bytes}")
     if isinstance(node, ChannelNode):
-        values = 1
-        for dim in node.shape:
-            values *= max(dim, 1)
-        total = node.dtype.itemsize * values * max(npoints, 1)
+        total = node.dtype.itemsize * _point_values(node.shape) * max(npoints, 1)
         if total > options.max_dataset_bytes:
             raise NexusWriterError(
                 f"{what}: channel {node.name!r} would take {total} bytes ({max(npoints, 1)} "
@@ -73,9 +76,7 @@ def check_storable(channel: ChannelNode) -> None:
         raise NexusWriterError(
             f"{what}: dtype {dtype} cannot be written to HDF5 by this writer; publish "
             "numbers, bool or bytes, one channel per field")
-    values = 1
-    for dim in channel.shape:
-        values *= max(dim, 1)
+    values = _point_values(channel.shape)
     if dtype.itemsize * values > _MAX_POINT_BYTES:
         raise NexusWriterError(
             f"{what}: points of shape {channel.shape} and dtype {dtype} take "
