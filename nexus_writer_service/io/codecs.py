@@ -10,9 +10,10 @@ any HDF5 reader through its own pipeline:
   ARM: 4-6 times faster than numpy's strided copy) where it has one, else by numpy;
 * deflate (filter 1, level ``cd_values[0]``): a zlib stream, from ISA-L's deflate
   (the ``isal`` package, :func:`deflate`) where it is installed, else from :mod:`zlib`.
-  ISA-L compresses 5 to 20 times faster than zlib, at the same ratio within 1 % on
-  noisy data (random float64 values, Poisson MCA spectra), at a lower one on data
-  that compresses very well (22 instead of 41 for a linear float64 ramp); any zlib
+  ISA-L compresses 5 to 20 times faster than zlib, at the same ratio within 1 to 3 %
+  on random float64 values and Poisson MCA spectra, 10 % lower on the float64 counts
+  of benchmark scenario 9 (7.2 instead of 8.0), lower still on data that compresses
+  very well (22 instead of 41 for a linear float64 ramp); any zlib
   inflates its stream, as HDF5's deflate filter does. Its levels are 0 to 3: zlib's
   1-4, 5-7 and 8-9 become 1, 2 and 3 (the level kept in the filter's parameters
   stays the zlib one asked for, which readers ignore). Level 4, h5py's and BLISS's
