@@ -27,7 +27,8 @@ from .checks import MIB
 from .codecs import ChunkCodec
 from .compressor import ChunkCompressor
 from .layout import StackPlan, StreamPlan
-from .partial_chunks import MIN_CHUNK_BYTES, PartialChunk, encode_partial, partial_encodable
+from .partial_chunks import (MAX_PIECES, MIN_CHUNK_BYTES, PartialChunk, encode_partial,
+                             partial_encodable)
 from ._lowlevel import grow, stored_as_given, write_chunk, write_rows
 
 __all__ = ["RAGGED_SLICE_BYTES", "ragged_slices", "Scratch", "Stream", "Stack", "ColumnStream"]
@@ -244,11 +245,18 @@ class Stream:
             # a whole chunk, or the first rows of the last one (padded: the padding
             # lies past the dataset's end until the next points replace it)
             chunk = block if len(block) == self.rows else self._padded(block)
-            if first == self._partial_at and len(block) == self.rows:
-                self._partial, self._partial_at = PartialChunk(), -1  # whole at last
+            write = functools.partial(write_chunk, dsid, (first,) + (0,) * len(self.tail))
             assert self.compressor is not None
-            self.compressor.submit(codec, chunk, functools.partial(
-                write_chunk, dsid, (first,) + (0,) * len(self.tail)))
+            if first == self._partial_at and len(block) == self.rows:
+                before, self._partial, self._partial_at = self._partial, PartialChunk(), -1
+                if 0 < before.points < self.rows and before.pieces < MAX_PIECES \
+                        and partial_encodable(codec):
+                    # whole at last: the points the flushes compressed are not again
+                    self.compressor.call(encode_partial, (codec, chunk, self.rows, before),
+                                         lambda encoded: write(encoded.encoded),
+                                         int(chunk.nbytes))
+                    return
+            self.compressor.submit(codec, chunk, write)
         elif self.direct and not first % self.rows and (len(block) == self.rows or fresh):
             # a whole chunk, stored as it is: straight to the file. The first part of
             # a new chunk (a flush) too, padded: HDF5 would write it whole anyway,

@@ -28,6 +28,7 @@ from nexus_writer_service.io.compressor import ChunkCompressor
 from nexus_writer_service.io.layout import StreamPlan
 from nexus_writer_service.io.nexus import NexusFile, filter_options
 from nexus_writer_service.io.options import SCHEMES, SaveOptions
+from nexus_writer_service.io.partial_chunks import PartialChunk, encode_partial
 from nexus_writer_service.io.streams import Scratch, Stream
 from tests.unit.test_io_streams import send
 
@@ -285,6 +286,43 @@ def test_the_last_flush_compresses_the_chunk_begun_at_once(tmp_path: Path, schem
             compressor.drain()
             _, last = dataset.id.read_direct_chunk((big, 0))
             assert last == at_once
+    finally:
+        compressor.close()
+    with h5py.File(tmp_path / "scan.h5", "r") as f:
+        np.testing.assert_array_equal(f["data"][()], values)
+
+
+@pytest.mark.parametrize("scheme", ["gzip", "gzip-byteshuffle"])
+def test_a_chunk_filled_after_flushes_keeps_the_pieces_they_compressed(
+        tmp_path: Path, scheme: str) -> None:
+    """The points the flushes compressed as pieces are not compressed again when the
+    chunk fills up: it is written as those pieces and one for the points after them."""
+    codec = codec_for(scheme)
+    assert codec is not None
+    big = ROWS * 1024
+    values = counts(big + 10, point=(5,))
+    compressor = ChunkCompressor(1)
+    try:
+        with h5py.File(tmp_path / "scan.h5", "w") as f:
+            plan = StreamPlan(path="data", channel="data", dtype="<f8", point_shape=(5,),
+                              chunk_rows=big, compression=scheme)
+            dataset = create_stream_dataset(f, "data", (0, 5), (None, 5), (big, 5),
+                                            np.dtype("f8"), None, filter_options(scheme))
+            stream = Stream(dataset, plan, None, Scratch(), (0, np.dtype("f8"), False),
+                            codec, compressor)
+            before = PartialChunk()
+            for start, stop in ((0, 300), (300, 1000)):
+                stream.add(start, values[start:stop])
+                stream.flush()
+                compressor.drain()
+                before = encode_partial(codec, values[:stop], big, before)
+            stream.add(1000, values[1000:])
+            compressor.drain()
+            _, whole = dataset.id.read_direct_chunk((0, 0))
+            assert whole == encode_partial(codec, values[:big], big, before).encoded
+            assert whole != bytes(codec.encode(values[:big]))
+            stream.flush(final=True)
+            compressor.drain()
     finally:
         compressor.close()
     with h5py.File(tmp_path / "scan.h5", "r") as f:
