@@ -1,7 +1,7 @@
-"""The two places where the data layer uses redis-py below its public API, and why.
+"""The places where the data layer uses redis-py below its public API, and why.
 
-Everything else of the data layer uses plain ``redis.Redis`` calls. These two are
-on the hot path of every point a scan publishes or a writer reads:
+Everything else of the data layer uses plain ``redis.Redis`` calls. These are on
+the hot path of every point a scan publishes or a writer reads:
 
 * :func:`raw_xread`: one ``XREAD`` whose reply is kept as the server sends it. redis-py
   turns every stream entry into a dict, which costs more CPU time than the rest of
@@ -16,24 +16,39 @@ on the hot path of every point a scan publishes or a writer reads:
   the publisher, which also encodes and checks them). It keeps each command until
   its reply is read, so that after a dropped connection its owner can tell which of
   them Redis stored and send the others again (see :mod:`.publish_recovery`).
+* :class:`DirectCommand`: one command sent on a connection of the pool, its reply
+  read from the connection's socket by this module's own RESP parser
+  (:class:`_ReplyReader`), each large bulk string received by the kernel straight
+  into an array of its own, in one ``recv`` (``MSG_WAITALL``). redis-py reads a
+  reply 64 KiB at a time, feeds each piece to hiredis, which copies it into its
+  buffer, then into a ``bytes``; every piece also lets go of the GIL and takes it
+  back. The blissdata streams of 4 MCAs at 1 kHz (655 MB) come through redis-py in
+  about 10,000 such pieces, here in one receive per entry (800 in that scan).
+  Anything the parser does not expect, a TLS connection (whose socket takes no
+  flags) or a dropped connection falls back to redis-py's own reading of the same
+  command, retries included.
 
 If a redis-py release changes these internals, this module is the one to adapt.
 """
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 import time
 from collections import deque
 from typing import Any, Callable, NamedTuple, Protocol
 
+import numpy as np
 import redis
 from redis.client import NEVER_DECODE
 
 from .connection import Client, redis_errors
 from .parser import RawEntry
 
-__all__ = ["XRead", "raw_xread", "StreamWriter", "Unanswered", "RecoveryHandler"]
+__all__ = ["XRead", "raw_xread", "StreamWriter", "Unanswered", "RecoveryHandler",
+           "DirectCommand", "DIRECT_BYTES"]
 
 #: ``xread(key, position, count, block_ms)``: the entries of one XREAD.
 XRead = Callable[[str, str, int, int], list[RawEntry]]
@@ -206,3 +221,155 @@ class StreamWriter:
             if self._connection is not None:
                 self._pool.release(self._connection)
                 self._connection = None
+
+
+#: Bulk strings of at least that many bytes are received straight into an array of
+#: their own (the others are sliced out of the parser's buffer, as ``bytes``).
+DIRECT_BYTES = 1 << 16
+#: Bytes the parser asks the socket for at a time, outside large bulk strings.
+_RECEIVE_BYTES = 1 << 16
+_TIMEVAL = struct.Struct("ll")
+
+
+class DirectCommand:
+    """``command(*args)``: the reply of one command (no reply callback, never
+    decoded: bytes, lists, dicts, ints and None; a bulk string of at least
+    :data:`DIRECT_BYTES` as a read-only uint8 array), read by :class:`_ReplyReader`
+    on a connection of ``client``'s pool (see the module). An error reply raises
+    :class:`redis.ResponseError`; when the connection fails, it is dropped and the
+    command goes through ``client`` (redis-py's reading and retries)."""
+
+    def __init__(self, client: Any) -> None:
+        self._pool = client.connection_pool
+        self._fallback = redis.Redis(connection_pool=self._pool)
+        self._fallback.response_callbacks.clear()
+
+    def __call__(self, *args: Any) -> Any:
+        connection = self._pool.get_connection()
+        try:
+            connection.send_command(*args)
+            sock = connection._sock
+            if type(sock) is not socket.socket:  # TLS: no recv flags
+                reply = connection.read_response(disable_decoding=True)
+            else:
+                reply = _ReplyReader(sock).reply()
+        except (redis.ConnectionError, redis.TimeoutError, OSError, _Unexpected):
+            connection.disconnect()
+            self._pool.release(connection)
+            return self._fallback.execute_command(*args, **{NEVER_DECODE: True})
+        except BaseException:
+            connection.disconnect()
+            self._pool.release(connection)
+            raise
+        self._pool.release(connection)
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+        return reply
+
+
+class _Unexpected(Exception):
+    """The reply holds a type the parser does not read."""
+
+
+class _ReplyReader:
+    """Reads one RESP2 or RESP3 reply from a blocking socket (its timeout made the
+    kernel's for the time of the reply, so that ``MSG_WAITALL`` waits)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buffer = bytearray(_RECEIVE_BYTES)
+        self._view = memoryview(self._buffer)
+        self._start = self._end = 0
+
+    def reply(self) -> Any:
+        sock = self._sock
+        timeout = sock.gettimeout()
+        seconds = 0.0 if timeout is None else max(timeout, 0.001)
+        sock.settimeout(None)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                        _TIMEVAL.pack(int(seconds), int(seconds % 1 * 1e6)))
+        try:
+            return self._value()
+        except BlockingIOError:  # the kernel's timeout
+            raise redis.TimeoutError("Timeout reading from socket") from None
+        finally:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(0, 0))
+            sock.settimeout(timeout)
+
+    def _receive(self) -> None:
+        """More bytes in the buffer (what was parsed is dropped first)."""
+        if self._start:
+            left = self._end - self._start
+            self._buffer[:left] = self._view[self._start:self._end]
+            self._start, self._end = 0, left
+        if self._end == len(self._buffer):
+            self._view.release()
+            self._buffer.extend(bytes(len(self._buffer)))
+            self._view = memoryview(self._buffer)
+        got = self._sock.recv_into(self._view[self._end:])
+        if not got:
+            raise redis.ConnectionError("Connection closed by server.")
+        self._end += got
+
+    def _line(self) -> bytes:
+        while True:
+            at = self._buffer.find(b"\r\n", self._start, self._end)
+            if at >= 0:
+                line = bytes(self._view[self._start:at])
+                self._start = at + 2
+                return line
+            self._receive()
+
+    def _bulk(self, size: int) -> Any:
+        if size < DIRECT_BYTES:
+            while self._end - self._start < size + 2:
+                self._receive()
+            value = bytes(self._view[self._start:self._start + size])
+            self._start += size + 2
+            return value
+        array = np.empty(size + 2, dtype=np.uint8)  # its CRLF too
+        target = memoryview(array)
+        have = min(self._end - self._start, size + 2)
+        target[:have] = self._view[self._start:self._start + have]
+        self._start += have
+        while have < size + 2:
+            got = self._sock.recv_into(target[have:], size + 2 - have, socket.MSG_WAITALL)
+            if not got:
+                raise redis.ConnectionError("Connection closed by server.")
+            have += got
+        target.release()
+        value = array[:size]
+        value.flags.writeable = False
+        return value
+
+    def _value(self) -> Any:
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"$" or kind == b"=":
+            size = int(rest)
+            if size < 0:
+                return None
+            value = self._bulk(size)
+            return value[4:] if kind == b"=" else value  # verbatim: "txt:" first
+        if kind == b"*" or kind == b"~" or kind == b">":
+            count = int(rest)
+            return None if count < 0 else [self._value() for _ in range(count)]
+        if kind == b"%":
+            return {_hashable(self._value()): self._value() for _ in range(int(rest))}
+        if kind == b":":
+            return int(rest)
+        if kind == b"+":
+            return rest
+        if kind == b"_":
+            return None
+        if kind == b"-":
+            return redis.ResponseError(rest.decode(errors="replace"))
+        raise _Unexpected(f"RESP type {kind!r}")
+
+
+def _hashable(key: Any) -> Any:
+    if isinstance(key, np.ndarray):
+        return key.tobytes()
+    if isinstance(key, list):
+        raise _Unexpected("a map key that is an array")
+    return key

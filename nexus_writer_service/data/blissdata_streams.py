@@ -52,6 +52,7 @@ from blissdata.streams.encoding.numeric import NumericStreamEncoder
 
 from ..errors import MalformedEventError
 from .blissdata_lima import is_lima_info, lima_node_info
+from ._fast_redis import DirectCommand
 from .connection import Client, redis_errors
 
 __all__ = ["Cursors", "encoding_problems", "first_kept", "is_lima", "is_scans",
@@ -160,7 +161,7 @@ def _decoder(stream: Any) -> Callable[[list[bytes], list[int]], Any]:
     encoding = stream.event_stream.encoding
     kind = encoding.get("type") if isinstance(encoding, Mapping) else None
     if kind == "json":
-        return lambda payloads, _: [json.loads(payload) for payload in payloads]
+        return lambda payloads, _: [json.loads(_bytes(payload)) for payload in payloads]
     if kind != "numeric":
         raise ValueError(f"unknown encoding {encoding!r}")
     dtype = np.dtype(encoding["dtype_str"])
@@ -168,19 +169,24 @@ def _decoder(stream: Any) -> Callable[[list[bytes], list[int]], Any]:
     if -1 in shape:  # each payload says its shape: blissdata's own decoder
         encoder = NumericStreamEncoder.from_info(encoding)
         return lambda payloads, lens: encoder.decode(
-            [EncodedBatch(payload, n) for payload, n in zip(payloads, lens)])
+            [EncodedBatch(_bytes(payload), n) for payload, n in zip(payloads, lens)])
     size = dtype.itemsize * math.prod(shape)
 
     def numeric(payloads: list[bytes], lens: list[int]) -> Any:
         # read-only points; the payload of a single entry is not copied (blissdata's
         # decoder copies every payload into a bytearray)
-        buffer = b"".join(payloads)
+        buffer = payloads[0] if len(payloads) == 1 else b"".join(payloads)
         if len(buffer) != size * sum(lens):
             raise ValueError(f"{len(buffer)} bytes for {sum(lens)} points of {dtype} "
                              f"{shape}")
         return np.frombuffer(buffer, dtype=dtype).reshape((-1,) + shape)
 
     return numeric
+
+
+def _bytes(payload: Any) -> bytes:
+    """A payload as bytes (large ones are read into arrays, see :class:`Cursors`)."""
+    return payload if isinstance(payload, bytes) else bytes(payload)
 
 
 class _Reading:
@@ -250,6 +256,8 @@ class Cursors:
         self._redis = redis.Redis(connection_pool=client.connection_pool)
         for command in ("XREAD", "XREVRANGE"):  # the replies as hiredis parses them
             self._redis.set_response_callback(command, lambda reply, **_: reply)
+        # large payloads received straight into their arrays (see _fast_redis)
+        self._xread = DirectCommand(client)
         self._readings: dict[bytes, _Reading] = {}
         self._entry_bytes = 0.0
         #: whether the last read took every entry there was (no stream gave as many
@@ -294,7 +302,7 @@ class Cursors:
         if timeout is not None:
             args += ["BLOCK", max(1, int(timeout * 1000))]
         args += ["STREAMS", *(r.key for r in open_), *(f"{r.position}-0" for r in open_)]
-        reply = self._redis.execute_command("XREAD", *args)
+        reply = self._xread("XREAD", *args)
         views: dict[Any, Any] = {}
         self.caught_up = True
         if not reply:
