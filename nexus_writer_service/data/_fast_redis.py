@@ -232,39 +232,50 @@ _TIMEVAL = struct.Struct("ll")
 
 
 class DirectCommand:
-    """``command(*args)``: the reply of one command (no reply callback, never
-    decoded: bytes, lists, dicts, ints and None; a bulk string of at least
+    """``command(*args)``: the reply of one read-only command (no reply callback,
+    never decoded: bytes, lists, dicts, ints and None; a bulk string of at least
     :data:`DIRECT_BYTES` as a read-only uint8 array), read by :class:`_ReplyReader`
-    on a connection of ``client``'s pool (see the module). An error reply raises
-    :class:`redis.ResponseError`; when the connection fails, it is dropped and the
-    command goes through ``client`` (redis-py's reading and retries)."""
+    on a connection of its own made by ``client``'s pool (see the module), whose
+    socket blocks with the kernel's timeouts set to the pool's socket timeout. An
+    error reply raises :class:`redis.ResponseError`; when the connection fails, it
+    is dropped (the next command makes another) and the command goes through
+    ``client``'s pool (redis-py's reading and retries). :meth:`close` closes the
+    connection. Not thread-safe: one thread per instance."""
 
     def __init__(self, client: Any) -> None:
         self._pool = client.connection_pool
         self._fallback = redis.Redis(connection_pool=self._pool)
         self._fallback.response_callbacks.clear()
+        self._connection: Any = None
+        self._reader: _ReplyReader | None = None
 
     def __call__(self, *args: Any) -> Any:
-        connection = self._pool.get_connection()
         try:
-            connection.send_command(*args)
+            if self._connection is None:
+                self._connection = self._pool.make_connection()
+            connection = self._connection
+            connection.send_command(*args)  # (connects first when it must)
             sock = connection._sock
             if type(sock) is not socket.socket:  # TLS: no recv flags
                 reply = connection.read_response(disable_decoding=True)
             else:
-                reply = _ReplyReader(sock).reply()
+                if self._reader is None or self._reader.sock is not sock:
+                    self._reader = _ReplyReader(sock, connection.socket_timeout)
+                reply = self._reader.reply()
         except (redis.ConnectionError, redis.TimeoutError, OSError, _Unexpected):
-            connection.disconnect()
-            self._pool.release(connection)
+            self.close()
             return self._fallback.execute_command(*args, **{NEVER_DECODE: True})
         except BaseException:
-            connection.disconnect()
-            self._pool.release(connection)
+            self.close()
             raise
-        self._pool.release(connection)
         if isinstance(reply, redis.ResponseError):
             raise reply
         return reply
+
+    def close(self) -> None:
+        connection, self._connection, self._reader = self._connection, None, None
+        if connection is not None:
+            connection.disconnect()
 
 
 class _Unexpected(Exception):
@@ -272,29 +283,27 @@ class _Unexpected(Exception):
 
 
 class _ReplyReader:
-    """Reads one RESP2 or RESP3 reply from a blocking socket (its timeout made the
-    kernel's for the time of the reply, so that ``MSG_WAITALL`` waits)."""
+    """Reads RESP2 and RESP3 replies from ``sock``, which it makes blocking, its
+    kernel's timeouts ``timeout`` seconds (None: none), so that ``MSG_WAITALL`` waits
+    for a whole bulk string."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, timeout: float | None) -> None:
+        self.sock = sock
+        seconds = 0.0 if not timeout else max(float(timeout), 0.001)
+        value = _TIMEVAL.pack(int(seconds), int(seconds % 1 * 1e6))
+        sock.settimeout(None)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
         self._sock = sock
         self._buffer = bytearray(_RECEIVE_BYTES)
         self._view = memoryview(self._buffer)
         self._start = self._end = 0
 
     def reply(self) -> Any:
-        sock = self._sock
-        timeout = sock.gettimeout()
-        seconds = 0.0 if timeout is None else max(timeout, 0.001)
-        sock.settimeout(None)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                        _TIMEVAL.pack(int(seconds), int(seconds % 1 * 1e6)))
         try:
             return self._value()
         except BlockingIOError:  # the kernel's timeout
             raise redis.TimeoutError("Timeout reading from socket") from None
-        finally:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(0, 0))
-            sock.settimeout(timeout)
 
     def _receive(self) -> None:
         """More bytes in the buffer (what was parsed is dropped first)."""

@@ -358,6 +358,16 @@ class BlissdataScan:
         # each stream from the entry holding its next point (lima: all its statuses)
         start = [0 if is_lima(stream) else had for stream, had in zip(streams, progress.counts)]
         cursors = Cursors(streams, self._key, self._session.connection, start)
+        try:
+            yield from self._read_data(scan, cursors, streams, nodes, order, progress, stop,
+                                       poll_interval, silence, gap)
+        finally:
+            cursors.close()
+
+    def _read_data(self, scan: Scan, cursors: Cursors, streams: list[Any],
+                   nodes: dict[str, Node], order: dict[str, int], progress: Progress,
+                   stop: StopHandle | None, poll_interval: float, silence: Silence,
+                   gap: float) -> Iterator[Event]:
         seen = self.info  # what the writer planned with: BLISS completes it at CLOSED
         last_read: float | None = None  # when the last read that took all there was began
         while stop is None or not stop.is_set():

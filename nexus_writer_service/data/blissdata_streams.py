@@ -325,6 +325,10 @@ class Cursors:
             self._entry_bytes = max(self._entry_bytes * 0.5, nbytes / nentries)
         return views, all(reading.done for reading in self._readings.values())
 
+    def close(self) -> None:
+        """Close the connection the reads took (the client's pool stays)."""
+        self._xread.close()
+
     def _count(self, nstreams: int) -> int:
         """Entries of each stream to ask for (see :data:`READ_BYTES`)."""
         if not self._entry_bytes:

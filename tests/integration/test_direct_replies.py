@@ -51,12 +51,12 @@ def test_a_direct_reply_is_what_redis_py_reads(kind: str, protocol: int, server:
                                                ) -> None:
     with endpoint(kind, server, 3) as (url, _):
         client = redis.Redis.from_url(url, protocol=protocol)
+        command = DirectCommand(client)
         try:
             client.flushdb()
             for i, payload in enumerate(payloads(protocol)):
                 client.xadd("a", {"payload": payload, "len": i}, id=f"{i}-1")
                 client.xadd("b", {"payload": payload[:7]}, id=f"{i}-1")
-            command = DirectCommand(client)
             args = ("XREAD", "COUNT", 5, "STREAMS", "a", "b", "0-0", "0-0")
             for _ in range(2):  # the connection serves on
                 reply = command(*args)
@@ -70,19 +70,21 @@ def test_a_direct_reply_is_what_redis_py_reads(kind: str, protocol: int, server:
             assert command("XREAD", "BLOCK", 10, "STREAMS", "empty", "$") is None
             assert command("PING") == b"PONG"
         finally:
+            command.close()
             client.close()
 
 
 def test_an_error_reply_is_raised_and_the_connection_serves_on(server: Any) -> None:
     with endpoint("unix", server, 4) as (url, _):
         client = redis.Redis.from_url(url)
+        command = DirectCommand(client)
         try:
             client.set("text", "x")
-            command = DirectCommand(client)
             with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
                 command("XREAD", "STREAMS", "text", "0-0")
             assert command("GET", "text") == b"x"
         finally:
+            command.close()
             client.close()
 
 
@@ -90,10 +92,32 @@ def test_a_reply_that_does_not_come_in_time_raises_redis_pys_timeout(server: Any
                                                                      ) -> None:
     with endpoint("password", server, 5) as (url, _):
         client = redis.Redis.from_url(url, socket_timeout=0.2)
+        command = DirectCommand(client)
         try:
-            command = DirectCommand(client)
             with pytest.raises(redis.TimeoutError):
                 command("XREAD", "BLOCK", 1000, "STREAMS", "empty", "$")
             assert command("PING") == b"PONG"
         finally:
+            command.close()
+            client.close()
+
+
+@pytest.mark.parametrize("kind", ["password", "unix"])
+def test_a_connection_the_server_closed_is_replaced_and_the_reply_still_comes(
+        kind: str, server: Any) -> None:
+    with endpoint(kind, server, 6) as (url, _):
+        client = redis.Redis.from_url(url)
+        command = DirectCommand(client)
+        try:
+            client.flushdb()
+            client.xadd("a", {"payload": bytes(DIRECT_BYTES)}, id="1-1")
+            own = command("CLIENT", "ID")
+            client.execute_command("CLIENT", "KILL", "ID", own)
+            reply = command("XREAD", "STREAMS", "a", "0-0")
+            assert plain(reply) == plain(redis_pys(client, "XREAD", "STREAMS", "a", "0-0"))
+            again = command("CLIENT", "ID")
+            assert again != own
+            assert command("CLIENT", "ID") == again  # its new connection, kept
+        finally:
+            command.close()
             client.close()
