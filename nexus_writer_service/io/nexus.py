@@ -46,7 +46,8 @@ from .lima_images import ImageSource, LimaImages
 from .options import SaveOptions
 from .parking import MIN_FREE_DISK_SPACE, ParkedFiles, met_disk_full
 from .rewriting import Rewriting, _text_attr
-from .streams import RAGGED_SLICE_BYTES, ColumnStream, Scratch, Stack, Stream, ragged_slices
+from .streams import (NO_MARK, RAGGED_SLICE_BYTES, ColumnStream, Mark, Scratch, Stack, Stream,
+                      ragged_slices)
 
 __all__ = [
     "GZIP_LEVEL",
@@ -149,6 +150,8 @@ class NexusFile(Rewriting, LimaImages):
         self.created = self._identity is not None
         self._parked = False
         self._disk_full = False  # HDF5 met a full disk: no more flushing, see close()
+        #: the mark of the oldest point the last flush left held (None: it wrote all)
+        self.unflushed: Mark | None = None
         self._streams: dict[str, Stream] = {}
         self._scratch = Scratch()
         self._images: dict[str, int] = {}
@@ -401,15 +404,17 @@ class NexusFile(Rewriting, LimaImages):
     # -- data --------------------------------------------------------------------
 
     @_disk_full_errors
-    def add_points(self, channel: str, first: int, data: Any) -> None:
-        """Points ``[first, first + len(data))`` of ``channel`` (buffered).
+    def add_points(self, channel: str, first: int, data: Any, mark: Mark = NO_MARK
+                   ) -> None:
+        """Points ``[first, first + len(data))`` of ``channel`` (buffered), received
+        with ``mark`` (see :attr:`unflushed`).
 
         :raises DiskSpaceError: writing them would leave less than ``required_disk_space``
             (at least :data:`MIN_FREE_DISK_SPACE`) MiB free; nothing is written, so the
             file can still be closed cleanly
         """
         self._check_disk_space(channel, first, data)
-        self._streams[channel].add(first, data)
+        self._streams[channel].add(first, data, mark)
 
     def _check_disk_space(self, channel: str, first: int, data: Any) -> None:
         """Only points past the rows already in the file need space (a resumed scan
@@ -485,12 +490,20 @@ class NexusFile(Rewriting, LimaImages):
             self._compressor.drain(wait=True)
 
     @_disk_full_errors
-    def flush(self, final: bool = False) -> None:
+    def flush(self, final: bool = False, period: float | None = None) -> None:
         """Write every buffered point and make it visible to readers; ``final``: the
         last flush before closing (every chunk begun compressed at once, see
-        :meth:`.Stream.flush`)."""
+        :meth:`.Stream.flush`). ``period``: seconds to the next flush: a compressed
+        chunk begun that fills up before then may be left for it (see
+        :meth:`.Stream.flush`); :attr:`unflushed` then says the oldest point left."""
+        now = time.monotonic()
+        unflushed: Mark | None = None
         for stream in self._streams.values():
-            stream.flush(final)
+            stream.flush(final, period, now)
+            if stream.unflushed is not None and (unflushed is None
+                                                 or stream.unflushed < unflushed):
+                unflushed = stream.unflushed
+        self.unflushed = unflushed
         if self._compressor is not None:
             self._compressor.drain(wait=True)
         self.file.flush()

@@ -5,7 +5,12 @@ always lands at rows ``[first, first + n)``, so a writer that replays a scan fro
 its beginning after a restart completes the file without doubling anything.
 Points are held per channel and written in chunk-aligned pieces; whatever is held
 is written by ``flush``, which the scan file calls at least every ``flush_period``
-seconds, so readers see data while the scan runs.
+seconds, so readers see data while the scan runs. A periodic flush may leave the
+chunk begun of a compressed stream for the next one when, at the rate its points
+come, it fills up before then (see :meth:`Stream.flush`): each received block
+carries a *mark* (any value, its source's order, e.g. the writer's event number and
+the time it came), and the stream tells the mark of the first point it did not
+write (:attr:`Stream.unflushed`), so its owner acknowledges nothing from there on.
 
 Ownership: a stream belongs to the thread that owns its file; nothing here is
 thread-safe and nothing here talks to Redis. HDF5 is reached through
@@ -34,6 +39,9 @@ from ._lowlevel import grow, stored_as_given, write_chunk, write_rows
 __all__ = ["RAGGED_SLICE_BYTES", "ragged_slices", "Scratch", "Stream", "Stack", "ColumnStream"]
 
 Array = np.ndarray[Any, Any]
+#: A block's mark: (the owner's number for it, ``time.monotonic()`` when it came).
+Mark = tuple[int, float]
+NO_MARK: Mark = (0, 0.0)
 #: Most bytes of variable-length points padded in memory at once (one longer point
 #: is padded on its own).
 RAGGED_SLICE_BYTES = 64 * MIB
@@ -97,6 +105,11 @@ class Stream:
     #: what the flushes compressed of the chunk begun at ``_partial_at`` (deflate)
     _partial = PartialChunk()
     _partial_at = -1
+    #: the mark of the first point a flush did not write (None: it wrote them all)
+    unflushed: Mark | None = None
+    #: points received, and when and how many at the last flush (the rate they come)
+    _received = 0
+    _last_flush: tuple[float, int] | None = None
 
     def __init__(self, dataset: h5py.Dataset, plan: StreamPlan,
                  lengths: h5py.Dataset | None, scratch: Scratch,
@@ -112,6 +125,7 @@ class Stream:
         self.lengths = lengths
         self.rows = plan.chunk_rows
         self.pending: collections.deque[Array] = collections.deque()
+        self.marks: collections.deque[Mark] = collections.deque()  # one per pending
         self.scratch = scratch
         self.start = 0
         self.count = 0
@@ -165,7 +179,9 @@ class Stream:
             return 0
         return max(0, self.claimed - self.allocated) * self.chunk_bytes
 
-    def add(self, first: int, data: Any) -> None:
+    def add(self, first: int, data: Any, mark: Mark = NO_MARK) -> None:
+        """Points ``[first, first + len(data))``, received with ``mark``."""
+        self._received += len(data)
         if self.lengths is not None:
             self._write_ragged(first, data)
             return
@@ -174,6 +190,7 @@ class Stream:
         if not self.count:
             self.start = first
         self.pending.append(data)
+        self.marks.append(mark)
         self.count += len(data)
         end = self.start + self.count
         boundary = (end // self.rows) * self.rows
@@ -196,6 +213,7 @@ class Stream:
         if len(head) >= n:
             if len(head) == n:
                 pending.popleft()
+                self.marks.popleft()
             else:
                 pending[0] = head[n:]
             return head[:n]
@@ -208,6 +226,7 @@ class Stream:
             filled += k
             if k == len(head):
                 pending.popleft()
+                self.marks.popleft()
             else:
                 pending[0] = head[k:]
         return block
@@ -308,26 +327,52 @@ class Stream:
             self.lengths.resize(stop, axis=0)
         self.lengths[first:stop] = lengths
 
-    def flush(self, final: bool = False) -> None:
+    def flush(self, final: bool = False, period: float | None = None,
+              now: float = 0.0) -> None:
         """Write the held points; a compressed stream keeps the first points of a new
         chunk (written whole, padded, compressed: with deflate, only the points
         added since the last flush are encoded, see :mod:`.partial_chunks`) until
         the chunk is written whole again. ``final`` (the file is about to close):
         the chunk begun is compressed at once, as a whole chunk is.
 
+        ``period``: seconds to the next flush (None: no next one to count on), ``now``
+        ``time.monotonic()``. A compressed stream's chunk begun is then left as it is
+        when, at the rate points came since the last flush, it fills up before the
+        next flush (written whole then, it is not compressed in pieces), unless its
+        first point not in the file came ``period`` or more ago: no point waits more
+        than two periods. :attr:`unflushed` is then the mark of that point.
+
         (Storing such a chunk uncompressed until it fills up, its filter mask telling
         readers so, would spare compressing it at each flush; HDF5 2.0 then misreads
         it in the writing process until the file is opened again.)"""
+        self.unflushed = None
+        last, self._last_flush = self._last_flush, (now, self._received)
         if not self.count:
             return
         if (self.codec is not None and not final and not self.start % self.rows
                 and self.count < self.rows):
             end = self.start + self.count
-            if end != self._partial_end:  # else written so at the last flush
-                self._write_partial(self._held())
-                self._partial_end = end
+            if end == self._partial_end:  # written so at the last flush
+                return
+            if period is not None and last is not None and now > last[0]:
+                rate = (self._received - last[1]) / (now - last[0])
+                mark = self._mark_of(max(self.start, self._partial_end))
+                if rate * period >= self.rows - self.count and now - mark[1] < period:
+                    self.unflushed = mark
+                    return
+            self._write_partial(self._held())
+            self._partial_end = end
             return
         self._write_until(self.start + self.count)
+
+    def _mark_of(self, index: int) -> Mark:
+        """The mark of the held block holding point ``index``."""
+        first = self.start
+        for block, mark in zip(self.pending, self.marks):
+            first += len(block)
+            if index < first:
+                return mark
+        return self.marks[-1]
 
     def _write_partial(self, held: Array) -> None:
         """Write the first points of the chunk begun, ``held``, as a whole chunk: with
@@ -405,6 +450,7 @@ class ColumnStream(Stream):
         self.lengths = None
         self.rows = stack.plan.chunk_rows
         self.pending = collections.deque()
+        self.marks = collections.deque()
         self.scratch = scratch
         self.start = 0
         self.count = 0

@@ -12,7 +12,11 @@ HDF5 call (same hub, no I/O yields), so the file has one owner at a time.
 Progress is acknowledged to the scan source (``reader_name``) only after the points
 are flushed to the file, so the publisher never trims what the file does not hold,
 and a restarted writer that finds the stream trimmed resumes after its last
-acknowledgement. Properties read by other threads are plain snapshots.
+acknowledgement. A periodic flush may leave a compressed chunk begun for the next
+flush (it fills up before then, see :meth:`.Stream.flush`): the acknowledgement is
+then the position of the last event before the first point left (each event is
+numbered, and its points carry its number). Properties read by other threads are
+plain snapshots.
 
 The scans a sequence groups and the scan_info updates are taken in by
 :class:`~.scan_updates.ScanUpdates` (the consumer's too).
@@ -24,6 +28,7 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from typing import Any, Iterator, Optional
 
 import gevent
@@ -129,6 +134,9 @@ class NexusScanWriter(Subscriber, ScanUpdates):
         self._dirty = False
         self._position: Optional[str] = None
         self._acked: Optional[str] = None
+        # events numbered from 1, and the (number, position) of those not acknowledged
+        self._event_number = 0
+        self._unacknowledged: deque[tuple[int, str]] = deque()
         self._last_flush = 0.0
         self._flush_gap = self.options.flush_period
         self._last_lima = 0.0
@@ -207,6 +215,8 @@ class NexusScanWriter(Subscriber, ScanUpdates):
         if self.skipped:
             self._pass_over(event_type, event_data)
             return
+        self._event_number += 1
+        self._unacknowledged.append((self._event_number, event_data.position))
         if event_type is EventType.NEW_NODE:
             self._declare(node)
             return
@@ -373,7 +383,8 @@ class NexusScanWriter(Subscriber, ScanUpdates):
 
     def _add_points(self, node: ChannelNode, event_data: EventData) -> None:
         assert self._file is not None
-        self._file.add_points(node.name, event_data.first_index, event_data.data)
+        self._file.add_points(node.name, event_data.first_index, event_data.data,
+                              (self._event_number, time.monotonic()))
         self._points[node.name] = max(self._points.get(node.name, 0), event_data.last_index)
 
     def _lima_progress(self, node: LimaNode, event_data: EventData) -> None:
@@ -403,22 +414,38 @@ class NexusScanWriter(Subscriber, ScanUpdates):
         # reader running: waiting for them is the writing itself, not a flush's cost
         self._file.settle()
         started = time.monotonic()
-        self._flush_file()
+        self._flush_file(period=self.options.flush_period)
         self._last_flush = time.monotonic()
         # a file with many channels takes long to flush: never spend more than about
         # 1/FLUSH_DUTY of the time flushing
         self._flush_gap = max(self.options.flush_period,
                               FLUSH_DUTY * (self._last_flush - started))
-        if self._position is not None and self._position != self._acked:
-            self._acknowledge(self._position)
+        position = self._flushed_position()
+        if position is not None and position != self._acked:
+            self._acknowledge(position)
 
-    def _flush_file(self, final: bool = False) -> None:
+    def _flushed_position(self) -> Optional[str]:
+        """The position of the last event whose points are all in the file (None:
+        none since the last acknowledgement)."""
+        assert self._file is not None
+        left = self._file.unflushed
+        unacknowledged = self._unacknowledged
+        if left is None:
+            unacknowledged.clear()
+            return self._position
+        position = None
+        while unacknowledged and unacknowledged[0][0] < left[0]:
+            position = unacknowledged.popleft()[1]
+        return position
+
+    def _flush_file(self, final: bool = False, period: Optional[float] = None) -> None:
         """Flush the file with the reader paused: as many short HDF5 calls as there
         are channels with points held (see :meth:`_reader_paused`); ``final``: the
-        scan has no more points (see :meth:`.NexusFile.flush`)."""
+        scan has no more points, ``period``: seconds to the next flush (see
+        :meth:`.NexusFile.flush`)."""
         assert self._file is not None
         with self._reader_paused():
-            self._file.flush(final)
+            self._file.flush(final, period)
 
     def _acknowledge(self, position: str) -> None:
         if self._reader_name:

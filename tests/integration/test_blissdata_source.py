@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -558,3 +559,100 @@ def test_writer_started_again_after_trimming_resumes_from_its_acknowledgement(
             else:  # what was written is kept, and nothing after the gap
                 np.testing.assert_array_equal(datasets[name][:20], values[:20], err_msg=name)
                 assert len(datasets[name]) == 20, name
+
+
+def test_a_fast_detectors_chunk_left_for_the_next_flush_is_never_acknowledged(
+        blissdata_url, tmp_path, monkeypatch):
+    """A 4096-channel MCA at about 1 kHz fills a chunk (64 spectra) faster than the
+    flush period: flushes leave its chunk begun for the next one (see Stream.flush).
+    Throughout the scan, every point the writer has acknowledged is in the file, as a
+    reader in another process sees it (the acknowledgement read first, then the file),
+    and the file is complete at the end."""
+    from nexus_writer_service.io.streams import Stream
+
+    left: list[Any] = []
+    flush = Stream.flush
+
+    def counted(self: Stream, *args: Any, **kwargs: Any) -> None:
+        flush(self, *args, **kwargs)
+        if self.unflushed is not None:
+            left.append(self.unflushed)
+
+    monkeypatch.setattr(Stream, "flush", counted)  # counts, changes nothing
+    filename = str(tmp_path / "fast" / "fast_0001.h5")
+    channels = {"axis:samy": (np.float64, ()), "mca1:spectrum_det0": (np.uint32, (4096,))}
+    npoints = 1600
+    rng = np.random.default_rng(3)
+    data = {"axis:samy": np.arange(npoints, dtype=np.float64),
+            "mca1:spectrum_det0": rng.poisson(20, (npoints, 4096)).astype(np.uint32)}
+    scan = BlissScan(blissdata_url, reference_scan_info(filename, npoints=npoints),
+                     channels=channels)
+
+    def send() -> None:
+        scan.prepare_and_start()
+        started = time.monotonic()
+        for i, part in enumerate(blocks(data, 10)):
+            time.sleep(max(0.0, started + i * 0.01 - time.monotonic()))
+            scan.send(part)
+        scan.end()
+
+    reader = subprocess.Popen([sys.executable, "-c", _ACK_THEN_FILE, blissdata_url,
+                               scan.key, filename], stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout is not None and reader.stdout.readline() == "ready\n"
+        with _Writer(blissdata_url, "demo", str(tmp_path)) as writer:
+            publisher = threading.Thread(target=send)
+            publisher.start()
+            (record,) = wait_scans_done(writer, 1)
+            publisher.join()
+            assert record.state is SubscriberState.OFF, record.writer.state_reason
+        out, _ = reader.communicate(timeout=60)
+    finally:
+        reader.kill()
+    samples = [json.loads(line) for line in out.splitlines()]
+    assert samples and samples[-1][2] == "SUCCEEDED"
+    during = [(acked, lengths) for acked, lengths, _ in samples if any(acked.values())]
+    assert len(during) >= 5, samples
+    for acked, lengths in during:
+        for name, count in acked.items():
+            assert lengths.get(name, 0) >= count, (name, acked, lengths)
+    assert left, "no flush left a chunk begun"
+    with h5py.File(filename, "r") as h5:
+        datasets = _channel_datasets(h5["3.1"])
+        for name, values in data.items():
+            np.testing.assert_array_equal(datasets[name][()], values, err_msg=name)
+    assert nxcheck_errors(filename, ignore_entry_names=True) == []
+
+
+#: A reader in another process: ``[acknowledged points, points in the file, status]``
+#: per line, each stream's acknowledgement read before the file, until SUCCEEDED.
+_ACK_THEN_FILE = """
+import json, sys, time
+import h5py, redis
+url, key, path = sys.argv[1:]
+client = redis.Redis.from_url(url)
+client.ping()
+print("ready", flush=True)
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    time.sleep(0.01)
+    acks = client.hgetall(f"nws-blissdata:{key}:acks")
+    order = [n.decode() for n in client.lrange(f"nws-blissdata:{key}:streams", 0, -1)]
+    counts = next(iter(acks.values())).decode().partition(":")[2] if acks else ""
+    acked = {n: int(c) for n, c in zip(order, counts.split(",")) if c}
+    lengths = {}
+    try:
+        with h5py.File(path, "r", locking=False) as h5:
+            status = h5["/3.1/writer/status"][()].decode()
+            def visit(name, obj):
+                if isinstance(obj, h5py.Dataset) and "channel" in obj.attrs:
+                    channel = obj.attrs["channel"]
+                    channel = channel.decode() if isinstance(channel, bytes) else channel
+                    lengths.setdefault(channel, int(obj.shape[0]))
+            h5["/3.1/instrument"].visititems(visit)
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError):
+        continue  # the reader contract: try again
+    print(json.dumps([acked, lengths, status]), flush=True)
+    if status == "SUCCEEDED":
+        break
+"""

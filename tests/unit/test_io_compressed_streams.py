@@ -329,6 +329,54 @@ def test_a_chunk_filled_after_flushes_keeps_the_pieces_they_compressed(
         np.testing.assert_array_equal(f["data"][()], values)
 
 
+def big_stream(f: h5py.File, compressor: ChunkCompressor, rows: int) -> Stream:
+    """A gzip stream of points of 5 float64, chunks of ``rows`` points."""
+    plan = StreamPlan(path="data", channel="data", dtype="<f8", point_shape=(5,),
+                      chunk_rows=rows, compression="gzip")
+    dataset = create_stream_dataset(f, "data", (0, 5), (None, 5), (rows, 5),
+                                    np.dtype("f8"), None, filter_options("gzip"))
+    return Stream(dataset, plan, None, Scratch(), (0, np.dtype("f8"), False),
+                  codec_for("gzip"), compressor)
+
+
+def test_a_chunk_begun_that_fills_before_the_next_flush_is_left_for_it(tmp_path: Path
+                                                                       ) -> None:
+    """At the rate points came since the last flush, a chunk begun that fills up before
+    the next flush is not written in pieces: it is written whole when it fills, and the
+    stream says the mark of its first point meanwhile. A slow stream, or points held
+    for a whole period already, are written at the flush."""
+    rows, period = ROWS * 1024, 0.1
+    values = counts(3 * rows, point=(5,))
+    compressor = ChunkCompressor(1)
+    try:
+        with h5py.File(tmp_path / "scan.h5", "w") as f:
+            stream = big_stream(f, compressor, rows)
+            stream.flush(period=period, now=0.0)
+            stream.add(0, values[:10000], (1, 0.05))
+            stream.flush(period=period, now=0.1)  # 1e5 points/s: fills in 0.064 s
+            compressor.drain()
+            assert stream.unflushed == (1, 0.05) and f["data"].shape[0] == 0
+            stream.add(10000, values[10000:rows + 100], (2, 0.15))
+            stream.flush(period=period, now=0.2)  # slower now: the 100 points written
+            compressor.drain()
+            assert stream.unflushed is None and f["data"].shape[0] == rows + 100
+            _, first = f["data"].id.read_direct_chunk((0, 0))
+            assert first == bytes(codec_for("gzip").encode(values[:rows]))  # at once
+            stream.add(rows + 100, values[rows + 100:rows + 9000], (3, 0.21))
+            stream.flush(period=period, now=0.3)  # fast, but held since 0.21
+            assert stream.unflushed == (3, 0.21)
+            stream.add(rows + 9000, values[rows + 9000:rows + 16000], (4, 0.35))
+            stream.flush(period=period, now=0.4)  # fills soon, but the first held
+            compressor.drain()                    # came 0.19 s ago: written
+            assert stream.unflushed is None and f["data"].shape[0] == rows + 16000
+            stream.flush(final=True)
+            compressor.drain()
+    finally:
+        compressor.close()
+    with h5py.File(tmp_path / "scan.h5", "r") as f:
+        np.testing.assert_array_equal(f["data"][()], values[:rows + 16000])
+
+
 @pytest.mark.parametrize("level", [0, 1, 4, 6, 9])
 def test_deflate_gives_a_zlib_stream_at_every_level(level: int) -> None:
     """What :func:`deflate` gives (ISA-L's deflate) inflates with zlib, as HDF5's
