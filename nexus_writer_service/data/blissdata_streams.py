@@ -52,7 +52,7 @@ from blissdata.streams.encoding.numeric import NumericStreamEncoder
 
 from ..errors import MalformedEventError
 from .blissdata_lima import is_lima_info, lima_node_info
-from ._fast_redis import DirectCommand
+from ._fast_redis import DIRECT_BYTES, DirectCommand
 from .connection import Client, redis_errors
 
 __all__ = ["Cursors", "encoding_problems", "first_kept", "is_lima", "is_scans",
@@ -256,7 +256,8 @@ class Cursors:
         self._redis = redis.Redis(connection_pool=client.connection_pool)
         for command in ("XREAD", "XREVRANGE"):  # the replies as hiredis parses them
             self._redis.set_response_callback(command, lambda reply, **_: reply)
-        # large payloads received straight into their arrays (see _fast_redis)
+        # entries of DIRECT_BYTES or more: received straight into their arrays (see
+        # _fast_redis)
         self._xread = DirectCommand(client)
         self._readings: dict[bytes, _Reading] = {}
         self._entry_bytes = 0.0
@@ -302,7 +303,10 @@ class Cursors:
         if timeout is not None:
             args += ["BLOCK", max(1, int(timeout * 1000))]
         args += ["STREAMS", *(r.key for r in open_), *(f"{r.position}-0" for r in open_)]
-        reply = self._xread("XREAD", *args)
+        if self._entry_bytes >= DIRECT_BYTES:  # large entries: straight into arrays
+            reply = self._xread("XREAD", *args)
+        else:  # small ones: hiredis parses them faster than Python can
+            reply = self._redis.execute_command("XREAD", *args)
         views: dict[Any, Any] = {}
         self.caught_up = True
         if not reply:

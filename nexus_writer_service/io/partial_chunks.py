@@ -16,10 +16,13 @@ partial chunk is put together from:
 * the zlib header, the final block and the Adler-32 checksum of the whole chunk,
   computed here (ISA-L's where installed; the zeros' part by formula).
 
-Any inflater reads it as it reads what zlib makes of the padded chunk at once;
-the chunk compresses a little less well (each piece starts afresh), and is
-replaced by the chunk compressed at once when it fills up, or when the file is
-closed (:meth:`.Stream.flush`, ``final``).
+Any inflater reads it as it reads what zlib makes of the padded chunk at once.
+When the chunk fills up, it is put together the same way: the pieces of the flushes
+and one piece per plane for the points after them, so what the flushes compressed
+is not compressed again (ISA-L's pieces per plane came out 0.5 to 10 % smaller than
+the chunk compressed at once, each plane having Huffman tables of its own: MCA
+spectra, counts, images, random values). The chunk begun when the file is closed is
+compressed at once (:meth:`.Stream.flush`, ``final``).
 
 (Storing the new points instead, deflate's stored blocks, and compressing them only
 with the whole chunk, was measured on an MCA at 1 kHz whose chunks fill up in 64

@@ -173,10 +173,16 @@ def small_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(blissdata_streams, "READ_BYTES", 2000)
 
 
-@pytest.mark.parametrize("reads", ["large", "small"])
-def test_every_stream_reads_as_blissdatas_own_reader_reads_it(blissdata_url, request, reads):
+@pytest.mark.parametrize("reads", ["large", "small", "direct"])
+def test_every_stream_reads_as_blissdatas_own_reader_reads_it(blissdata_url, request, reads,
+                                                              monkeypatch):
+    """``direct``: every read's reply parsed from the socket (``DirectCommand``; the
+    200-point blocks of the 128-channel MCA come as arrays), as reads of large
+    entries are."""
     if reads == "small":
         request.getfixturevalue("small_reads")
+    if reads == "direct":
+        monkeypatch.setattr(blissdata_streams, "DIRECT_BYTES", 0)
     scan, sent, _ = _publish(blissdata_url)
     ours, theirs = _ours(blissdata_url, scan), _theirs(scan)
     assert set(ours) == set(theirs) == set(sent)
