@@ -27,6 +27,7 @@ from nexus_writer_service.cli.session_writer import (
 from nexus_writer_service.tuning import (
     limit_hdf5_free_lists,
     use_background_nice,
+    use_malloc_thresholds,
     use_one_malloc_arena,
     use_switch_interval,
 )
@@ -96,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = logging.getLogger("tango_devices")
     use_switch_interval()  # the reader and HDF5 threads pass the GIL often
     use_one_malloc_arena()  # and pass each other pages of memory
+    use_malloc_thresholds()  # and keep the blocks of a few MiB they free
     limit_hdf5_free_lists()  # and give back what a big scan needed
     use_background_nice()  # Tango's threads answer clients before the writer's work
     try:

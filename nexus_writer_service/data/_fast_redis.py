@@ -336,7 +336,7 @@ class _ReplyReader:
             value = bytes(self._view[self._start:self._start + size])
             self._start += size + 2
             return value
-        array = np.empty(size + 2, dtype=np.uint8)  # its CRLF too
+        array: Any = np.empty(size + 2, dtype=np.uint8)  # its CRLF too
         target = memoryview(array)
         have = min(self._end - self._start, size + 2)
         target[:have] = self._view[self._start:self._start + have]
@@ -347,9 +347,9 @@ class _ReplyReader:
                 raise redis.ConnectionError("Connection closed by server.")
             have += got
         target.release()
-        value = array[:size]
-        value.flags.writeable = False
-        return value
+        received = array[:size]
+        received.flags.writeable = False
+        return received
 
     def _value(self) -> Any:
         line = self._line()

@@ -110,7 +110,7 @@ def lima_node_info(info: Mapping[str, Any], subscan: str, what: str
     }
 
 
-def lima_progress(statuses: Sequence[Any], what: str) -> LimaProgress:
+def lima_progress(statuses: Sequence[Any], what: object) -> LimaProgress:
     """The progress that the last of ``statuses`` (events of a lima stream) says.
 
     :raises MalformedEventError: it is not a ``{"last_index", "last_index_saved"}``

@@ -502,7 +502,7 @@ class BlissdataScan:
         skip = max(0, had - first)
         if skip >= count:
             return None
-        what = f"stream {stream.name!r} ({stream.key}) of scan {self._key}"
+        what = _Naming(stream, self._key)  # (said only in messages: read when said)
         if is_lima(stream):  # only the last status counts: given again when resumed
             progress.counts[index] = first + count
             try:
@@ -533,7 +533,7 @@ class BlissdataScan:
         return EventType.NEW_DATA, node, EventData(progress.text(), first_index=first + skip,
                                                    data=data)
 
-    def _look_up(self, event: Any, what: str) -> ScanReference:
+    def _look_up(self, event: Any, what: object) -> ScanReference:
         """A scan the sequence groups, as BLISS names it (``{"key", "scan_number"}``),
         looked up (see :class:`~.events.ScanReference`)."""
         key = event.get("key") if isinstance(event, dict) else None
@@ -601,3 +601,19 @@ class BlissdataScan:
 
     def __repr__(self) -> str:
         return f"<BlissdataScan {self._key}>"
+
+
+class _Naming:
+    """``stream {name!r} ({key}) of scan {scan key}``, made when said (blissdata's
+    stream key is slow to ask for, and a message is rarely needed)."""
+
+    __slots__ = ("_stream", "_scan")
+
+    def __init__(self, stream: Any, scan: str) -> None:
+        self._stream, self._scan = stream, scan
+
+    def __str__(self) -> str:
+        return f"stream {self._stream.name!r} ({self._stream.key}) of scan {self._scan}"
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)

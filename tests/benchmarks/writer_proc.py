@@ -35,6 +35,7 @@ from nexus_writer_service.cli.session_writer import (
     build_parser, configure_logging, save_options_from_args)
 from nexus_writer_service.tuning import (
     limit_hdf5_free_lists,
+    use_malloc_thresholds,
     use_one_malloc_arena,
     use_switch_interval,
 )
@@ -69,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     use_switch_interval()
     use_one_malloc_arena()
+    use_malloc_thresholds()  # and keep the blocks of a few MiB they free
     limit_hdf5_free_lists()
     writer = NexusSessionWriter(node, options=options, reader_name=args.reader_name,
                                 resume=args.resume)
