@@ -294,7 +294,6 @@ class _ReplyReader:
         sock.settimeout(None)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
-        self._sock = sock
         self._buffer = bytearray(_RECEIVE_BYTES)
         self._view = memoryview(self._buffer)
         self._start = self._end = 0
@@ -315,7 +314,7 @@ class _ReplyReader:
             self._view.release()
             self._buffer.extend(bytes(len(self._buffer)))
             self._view = memoryview(self._buffer)
-        got = self._sock.recv_into(self._view[self._end:])
+        got = self.sock.recv_into(self._view[self._end:])
         if not got:
             raise redis.ConnectionError("Connection closed by server.")
         self._end += got
@@ -342,7 +341,7 @@ class _ReplyReader:
         target[:have] = self._view[self._start:self._start + have]
         self._start += have
         while have < size + 2:
-            got = self._sock.recv_into(target[have:], size + 2 - have, socket.MSG_WAITALL)
+            got = self.sock.recv_into(target[have:], size + 2 - have, socket.MSG_WAITALL)
             if not got:
                 raise redis.ConnectionError("Connection closed by server.")
             have += got

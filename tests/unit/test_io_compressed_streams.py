@@ -257,6 +257,17 @@ def test_a_flush_without_new_points_does_not_compress_the_partial_chunk_again(
                                                                      counts(2, seed=1)]))
 
 
+def big_stream(f: h5py.File, compressor: ChunkCompressor, rows: int, scheme: str = "gzip"
+               ) -> Stream:
+    """A ``scheme`` stream of points of 5 float64, chunks of ``rows`` points."""
+    plan = StreamPlan(path="data", channel="data", dtype="<f8", point_shape=(5,),
+                      chunk_rows=rows, compression=scheme)
+    dataset = create_stream_dataset(f, "data", (0, 5), (None, 5), (rows, 5),
+                                    np.dtype("f8"), None, filter_options(scheme))
+    return Stream(dataset, plan, None, Scratch(), (0, np.dtype("f8"), False),
+                  codec_for(scheme), compressor)
+
+
 @pytest.mark.parametrize("scheme", ["gzip", "gzip-byteshuffle"])
 def test_the_last_flush_compresses_the_chunk_begun_at_once(tmp_path: Path, scheme: str
                                                            ) -> None:
@@ -269,12 +280,8 @@ def test_the_last_flush_compresses_the_chunk_begun_at_once(tmp_path: Path, schem
     compressor = ChunkCompressor(1)
     try:
         with h5py.File(tmp_path / "scan.h5", "w") as f:
-            plan = StreamPlan(path="data", channel="data", dtype="<f8", point_shape=(5,),
-                              chunk_rows=big, compression=scheme)
-            dataset = create_stream_dataset(f, "data", (0, 5), (None, 5), (big, 5),
-                                            np.dtype("f8"), None, filter_options(scheme))
-            stream = Stream(dataset, plan, None, Scratch(), (0, np.dtype("f8"), False),
-                            codec, compressor)
+            stream = big_stream(f, compressor, big, scheme)
+            dataset = stream.dataset
             stream.add(0, values)
             stream.flush()
             compressor.drain()
@@ -304,12 +311,8 @@ def test_a_chunk_filled_after_flushes_keeps_the_pieces_they_compressed(
     compressor = ChunkCompressor(1)
     try:
         with h5py.File(tmp_path / "scan.h5", "w") as f:
-            plan = StreamPlan(path="data", channel="data", dtype="<f8", point_shape=(5,),
-                              chunk_rows=big, compression=scheme)
-            dataset = create_stream_dataset(f, "data", (0, 5), (None, 5), (big, 5),
-                                            np.dtype("f8"), None, filter_options(scheme))
-            stream = Stream(dataset, plan, None, Scratch(), (0, np.dtype("f8"), False),
-                            codec, compressor)
+            stream = big_stream(f, compressor, big, scheme)
+            dataset = stream.dataset
             before = PartialChunk()
             for start, stop in ((0, 300), (300, 1000)):
                 stream.add(start, values[start:stop])
@@ -327,16 +330,6 @@ def test_a_chunk_filled_after_flushes_keeps_the_pieces_they_compressed(
         compressor.close()
     with h5py.File(tmp_path / "scan.h5", "r") as f:
         np.testing.assert_array_equal(f["data"][()], values)
-
-
-def big_stream(f: h5py.File, compressor: ChunkCompressor, rows: int) -> Stream:
-    """A gzip stream of points of 5 float64, chunks of ``rows`` points."""
-    plan = StreamPlan(path="data", channel="data", dtype="<f8", point_shape=(5,),
-                      chunk_rows=rows, compression="gzip")
-    dataset = create_stream_dataset(f, "data", (0, 5), (None, 5), (rows, 5),
-                                    np.dtype("f8"), None, filter_options("gzip"))
-    return Stream(dataset, plan, None, Scratch(), (0, np.dtype("f8"), False),
-                  codec_for("gzip"), compressor)
 
 
 def test_a_chunk_begun_that_fills_before_the_next_flush_is_left_for_it(tmp_path: Path
