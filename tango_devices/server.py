@@ -25,6 +25,7 @@ from nexus_writer_service.cli.arguments import Parser
 from nexus_writer_service.cli.session_writer import (
     LOG_LEVELS, add_logging_options, configure_logging)
 from nexus_writer_service.tuning import (
+    freeze_startup_objects,
     limit_hdf5_free_lists,
     use_background_nice,
     use_malloc_thresholds,
@@ -102,7 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     use_background_nice()  # Tango's threads answer clients before the writer's work
     try:
         tango.server.run((NexusWriter,), args=[SERVER, args.instance, *tango_args],
-                         green_mode=tango.GreenMode.Gevent, raises=True)
+                         green_mode=tango.GreenMode.Gevent, raises=True,
+                         # full garbage collections skip what the devices' set up made
+                         post_init_callback=freeze_startup_objects)
     except tango.DevFailed as exc:
         print(f"{SERVER}: error: {exc.args[0].desc.strip()}", file=sys.stderr)
         return 1

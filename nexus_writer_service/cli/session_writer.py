@@ -35,8 +35,8 @@ from ..errors import (
 from .arguments import Parser, checked_or_exit
 from ..io.options import COMPRESSIONS, SaveOptions, option_help
 from ..subscribers import NexusSessionWriter, SubscriberState
-from ..tuning import (limit_hdf5_free_lists, use_malloc_thresholds, use_one_malloc_arena,
-                      use_switch_interval)
+from ..tuning import (freeze_startup_objects, limit_hdf5_free_lists, use_malloc_thresholds,
+                      use_one_malloc_arena, use_switch_interval)
 
 __all__ = ["main", "build_parser", "configure_logging", "add_save_options",
            "add_logging_options", "save_options_from_args", "read_redis_url_file",
@@ -297,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          name=f"{PROG} {node.name} ({args.reader_name})")
     stop = gevent.event.Event()
     handlers = [gevent.signal_handler(sig, stop.set) for sig in (signal.SIGINT, signal.SIGTERM)]
+    freeze_startup_objects()  # full garbage collections skip what the set up made
     try:
         return _write(writer, lease, stop, args, log)
     except (SessionTakenError, RedisUnavailableError) as exc:

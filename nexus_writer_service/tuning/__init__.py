@@ -2,11 +2,13 @@
 ``NexusSessionWriter`` command and the Tango device server), never by an import:
 one malloc arena for its threads and fixed malloc thresholds, a short interpreter
 switch interval, bounded HDF5 free lists (with :func:`release_memory` after a scan of
-many channels), and, in the Tango device server, a lower priority for the background
-threads. Each module says why, and what it measured."""
+many channels), the start-up's objects left out of garbage collections, and, in the
+Tango device server, a lower priority for the background threads. Each module says
+why, and what it measured."""
 
 from .arenas import (MMAP_THRESHOLD, TRIM_THRESHOLD, use_malloc_thresholds,
                      use_one_malloc_arena)
+from .collector import freeze_startup_objects
 from .memory import HDF5_FREE_LIST_LIMITS, limit_hdf5_free_lists, release_memory
 from .priority import BACKGROUND_NICE, lower_this_thread, use_background_nice
 from .switching import WRITER_SWITCH_INTERVAL, use_switch_interval
@@ -14,4 +16,5 @@ from .switching import WRITER_SWITCH_INTERVAL, use_switch_interval
 __all__ = ["use_one_malloc_arena", "use_malloc_thresholds", "MMAP_THRESHOLD",
            "TRIM_THRESHOLD", "use_switch_interval", "WRITER_SWITCH_INTERVAL",
            "limit_hdf5_free_lists", "release_memory", "HDF5_FREE_LIST_LIMITS",
-           "use_background_nice", "lower_this_thread", "BACKGROUND_NICE"]
+           "use_background_nice", "lower_this_thread", "BACKGROUND_NICE",
+           "freeze_startup_objects"]

@@ -34,6 +34,7 @@ import gevent.event
 from nexus_writer_service.cli.session_writer import (
     build_parser, configure_logging, save_options_from_args)
 from nexus_writer_service.tuning import (
+    freeze_startup_objects,
     limit_hdf5_free_lists,
     use_malloc_thresholds,
     use_one_malloc_arena,
@@ -74,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     limit_hdf5_free_lists()
     writer = NexusSessionWriter(node, options=options, reader_name=args.reader_name,
                                 resume=args.resume)
+    freeze_startup_objects()
     try:
         emit("ready")
         if args.wait_signal:
