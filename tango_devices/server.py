@@ -24,6 +24,7 @@ import tango.server
 from nexus_writer_service.cli.arguments import Parser
 from nexus_writer_service.cli.session_writer import (
     LOG_LEVELS, add_logging_options, configure_logging)
+from nexus_writer_service.data.opener import import_sources
 from nexus_writer_service.tuning import (
     freeze_startup_objects,
     limit_hdf5_free_lists,
@@ -101,11 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     use_malloc_thresholds()  # and keep the blocks of a few MiB they free
     limit_hdf5_free_lists()  # and give back what a big scan needed
     use_background_nice()  # Tango's threads answer clients before the writer's work
+    # full garbage collections skip the modules' objects, blissdata's included (not the
+    # devices': Init replaces their writers, whose garbage must stay collectable)
+    import_sources()
+    freeze_startup_objects()
     try:
         tango.server.run((NexusWriter,), args=[SERVER, args.instance, *tango_args],
-                         green_mode=tango.GreenMode.Gevent, raises=True,
-                         # full garbage collections skip what the devices' set up made
-                         post_init_callback=freeze_startup_objects)
+                         green_mode=tango.GreenMode.Gevent, raises=True)
     except tango.DevFailed as exc:
         print(f"{SERVER}: error: {exc.args[0].desc.strip()}", file=sys.stderr)
         return 1

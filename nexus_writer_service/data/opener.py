@@ -19,7 +19,7 @@ from .reader import get_session_node
 from .source import SessionSource
 
 __all__ = ["open_session", "choose_data_source", "check_data_source", "check_idle_timeout",
-           "DATA_SOURCES"]
+           "import_sources", "DATA_SOURCES"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,17 @@ def choose_data_source(session: str, client: Client) -> tuple[str, str]:
     if blissdata:
         return "blissdata", "the Redis is set up for blissdata (BLISS 2.x)"
     return "nws", "the Redis holds neither source yet"
+
+
+def import_sources() -> tuple[str, ...]:
+    """Import now the modules of every data source installed (blissdata's only when
+    it is), which :func:`open_session` imports when first asked; the sources that
+    can be opened. For a process that completes its start-up before opening any."""
+    try:
+        from . import blissdata_source  # noqa: F401
+    except ImportError:
+        return ("nws",)
+    return ("nws", "blissdata")
 
 
 def open_session(session: str, redis_url: str | None = None,

@@ -15,9 +15,13 @@ start-up's objects are ignored by every later collection: the full collection of
 same scan took 0.6 ms. What is made later (scan writers, files) is collected as
 before.
 
-A setting of the whole process, so only the writer's own entry points (the
-``NexusSessionWriter`` command and the Tango device server) make it, once their set
-up is done, never an import.
+An object frozen is never collected, even once it is garbage: only what lives as
+long as the process may be frozen. The ``NexusSessionWriter`` command freezes once
+its session writer is made (it lives until the command ends); the Tango device
+server before its devices exist, with the modules of every installed data source
+imported first (:func:`~nexus_writer_service.data.opener.import_sources`), since the
+Init command replaces a device's writer. Only these entry points freeze, never an
+import.
 """
 
 from __future__ import annotations
