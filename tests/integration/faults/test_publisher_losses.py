@@ -171,7 +171,15 @@ def _outage_after_40_points(own_redis: EmbeddedRedis, tmp_path: Path,
     start_cli_writer(processes, session, url, tmp_path)
     with Publisher(session, url, retention=60, **options) as publisher:
         scan = start_loopscan(publisher, filename, 1, 100)
-        scan.send(loopscan_points(1, 0, 40))
+        client = redis.Redis.from_url(url)
+        try:
+            entries = client.xlen(scan.keys.events)
+            scan.send(loopscan_points(1, 0, 40))
+            # the entry is on its way when send returns: stored once Redis holds it
+            wait_until(lambda: client.xlen(scan.keys.events) > entries, 10,
+                       "the first 40 points stored")
+        finally:
+            client.close()
         own_redis.stop()
         yield scan
     published, reason = published_points(url, scan.key)
