@@ -4,6 +4,7 @@ bit-exact), whatever the blocks, flushes in the middle of a chunk and resumes.""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -12,7 +13,7 @@ import sys
 import threading
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import h5py
 import numpy as np
@@ -235,23 +236,31 @@ def test_a_resumed_file_is_completed_bit_exact(tmp_path: Path, scheme: str, thre
         np.testing.assert_array_equal(f["/1.1/x"][()], values)
 
 
-def test_a_flush_without_new_points_does_not_compress_the_partial_chunk_again(
-        tmp_path: Path) -> None:
+@contextlib.contextmanager
+def scan_file(path: Path) -> Iterator[tuple[h5py.File, ChunkCompressor]]:
+    """A new HDF5 file at ``path`` and a compressor of one thread, both closed after
+    (the file first)."""
     compressor = ChunkCompressor(1)
     try:
-        with h5py.File(tmp_path / "scan.h5", "w") as f:
-            stream = compressed_stream(f, "gzip", compressor)
-            stream.add(0, counts(5))
-            for _ in range(3):
-                stream.flush()
-                compressor.drain()
-            assert compressor.chunks == 1
-            stream.add(5, counts(2, seed=1))
-            stream.flush()
-            compressor.drain()
-            assert compressor.chunks == 2
+        with h5py.File(path, "w") as f:
+            yield f, compressor
     finally:
         compressor.close()
+
+
+def test_a_flush_without_new_points_does_not_compress_the_partial_chunk_again(
+        tmp_path: Path) -> None:
+    with scan_file(tmp_path / "scan.h5") as (f, compressor):
+        stream = compressed_stream(f, "gzip", compressor)
+        stream.add(0, counts(5))
+        for _ in range(3):
+            stream.flush()
+            compressor.drain()
+        assert compressor.chunks == 1
+        stream.add(5, counts(2, seed=1))
+        stream.flush()
+        compressor.drain()
+        assert compressor.chunks == 2
     with h5py.File(tmp_path / "scan.h5", "r") as f:
         np.testing.assert_array_equal(f["data"][()], np.concatenate([counts(5),
                                                                      counts(2, seed=1)]))
@@ -277,24 +286,20 @@ def test_the_last_flush_compresses_the_chunk_begun_at_once(tmp_path: Path, schem
     assert codec is not None
     big = ROWS * 1024  # points of 5 float64: chunks of 640 KiB, over MIN_CHUNK_BYTES
     values = counts(big + 300, point=(5,))
-    compressor = ChunkCompressor(1)
-    try:
-        with h5py.File(tmp_path / "scan.h5", "w") as f:
-            stream = big_stream(f, compressor, big, scheme)
-            dataset = stream.dataset
-            stream.add(0, values)
-            stream.flush()
-            compressor.drain()
-            at_once = bytes(codec.encode(np.concatenate(
-                [values[big:], np.zeros((big - 300, 5))])))
-            _, pieces = dataset.id.read_direct_chunk((big, 0))
-            assert pieces != at_once and zlib.decompress(pieces) == zlib.decompress(at_once)
-            stream.flush(final=True)
-            compressor.drain()
-            _, last = dataset.id.read_direct_chunk((big, 0))
-            assert last == at_once
-    finally:
-        compressor.close()
+    with scan_file(tmp_path / "scan.h5") as (f, compressor):
+        stream = big_stream(f, compressor, big, scheme)
+        dataset = stream.dataset
+        stream.add(0, values)
+        stream.flush()
+        compressor.drain()
+        at_once = bytes(codec.encode(np.concatenate(
+            [values[big:], np.zeros((big - 300, 5))])))
+        _, pieces = dataset.id.read_direct_chunk((big, 0))
+        assert pieces != at_once and zlib.decompress(pieces) == zlib.decompress(at_once)
+        stream.flush(final=True)
+        compressor.drain()
+        _, last = dataset.id.read_direct_chunk((big, 0))
+        assert last == at_once
     with h5py.File(tmp_path / "scan.h5", "r") as f:
         np.testing.assert_array_equal(f["data"][()], values)
 
@@ -308,26 +313,22 @@ def test_a_chunk_filled_after_flushes_keeps_the_pieces_they_compressed(
     assert codec is not None
     big = ROWS * 1024
     values = counts(big + 10, point=(5,))
-    compressor = ChunkCompressor(1)
-    try:
-        with h5py.File(tmp_path / "scan.h5", "w") as f:
-            stream = big_stream(f, compressor, big, scheme)
-            dataset = stream.dataset
-            before = PartialChunk()
-            for start, stop in ((0, 300), (300, 1000)):
-                stream.add(start, values[start:stop])
-                stream.flush()
-                compressor.drain()
-                before = encode_partial(codec, values[:stop], big, before)
-            stream.add(1000, values[1000:])
+    with scan_file(tmp_path / "scan.h5") as (f, compressor):
+        stream = big_stream(f, compressor, big, scheme)
+        dataset = stream.dataset
+        before = PartialChunk()
+        for start, stop in ((0, 300), (300, 1000)):
+            stream.add(start, values[start:stop])
+            stream.flush()
             compressor.drain()
-            _, whole = dataset.id.read_direct_chunk((0, 0))
-            assert whole == encode_partial(codec, values[:big], big, before).encoded
-            assert whole != bytes(codec.encode(values[:big]))
-            stream.flush(final=True)
-            compressor.drain()
-    finally:
-        compressor.close()
+            before = encode_partial(codec, values[:stop], big, before)
+        stream.add(1000, values[1000:])
+        compressor.drain()
+        _, whole = dataset.id.read_direct_chunk((0, 0))
+        assert whole == encode_partial(codec, values[:big], big, before).encoded
+        assert whole != bytes(codec.encode(values[:big]))
+        stream.flush(final=True)
+        compressor.drain()
     with h5py.File(tmp_path / "scan.h5", "r") as f:
         np.testing.assert_array_equal(f["data"][()], values)
 
@@ -340,32 +341,28 @@ def test_a_chunk_begun_that_fills_before_the_next_flush_is_left_for_it(tmp_path:
     for a whole period already, are written at the flush."""
     rows, period = ROWS * 1024, 0.1
     values = counts(3 * rows, point=(5,))
-    compressor = ChunkCompressor(1)
-    try:
-        with h5py.File(tmp_path / "scan.h5", "w") as f:
-            stream = big_stream(f, compressor, rows)
-            stream.flush(period=period, now=0.0)
-            stream.add(0, values[:10000], (1, 0.05))
-            stream.flush(period=period, now=0.1)  # 1e5 points/s: fills in 0.064 s
-            compressor.drain()
-            assert stream.unflushed == (1, 0.05) and f["data"].shape[0] == 0
-            stream.add(10000, values[10000:rows + 100], (2, 0.15))
-            stream.flush(period=period, now=0.2)  # slower now: the 100 points written
-            compressor.drain()
-            assert stream.unflushed is None and f["data"].shape[0] == rows + 100
-            _, first = f["data"].id.read_direct_chunk((0, 0))
-            assert first == bytes(codec_for("gzip").encode(values[:rows]))  # at once
-            stream.add(rows + 100, values[rows + 100:rows + 9000], (3, 0.21))
-            stream.flush(period=period, now=0.3)  # fast, but held since 0.21
-            assert stream.unflushed == (3, 0.21)
-            stream.add(rows + 9000, values[rows + 9000:rows + 16000], (4, 0.35))
-            stream.flush(period=period, now=0.4)  # fills soon, but the first held
-            compressor.drain()                    # came 0.19 s ago: written
-            assert stream.unflushed is None and f["data"].shape[0] == rows + 16000
-            stream.flush(final=True)
-            compressor.drain()
-    finally:
-        compressor.close()
+    with scan_file(tmp_path / "scan.h5") as (f, compressor):
+        stream = big_stream(f, compressor, rows)
+        stream.flush(period=period, now=0.0)
+        stream.add(0, values[:10000], (1, 0.05))
+        stream.flush(period=period, now=0.1)  # 1e5 points/s: fills in 0.064 s
+        compressor.drain()
+        assert stream.unflushed == (1, 0.05) and f["data"].shape[0] == 0
+        stream.add(10000, values[10000:rows + 100], (2, 0.15))
+        stream.flush(period=period, now=0.2)  # slower now: the 100 points written
+        compressor.drain()
+        assert stream.unflushed is None and f["data"].shape[0] == rows + 100
+        _, first = f["data"].id.read_direct_chunk((0, 0))
+        assert first == bytes(codec_for("gzip").encode(values[:rows]))  # at once
+        stream.add(rows + 100, values[rows + 100:rows + 9000], (3, 0.21))
+        stream.flush(period=period, now=0.3)  # fast, but held since 0.21
+        assert stream.unflushed == (3, 0.21)
+        stream.add(rows + 9000, values[rows + 9000:rows + 16000], (4, 0.35))
+        stream.flush(period=period, now=0.4)  # fills soon, but the first held
+        compressor.drain()                    # came 0.19 s ago: written
+        assert stream.unflushed is None and f["data"].shape[0] == rows + 16000
+        stream.flush(final=True)
+        compressor.drain()
     with h5py.File(tmp_path / "scan.h5", "r") as f:
         np.testing.assert_array_equal(f["data"][()], values[:rows + 16000])
 
