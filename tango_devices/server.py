@@ -26,13 +26,7 @@ from nexus_writer_service.cli.session_writer import (
     LOG_LEVELS, add_logging_options, configure_logging)
 from nexus_writer_service.data.opener import import_sources
 from nexus_writer_service.tuning import (
-    freeze_startup_objects,
-    limit_hdf5_free_lists,
-    use_background_nice,
-    use_malloc_thresholds,
-    use_one_malloc_arena,
-    use_switch_interval,
-)
+    freeze_startup_objects, use_background_nice, use_writer_settings)
 
 from .nexus_writer import NexusWriter
 
@@ -97,10 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("tango_devices").info(
         "%s/%s starting (log %s)", SERVER, args.instance, args.log)
     log = logging.getLogger("tango_devices")
-    use_switch_interval()  # the reader and HDF5 threads pass the GIL often
-    use_one_malloc_arena()  # and pass each other pages of memory
-    use_malloc_thresholds()  # and keep the blocks of a few MiB they free
-    limit_hdf5_free_lists()  # and give back what a big scan needed
+    use_writer_settings()
     use_background_nice()  # Tango's threads answer clients before the writer's work
     # full garbage collections skip the modules' objects, blissdata's included (not the
     # devices': Init replaces their writers, whose garbage must stay collectable)

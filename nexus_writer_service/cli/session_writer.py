@@ -35,8 +35,7 @@ from ..errors import (
 from .arguments import Parser, checked_or_exit
 from ..io.options import COMPRESSIONS, SaveOptions, option_help
 from ..subscribers import NexusSessionWriter, SubscriberState
-from ..tuning import (freeze_startup_objects, limit_hdf5_free_lists, use_malloc_thresholds,
-                      use_one_malloc_arena, use_switch_interval)
+from ..tuning import freeze_startup_objects, use_writer_settings
 
 __all__ = ["main", "build_parser", "configure_logging", "add_save_options",
            "add_logging_options", "save_options_from_args", "read_redis_url_file",
@@ -287,10 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NexusWriterError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
-    use_switch_interval()  # the reader and HDF5 threads pass the GIL often
-    use_one_malloc_arena()  # and pass each other pages of memory
-    use_malloc_thresholds()  # and keep the blocks of a few MiB they free
-    limit_hdf5_free_lists()  # and give back what a big scan needed
+    use_writer_settings()
     writer = NexusSessionWriter(node, options=options, reader_name=args.reader_name,
                                 resume=args.resume)
     lease = SessionLease(node.connection, node.name,

@@ -17,4 +17,14 @@ __all__ = ["use_one_malloc_arena", "use_malloc_thresholds", "MMAP_THRESHOLD",
            "TRIM_THRESHOLD", "use_switch_interval", "WRITER_SWITCH_INTERVAL",
            "limit_hdf5_free_lists", "release_memory", "HDF5_FREE_LIST_LIMITS",
            "use_background_nice", "lower_this_thread", "BACKGROUND_NICE",
-           "freeze_startup_objects"]
+           "freeze_startup_objects", "use_writer_settings"]
+
+
+def use_writer_settings() -> None:
+    """The settings every writer process makes before its writer starts (the entry
+    points freeze their start-up's objects apart, each at its own time: see
+    :mod:`.collector`)."""
+    use_switch_interval()  # the reader and HDF5 threads pass the GIL often
+    use_one_malloc_arena()  # and pass each other pages of memory
+    use_malloc_thresholds()  # and keep the blocks of a few MiB they free
+    limit_hdf5_free_lists()  # and give back what a big scan needed

@@ -33,13 +33,7 @@ import gevent.event
 
 from nexus_writer_service.cli.session_writer import (
     build_parser, configure_logging, save_options_from_args)
-from nexus_writer_service.tuning import (
-    freeze_startup_objects,
-    limit_hdf5_free_lists,
-    use_malloc_thresholds,
-    use_one_malloc_arena,
-    use_switch_interval,
-)
+from nexus_writer_service.tuning import freeze_startup_objects, use_writer_settings
 from nexus_writer_service.data.opener import open_session
 from nexus_writer_service.subscribers import NexusSessionWriter, SubscriberState
 
@@ -69,10 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def emit(event: str, **fields: Any) -> None:
         out.write(json.dumps({"event": event, "t": time.time(), **fields}) + "\n")
 
-    use_switch_interval()
-    use_one_malloc_arena()
-    use_malloc_thresholds()  # and keep the blocks of a few MiB they free
-    limit_hdf5_free_lists()
+    use_writer_settings()  # as the command's
     writer = NexusSessionWriter(node, options=options, reader_name=args.reader_name,
                                 resume=args.resume)
     freeze_startup_objects()

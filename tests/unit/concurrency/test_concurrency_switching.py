@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -32,3 +33,19 @@ def test_bad_intervals_are_refused_and_change_nothing(bad, error, words):
     with pytest.raises(error, match=words):
         use_switch_interval(bad)
     assert sys.getswitchinterval() == before
+
+
+# In a process of its own: the settings are the whole process's (of glibc's and HDF5's,
+# only the switch interval can be read back).
+SETTINGS = """
+import sys
+from nexus_writer_service.tuning import WRITER_SWITCH_INTERVAL, use_writer_settings
+use_writer_settings()
+print(sys.getswitchinterval() == WRITER_SWITCH_INTERVAL)
+"""
+
+
+def test_a_writer_process_makes_its_settings_in_one_call():
+    done = subprocess.run([sys.executable, "-c", SETTINGS], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.strip() == "True"
